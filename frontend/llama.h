@@ -1,0 +1,59 @@
+// frontend/llama.h — LLaMA hyperparameters from GGUF and the lowering into graph IR.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "frontend/gguf.h"
+#include "ir/graph.h"
+#include "support/result.h"
+
+namespace kiln {
+
+struct LlamaConfig {
+  std::string arch;        // "llama"
+  std::string name;        // general.name, for messages and the graph name
+  int64_t n_vocab = 0;
+  int64_t n_embd = 0;
+  int64_t n_layer = 0;
+  int64_t n_head = 0;
+  int64_t n_head_kv = 0;
+  int64_t head_dim = 0;
+  int64_t n_ff = 0;
+  int64_t n_ctx_train = 0;
+  int64_t n_rot = 0;
+  double rope_theta = 10000.0;
+  double rms_eps = 1e-5;
+  bool tied_output = false;  // LM head reuses token_embd.weight
+};
+
+// Reads and sanity-checks the hyperparameters; errors name the file and key.
+Result<LlamaConfig> read_llama_config(const GgufFile& f);
+
+struct LlamaBuildOptions {
+  int64_t max_context = 2048;    // rows of each KV cache state buffer
+  bool all_logits = false;       // logits for every token, not just the last
+};
+
+// The GGUF file as a weight source: tensor shapes in logical [rows, cols] order.
+class GgufWeights final : public WeightSource {
+ public:
+  explicit GgufWeights(std::shared_ptr<const GgufFile> f) : f_(std::move(f)) {}
+  std::optional<WeightView> find(std::string_view name) const override;
+  std::string describe() const override { return f_->path(); }
+  const GgufFile& file() const { return *f_; }
+
+ private:
+  std::shared_ptr<const GgufFile> f_;
+};
+
+// Logical [rows, cols] shape of a GGUF tensor (GGUF lists the contiguous dimension first).
+std::vector<int64_t> logical_shape(const GgufTensor& t);
+
+// Lowers the model into one step graph: inputs tokens[T] and positions[T], state
+// buffers kv.<layer>.k / kv.<layer>.v, output "logits". Every tensor's presence, dtype
+// and shape is checked; errors name the tensor and the expected shape.
+Result<Graph> build_llama_graph(std::shared_ptr<const GgufFile> f, const LlamaConfig& cfg,
+                                const LlamaBuildOptions& opts);
+
+}  // namespace kiln

@@ -1,0 +1,353 @@
+// ir/interpreter.cpp — one evaluation routine per op, in op table order.
+#include "ir/interpreter.h"
+
+#include <cmath>
+#include <unordered_map>
+
+#include <fmt/format.h>
+
+namespace kiln {
+
+Tensor Tensor::f32_of(std::vector<int64_t> shape, std::vector<float> data) {
+  Tensor t;
+  t.dtype = DType::F32;
+  t.shape = std::move(shape);
+  if (data.empty()) data.assign((size_t)t.elements(), 0.0f);
+  t.f32 = std::move(data);
+  return t;
+}
+
+Tensor Tensor::i32_of(std::vector<int64_t> shape, std::vector<int32_t> data) {
+  Tensor t;
+  t.dtype = DType::I32;
+  t.shape = std::move(shape);
+  t.i32 = std::move(data);
+  return t;
+}
+
+int64_t Tensor::elements() const {
+  int64_t n = 1;
+  for (auto d : shape) n *= d;
+  return n;
+}
+
+namespace {
+
+using TensorPtr = std::shared_ptr<const Tensor>;
+
+Result<WeightView> weight_view(const Graph& g, const Node* w) {
+  auto name = w->str_attr("name");
+  if (!g.weights()) return make_error("weight \"{}\": the graph has no weight source", *name);
+  auto v = g.weights()->find(*name);
+  if (!v) return make_error("weight \"{}\" is not in {}", *name, g.weights()->describe());
+  if (v->dtype != w->type().dtype || v->shape != w->type().shape)
+    return make_error("weight \"{}\" in {} does not match its node type {}", *name,
+                      g.weights()->describe(), w->type().str());
+  return *v;
+}
+
+// A matrix operand: either f32 rows in memory or rows of a (possibly quantized) weight.
+struct RowSource {
+  const float* f32 = nullptr;
+  const uint8_t* raw = nullptr;
+  DType dtype = DType::F32;
+  int64_t rows = 0, cols = 0;
+  uint64_t row_bytes = 0;
+
+  void row(int64_t r, float* dst) const {
+    if (f32) std::copy(f32 + r * cols, f32 + (r + 1) * cols, dst);
+    else dequantize_row(dtype, raw + r * row_bytes, dst, (uint64_t)cols);
+  }
+};
+
+Status check_row_broadcast(const Tensor& a, const Tensor& b, std::string_view op) {
+  if (a.elements() == b.elements() || b.elements() == a.cols()) return Status::success();
+  return make_error("{}: shapes [{}] and [{}] do not broadcast", op, fmt::join(a.shape, ","),
+                    fmt::join(b.shape, ","));
+}
+
+}  // namespace
+
+Result<Tensor> load_weight(const Graph& g, const Node* w) {
+  KILN_ASSIGN(WeightView v, weight_view(g, w));
+  Tensor t = Tensor::f32_of(w->type().shape);
+  int64_t cols = w->type().shape.back();
+  for (int64_t r = 0; r < t.elements() / cols; ++r)
+    dequantize_row(v.dtype, v.data + dtype_bytes(v.dtype, (uint64_t)(r * cols)),
+                   t.f32.data() + r * cols, (uint64_t)cols);
+  return t;
+}
+
+Interpreter::Interpreter(const Graph& g) : g_(g) {}
+
+void Interpreter::reset_state() {
+  for (auto& [name, t] : state_) std::fill(t->f32.begin(), t->f32.end(), 0.0f);
+}
+
+Result<std::map<std::string, Tensor>> Interpreter::run(const std::map<std::string, Tensor>& inputs) {
+  std::vector<Node*> nodes = g_.nodes();
+  // Free each value after its last use, so a long prompt does not hold every activation.
+  std::unordered_map<const Node*, size_t> last_use;
+  for (size_t i = 0; i < nodes.size(); ++i)
+    for (Node* o : nodes[i]->operands()) last_use[o] = i;
+
+  std::unordered_map<const Node*, TensorPtr> val;
+  std::map<std::string, Tensor> outputs;
+
+  auto get = [&](const Node* n) -> Result<TensorPtr> {
+    auto it = val.find(n);
+    if (it != val.end()) return it->second;
+    if (n->op() == Op::Weight) {
+      auto c = dequantized_.find(n);
+      if (c != dequantized_.end()) return c->second;
+      KILN_ASSIGN(Tensor t, load_weight(g_, n));
+      auto p = std::make_shared<const Tensor>(std::move(t));
+      if (n->type().elements() <= (1 << 20)) dequantized_[n] = p;
+      return p;
+    }
+    return make_error("value of {} is not available", op_name(n->op()));
+  };
+  auto rows_of = [&](const Node* n, RowSource& rs, TensorPtr& keep) -> Status {
+    if (n->op() == Op::Weight) {
+      KILN_ASSIGN(WeightView v, weight_view(g_, n));
+      rs.raw = v.data;
+      rs.dtype = v.dtype;
+      rs.rows = v.shape[0];
+      rs.cols = v.shape[1];
+      rs.row_bytes = dtype_bytes(v.dtype, (uint64_t)rs.cols);
+      return Status::success();
+    }
+    KILN_ASSIGN(keep, get(n));
+    rs.f32 = keep->f32.data();
+    rs.rows = keep->rows();
+    rs.cols = keep->cols();
+    return Status::success();
+  };
+
+  for (size_t idx = 0; idx < nodes.size(); ++idx) {
+    const Node* n = nodes[idx];
+    auto where = [&](const std::string& msg) {
+      return make_error("{}{}: {}", op_name(n->op()), n->loc().empty() ? "" : " at " + n->loc(), msg);
+    };
+    std::shared_ptr<Tensor> out;
+    switch (n->op()) {
+      case Op::Input: {
+        std::string name(*n->str_attr("name"));
+        auto it = inputs.find(name);
+        if (it == inputs.end()) return make_error("missing input \"{}\"", name);
+        const Tensor& t = it->second;
+        const TensorType& ty = n->type();
+        bool ok = t.dtype == ty.dtype && (int64_t)t.shape.size() == ty.rank();
+        for (size_t d = 0; ok && d < t.shape.size(); ++d)
+          ok = ty.shape[d] == kDynamic || ty.shape[d] == t.shape[d];
+        if (!ok)
+          return make_error("input \"{}\" must be {}, got {}[{}]", name, ty.str(),
+                            dtype_name(t.dtype), fmt::join(t.shape, ","));
+        out = std::make_shared<Tensor>(t);
+        break;
+      }
+      case Op::Weight:
+        continue;  // read lazily by its users
+      case Op::Constant: {
+        const DenseData* d = n->dense_attr("value");
+        out = std::make_shared<Tensor>();
+        out->dtype = d->dtype;
+        out->shape = n->type().shape;
+        out->f32 = d->f32;
+        out->i32 = d->i32;
+        break;
+      }
+      case Op::State: {
+        std::string name(*n->str_attr("name"));
+        auto& s = state_[name];
+        if (!s) s = std::make_shared<Tensor>(Tensor::f32_of(n->type().shape));
+        val[n] = s;
+        continue;
+      }
+      case Op::Embed: {
+        RowSource table;
+        TensorPtr keep;
+        KILN_TRY(rows_of(n->operand(0), table, keep));
+        KILN_ASSIGN(TensorPtr tok, get(n->operand(1)));
+        int64_t T = tok->elements(), D = table.cols;
+        out = std::make_shared<Tensor>(Tensor::f32_of({T, D}));
+        for (int64_t t = 0; t < T; ++t) {
+          int32_t id = tok->i32[t];
+          if (id < 0 || id >= table.rows)
+            return where(fmt::format("token {} at index {} is outside the vocabulary of {}", id, t,
+                                     table.rows));
+          table.row(id, out->f32.data() + t * D);
+        }
+        break;
+      }
+      case Op::RmsNorm: {
+        KILN_ASSIGN(TensorPtr x, get(n->operand(0)));
+        KILN_ASSIGN(TensorPtr w, get(n->operand(1)));
+        double eps = *n->float_attr("eps");
+        int64_t R = x->rows(), C = x->cols();
+        out = std::make_shared<Tensor>(Tensor::f32_of(x->shape));
+        for (int64_t r = 0; r < R; ++r) {
+          const float* xr = x->f32.data() + r * C;
+          double ss = 0;
+          for (int64_t c = 0; c < C; ++c) ss += (double)xr[c] * xr[c];
+          float scale = (float)(1.0 / std::sqrt(ss / (double)C + eps));
+          for (int64_t c = 0; c < C; ++c) out->f32[r * C + c] = xr[c] * scale * w->f32[c];
+        }
+        break;
+      }
+      case Op::MatMul: {
+        KILN_ASSIGN(TensorPtr x, get(n->operand(0)));
+        RowSource w;
+        TensorPtr keep;
+        KILN_TRY(rows_of(n->operand(1), w, keep));
+        int64_t T = x->rows(), K = x->cols(), N = w.rows;
+        if (w.cols != K) return where(fmt::format("x has {} columns, weight {}", K, w.cols));
+        out = std::make_shared<Tensor>(Tensor::f32_of({T, N}));
+        float* o = out->f32.data();
+        const float* xs = x->f32.data();
+#pragma omp parallel
+        {
+          std::vector<float> row((size_t)K);
+#pragma omp for schedule(static)
+          for (int64_t r = 0; r < N; ++r) {
+            w.row(r, row.data());
+            for (int64_t t = 0; t < T; ++t) {
+              const float* xt = xs + t * K;
+              double acc = 0;
+              for (int64_t k = 0; k < K; ++k) acc += (double)xt[k] * row[k];
+              o[t * N + r] = (float)acc;
+            }
+          }
+        }
+        break;
+      }
+      case Op::Add:
+      case Op::Mul: {
+        KILN_ASSIGN(TensorPtr a, get(n->operand(0)));
+        KILN_ASSIGN(TensorPtr b, get(n->operand(1)));
+        KILN_TRY(check_row_broadcast(*a, *b, op_name(n->op())));
+        out = std::make_shared<Tensor>(Tensor::f32_of(a->shape));
+        int64_t E = a->elements(), B = b->elements();
+        bool add = n->op() == Op::Add;
+        for (int64_t i = 0; i < E; ++i) {
+          float bv = b->f32[B == E ? i : i % B];
+          out->f32[i] = add ? a->f32[i] + bv : a->f32[i] * bv;
+        }
+        break;
+      }
+      case Op::Silu: {
+        KILN_ASSIGN(TensorPtr x, get(n->operand(0)));
+        out = std::make_shared<Tensor>(Tensor::f32_of(x->shape));
+        for (int64_t i = 0; i < x->elements(); ++i) {
+          float v = x->f32[i];
+          out->f32[i] = (float)(v / (1.0 + std::exp(-(double)v)));
+        }
+        break;
+      }
+      case Op::Rope: {
+        KILN_ASSIGN(TensorPtr x, get(n->operand(0)));
+        KILN_ASSIGN(TensorPtr pos, get(n->operand(1)));
+        int64_t hd = *n->int_attr("head_dim"), nrot = *n->int_attr("n_rot");
+        double theta = *n->float_attr("theta");
+        int64_t T = x->rows(), F = x->cols();
+        out = std::make_shared<Tensor>(*x);
+        // GGUF LLaMA weights expect the "normal" rotation: adjacent pairs (2i, 2i+1) of each
+        // head turn by pos * theta^(-2i/n_rot); dimensions past n_rot pass through.
+        for (int64_t t = 0; t < T; ++t) {
+          double p = pos->i32[t];
+          for (int64_t i = 0; i < nrot / 2; ++i) {
+            double ang = p * std::pow(theta, -2.0 * (double)i / (double)nrot);
+            double c = std::cos(ang), s = std::sin(ang);
+            for (int64_t h = 0; h < F / hd; ++h) {
+              float* v = out->f32.data() + t * F + h * hd + 2 * i;
+              double x0 = v[0], x1 = v[1];
+              v[0] = (float)(x0 * c - x1 * s);
+              v[1] = (float)(x0 * s + x1 * c);
+            }
+          }
+        }
+        break;
+      }
+      case Op::LastRow: {
+        KILN_ASSIGN(TensorPtr x, get(n->operand(0)));
+        int64_t R = x->rows(), C = x->cols();
+        if (R == 0) return where("no rows");
+        out = std::make_shared<Tensor>(Tensor::f32_of({1, C}));
+        std::copy(x->f32.begin() + (R - 1) * C, x->f32.begin() + R * C, out->f32.begin());
+        break;
+      }
+      case Op::KvWrite: {
+        KILN_ASSIGN(TensorPtr cache_c, get(n->operand(0)));
+        KILN_ASSIGN(TensorPtr x, get(n->operand(1)));
+        KILN_ASSIGN(TensorPtr pos, get(n->operand(2)));
+        // The cache is the persistent state buffer; writing it in place is the point.
+        auto cache = std::const_pointer_cast<Tensor>(cache_c);
+        int64_t C = cache->rows(), F = cache->cols();
+        for (int64_t t = 0; t < x->rows(); ++t) {
+          int32_t p = pos->i32[t];
+          if (p < 0 || p >= C)
+            return where(fmt::format("position {} is outside the cache of {} rows", p, C));
+          std::copy(x->f32.begin() + t * F, x->f32.begin() + (t + 1) * F,
+                    cache->f32.begin() + p * F);
+        }
+        val[n] = cache;
+        continue;
+      }
+      case Op::Attention: {
+        KILN_ASSIGN(TensorPtr q, get(n->operand(0)));
+        KILN_ASSIGN(TensorPtr kc, get(n->operand(1)));
+        KILN_ASSIGN(TensorPtr vc, get(n->operand(2)));
+        KILN_ASSIGN(TensorPtr pos, get(n->operand(3)));
+        int64_t H = *n->int_attr("n_head"), KVH = *n->int_attr("n_kv_head");
+        int64_t hd = *n->int_attr("head_dim");
+        int64_t T = q->rows(), C = kc->rows(), KF = kc->cols();
+        double scale = 1.0 / std::sqrt((double)hd);
+        out = std::make_shared<Tensor>(Tensor::f32_of({T, H * hd}));
+        for (int64_t t = 0; t < T; ++t) {
+          int32_t p = pos->i32[t];
+          if (p < 0 || p >= C)
+            return where(fmt::format("position {} is outside the cache of {} rows", p, C));
+          std::vector<double> score((size_t)p + 1);
+          for (int64_t h = 0; h < H; ++h) {
+            int64_t kvh = h / (H / KVH);
+            const float* qv = q->f32.data() + t * H * hd + h * hd;
+            double mx = -INFINITY;
+            // Causal: a query at position p sees cache rows 0..p.
+            for (int64_t j = 0; j <= p; ++j) {
+              const float* kv = kc->f32.data() + j * KF + kvh * hd;
+              double s = 0;
+              for (int64_t d = 0; d < hd; ++d) s += (double)qv[d] * kv[d];
+              score[j] = s * scale;
+              mx = std::max(mx, score[j]);
+            }
+            double sum = 0;
+            for (int64_t j = 0; j <= p; ++j) sum += (score[j] = std::exp(score[j] - mx));
+            float* o = out->f32.data() + t * H * hd + h * hd;
+            for (int64_t d = 0; d < hd; ++d) {
+              double acc = 0;
+              for (int64_t j = 0; j <= p; ++j) acc += score[j] * vc->f32[j * KF + kvh * hd + d];
+              o[d] = (float)(acc / sum);
+            }
+          }
+        }
+        break;
+      }
+      case Op::Output: {
+        KILN_ASSIGN(TensorPtr x, get(n->operand(0)));
+        outputs[std::string(*n->str_attr("name"))] = *x;
+        continue;
+      }
+    }
+    val[n] = std::move(out);
+    // Drop operands whose last use this was.
+    for (Node* o : n->operands()) {
+      auto lu = last_use.find(o);
+      if (lu != last_use.end() && lu->second == idx && o->op() != Op::State &&
+          o->op() != Op::KvWrite)
+        val.erase(o);
+    }
+  }
+  return outputs;
+}
+
+}  // namespace kiln

@@ -1,0 +1,102 @@
+// ir/verifier.cpp — see verifier.h.
+#include "ir/verifier.h"
+
+#include <set>
+#include <unordered_map>
+
+#include <fmt/format.h>
+
+namespace kiln {
+
+Status verify(const Graph& g) {
+  std::vector<std::string> problems;
+  auto report = [&](const Node* n, size_t index, const std::string& msg) {
+    problems.push_back(fmt::format("%{} = {}{}: {}", index, op_name(n->op()),
+                                   n->loc().empty() ? "" : " at \"" + n->loc() + "\"", msg));
+  };
+  std::unordered_map<const Node*, size_t> index;
+  std::set<std::string, std::less<>> inputs, outputs;
+  size_t i = 0;
+  for (const Node* n : g.nodes()) {
+    for (size_t k = 0; k < n->operands().size(); ++k) {
+      const Node* o = n->operand(k);
+      if (!o || !index.count(o)) report(n, i, fmt::format("operand {} is not defined before it", k));
+    }
+    switch (n->op()) {
+      case Op::Input:
+      case Op::State:
+      case Op::Weight: {
+        auto name = n->str_attr("name");
+        if (!name) {
+          report(n, i, "missing string attribute 'name'");
+          break;
+        }
+        if (n->op() != Op::Weight && !inputs.insert(std::string(*name)).second)
+          report(n, i, fmt::format("input name \"{}\" is used twice", *name));
+        if (n->op() == Op::Weight && g.weights()) {
+          auto w = g.weights()->find(*name);
+          if (!w) {
+            report(n, i, fmt::format("weight \"{}\" is not in {}", *name, g.weights()->describe()));
+          } else if (w->dtype != n->type().dtype || w->shape != n->type().shape) {
+            TensorType actual{w->dtype, w->shape};
+            report(n, i, fmt::format("weight \"{}\" is {} in {}, but the node declares {}", *name,
+                                     actual.str(), g.weights()->describe(), n->type().str()));
+          }
+        }
+        if (n->op() != Op::Input && !n->type().is_static())
+          report(n, i, fmt::format("{} must have a static shape", op_name(n->op())));
+        break;
+      }
+      case Op::Constant: {
+        const DenseData* d = n->dense_attr("value");
+        if (!d) {
+          report(n, i, "missing dense attribute 'value'");
+          break;
+        }
+        if (!n->type().is_static()) {
+          report(n, i, "constant must have a static shape");
+          break;
+        }
+        size_t count = d->dtype == DType::I32 ? d->i32.size() : d->f32.size();
+        if (d->dtype != n->type().dtype || (int64_t)count != n->type().elements())
+          report(n, i, fmt::format("value holds {} {} elements but the type is {}", count,
+                                   dtype_name(d->dtype), n->type().str()));
+        break;
+      }
+      case Op::Output: {
+        auto name = n->str_attr("name");
+        if (name && !outputs.insert(std::string(*name)).second)
+          report(n, i, fmt::format("output name \"{}\" is used twice", *name));
+        [[fallthrough]];
+      }
+      case Op::Embed:
+      case Op::RmsNorm:
+      case Op::MatMul:
+      case Op::Add:
+      case Op::Mul:
+      case Op::Silu:
+      case Op::Rope:
+      case Op::LastRow:
+      case Op::KvWrite:
+      case Op::Attention: {
+        bool operands_ok = true;
+        for (const Node* o : n->operands()) operands_ok &= o && index.count(o);
+        if (!operands_ok) break;
+        auto t = infer_type(n->op(), n->operands(), n->attrs());
+        if (!t.ok()) report(n, i, t.error().message);
+        else if (*t != n->type())
+          report(n, i, fmt::format("declared type {} but the operands give {}", n->type().str(),
+                                   t->str()));
+        break;
+      }
+    }
+    index[n] = i++;
+  }
+  if (problems.empty()) return Status::success();
+  std::string msg = fmt::format("graph @{} failed verification ({} problem{}):", g.name(),
+                                problems.size(), problems.size() == 1 ? "" : "s");
+  for (auto& p : problems) msg += "\n  " + p;
+  return Error{msg};
+}
+
+}  // namespace kiln

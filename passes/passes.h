@@ -1,0 +1,14 @@
+// passes/passes.h — constructors of every pass (one pass per file in passes/).
+#pragma once
+
+#include <memory>
+
+#include "passes/pass.h"
+
+namespace kiln {
+
+std::unique_ptr<Pass> create_dce_pass();            // dce.cpp
+std::unique_ptr<Pass> create_cse_pass();            // cse.cpp
+std::unique_ptr<Pass> create_constant_fold_pass();  // constant_fold.cpp
+
+}  // namespace kiln

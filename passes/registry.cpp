@@ -1,0 +1,16 @@
+// passes/registry.cpp — the one list of every kiln pass, by name.
+#include "passes/pass.h"
+#include "passes/passes.h"
+
+namespace kiln {
+
+const std::vector<PassInfo>& registered_passes() {
+  static const std::vector<PassInfo> kPasses = {
+      {"dce", "remove nodes whose values are never used and have no side effects", create_dce_pass},
+      {"cse", "merge nodes that compute the same op on the same operands and attributes", create_cse_pass},
+      {"constant-fold", "evaluate nodes whose operands are all constants at compile time", create_constant_fold_pass},
+  };
+  return kPasses;
+}
+
+}  // namespace kiln

@@ -1,0 +1,10 @@
+// tools/kiln/commands.h — the kiln subcommands; each lives in its own file.
+#pragma once
+
+namespace kiln::cli {
+
+int cmd_inspect(int argc, char** argv);  // inspect.cpp
+int cmd_dump(int argc, char** argv);     // dump.cpp
+int cmd_run(int argc, char** argv);      // run.cpp
+
+}  // namespace kiln::cli

@@ -1,0 +1,84 @@
+// tools/kiln/dump.cpp — `kiln dump`: lower a model (or read IR text), run passes, print.
+#include <cstdio>
+
+#include <fmt/format.h>
+
+#include "ir/text.h"
+#include "passes/pass.h"
+#include "support/file.h"
+#include "support/log.h"
+#include "tools/kiln/args.h"
+#include "tools/kiln/commands.h"
+#include "tools/kiln/model_loader.h"
+
+namespace kiln::cli {
+
+static const std::vector<OptionSpec> kDumpOptions = {
+    {"passes", "LIST", "comma-separated passes to run, in order (see --list-passes)"},
+    {"list-passes", "", "list the registered passes and exit"},
+    {"print-after", "PASS", "print the IR after PASS (repeatable)", true},
+    {"print-after-all", "", "print the IR after every pass"},
+    {"verify-each", "", "run the verifier after every pass"},
+    {"time-passes", "", "report how long each pass took"},
+    {"format", "text|dot", "output format (default text; dot for Graphviz)"},
+    {"weights", "MODEL", "for IR text input: the GGUF file its weight nodes refer to"},
+    {"ctx", "N", "KV cache rows when lowering a model (default 2048)"},
+    {"all-logits", "", "when lowering: logits for every token, not just the last"},
+    {"o", "FILE", "write the result to FILE (atomically) instead of stdout"},
+};
+
+int cmd_dump(int argc, char** argv) {
+  auto args = Args::parse(argc, argv, 2, kDumpOptions);
+  if (!args.ok()) { fmt::print(stderr, "kiln dump: {}\n", args.error().message); return 2; }
+  if (args->flag("list-passes")) {
+    for (auto& p : registered_passes()) fmt::print("  {:<16} {}\n", p.name, p.summary);
+    return 0;
+  }
+  if (args->flag("help") || args->positional().size() != 1) {
+    fmt::print(args->flag("help") ? stdout : stderr,
+               "usage: kiln dump MODEL.gguf|FILE.kir|- [options]\n\nLowers a GGUF model into "
+               "kiln's graph IR (or parses IR text), verifies it, runs the\nrequested passes and "
+               "prints the result.\n\noptions:\n{}",
+               format_options(kDumpOptions));
+    return args->flag("help") ? 0 : 2;
+  }
+  set_verbosity(args->verbosity());
+  auto ctx = args->get_int("ctx", 2048, 1, 1 << 20);
+  if (!ctx.ok()) { fmt::print(stderr, "kiln dump: {}\n", ctx.error().message); return 2; }
+  std::string format = args->get("format").value_or("text");
+  if (format != "text" && format != "dot") {
+    fmt::print(stderr, "kiln dump: --format must be text or dot, got '{}'\n", format);
+    return 2;
+  }
+  LlamaBuildOptions opts;
+  opts.max_context = *ctx;
+  opts.all_logits = args->flag("all-logits");
+  auto lg = load_graph(args->positional()[0], opts, args->get("weights").value_or(""));
+  if (!lg.ok()) { fmt::print(stderr, "kiln dump: {}\n", lg.error().message); return 1; }
+
+  PassManagerOptions pm_opts;
+  pm_opts.verify_each = args->flag("verify-each");
+  pm_opts.print_after_all = args->flag("print-after-all");
+  pm_opts.print_after = args->all("print-after");
+  pm_opts.time_passes = args->flag("time-passes");
+  PassManager pm(pm_opts);
+  if (auto p = args->get("passes")) {
+    Status s = pm.add_pipeline(*p);
+    if (!s.ok()) { fmt::print(stderr, "kiln dump: {}\n", s.error().message); return 2; }
+  }
+  for (auto& name : pm_opts.print_after)
+    if (!find_pass(name)) { fmt::print(stderr, "kiln dump: --print-after: unknown pass '{}'\n", name); return 2; }
+  Status s = pm.run(lg->graph);
+  if (!s.ok()) { fmt::print(stderr, "kiln dump: {}\n", s.error().message); return 1; }
+
+  std::string text = format == "dot" ? graph_to_dot(lg->graph) : print_graph(lg->graph);
+  if (auto out = args->get("o")) {
+    Status w = write_file_atomic(*out, text);
+    if (!w.ok()) { fmt::print(stderr, "kiln dump: {}\n", w.error().message); return 1; }
+  } else {
+    std::fwrite(text.data(), 1, text.size(), stdout);
+  }
+  return 0;
+}
+
+}  // namespace kiln::cli

@@ -1,0 +1,74 @@
+// tools/kiln/inspect.cpp — `kiln inspect MODEL`: metadata, hyperparameters, tensors.
+#include <cstdio>
+#include <map>
+
+#include <fmt/format.h>
+
+#include "frontend/gguf.h"
+#include "frontend/llama.h"
+#include "support/log.h"
+#include "tools/kiln/args.h"
+#include "tools/kiln/commands.h"
+
+namespace kiln::cli {
+
+static const std::vector<OptionSpec> kInspectOptions = {
+    {"tensors", "", "list every tensor (default: a summary by type)"},
+    {"all-metadata", "", "print long arrays in full length summaries (first 8 items otherwise)"},
+};
+
+int cmd_inspect(int argc, char** argv) {
+  auto args = Args::parse(argc, argv, 2, kInspectOptions);
+  if (!args.ok()) { fmt::print(stderr, "kiln inspect: {}\n", args.error().message); return 2; }
+  if (args->flag("help") || args->positional().size() != 1) {
+    fmt::print(args->positional().size() == 1 ? stdout : stderr,
+               "usage: kiln inspect MODEL.gguf [options]\n\nShows the file's GGUF metadata, the "
+               "LLaMA hyperparameters kiln reads from it, and its tensors.\n\noptions:\n{}",
+               format_options(kInspectOptions));
+    return args->flag("help") ? 0 : 2;
+  }
+  set_verbosity(args->verbosity());
+  auto f = GgufFile::open(args->positional()[0]);
+  if (!f.ok()) { fmt::print(stderr, "kiln inspect: {}\n", f.error().message); return 1; }
+  const GgufFile& g = **f;
+  fmt::print("file: {}\nGGUF version {}, {} metadata keys, {} tensors, alignment {}, data at byte {}, {} bytes\n\n",
+             g.path(), g.version(), g.metadata().size(), g.tensors().size(), g.alignment(),
+             g.data_offset(), g.file_size());
+  fmt::print("metadata:\n");
+  size_t items = args->flag("all-metadata") ? 64 : 8;
+  for (auto& [k, v] : g.metadata()) fmt::print("  {:<44} {}\n", k, v.to_display(items));
+
+  auto cfg = read_llama_config(g);
+  if (cfg.ok()) {
+    const LlamaConfig& c = *cfg;
+    fmt::print("\nhyperparameters ({}):\n  vocab {}  embedding {}  layers {}  heads {}  kv heads {}  "
+               "head dim {}\n  feed-forward {}  context {}  rope base {}  rope dims {}  rms eps {}  "
+               "output {}\n",
+               c.arch, c.n_vocab, c.n_embd, c.n_layer, c.n_head, c.n_head_kv, c.head_dim, c.n_ff,
+               c.n_ctx_train, c.rope_theta, c.n_rot, c.rms_eps,
+               c.tied_output ? "tied to token_embd" : "separate");
+  } else {
+    fmt::print("\nhyperparameters: not a model kiln can lower: {}\n", cfg.error().message);
+  }
+
+  std::map<std::string, std::pair<size_t, uint64_t>> by_type;
+  uint64_t total = 0;
+  for (auto& t : g.tensors()) {
+    auto& e = by_type[std::string(dtype_name(t.type))];
+    e.first++;
+    e.second += t.nbytes;
+    total += t.nbytes;
+  }
+  fmt::print("\ntensors: {} ({:.1f} MiB)\n", g.tensors().size(), total / 1048576.0);
+  for (auto& [t, e] : by_type)
+    fmt::print("  {:<6} {:>5} tensors {:>10.1f} MiB\n", t, e.first, e.second / 1048576.0);
+  if (args->flag("tensors")) {
+    fmt::print("\n  {:<32} {:<6} {:<16} {:>12} {:>12}\n", "name", "type", "shape", "bytes", "offset");
+    for (auto& t : g.tensors())
+      fmt::print("  {:<32} {:<6} {:<16} {:>12} {:>12}\n", t.name, dtype_name(t.type),
+                 fmt::format("[{}]", fmt::join(logical_shape(t), ",")), t.nbytes, t.offset);
+  }
+  return 0;
+}
+
+}  // namespace kiln::cli

@@ -1,0 +1,38 @@
+// tools/kiln/main.cpp — the `kiln` command: dispatch to subcommands.
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "tools/kiln/commands.h"
+
+namespace {
+
+constexpr const char* kUsage = R"(kiln — ahead-of-time compiler for LLaMA-family models
+
+usage: kiln <command> [options]
+
+commands:
+  inspect MODEL            show a GGUF model's metadata, hyperparameters and tensors
+  dump MODEL|FILE.kir      lower a model (or read IR text), run passes, print the IR
+  run MODEL --prompt TEXT  generate text (through the reference interpreter for now)
+
+Run `kiln <command> --help` for the options of each command.
+The default model is SmolLM2-135M-Instruct (scripts/setup.sh fetches it).
+)";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") ||
+      !std::strcmp(argv[1], "help")) {
+    std::fputs(kUsage, argc < 2 ? stderr : stdout);
+    return argc < 2 ? 2 : 0;
+  }
+  std::string cmd = argv[1];
+  if (cmd == "--version") { std::puts("kiln 0.1.0"); return 0; }
+  if (cmd == "inspect") return kiln::cli::cmd_inspect(argc, argv);
+  if (cmd == "dump") return kiln::cli::cmd_dump(argc, argv);
+  if (cmd == "run") return kiln::cli::cmd_run(argc, argv);
+  std::fprintf(stderr, "kiln: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
+  return 2;
+}

@@ -1,0 +1,41 @@
+// tools/kiln/model_loader.cpp — see model_loader.h.
+#include "tools/kiln/model_loader.h"
+
+#include <iostream>
+#include <iterator>
+
+#include "ir/text.h"
+#include "ir/verifier.h"
+#include "support/file.h"
+
+namespace kiln::cli {
+
+static bool ends_with(const std::string& s, std::string_view suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+Result<LoadedGraph> load_graph(const std::string& path, const LlamaBuildOptions& opts,
+                               const std::string& weights_from) {
+  if (path == "-" || ends_with(path, ".kir")) {
+    std::string text;
+    if (path == "-") text.assign(std::istreambuf_iterator<char>(std::cin), {});
+    else KILN_ASSIGN(text, read_file(path));
+    KILN_ASSIGN(Graph g, parse_graph(text, path == "-" ? "<stdin>" : path));
+    LoadedGraph lg{nullptr, {}, std::move(g)};
+    if (!weights_from.empty()) {
+      KILN_ASSIGN(auto f, GgufFile::open(weights_from));
+      lg.gguf = std::shared_ptr<const GgufFile>(std::move(f));
+      lg.graph.set_weights(std::make_shared<GgufWeights>(lg.gguf));
+    }
+    KILN_TRY(verify(lg.graph));
+    return lg;
+  }
+  KILN_ASSIGN(auto f, GgufFile::open(path));
+  std::shared_ptr<const GgufFile> file(std::move(f));
+  KILN_ASSIGN(LlamaConfig cfg, read_llama_config(*file));
+  KILN_ASSIGN(Graph g, build_llama_graph(file, cfg, opts));
+  KILN_TRY(verify(g));
+  return LoadedGraph{file, cfg, std::move(g)};
+}
+
+}  // namespace kiln::cli

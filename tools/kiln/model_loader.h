@@ -1,0 +1,26 @@
+// tools/kiln/model_loader.h — opening a model file or IR text for the CLI commands.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "frontend/gguf.h"
+#include "frontend/llama.h"
+#include "ir/graph.h"
+#include "support/result.h"
+
+namespace kiln::cli {
+
+struct LoadedGraph {
+  std::shared_ptr<const GgufFile> gguf;  // null when the graph came from IR text
+  LlamaConfig config;
+  Graph graph;
+};
+
+// A path ending in .kir (or "-" for stdin) is IR text; anything else is a GGUF model that
+// is lowered with `opts`. Text IR that names weights gets them from `weights_from`, a
+// GGUF path, when given.
+Result<LoadedGraph> load_graph(const std::string& path, const LlamaBuildOptions& opts,
+                               const std::string& weights_from = {});
+
+}  // namespace kiln::cli

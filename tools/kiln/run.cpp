@@ -1,0 +1,133 @@
+// tools/kiln/run.cpp — `kiln run MODEL --prompt TEXT`: tokenize, generate, stream text.
+//
+// Generation runs the model one step at a time: one step over the whole prompt
+// (prefill), then one step per generated token (decode). Each step is a run of the
+// lowered graph with tokens and positions as inputs; the KV cache persists in the
+// graph's state buffers between steps.
+#include <chrono>
+#include <cstdio>
+
+#include <fmt/format.h>
+
+#include "frontend/chat_template.h"
+#include "frontend/tokenizer.h"
+#include "ir/interpreter.h"
+#include "runtime/sampler.h"
+#include "support/log.h"
+#include "tools/kiln/args.h"
+#include "tools/kiln/commands.h"
+#include "tools/kiln/model_loader.h"
+
+namespace kiln::cli {
+
+static const std::vector<OptionSpec> kRunOptions = {
+    {"prompt", "TEXT", "the prompt (required)"},
+    {"chat", "", "wrap the prompt in the model's chat template as a user turn"},
+    {"system", "TEXT", "with --chat: the system message (default: the template's own)"},
+    {"max-tokens", "N", "tokens to generate at most (default 64)"},
+    {"temp", "T", "sampling temperature; 0 = greedy (default 0)"},
+    {"top-k", "K", "sample from the K most likely tokens; 0 = all (default 40)"},
+    {"top-p", "P", "nucleus sampling threshold (default 0.95)"},
+    {"seed", "S", "random seed for sampling (default 0)"},
+    {"ctx", "N", "context size: KV cache rows (default 2048)"},
+    {"ignore-eos", "", "keep generating past the end-of-generation token"},
+    {"print-tokens", "", "print the generated token ids to stderr"},
+    {"interpreter", "", "run through the reference interpreter (the only engine so far)"},
+};
+
+int cmd_run(int argc, char** argv) {
+  auto args = Args::parse(argc, argv, 2, kRunOptions);
+  if (!args.ok()) { fmt::print(stderr, "kiln run: {}\n", args.error().message); return 2; }
+  if (args->flag("help") || args->positional().size() != 1 || !args->get("prompt")) {
+    fmt::print(args->flag("help") ? stdout : stderr,
+               "usage: kiln run MODEL.gguf --prompt TEXT [options]\n\nGenerates text from a "
+               "prompt and streams it to stdout; statistics go to stderr.\n\noptions:\n{}",
+               format_options(kRunOptions));
+    return args->flag("help") ? 0 : 2;
+  }
+  set_verbosity(args->verbosity());
+  auto fail = [](const std::string& m) { fmt::print(stderr, "kiln run: {}\n", m); return 1; };
+  auto max_tokens = args->get_int("max-tokens", 64, 0, 1 << 20);
+  auto ctx = args->get_int("ctx", 2048, 16, 1 << 20);
+  auto temp = args->get_float("temp", 0.0, 0.0, 100.0);
+  auto top_k = args->get_int("top-k", 40, 0, 1 << 30);
+  auto top_p = args->get_float("top-p", 0.95, 0.0, 1.0);
+  auto seed = args->get_int("seed", 0, 0, (1ll << 62));
+  if (!max_tokens.ok()) return fail(max_tokens.error().message);
+  if (!ctx.ok()) return fail(ctx.error().message);
+  if (!temp.ok()) return fail(temp.error().message);
+  if (!top_k.ok()) return fail(top_k.error().message);
+  if (!top_p.ok()) return fail(top_p.error().message);
+  if (!seed.ok()) return fail(seed.error().message);
+
+  auto t_load = std::chrono::steady_clock::now();
+  LlamaBuildOptions opts;
+  opts.max_context = *ctx;
+  auto lg = load_graph(args->positional()[0], opts);
+  if (!lg.ok()) return fail(lg.error().message);
+  if (!lg->gguf) return fail("kiln run needs a GGUF model, not IR text");
+  auto vocab = vocab_from_gguf(*lg->gguf);
+  if (!vocab.ok()) return fail(vocab.error().message);
+  auto tok = Tokenizer::create(std::move(vocab).value());
+  if (!tok.ok()) return fail(tok.error().message);
+
+  std::string prompt = *args->get("prompt");
+  if (args->flag("chat")) {
+    const GgufValue* tmpl = lg->gguf->find("tokenizer.chat_template");
+    if (!tmpl || !tmpl->as_string())
+      return fail(fmt::format("{}: --chat needs the key 'tokenizer.chat_template', which the model lacks",
+                              lg->gguf->path()));
+    std::vector<ChatMessage> msgs;
+    if (auto sys = args->get("system")) msgs.push_back({"system", *sys});
+    msgs.push_back({"user", prompt});
+    auto text = apply_chat_template(*tmpl->as_string(), msgs, true);
+    if (!text.ok()) return fail(text.error().message);
+    prompt = *text;
+  }
+  std::vector<int32_t> tokens = tok->encode(prompt, true, args->flag("chat"));
+  if (tokens.empty()) return fail("the prompt encodes to no tokens");
+  if ((int64_t)tokens.size() + *max_tokens > *ctx)
+    return fail(fmt::format("prompt ({} tokens) plus --max-tokens {} exceeds the context of {} (raise --ctx)",
+                            tokens.size(), *max_tokens, *ctx));
+  spdlog::info("prompt: {} tokens", tokens.size());
+
+  Interpreter interp(lg->graph);
+  auto step = [&](const std::vector<int32_t>& toks, int32_t start) -> Result<std::vector<float>> {
+    std::vector<int32_t> pos(toks.size());
+    for (size_t i = 0; i < toks.size(); ++i) pos[i] = start + (int32_t)i;
+    int64_t T = (int64_t)toks.size();
+    KILN_ASSIGN(auto outs, interp.run({{"tokens", Tensor::i32_of({T}, toks)},
+                                       {"positions", Tensor::i32_of({T}, pos)}}));
+    return std::move(outs["logits"].f32);
+  };
+
+  Sampler sampler({(float)*temp, (int32_t)*top_k, (float)*top_p, (uint64_t)*seed});
+  auto t0 = std::chrono::steady_clock::now();
+  auto logits = step(tokens, 0);
+  if (!logits.ok()) return fail(logits.error().message);
+  auto t1 = std::chrono::steady_clock::now();
+  std::vector<int32_t> generated;
+  int32_t pos = (int32_t)tokens.size();
+  for (int64_t i = 0; i < *max_tokens; ++i) {
+    int32_t next = sampler.sample(*logits);
+    if (tok->is_eog(next) && !args->flag("ignore-eos")) break;
+    generated.push_back(next);
+    const std::string& piece = tok->piece(next);
+    std::fwrite(piece.data(), 1, piece.size(), stdout);
+    std::fflush(stdout);
+    if (i + 1 == *max_tokens) break;
+    logits = step({next}, pos++);
+    if (!logits.ok()) return fail(logits.error().message);
+  }
+  auto t2 = std::chrono::steady_clock::now();
+  std::fputc('\n', stdout);
+  auto secs = [](auto a, auto b) { return std::chrono::duration<double>(b - a).count(); };
+  if (args->flag("print-tokens")) fmt::print(stderr, "tokens: {}\n", fmt::join(generated, " "));
+  fmt::print(stderr, "[kiln] engine: interpreter | load {:.2f} s | prompt {} tokens in {:.2f} s ({:.1f} tok/s) | "
+             "generated {} tokens in {:.2f} s ({:.2f} tok/s)\n",
+             secs(t_load, t0), tokens.size(), secs(t0, t1), tokens.size() / secs(t0, t1),
+             generated.size(), secs(t1, t2), generated.size() > 1 ? (generated.size() - 1) / secs(t1, t2) : 0.0);
+  return 0;
+}
+
+}  // namespace kiln::cli
