@@ -3,7 +3,7 @@
 // It is deliberately plain: each op is a short loop nest over f32 (accumulating in
 // double), quantized weights are dequantized row by row as they are read. It is the
 // oracle every pass and every generated kernel is checked against, so clarity wins over
-// speed; matmul rows are split over threads with OpenMP only because whole-model tests
+// speed; matmul rows are split over threads only because whole-model tests
 // would otherwise take minutes.
 #pragma once
 

@@ -87,8 +87,8 @@ class CsePass final : public Pass {
  public:
   std::string_view name() const override { return "cse"; }
   Result<bool> run(Graph& g) override {
-    std::unordered_map<const Node*, Node*> repl;            // merged node -> survivor
-    std::unordered_multimap<size_t, Node*> seen;            // hash -> earlier candidates
+    std::unordered_map<const Node*, Node*> repl;  // merged node -> survivor
+    std::unordered_multimap<size_t, Node*> seen;  // hash -> earlier candidates
     for (Node* n : g.nodes()) {
       for (size_t i = 0; i < n->operands().size(); ++i) {
         auto r = repl.find(n->operand(i));

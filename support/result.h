@@ -74,7 +74,8 @@ class [[nodiscard]] Status {
 
 #define KILN_CONCAT_INNER_(a, b) a##b
 #define KILN_CONCAT_(a, b) KILN_CONCAT_INNER_(a, b)
-// KILN_ASSIGN(auto x, expr): x = value of expr or return its error.
+// KILN_ASSIGN(auto x, expr): x = value of expr or return its error. It expands to two
+// statements, so give it braces under an if/else.
 #define KILN_ASSIGN(decl, expr) KILN_ASSIGN_IMPL_(KILN_CONCAT_(kiln_r_, __LINE__), decl, expr)
 #define KILN_ASSIGN_IMPL_(tmp, decl, expr) \
   auto tmp = (expr);                       \

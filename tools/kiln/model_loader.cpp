@@ -19,7 +19,9 @@ Result<LoadedGraph> load_graph(const std::string& path, const LlamaBuildOptions&
   if (path == "-" || ends_with(path, ".kir")) {
     std::string text;
     if (path == "-") text.assign(std::istreambuf_iterator<char>(std::cin), {});
-    else KILN_ASSIGN(text, read_file(path));
+    else {
+      KILN_ASSIGN(text, read_file(path));
+    }
     KILN_ASSIGN(Graph g, parse_graph(text, path == "-" ? "<stdin>" : path));
     LoadedGraph lg{nullptr, {}, std::move(g)};
     if (!weights_from.empty()) {

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# scripts/fuzz.sh [SECONDS] — builds the libFuzzer targets with clang-16 (ASan + UBSan)
+# and runs each for SECONDS (default 60), starting from the committed seed corpus.
+# A finding leaves its input in build-fuzz/findings/ and fails the script.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-60}
+cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKILN_FUZZ=ON \
+  -DKILN_BUILD_TESTS=OFF -DCMAKE_C_COMPILER=clang-16 -DCMAKE_CXX_COMPILER=clang++-16 >/dev/null
+cmake --build build-fuzz --target gguf_fuzz
+mkdir -p build-fuzz/findings build-fuzz/corpus/gguf
+cp -n tests/fuzz/corpus/gguf/* build-fuzz/corpus/gguf/ 2>/dev/null || true
+echo "[fuzz] gguf_fuzz for ${secs}s"
+build-fuzz/tests/fuzz/gguf_fuzz -max_total_time="$secs" -max_len=65536 -rss_limit_mb=4096 \
+  -artifact_prefix=build-fuzz/findings/ -print_final_stats=1 build-fuzz/corpus/gguf 2>&1 | tail -n 12
+echo "[fuzz] gguf_fuzz: no finding in ${secs}s"
