@@ -114,6 +114,8 @@ Result<Graph> build_llama_graph(std::shared_ptr<const GgufFile> f, const LlamaCo
                                 const LlamaBuildOptions& opts) {
   if (opts.max_context < 1 || opts.max_context > (1 << 20))
     return make_error("max context {} is outside 1..{}", opts.max_context, 1 << 20);
+  if (opts.max_streams < 1 || opts.max_streams > 256)
+    return make_error("max streams {} is outside 1..256", opts.max_streams);
   std::string gname;
   for (char ch : c.name.empty() ? std::string("llama") : c.name)
     gname += std::isalnum((unsigned char)ch) ? (char)std::tolower((unsigned char)ch) : '_';
@@ -136,6 +138,9 @@ Result<Graph> build_llama_graph(std::shared_ptr<const GgufFile> f, const LlamaCo
 
   Node* tokens = g.add(Op::Input, {}, {DType::I32, {kDynamic}}, Attrs{{"name", std::string("tokens")}});
   Node* pos = g.add(Op::Input, {}, {DType::I32, {kDynamic}}, Attrs{{"name", std::string("positions")}});
+  Node* streams = g.add(Op::Input, {}, {DType::I32, {kDynamic}}, Attrs{{"name", std::string("streams")}});
+  Node* logit_rows = opts.all_logits ? nullptr
+      : g.add(Op::Input, {}, {DType::I32, {kDynamic}}, Attrs{{"name", std::string("logit_rows")}});
   KILN_ASSIGN(Node* embd, weight(std::string(names::kTokenEmbd), {c.n_vocab, D}));
   KILN_ASSIGN(Node* x, g.build(Op::Embed, {embd, tokens}, {}, "token_embd"));
 
@@ -161,14 +166,13 @@ Result<Graph> build_llama_graph(std::shared_ptr<const GgufFile> f, const LlamaCo
     KILN_ASSIGN(Node* v, g.build(Op::MatMul, {h, wv}, {}, L + ".attn_v"));
     KILN_ASSIGN(q, g.build(Op::Rope, {q, pos}, rope, L + ".rope_q"));
     KILN_ASSIGN(k, g.build(Op::Rope, {k, pos}, rope, L + ".rope_k"));
-    Node* kc = g.add(Op::State, {}, {DType::F32, {opts.max_context, kvF}},
-                     Attrs{{"name", fmt::format("kv.{}.k", l)}}, L + ".k_cache");
-    Node* vc = g.add(Op::State, {}, {DType::F32, {opts.max_context, kvF}},
-                     Attrs{{"name", fmt::format("kv.{}.v", l)}}, L + ".v_cache");
-    KILN_ASSIGN(kc, g.build(Op::KvWrite, {kc, k, pos}, {}, L + ".k_cache"));
-    KILN_ASSIGN(vc, g.build(Op::KvWrite, {vc, v, pos}, {}, L + ".v_cache"));
+    TensorType cache{DType::F32, {opts.max_streams, opts.max_context, kvF}};
+    Node* kc = g.add(Op::State, {}, cache, Attrs{{"name", fmt::format("kv.{}.k", l)}}, L + ".k_cache");
+    Node* vc = g.add(Op::State, {}, cache, Attrs{{"name", fmt::format("kv.{}.v", l)}}, L + ".v_cache");
+    KILN_ASSIGN(kc, g.build(Op::KvWrite, {kc, k, pos, streams}, {}, L + ".k_cache"));
+    KILN_ASSIGN(vc, g.build(Op::KvWrite, {vc, v, pos, streams}, {}, L + ".v_cache"));
     Attrs att{{"n_head", c.n_head}, {"n_kv_head", c.n_head_kv}, {"head_dim", hd}};
-    KILN_ASSIGN(Node* a, g.build(Op::Attention, {q, kc, vc, pos}, att, L + ".attn"));
+    KILN_ASSIGN(Node* a, g.build(Op::Attention, {q, kc, vc, pos, streams}, att, L + ".attn"));
     KILN_ASSIGN(Node* o, g.build(Op::MatMul, {a, wo}, {}, L + ".attn_output"));
     KILN_ASSIGN(x, g.build(Op::Add, {x, o}, {}, L + ".attn_residual"));
 
@@ -183,8 +187,8 @@ Result<Graph> build_llama_graph(std::shared_ptr<const GgufFile> f, const LlamaCo
 
   KILN_ASSIGN(Node* out_norm, weight(std::string(names::kOutputNorm), {D}));
   KILN_ASSIGN(x, g.build(Op::RmsNorm, {x, out_norm}, Attrs{{"eps", c.rms_eps}}, "output_norm"));
-  if (!opts.all_logits) {
-    KILN_ASSIGN(x, g.build(Op::LastRow, {x}, {}, "last_token"));
+  if (logit_rows) {
+    KILN_ASSIGN(x, g.build(Op::GatherRows, {x, logit_rows}, {}, "logit_rows"));
   }
   Node* head = embd;
   if (!c.tied_output) {
@@ -193,6 +197,17 @@ Result<Graph> build_llama_graph(std::shared_ptr<const GgufFile> f, const LlamaCo
   KILN_ASSIGN(Node* logits, g.build(Op::MatMul, {x, head}, {}, "output"));
   KILN_TRY(g.build(Op::Output, {logits}, Attrs{{"name", std::string("logits")}}, "logits"));
   return g;
+}
+
+std::map<std::string, Tensor> single_stream_inputs(const std::vector<int32_t>& tokens,
+                                                   int32_t start, int32_t stream) {
+  int64_t T = (int64_t)tokens.size();
+  std::vector<int32_t> pos((size_t)T);
+  for (int64_t i = 0; i < T; ++i) pos[(size_t)i] = start + (int32_t)i;
+  return {{"tokens", Tensor::i32_of({T}, tokens)},
+          {"positions", Tensor::i32_of({T}, pos)},
+          {"streams", Tensor::i32_of({T}, std::vector<int32_t>((size_t)T, stream))},
+          {"logit_rows", Tensor::i32_of({1}, {(int32_t)T - 1})}};
 }
 
 }  // namespace kiln

@@ -6,6 +6,7 @@
 
 #include "frontend/gguf.h"
 #include "ir/graph.h"
+#include "ir/interpreter.h"
 #include "support/result.h"
 
 namespace kiln {
@@ -31,8 +32,9 @@ struct LlamaConfig {
 Result<LlamaConfig> read_llama_config(const GgufFile& f);
 
 struct LlamaBuildOptions {
-  int64_t max_context = 2048;    // rows of each KV cache state buffer
-  bool all_logits = false;       // logits for every token, not just the last
+  int64_t max_context = 2048;    // KV cache rows per stream
+  int64_t max_streams = 1;       // independent sequences sharing one forward pass
+  bool all_logits = false;       // logits for every row instead of the rows in logit_rows
 };
 
 // The GGUF file as a weight source: tensor shapes in logical [rows, cols] order.
@@ -50,10 +52,18 @@ class GgufWeights final : public WeightSource {
 // Logical [rows, cols] shape of a GGUF tensor (GGUF lists the contiguous dimension first).
 std::vector<int64_t> logical_shape(const GgufTensor& t);
 
-// Lowers the model into one step graph: inputs tokens[T] and positions[T], state
-// buffers kv.<layer>.k / kv.<layer>.v, output "logits". Every tensor's presence, dtype
-// and shape is checked; errors name the tensor and the expected shape.
+// Lowers the model into one step graph over T rows (tokens). Inputs: tokens[T],
+// positions[T], streams[T] (which sequence each row extends) and, unless all_logits,
+// logit_rows[R] (the rows whose logits are wanted: the last prompt token in a prefill,
+// every row in a decode). State: kv.<layer>.k / kv.<layer>.v, each [S, C, F]. Output:
+// "logits" [R, vocab]. Every tensor's presence, dtype and shape is checked; errors name
+// the tensor and the expected shape.
 Result<Graph> build_llama_graph(std::shared_ptr<const GgufFile> f, const LlamaConfig& cfg,
                                 const LlamaBuildOptions& opts);
+
+// Interpreter inputs for one step of one stream: `tokens` at positions start, start+1, ...
+// of `stream`; logits for the last row (or, for a graph built with all_logits, every row).
+std::map<std::string, Tensor> single_stream_inputs(const std::vector<int32_t>& tokens,
+                                                   int32_t start, int32_t stream = 0);
 
 }  // namespace kiln

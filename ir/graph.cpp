@@ -10,7 +10,7 @@
 namespace kiln {
 
 static const std::vector<OpInfo> kOps = {
-#define KILN_OP(E, name, n, fx, doc) {Op::E, name, n, fx, doc},
+#define KILN_OP(E, name, lo, hi, fx, doc) {Op::E, name, lo, hi, fx, doc},
 #include "ir/ops.def"
 };
 
@@ -193,6 +193,34 @@ Status need_f32(const Node* n, std::string_view what) {
   return Status::success();
 }
 
+// Weights may be any float or quantized type; i32 data is never a weight.
+Status need_weight_dtype(const Node* n, std::string_view what) {
+  if (n->type().dtype == DType::I32)
+    return make_error("{} must be a float or quantized tensor, got {}", what, n->type().str());
+  return Status::success();
+}
+
+Status need_row_indices(const Node* idx, const Node* x, std::string_view what) {
+  if (idx->type().dtype != DType::I32 || idx->type().rank() != 1)
+    return make_error("{} must be i32[T], got {}", what, idx->type().str());
+  if (x && !dims_agree(idx->type().shape[0], x->type().shape[0]))
+    return make_error("{} {} do not match the {} rows of {}", what, idx->type().str(),
+                      x->type().shape[0], x->type().str());
+  return Status::success();
+}
+
+// A cache is [C,F] (one stream) or [S,C,F] with a streams[T] operand at `streams_at`.
+Status need_cache(const std::vector<Node*>& o, size_t cache, size_t streams_at, const Node* rows) {
+  const TensorType& t = o[cache]->type();
+  KILN_TRY(need_f32(o[cache], "the cache"));
+  bool has_streams = o.size() > streams_at;
+  if (t.rank() != (has_streams ? 3 : 2))
+    return make_error("the cache must be {} {}, got {}", has_streams ? "[S,C,F] with" : "[C,F] without",
+                      "a streams operand", t.str());
+  if (has_streams) KILN_TRY(need_row_indices(o[streams_at], rows, "streams"));
+  return Status::success();
+}
+
 Status need_positions(const Node* pos, const Node* x) {
   if (pos->type().dtype != DType::I32 || pos->type().rank() != 1)
     return make_error("positions must be i32[T], got {}", pos->type().str());
@@ -221,8 +249,12 @@ Result<TensorType> elementwise(const std::vector<Node*>& o) {
 
 Result<TensorType> infer_type(Op op, const std::vector<Node*>& o, const Attrs& a) {
   const OpInfo& info = op_info(op);
-  if (info.num_operands >= 0 && (int)o.size() != info.num_operands)
-    return make_error("takes {} operands, got {}", info.num_operands, o.size());
+  if ((int)o.size() < info.min_operands || (int)o.size() > info.max_operands) {
+    if (info.min_operands == info.max_operands)
+      return make_error("takes {} operands, got {}", info.min_operands, o.size());
+    return make_error("takes {} to {} operands, got {}", info.min_operands, info.max_operands,
+                      o.size());
+  }
   for (size_t i = 0; i < o.size(); ++i)
     if (!o[i]) return make_error("operand {} is missing", i);
 
@@ -235,6 +267,7 @@ Result<TensorType> infer_type(Op op, const std::vector<Node*>& o, const Attrs& a
     case Op::Embed: {
       const auto& t = o[0]->type();
       KILN_TRY(need_rank(o[0], 2, "the embedding table"));
+      KILN_TRY(need_weight_dtype(o[0], "the embedding table"));
       if (o[1]->type().dtype != DType::I32 || o[1]->type().rank() != 1)
         return make_error("tokens must be i32[T], got {}", o[1]->type().str());
       return TensorType{DType::F32, {o[1]->type().shape[0], t.shape[1]}};
@@ -243,6 +276,7 @@ Result<TensorType> infer_type(Op op, const std::vector<Node*>& o, const Attrs& a
       KILN_TRY(need_float(a, "eps"));
       KILN_TRY(need_f32(o[0], "x"));
       KILN_TRY(need_rank(o[0], 2, "x"));
+      KILN_TRY(need_weight_dtype(o[1], "the weight"));
       if (o[1]->type().rank() != 1 || !dims_agree(o[1]->type().shape[0], o[0]->type().shape[1]))
         return make_error("weight {} does not match the rows of {}", o[1]->type().str(),
                           o[0]->type().str());
@@ -252,6 +286,7 @@ Result<TensorType> infer_type(Op op, const std::vector<Node*>& o, const Attrs& a
       KILN_TRY(need_f32(o[0], "x"));
       KILN_TRY(need_rank(o[0], 2, "x"));
       KILN_TRY(need_rank(o[1], 2, "the weight"));
+      KILN_TRY(need_weight_dtype(o[1], "the weight"));
       const auto& x = o[0]->type().shape;
       const auto& w = o[1]->type().shape;
       if (!dims_agree(x[1], w[1]))
@@ -280,15 +315,22 @@ Result<TensorType> infer_type(Op op, const std::vector<Node*>& o, const Attrs& a
       return o[0]->type();
     }
     case Op::LastRow: {
+      KILN_TRY(need_f32(o[0], "x"));
       KILN_TRY(need_rank(o[0], 2, "x"));
       return TensorType{o[0]->type().dtype, {1, o[0]->type().shape[1]}};
     }
+    case Op::GatherRows: {
+      KILN_TRY(need_f32(o[0], "x"));
+      KILN_TRY(need_rank(o[0], 2, "x"));
+      KILN_TRY(need_row_indices(o[1], nullptr, "rows"));
+      return TensorType{DType::F32, {o[1]->type().shape[0], o[0]->type().shape[1]}};
+    }
     case Op::KvWrite: {
-      KILN_TRY(need_f32(o[0], "the cache"));
-      KILN_TRY(need_rank(o[0], 2, "the cache"));
+      KILN_TRY(need_f32(o[1], "x"));
       KILN_TRY(need_rank(o[1], 2, "x"));
       KILN_TRY(need_positions(o[2], o[1]));
-      if (!dims_agree(o[0]->type().shape[1], o[1]->type().shape[1]))
+      KILN_TRY(need_cache(o, 0, 3, o[1]));
+      if (!dims_agree(o[0]->type().shape.back(), o[1]->type().shape[1]))
         return make_error("x {} does not fit cache rows of {}", o[1]->type().str(),
                           o[0]->type().str());
       return o[0]->type();
@@ -296,8 +338,8 @@ Result<TensorType> infer_type(Op op, const std::vector<Node*>& o, const Attrs& a
     case Op::Attention: {
       KILN_TRY(need_f32(o[0], "q"));
       KILN_TRY(need_rank(o[0], 2, "q"));
-      KILN_TRY(need_rank(o[1], 2, "the key cache"));
-      KILN_TRY(need_rank(o[2], 2, "the value cache"));
+      KILN_TRY(need_cache(o, 1, 4, o[0]));
+      KILN_TRY(need_cache(o, 2, 4, o[0]));
       KILN_TRY(need_positions(o[3], o[0]));
       KILN_ASSIGN(int64_t nh, need_int(a, "n_head"));
       KILN_ASSIGN(int64_t nkv, need_int(a, "n_kv_head"));
@@ -308,7 +350,7 @@ Result<TensorType> infer_type(Op op, const std::vector<Node*>& o, const Attrs& a
         return make_error("q {} must have n_head*head_dim = {} columns", o[0]->type().str(),
                           nh * hd);
       for (int i = 1; i <= 2; ++i)
-        if (!dims_agree(o[i]->type().shape[1], nkv * hd))
+        if (!dims_agree(o[i]->type().shape.back(), nkv * hd))
           return make_error("cache {} must have n_kv_head*head_dim = {} columns",
                             o[i]->type().str(), nkv * hd);
       if (o[1]->type() != o[2]->type())

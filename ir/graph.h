@@ -22,14 +22,15 @@
 namespace kiln {
 
 enum class Op : uint8_t {
-#define KILN_OP(E, name, n, fx, doc) E,
+#define KILN_OP(E, name, lo, hi, fx, doc) E,
 #include "ir/ops.def"
 };
 
 struct OpInfo {
   Op op;
   std::string_view name;
-  int num_operands;  // -1: variadic
+  int min_operands;
+  int max_operands;
   bool side_effects;
   std::string_view summary;
 };

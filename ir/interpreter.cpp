@@ -94,6 +94,43 @@ void parallel_rows(int64_t n, bool parallel, const std::function<void(int64_t, i
   for (auto& t : threads) t.join();
 }
 
+Status same_rows(const Tensor& idx, int64_t rows, std::string_view what,
+                 const std::function<Error(const std::string&)>& where) {
+  if (idx.elements() != rows)
+    return where(fmt::format("{} has {} entries for {} rows", what, idx.elements(), rows));
+  return Status::success();
+}
+
+// Addresses rows of a [C,F] cache, or of an [S,C,F] cache through each row's stream.
+struct CacheView {
+  int64_t S = 1, C = 0, F = 0;
+  const Tensor* streams = nullptr;
+  int64_t row(int64_t t, int64_t p) const {
+    int64_t s = streams ? streams->i32[t] : 0;
+    return (s * C + p) * F;
+  }
+};
+
+Result<CacheView> cache_view(const Tensor& cache, Result<std::shared_ptr<const Tensor>> streams,
+                             const Tensor& pos, int64_t rows,
+                             const std::function<Error(const std::string&)>& where) {
+  if (!streams.ok()) return streams.error();
+  CacheView v;
+  v.F = cache.shape.back();
+  v.C = cache.shape[cache.shape.size() - 2];
+  v.S = cache.shape.size() == 3 ? cache.shape[0] : 1;
+  KILN_TRY(same_rows(pos, rows, "positions", where));
+  if (*streams) {
+    v.streams = streams->get();
+    KILN_TRY(same_rows(*v.streams, rows, "streams", where));
+    for (int64_t t = 0; t < rows; ++t)
+      if (v.streams->i32[t] < 0 || v.streams->i32[t] >= v.S)
+        return where(fmt::format("stream {} of row {} is outside the cache's {} streams",
+                                 v.streams->i32[t], t, v.S));
+  }
+  return v;
+}
+
 Status check_row_broadcast(const Tensor& a, const Tensor& b, std::string_view op) {
   if (a.elements() == b.elements() || b.elements() == a.cols()) return Status::success();
   return make_error("{}: shapes [{}] and [{}] do not broadcast", op, fmt::join(a.shape, ","),
@@ -177,6 +214,10 @@ Result<std::map<std::string, Tensor>> Interpreter::run(const std::map<std::strin
         if (!ok)
           return make_error("input \"{}\" must be {}, got {}[{}]", name, ty.str(),
                             dtype_name(t.dtype), fmt::join(t.shape, ","));
+        size_t have = t.dtype == DType::I32 ? t.i32.size() : t.f32.size();
+        if ((int64_t)have != t.elements())
+          return make_error("input \"{}\" has {} values for shape [{}]", name, have,
+                            fmt::join(t.shape, ","));
         out = std::make_shared<Tensor>(t);
         break;
       }
@@ -219,6 +260,7 @@ Result<std::map<std::string, Tensor>> Interpreter::run(const std::map<std::strin
         KILN_ASSIGN(TensorPtr w, get(n->operand(1)));
         double eps = *n->float_attr("eps");
         int64_t R = x->rows(), C = x->cols();
+        if (w->elements() != C) return where(fmt::format("weight has {} values for rows of {}", w->elements(), C));
         out = std::make_shared<Tensor>(Tensor::f32_of(x->shape));
         for (int64_t r = 0; r < R; ++r) {
           const float* xr = x->f32.data() + r * C;
@@ -279,6 +321,8 @@ Result<std::map<std::string, Tensor>> Interpreter::run(const std::map<std::strin
         int64_t hd = *n->int_attr("head_dim"), nrot = *n->int_attr("n_rot");
         double theta = *n->float_attr("theta");
         int64_t T = x->rows(), F = x->cols();
+        KILN_TRY(same_rows(*pos, T, "positions", where));
+        if (F % hd) return where(fmt::format("{} features are not whole heads of {}", F, hd));
         out = std::make_shared<Tensor>(*x);
         // GGUF LLaMA weights expect the "normal" rotation: adjacent pairs (2i, 2i+1) of each
         // head turn by pos * theta^(-2i/n_rot); dimensions past n_rot pass through.
@@ -305,19 +349,33 @@ Result<std::map<std::string, Tensor>> Interpreter::run(const std::map<std::strin
         std::copy(x->f32.begin() + (R - 1) * C, x->f32.begin() + R * C, out->f32.begin());
         break;
       }
+      case Op::GatherRows: {
+        KILN_ASSIGN(TensorPtr x, get(n->operand(0)));
+        KILN_ASSIGN(TensorPtr rows, get(n->operand(1)));
+        int64_t R = rows->elements(), T = x->rows(), C = x->cols();
+        out = std::make_shared<Tensor>(Tensor::f32_of({R, C}));
+        for (int64_t i = 0; i < R; ++i) {
+          int32_t r = rows->i32[i];
+          if (r < 0 || r >= T) return where(fmt::format("row {} is outside the {} rows of x", r, T));
+          std::copy(x->f32.begin() + r * C, x->f32.begin() + (r + 1) * C, out->f32.begin() + i * C);
+        }
+        break;
+      }
       case Op::KvWrite: {
         KILN_ASSIGN(TensorPtr cache_c, get(n->operand(0)));
         KILN_ASSIGN(TensorPtr x, get(n->operand(1)));
         KILN_ASSIGN(TensorPtr pos, get(n->operand(2)));
         // The cache is the persistent state buffer; writing it in place is the point.
         auto cache = std::const_pointer_cast<Tensor>(cache_c);
-        int64_t C = cache->rows(), F = cache->cols();
+        KILN_ASSIGN(CacheView cv, cache_view(*cache, n->operands().size() > 3 ? get(n->operand(3)) : Result<TensorPtr>(TensorPtr()), *pos, x->rows(), where));
+        if (x->cols() != cv.F)
+          return where(fmt::format("x has {} columns, the cache {}", x->cols(), cv.F));
         for (int64_t t = 0; t < x->rows(); ++t) {
           int32_t p = pos->i32[t];
-          if (p < 0 || p >= C)
-            return where(fmt::format("position {} is outside the cache of {} rows", p, C));
-          std::copy(x->f32.begin() + t * F, x->f32.begin() + (t + 1) * F,
-                    cache->f32.begin() + p * F);
+          if (p < 0 || p >= cv.C)
+            return where(fmt::format("position {} is outside the cache of {} rows", p, cv.C));
+          std::copy(x->f32.begin() + t * cv.F, x->f32.begin() + (t + 1) * cv.F,
+                    cache->f32.begin() + cv.row(t, p));
         }
         val[n] = cache;
         continue;
@@ -329,21 +387,26 @@ Result<std::map<std::string, Tensor>> Interpreter::run(const std::map<std::strin
         KILN_ASSIGN(TensorPtr pos, get(n->operand(3)));
         int64_t H = *n->int_attr("n_head"), KVH = *n->int_attr("n_kv_head");
         int64_t hd = *n->int_attr("head_dim");
-        int64_t T = q->rows(), C = kc->rows(), KF = kc->cols();
+        int64_t T = q->rows();
+        KILN_ASSIGN(CacheView cv, cache_view(*kc, n->operands().size() > 4 ? get(n->operand(4)) : Result<TensorPtr>(TensorPtr()), *pos, T, where));
+        if (q->cols() != H * hd || cv.F != KVH * hd)
+          return where(fmt::format("q has {} columns and the cache {}; heads need {} and {}",
+                                   q->cols(), cv.F, H * hd, KVH * hd));
         double scale = 1.0 / std::sqrt((double)hd);
         out = std::make_shared<Tensor>(Tensor::f32_of({T, H * hd}));
         for (int64_t t = 0; t < T; ++t) {
           int32_t p = pos->i32[t];
-          if (p < 0 || p >= C)
-            return where(fmt::format("position {} is outside the cache of {} rows", p, C));
+          if (p < 0 || p >= cv.C)
+            return where(fmt::format("position {} is outside the cache of {} rows", p, cv.C));
+          int64_t base = cv.row(t, 0);  // row 0 of this row's stream
           std::vector<double> score((size_t)p + 1);
           for (int64_t h = 0; h < H; ++h) {
             int64_t kvh = h / (H / KVH);
             const float* qv = q->f32.data() + t * H * hd + h * hd;
             double mx = -INFINITY;
-            // Causal: a query at position p sees cache rows 0..p.
+            // Causal: a query at position p sees rows 0..p of its stream's cache.
             for (int64_t j = 0; j <= p; ++j) {
-              const float* kv = kc->f32.data() + j * KF + kvh * hd;
+              const float* kv = kc->f32.data() + base + j * cv.F + kvh * hd;
               double s = 0;
               for (int64_t d = 0; d < hd; ++d) s += (double)qv[d] * kv[d];
               score[j] = s * scale;
@@ -354,7 +417,7 @@ Result<std::map<std::string, Tensor>> Interpreter::run(const std::map<std::strin
             float* o = out->f32.data() + t * H * hd + h * hd;
             for (int64_t d = 0; d < hd; ++d) {
               double acc = 0;
-              for (int64_t j = 0; j <= p; ++j) acc += score[j] * vc->f32[j * KF + kvh * hd + d];
+              for (int64_t j = 0; j <= p; ++j) acc += score[j] * vc->f32[base + j * cv.F + kvh * hd + d];
               o[d] = (float)(acc / sum);
             }
           }

@@ -3,6 +3,8 @@
 // The parser checks syntax and name binding only; types are checked by verify(), which
 // callers run after parsing (kiln's tools always do), so one set of rules serves both.
 #include <cctype>
+#include <cerrno>
+#include <cstdint>
 #include <cstdlib>
 #include <unordered_map>
 
@@ -21,7 +23,13 @@ class Parser {
     skip();
     KILN_TRY(expect_word("graph"));
     KILN_TRY(expect('@'));
-    KILN_ASSIGN(std::string name, ident("a graph name"));
+    skip();
+    std::string name;
+    if (peek() == '"') {
+      KILN_ASSIGN(name, string_lit());
+    } else {
+      KILN_ASSIGN(name, ident("a graph name"));
+    }
     Graph g(name);
     KILN_TRY(expect('{'));
     while (true) {
@@ -167,7 +175,11 @@ class Parser {
         KILN_ASSIGN(auto num, number());
         if (d.dtype == DType::I32) {
           if (num.second) return err("i32 dense data needs integers");
-          d.i32.push_back((int32_t)std::strtoll(num.first.c_str(), nullptr, 10));
+          errno = 0;
+          long long v = std::strtoll(num.first.c_str(), nullptr, 10);
+          if (errno == ERANGE || v < INT32_MIN || v > INT32_MAX)
+            return err(fmt::format("i32 value {} out of range", num.first));
+          d.i32.push_back((int32_t)v);
         } else {
           d.f32.push_back(std::strtof(num.first.c_str(), nullptr));
         }
@@ -252,8 +264,11 @@ class Parser {
       KILN_TRY(expect(')'));
     }
     const OpInfo& info = op_info(*op);
-    if (info.num_operands >= 0 && (int)operands.size() != info.num_operands)
-      return err(fmt::format("'{}' takes {} operands, got {}", opname, info.num_operands,
+    if ((int)operands.size() < info.min_operands || (int)operands.size() > info.max_operands)
+      return err(fmt::format("'{}' takes {} operands, got {}", opname,
+                             info.min_operands == info.max_operands
+                                 ? std::to_string(info.min_operands)
+                                 : fmt::format("{} to {}", info.min_operands, info.max_operands),
                              operands.size()));
     values_[result] = g.add(*op, std::move(operands), std::move(t), std::move(attrs), std::move(loc));
     return Status::success();

@@ -1,4 +1,5 @@
 // ir/printer.cpp — Graph -> text and Graph -> Graphviz dot.
+#include <cctype>
 #include <cmath>
 #include <unordered_map>
 
@@ -46,7 +47,11 @@ std::string attr_text(const Attr& a) {
 }  // namespace
 
 std::string print_graph(const Graph& g) {
-  std::string out = fmt::format("graph @{} {{\n", g.name());
+  // Names that are not plain identifiers print quoted, so they parse back.
+  bool plain = !g.name().empty();
+  for (char c : g.name())
+    plain &= std::isalnum((unsigned char)c) || c == '_' || c == '.' || c == '-';
+  std::string out = fmt::format("graph @{} {{\n", plain ? g.name() : quote(g.name()));
   std::unordered_map<const Node*, size_t> num;
   for (const Node* n : g.nodes()) {
     size_t id = num.size();

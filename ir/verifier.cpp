@@ -77,6 +77,7 @@ Status verify(const Graph& g) {
       case Op::Silu:
       case Op::Rope:
       case Op::LastRow:
+      case Op::GatherRows:
       case Op::KvWrite:
       case Op::Attention: {
         bool operands_ok = true;

@@ -54,12 +54,6 @@ Graph build(bool all_logits, int64_t ctx = 256) {
   return std::move(g).value();
 }
 
-Tensor iota_positions(int64_t n, int32_t start = 0) {
-  std::vector<int32_t> p((size_t)n);
-  for (int64_t i = 0; i < n; ++i) p[(size_t)i] = start + (int32_t)i;
-  return Tensor::i32_of({n}, p);
-}
-
 TEST(DefaultModel, WholeModelIrRoundTrips) {
   ASSERT_TRUE(model().file);
   Graph g = build(false);
@@ -108,7 +102,7 @@ TEST(Goldens, LogitsAndGreedyContinuationMatchLlamaCpp) {
     ASSERT_EQ(gf.tokens, gq.tokens);
     int64_t T = (int64_t)gf.tokens.size();
     Interpreter interp(g);
-    auto out = interp.run({{"tokens", Tensor::i32_of({T}, gf.tokens)}, {"positions", iota_positions(T)}});
+    auto out = interp.run(single_stream_inputs(gf.tokens, 0));
     ASSERT_TRUE(out.ok()) << out.error().message;
     const Tensor& logits = (*out)["logits"];
     ASSERT_EQ(logits.shape, (std::vector<int64_t>{T, V}));
@@ -138,8 +132,7 @@ TEST(Goldens, LogitsAndGreedyContinuationMatchLlamaCpp) {
         }
       }
       if (next != gf.greedy[i]) break;
-      auto o = interp.run({{"tokens", Tensor::i32_of({1}, {next})},
-                           {"positions", iota_positions(1, (int32_t)(T + i))}});
+      auto o = interp.run(single_stream_inputs({next}, (int32_t)(T + i)));
       ASSERT_TRUE(o.ok()) << o.error().message;
       last = (*o)["logits"].f32;
     }

@@ -63,7 +63,7 @@ class WildGraphs {
     int count = 1 + (int)below(25);
     for (int i = 0; i < count; ++i) {
       const OpInfo& info = all_ops()[below(all_ops().size())];
-      int nops = info.num_operands < 0 ? (int)below(4) : info.num_operands;
+      int nops = info.min_operands + (int)below((uint64_t)(info.max_operands - info.min_operands + 1));
       if (nops > 0 && nodes.empty()) continue;
       std::vector<Node*> operands;
       for (int k = 0; k < nops; ++k) operands.push_back(nodes[below(nodes.size())]);
@@ -619,10 +619,9 @@ TEST(Interpreter, MissingAndMisshapedInputsAreErrors) {
   EXPECT_EQ(ok->at("y").shape, (std::vector<int64_t>{0, 2}));
 }
 
-// Known problem (reported to the lead): dynamic dimensions are not checked against each
-// other at run time, so positions shorter than x make rope read past the end of the
-// positions tensor instead of returning an Error. Enable once the interpreter checks it.
-TEST(Interpreter, DISABLED_DynamicRowCountsMustAgree) {
+// Dynamic dimensions are checked against each other at run time: positions shorter than
+// x are an Error, not a read past the end of the positions tensor.
+TEST(Interpreter, DynamicRowCountsMustAgree) {
   Runner r(R"(graph @g {
   %x = input {name = "x"} : f32[?,2]
   %p = input {name = "p"} : i32[?]

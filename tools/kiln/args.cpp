@@ -1,6 +1,7 @@
 // tools/kiln/args.cpp — see args.h.
 #include "tools/kiln/args.h"
 
+#include <cctype>
 #include <cerrno>
 #include <cstdlib>
 
@@ -42,6 +43,14 @@ Result<Args> Args::parse(int argc, char** argv, int first, const std::vector<Opt
       if (!spec->repeated && a.values_.count(name))
         return make_error("option '--{}' given twice", name);
       a.values_.emplace(name, value);
+      continue;
+    }
+    // Single-letter options ("-o FILE") are spelled like their long form "--o".
+    if (s.size() == 2 && s[0] == '-' && std::isalpha((unsigned char)s[1]) && find(s.substr(1))) {
+      const OptionSpec* spec = find(s.substr(1));
+      if (spec->meta.empty()) { a.flags_.insert(spec->name); continue; }
+      if (i + 1 >= argc) return make_error("option '{}' needs a value ({})", s, spec->meta);
+      a.values_.emplace(spec->name, argv[++i]);
       continue;
     }
     if (s.size() > 1 && s[0] == '-' && s != "-") return make_error("unknown option '{}' (see --help)", s);
@@ -88,7 +97,8 @@ Result<double> Args::get_float(const std::string& name, double def, double lo, d
 std::string format_options(const std::vector<OptionSpec>& specs) {
   std::string out;
   for (auto& s : specs) {
-    std::string left = "--" + s.name + (s.meta.empty() ? "" : "=" + s.meta);
+    std::string left = (s.name.size() == 1 ? "-" + s.name + (s.meta.empty() ? "" : " " + s.meta)
+                                            : "--" + s.name + (s.meta.empty() ? "" : "=" + s.meta));
     out += fmt::format("  {:<24} {}\n", left, s.help);
   }
   out += fmt::format("  {:<24} {}\n", "-v, -vv", "more logging (info, debug)");

@@ -93,11 +93,7 @@ int cmd_run(int argc, char** argv) {
 
   Interpreter interp(lg->graph);
   auto step = [&](const std::vector<int32_t>& toks, int32_t start) -> Result<std::vector<float>> {
-    std::vector<int32_t> pos(toks.size());
-    for (size_t i = 0; i < toks.size(); ++i) pos[i] = start + (int32_t)i;
-    int64_t T = (int64_t)toks.size();
-    KILN_ASSIGN(auto outs, interp.run({{"tokens", Tensor::i32_of({T}, toks)},
-                                       {"positions", Tensor::i32_of({T}, pos)}}));
+    KILN_ASSIGN(auto outs, interp.run(single_stream_inputs(toks, start)));
     return std::move(outs["logits"].f32);
   };
 
