@@ -70,6 +70,13 @@ const DenseData* Node::dense_attr(std::string_view key) const {
   return std::get_if<DenseData>(&it->second);
 }
 
+std::optional<int64_t> Graph::int_attr(std::string_view key) const {
+  auto it = attrs_.find(key);
+  if (it == attrs_.end()) return std::nullopt;
+  if (auto* i = std::get_if<int64_t>(&it->second)) return *i;
+  return std::nullopt;
+}
+
 Node* Graph::add(Op op, std::vector<Node*> operands, TensorType type,
                  std::map<std::string, Attr, std::less<>> attrs, std::string loc) {
   auto n = std::make_unique<Node>();

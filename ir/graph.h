@@ -107,6 +107,13 @@ class Graph {
   const std::string& name() const { return name_; }
   void set_name(std::string n) { name_ = std::move(n); }
 
+  // Graph-wide attributes: compile limits (max_rows, max_threads) that passes read, and
+  // results they record (arena_bytes, kv_stream_bytes). Printed in the graph header.
+  using AttrMap = std::map<std::string, Attr, std::less<>>;
+  const AttrMap& attrs() const { return attrs_; }
+  void set_attr(std::string key, Attr v) { attrs_[std::move(key)] = std::move(v); }
+  std::optional<int64_t> int_attr(std::string_view key) const;
+
   // Appends a node. Its type is given, or inferred from the operands when omitted.
   Node* add(Op op, std::vector<Node*> operands, TensorType type,
             std::map<std::string, Attr, std::less<>> attrs = {}, std::string loc = {});
@@ -137,6 +144,7 @@ class Graph {
 
  private:
   std::string name_;
+  AttrMap attrs_;
   std::vector<std::unique_ptr<Node>> nodes_;
   uint32_t next_id_ = 0;
   std::shared_ptr<const WeightSource> weights_;

@@ -31,6 +31,12 @@ class Parser {
       KILN_ASSIGN(name, ident("a graph name"));
     }
     Graph g(name);
+    skip();
+    if (s_.substr(p_, 10) == "attributes") {
+      p_ += 10;
+      KILN_ASSIGN(auto attrs, attr_dict());
+      for (auto& [k, v] : attrs) g.set_attr(k, v);
+    }
     KILN_TRY(expect('{'));
     while (true) {
       skip();
@@ -197,6 +203,22 @@ class Parser {
     return Attr{(int64_t)v};
   }
 
+  // {key = value, ...}
+  Result<std::map<std::string, Attr, std::less<>>> attr_dict() {
+    std::map<std::string, Attr, std::less<>> attrs;
+    KILN_TRY(expect('{'));
+    if (accept('}')) return attrs;
+    do {
+      KILN_ASSIGN(std::string key, ident("an attribute name"));
+      KILN_TRY(expect('='));
+      KILN_ASSIGN(Attr v, attr_value());
+      if (attrs.count(key)) return err(fmt::format("attribute '{}' given twice", key));
+      attrs[key] = std::move(v);
+    } while (accept(','));
+    KILN_TRY(expect('}'));
+    return attrs;
+  }
+
   Result<TensorType> type() {
     KILN_ASSIGN(std::string dt, ident("a dtype"));
     auto d = dtype_from_name(dt);
@@ -242,17 +264,9 @@ class Parser {
       }
     }
     std::map<std::string, Attr, std::less<>> attrs;
-    if (accept('{')) {
-      if (!accept('}')) {
-        do {
-          KILN_ASSIGN(std::string key, ident("an attribute name"));
-          KILN_TRY(expect('='));
-          KILN_ASSIGN(Attr v, attr_value());
-          if (attrs.count(key)) return err(fmt::format("attribute '{}' given twice", key));
-          attrs[key] = std::move(v);
-        } while (accept(','));
-        KILN_TRY(expect('}'));
-      }
+    skip();
+    if (peek() == '{') {
+      KILN_ASSIGN(attrs, attr_dict());
     }
     KILN_TRY(expect(':'));
     KILN_ASSIGN(TensorType t, type());

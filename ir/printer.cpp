@@ -51,7 +51,17 @@ std::string print_graph(const Graph& g) {
   bool plain = !g.name().empty();
   for (char c : g.name())
     plain &= std::isalnum((unsigned char)c) || c == '_' || c == '.' || c == '-';
-  std::string out = fmt::format("graph @{} {{\n", plain ? g.name() : quote(g.name()));
+  std::string out = fmt::format("graph @{}", plain ? g.name() : quote(g.name()));
+  if (!g.attrs().empty()) {
+    out += " attributes {";
+    bool first = true;
+    for (auto& [k, v] : g.attrs()) {
+      out += (first ? "" : ", ") + k + " = " + attr_text(v);
+      first = false;
+    }
+    out += "}";
+  }
+  out += " {\n";
   std::unordered_map<const Node*, size_t> num;
   for (const Node* n : g.nodes()) {
     size_t id = num.size();

@@ -10,5 +10,7 @@ namespace kiln {
 std::unique_ptr<Pass> create_dce_pass();            // dce.cpp
 std::unique_ptr<Pass> create_cse_pass();            // cse.cpp
 std::unique_ptr<Pass> create_constant_fold_pass();  // constant_fold.cpp
+std::unique_ptr<Pass> create_freeze_base_pass();    // freeze_base.cpp
+std::unique_ptr<Pass> create_plan_memory_pass();    // plan_memory.cpp
 
 }  // namespace kiln

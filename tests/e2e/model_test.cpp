@@ -6,7 +6,7 @@
 //  * logits_f32.golden comes from llama.cpp running the F32 requant of the shipped file,
 //    i.e. the same weight values in float; kiln's float interpreter must agree within
 //    kF32Tol (absolute, on logits of magnitude ~10-30) at every golden id of every
-//    position, with the same top-1.
+//    position, with the same top-1 (observed: 8e-5, the goldens print 6 digits).
 //  * logits_q4_1.golden comes from llama.cpp running the Q4_1 file itself, which rounds
 //    activations to 8 bits inside its kernels (observed gap to its own F32 run: up to
 //    2.03); agreement is looser (kQ41Tol), top-1 must still match wherever llama.cpp's
@@ -26,7 +26,7 @@
 namespace kiln {
 namespace {
 
-constexpr float kF32Tol = 0.02f;
+constexpr float kF32Tol = 1e-3f;
 constexpr float kQ41Tol = 2.5f;
 
 struct Model {
@@ -49,7 +49,7 @@ const Model& model() {
 }
 
 Graph build(bool all_logits, int64_t ctx = 256) {
-  auto g = build_llama_graph(model().file, model().cfg, {ctx, all_logits});
+  auto g = build_llama_graph(model().file, model().cfg, {.max_context = ctx, .all_logits = all_logits});
   EXPECT_TRUE(g.ok()) << g.error().message;
   return std::move(g).value();
 }
