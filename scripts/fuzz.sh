@@ -7,10 +7,19 @@ cd "$(dirname "$0")/.."
 secs=${1:-60}
 cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKILN_FUZZ=ON \
   -DKILN_BUILD_TESTS=OFF -DCMAKE_C_COMPILER=clang-16 -DCMAKE_CXX_COMPILER=clang++-16 >/dev/null
-cmake --build build-fuzz --target gguf_fuzz
-mkdir -p build-fuzz/findings build-fuzz/corpus/gguf
-cp -n tests/fuzz/corpus/gguf/* build-fuzz/corpus/gguf/ 2>/dev/null || true
-echo "[fuzz] gguf_fuzz for ${secs}s"
-build-fuzz/tests/fuzz/gguf_fuzz -max_total_time="$secs" -max_len=65536 -rss_limit_mb=4096 \
-  -artifact_prefix=build-fuzz/findings/ -print_final_stats=1 build-fuzz/corpus/gguf 2>&1 | tail -n 12
-echo "[fuzz] gguf_fuzz: no finding in ${secs}s"
+cmake --build build-fuzz --target gguf_fuzz model_file_fuzz
+mkdir -p build-fuzz/findings
+# run_target NAME CORPUS: NAME for $secs seconds from the committed seeds in
+# tests/fuzz/corpus/CORPUS (copied, so that the fuzzer's additions stay out of git).
+run_target() {
+  local name=$1 corpus=$2
+  mkdir -p "build-fuzz/corpus/$corpus"
+  cp -n "tests/fuzz/corpus/$corpus"/* "build-fuzz/corpus/$corpus/" 2>/dev/null || true
+  echo "[fuzz] $name for ${secs}s"
+  "build-fuzz/tests/fuzz/$name" -max_total_time="$secs" -max_len=65536 -rss_limit_mb=4096 \
+    -artifact_prefix=build-fuzz/findings/ -print_final_stats=1 "build-fuzz/corpus/$corpus" 2>&1 |
+    tail -n 12
+  echo "[fuzz] $name: no finding in ${secs}s"
+}
+run_target gguf_fuzz gguf
+run_target model_file_fuzz model_file

@@ -6,5 +6,6 @@ namespace kiln::cli {
 int cmd_inspect(int argc, char** argv);  // inspect.cpp
 int cmd_dump(int argc, char** argv);     // dump.cpp
 int cmd_run(int argc, char** argv);      // run.cpp
+int cmd_compile(int argc, char** argv);  // compile.cpp
 
 }  // namespace kiln::cli

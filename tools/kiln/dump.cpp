@@ -22,7 +22,10 @@ static const std::vector<OptionSpec> kDumpOptions = {
     {"time-passes", "", "report how long each pass took"},
     {"format", "text|dot", "output format (default text; dot for Graphviz)"},
     {"weights", "MODEL", "for IR text input: the GGUF file its weight nodes refer to"},
-    {"ctx", "N", "KV cache rows when lowering a model (default 2048)"},
+    {"ctx", "N", "KV cache rows per stream when lowering a model (default 2048)"},
+    {"streams", "S", "streams when lowering a model (default 1)"},
+    {"max-rows", "N", "graph attribute max_rows for freeze-base/plan-memory (default 64)"},
+    {"threads", "N", "graph attribute max_threads for plan-memory (default 2)"},
     {"all-logits", "", "when lowering: logits for every token, not just the last"},
     {"o", "FILE", "write the result to FILE (atomically) instead of stdout"},
 };
@@ -50,12 +53,22 @@ int cmd_dump(int argc, char** argv) {
     fmt::print(stderr, "kiln dump: --format must be text or dot, got '{}'\n", format);
     return 2;
   }
+  auto streams = args->get_int("streams", 1, 1, 256);
+  auto rows = args->get_int("max-rows", 64, 1, 4096);
+  auto threads = args->get_int("threads", 2, 1, 256);
+  for (auto* r : {&streams, &rows, &threads})
+    if (!r->ok()) { fmt::print(stderr, "kiln dump: {}\n", r->error().message); return 2; }
   LlamaBuildOptions opts;
   opts.max_context = *ctx;
+  opts.max_streams = *streams;
   opts.all_logits = args->flag("all-logits");
   auto lg = load_graph(args->positional()[0], opts, args->get("weights").value_or(""));
   if (!lg.ok()) { fmt::print(stderr, "kiln dump: {}\n", lg.error().message); return 1; }
 
+  if (lg->gguf) {  // compile limits the backend passes read (IR text carries its own)
+    lg->graph.set_attr("max_rows", (int64_t)*rows);
+    lg->graph.set_attr("max_threads", (int64_t)*threads);
+  }
   PassManagerOptions pm_opts;
   pm_opts.verify_each = args->flag("verify-each");
   pm_opts.print_after_all = args->flag("print-after-all");

@@ -14,6 +14,7 @@ usage: kiln <command> [options]
 commands:
   inspect MODEL            show a GGUF model's metadata, hyperparameters and tensors
   dump MODEL|FILE.kir      lower a model (or read IR text), run passes, print the IR
+  compile MODEL -o DIR     compile ahead of time: model.o, libmodel.a, model.h, model.kiln
   run MODEL --prompt TEXT  generate text (through the reference interpreter for now)
 
 Run `kiln <command> --help` for the options of each command.
@@ -33,6 +34,7 @@ int main(int argc, char** argv) {
   if (cmd == "inspect") return kiln::cli::cmd_inspect(argc, argv);
   if (cmd == "dump") return kiln::cli::cmd_dump(argc, argv);
   if (cmd == "run") return kiln::cli::cmd_run(argc, argv);
+  if (cmd == "compile") return kiln::cli::cmd_compile(argc, argv);
   std::fprintf(stderr, "kiln: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
   return 2;
 }

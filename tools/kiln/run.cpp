@@ -11,12 +11,13 @@
 
 #include "frontend/chat_template.h"
 #include "frontend/tokenizer.h"
-#include "ir/interpreter.h"
+#include "frontend/gguf.h"
+#include "frontend/llama.h"
 #include "runtime/sampler.h"
 #include "support/log.h"
 #include "tools/kiln/args.h"
 #include "tools/kiln/commands.h"
-#include "tools/kiln/model_loader.h"
+#include "tools/kiln/engine.h"
 
 namespace kiln::cli {
 
@@ -32,7 +33,9 @@ static const std::vector<OptionSpec> kRunOptions = {
     {"ctx", "N", "context size: KV cache rows (default 2048)"},
     {"ignore-eos", "", "keep generating past the end-of-generation token"},
     {"print-tokens", "", "print the generated token ids to stderr"},
-    {"interpreter", "", "run through the reference interpreter (the only engine so far)"},
+    {"interpreter", "", "run through the reference interpreter instead of compiled code"},
+    {"artifact", "DIR", "use this `kiln compile` output instead of compiling (cached) now"},
+    {"threads", "N", "threads for the compiled engine (default 2)"},
 };
 
 int cmd_run(int argc, char** argv) {
@@ -60,23 +63,34 @@ int cmd_run(int argc, char** argv) {
   if (!top_p.ok()) return fail(top_p.error().message);
   if (!seed.ok()) return fail(seed.error().message);
 
+  auto threads = args->get_int("threads", 2, 1, 256);
+  if (!threads.ok()) return fail(threads.error().message);
+
   auto t_load = std::chrono::steady_clock::now();
-  LlamaBuildOptions opts;
-  opts.max_context = *ctx;
-  auto lg = load_graph(args->positional()[0], opts);
-  if (!lg.ok()) return fail(lg.error().message);
-  if (!lg->gguf) return fail("kiln run needs a GGUF model, not IR text");
-  auto vocab = vocab_from_gguf(*lg->gguf);
+  const std::string model_path = args->positional()[0];
+  auto file = GgufFile::open(model_path);
+  if (!file.ok()) return fail(file.error().message);
+  std::shared_ptr<const GgufFile> gguf(std::move(file).value());
+  if (auto cfg = read_llama_config(*gguf); !cfg.ok()) return fail(cfg.error().message);
+  auto vocab = vocab_from_gguf(*gguf);
   if (!vocab.ok()) return fail(vocab.error().message);
   auto tok = Tokenizer::create(std::move(vocab).value());
   if (!tok.ok()) return fail(tok.error().message);
 
+  EngineOptions eo;
+  eo.model_path = model_path;
+  eo.artifact_dir = args->get("artifact").value_or("");
+  eo.max_context = *ctx;
+  eo.threads = *threads;
+  auto engine = args->flag("interpreter") ? make_interpreter_engine(eo) : make_compiled_engine(eo);
+  if (!engine.ok()) return fail(engine.error().message);
+
   std::string prompt = *args->get("prompt");
   if (args->flag("chat")) {
-    const GgufValue* tmpl = lg->gguf->find("tokenizer.chat_template");
+    const GgufValue* tmpl = gguf->find("tokenizer.chat_template");
     if (!tmpl || !tmpl->as_string())
       return fail(fmt::format("{}: --chat needs the key 'tokenizer.chat_template', which the model lacks",
-                              lg->gguf->path()));
+                              gguf->path()));
     std::vector<ChatMessage> msgs;
     if (auto sys = args->get("system")) msgs.push_back({"system", *sys});
     msgs.push_back({"user", prompt});
@@ -91,11 +105,7 @@ int cmd_run(int argc, char** argv) {
                             tokens.size(), *max_tokens, *ctx));
   spdlog::info("prompt: {} tokens", tokens.size());
 
-  Interpreter interp(lg->graph);
-  auto step = [&](const std::vector<int32_t>& toks, int32_t start) -> Result<std::vector<float>> {
-    KILN_ASSIGN(auto outs, interp.run(single_stream_inputs(toks, start)));
-    return std::move(outs["logits"].f32);
-  };
+  auto step = [&](const std::vector<int32_t>& toks, int32_t) { return (*engine)->step(toks); };
 
   Sampler sampler({(float)*temp, (int32_t)*top_k, (float)*top_p, (uint64_t)*seed});
   auto t0 = std::chrono::steady_clock::now();
@@ -119,9 +129,9 @@ int cmd_run(int argc, char** argv) {
   std::fputc('\n', stdout);
   auto secs = [](auto a, auto b) { return std::chrono::duration<double>(b - a).count(); };
   if (args->flag("print-tokens")) fmt::print(stderr, "tokens: {}\n", fmt::join(generated, " "));
-  fmt::print(stderr, "[kiln] engine: interpreter | load {:.2f} s | prompt {} tokens in {:.2f} s ({:.1f} tok/s) | "
+  fmt::print(stderr, "[kiln] engine: {} | load {:.2f} s | prompt {} tokens in {:.2f} s ({:.1f} tok/s) | "
              "generated {} tokens in {:.2f} s ({:.2f} tok/s)\n",
-             secs(t_load, t0), tokens.size(), secs(t0, t1), tokens.size() / secs(t0, t1),
+             (*engine)->name(), secs(t_load, t0), tokens.size(), secs(t0, t1), tokens.size() / secs(t0, t1),
              generated.size(), secs(t1, t2), generated.size() > 1 ? (generated.size() - 1) / secs(t1, t2) : 0.0);
   return 0;
 }

@@ -1,0 +1,38 @@
+// codegen/codegen.h — the LLVM backend: a planned graph becomes native code.
+//
+// Input is a graph after freeze-base and plan-memory (weights at blob offsets, values at
+// arena offsets). Each op becomes a call of a kernel template (codegen/kernels, C
+// compiled to bitcode at build time) through a wrapper that binds the op's static shapes
+// as constants; LLVM's O3 inlines and specialises the templates for the profile's CPU.
+// The result is one object file defining the kiln_compiled_model of
+// runtime/include/kiln/model_abi.h.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "codegen/target.h"
+#include "ir/graph.h"
+#include "support/result.h"
+
+namespace kiln {
+
+struct CodegenOptions {
+  std::string symbol = "kiln_model";  // name of the exported kiln_compiled_model
+  uint64_t model_hash = 0;            // identity shared with model.kiln
+  uint32_t format_version = 1;        // the model.kiln format the code reads
+  bool want_assembly = false;
+  bool want_llvm_ir = false;          // optimised LLVM IR text
+};
+
+struct CompiledCode {
+  std::string object;     // ELF relocatable object
+  std::string assembly;   // when asked for
+  std::string llvm_ir;    // when asked for
+  size_t kernels = 0;     // specialised kernel functions emitted
+};
+
+Result<CompiledCode> compile_graph(const Graph& g, const TargetProfile& profile,
+                                   const CodegenOptions& opts);
+
+}  // namespace kiln

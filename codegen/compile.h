@@ -1,0 +1,48 @@
+// codegen/compile.h — the whole compile pipeline, as one short function a tool calls.
+//
+//   GGUF --lower--> graph --passes--> planned graph --LLVM--> model.o
+//                                  \-> frozen weights + tokenizer --> model.kiln
+//   artifact DIR: model.o, libmodel.a, model.h, model.kiln (+ model.s, model.ll on request)
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "codegen/codegen.h"
+#include "passes/pass.h"
+#include "support/result.h"
+
+namespace kiln {
+
+struct CompileRequest {
+  std::string model_path;            // GGUF
+  std::string out_dir;               // artifact folder (replaced atomically)
+  std::string profile = "host";
+  int64_t max_rows = 64;             // tokens per step (prefill chunk)
+  int64_t max_streams = 1;
+  int64_t max_context = 2048;
+  int64_t threads = 0;               // 0: the profile's
+  std::string symbol = "kiln_model";
+  bool emit_assembly = false;        // also write model.s
+  bool emit_llvm = false;            // also write model.ll
+  std::string extra_passes;          // run before the backend's own (e.g. "cse,dce")
+  PassManagerOptions pass_options;   // dumps, verify-each, timing
+  bool progress = true;
+};
+
+struct CompileSummary {
+  uint64_t model_hash = 0;
+  uint64_t weights_bytes = 0, arena_bytes = 0, kv_bytes = 0, object_bytes = 0;
+  size_t kernels = 0;
+  double seconds = 0;
+  std::string triple, cpu;
+};
+
+// The passes every compile runs, in order.
+inline constexpr const char* kBackendPipeline = "cse,dce,freeze-base,plan-memory";
+
+Result<CompileSummary> compile_model(const CompileRequest& req);
+
+}  // namespace kiln

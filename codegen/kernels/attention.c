@@ -1,0 +1,95 @@
+/* codegen/kernels/attention.c — the KV cache write and causal grouped-query attention.
+ *
+ * A cache holds S streams of C rows of F = KVH * hd floats; row p of stream s starts at
+ * cache + s * stream_stride + p * F (stream_stride = C * F for the interpreter's [S,C,F]
+ * layout). streams may be NULL for a single-stream cache (every row is stream 0).
+ *
+ * Attention splits the T * H (row, head) pairs over threads in contiguous ranges. For a
+ * pair, with p = pos[t]:
+ *
+ *   s[j] = (q . k[j]) / sqrt(hd)    j = 0..p     scores in the thread's scratch row
+ *   e[j] = exp(s[j] - max s)                     kiln_expf, eight partial sums
+ *   out  = (sum_j e[j] v[j]) / sum_j e[j]        four rows of v per pass over out
+ *
+ * All sums are float in fixed orders, so a pair's result does not depend on the thread
+ * count or on the other rows of the step.
+ */
+#include "common.h"
+
+void kiln_kv_write(float* restrict cache, const float* restrict x, const int32_t* restrict pos,
+                   const int32_t* restrict streams, int64_t T, int64_t F, int64_t stream_stride,
+                   int32_t tid, int32_t nth) {
+  int64_t t0, t1;
+  kiln_split(T, 1, tid, nth, &t0, &t1);
+  for (int64_t t = t0; t < t1; ++t) {
+    float* dst = cache + (streams ? streams[t] : 0) * stream_stride + pos[t] * F;
+    const float* src = x + t * F;
+    int64_t k = 0;
+    for (; k + 8 <= F; k += 8) kiln_store8(dst + k, kiln_load8(src + k));
+    for (; k < F; ++k) dst[k] = src[k];
+  }
+}
+
+/* q . k over hd floats: two 8-lane accumulators, then a fixed-order fold. */
+KILN_INLINE float dot(const float* restrict q, const float* restrict k, int64_t hd) {
+  kiln_f8 a0 = kiln_splat8(0.0f), a1 = kiln_splat8(0.0f);
+  int64_t d = 0;
+  for (; d + 16 <= hd; d += 16) {
+    a0 += kiln_load8(q + d) * kiln_load8(k + d);
+    a1 += kiln_load8(q + d + 8) * kiln_load8(k + d + 8);
+  }
+  if (d + 8 <= hd) {
+    a0 += kiln_load8(q + d) * kiln_load8(k + d);
+    d += 8;
+  }
+  float s = kiln_hsum8(a0 + a1);
+  for (; d < hd; ++d) s += q[d] * k[d];
+  return s;
+}
+
+void kiln_attention(const float* restrict q, const float* restrict kc, const float* restrict vc,
+                    const int32_t* restrict pos, const int32_t* restrict streams,
+                    float* restrict out, float* restrict scratch, int64_t T, int64_t C, int64_t H,
+                    int64_t KVH, int64_t hd, int64_t stream_stride, int32_t tid, int32_t nth) {
+  int64_t i0, i1;
+  kiln_split(T * H, 1, tid, nth, &i0, &i1);
+  const int64_t F = KVH * hd, group = H / KVH;
+  const float scale = (float)(1.0 / __builtin_sqrt((double)hd));
+  float* s = scratch + tid * C;
+  for (int64_t i = i0; i < i1; ++i) {
+    const int64_t t = i / H, h = i % H, n = (int64_t)pos[t] + 1;
+    const int64_t base = (streams ? streams[t] : 0) * stream_stride + (h / group) * hd;
+    const float* kb = kc + base;
+    const float* vb = vc + base;
+    const float* qv = q + t * H * hd + h * hd;
+    float* o = out + t * H * hd + h * hd;
+
+    float mx = -__builtin_inff();
+    for (int64_t j = 0; j < n; ++j) {
+      s[j] = dot(qv, kb + j * F, hd) * scale;
+      mx = s[j] > mx ? s[j] : mx;
+    }
+    /* Weights e^(s - max) in place, summed in eight lanes (a vector loop). */
+    float part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8)
+      for (int l = 0; l < 8; ++l) part[l] += (s[j + l] = kiln_expf(s[j + l] - mx));
+    for (; j < n; ++j) part[0] += (s[j] = kiln_expf(s[j] - mx));
+    const float sum = ((part[0] + part[4]) + (part[2] + part[6])) +
+                      ((part[1] + part[5]) + (part[3] + part[7]));
+
+    /* out = sum_j e[j] v[j], four rows of v per pass over out, then / sum. */
+    for (int64_t d = 0; d < hd; ++d) o[d] = 0.0f;
+    for (j = 0; j + 4 <= n; j += 4) {
+      const float e0 = s[j], e1 = s[j + 1], e2 = s[j + 2], e3 = s[j + 3];
+      const float *v0 = vb + j * F, *v1 = v0 + F, *v2 = v1 + F, *v3 = v2 + F;
+      for (int64_t d = 0; d < hd; ++d) o[d] += (e0 * v0[d] + e1 * v1[d]) + (e2 * v2[d] + e3 * v3[d]);
+    }
+    for (; j < n; ++j) {
+      const float e = s[j];
+      const float* v = vb + j * F;
+      for (int64_t d = 0; d < hd; ++d) o[d] += e * v[d];
+    }
+    for (int64_t d = 0; d < hd; ++d) o[d] /= sum;
+  }
+}

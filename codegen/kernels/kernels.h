@@ -1,0 +1,83 @@
+/* codegen/kernels/kernels.h — the kernel templates kiln specialises into generated code.
+ *
+ * These C functions are compiled to LLVM bitcode with clang-16 for each target at build
+ * time and embedded in kiln. When kiln compiles a model it links them into the model's
+ * module, binds the static arguments (shapes, strides, epsilons) to constants, inlines
+ * and optimises them for the target profile: the model's arithmetic runs in code kiln
+ * emits, specialised to the model (the approach of Glow's libjit).
+ *
+ * Conventions: row-major float activations [rows, features]; weight matrices are [N, K]
+ * rows of K in their storage type (GGUF block layouts, see ir/dtype.h); every kernel
+ * takes (tid, nth) last and does the share of the work of thread tid out of nth, with a
+ * static partition (no shared counters). Inputs are validated by the runtime before a
+ * step starts, so kernels do no checking.
+ *
+ * Results do not depend on nth, and a row's result does not depend on the other rows of
+ * the step (matmul reads each weight block once for up to 8 rows but sums every row in
+ * the same order), so S streams in one step, or a DS2D verify step, give bit for bit the
+ * results of single-row steps. In place (y == x, or y == a) is allowed for rms_norm,
+ * add, mul, silu and rope; other outputs must not overlap their inputs. Pointers need
+ * only their element's alignment (4 bytes for floats, 2 for f16/bf16 and block rows).
+ * The implementations are the .c files beside this header; tests/unit/kernels_test.cpp
+ * checks them against the interpreter.
+ */
+#ifndef KILN_KERNELS_H
+#define KILN_KERNELS_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define KILN_WEIGHT_TYPES(X) X(f32) X(f16) X(bf16) X(q4_0) X(q4_1) X(q8_0)
+
+/* out[t, :] = dequant(table[tokens[t], :]), table [V, D] */
+#define KILN_DECLARE_EMBED(wt)                                                          \
+  void kiln_embed_##wt(const void* table, const int32_t* tokens, float* out, int64_t T, \
+                       int64_t D, int32_t tid, int32_t nth);
+/* y[t, n] = sum_k x[t, k] * w[n, k], w [N, K] */
+#define KILN_DECLARE_MATMUL(wt)                                                          \
+  void kiln_matmul_##wt(const float* x, const void* w, float* y, int64_t T, int64_t K, \
+                        int64_t N, int32_t tid, int32_t nth);
+KILN_WEIGHT_TYPES(KILN_DECLARE_EMBED)
+KILN_WEIGHT_TYPES(KILN_DECLARE_MATMUL)
+
+/* y[t, :] = x[t, :] / sqrt(mean(x[t, :]^2) + eps) * w, w [D] */
+void kiln_rms_norm(const float* x, const float* w, float* y, int64_t T, int64_t D, float eps,
+                   int32_t tid, int32_t nth);
+/* y[i] = a[i] + b[i % bn] (bn == n, or bn is one row that broadcasts) */
+void kiln_add(const float* a, const float* b, float* y, int64_t n, int64_t bn, int32_t tid,
+              int32_t nth);
+void kiln_mul(const float* a, const float* b, float* y, int64_t n, int64_t bn, int32_t tid,
+              int32_t nth);
+/* y = x * sigmoid(x) */
+void kiln_silu(const float* x, float* y, int64_t n, int32_t tid, int32_t nth);
+/* rotary embedding, GGUF "normal" mode: adjacent pairs (2i, 2i+1) of each head of hd
+ * rotate by pos * theta^(-2i/nrot) for i < nrot/2 */
+void kiln_rope(const float* x, float* y, const int32_t* pos, int64_t T, int64_t F, int64_t hd,
+               int64_t nrot, float theta, int32_t tid, int32_t nth);
+/* y[r, :] = x[rows[r], :] */
+void kiln_gather_rows(const float* x, const int32_t* rows, float* y, int64_t R, int64_t F,
+                      int32_t tid, int32_t nth);
+/* y[0, :] = x[T-1, :] */
+void kiln_last_row(const float* x, float* y, int64_t T, int64_t F, int32_t tid, int32_t nth);
+/* cache + streams[t]*stream_stride + pos[t]*F  <-  x[t, :]  (stride in floats; the
+ * interpreter's [S,C,F] cache has stream_stride = C*F). streams may be NULL for a
+ * single-stream cache: every row is stream 0. */
+void kiln_kv_write(float* cache, const float* x, const int32_t* pos, const int32_t* streams,
+                   int64_t T, int64_t F, int64_t stream_stride, int32_t tid, int32_t nth);
+/* Causal grouped-query attention: row t (head h) attends rows 0..pos[t] of its stream's
+ * k/v cache (kv head h / (H/KVH)) with scale 1/sqrt(hd); caches are laid out as for
+ * kv_write (streams may be NULL). `scratch` holds at least nth * C floats (C = cache
+ * rows per stream); thread tid uses scratch + tid*C. */
+void kiln_attention(const float* q, const float* kc, const float* vc, const int32_t* pos,
+                    const int32_t* streams, float* out, float* scratch, int64_t T, int64_t C,
+                    int64_t H, int64_t KVH, int64_t hd, int64_t stream_stride, int32_t tid,
+                    int32_t nth);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* KILN_KERNELS_H */

@@ -1,0 +1,116 @@
+/* codegen/kernels/rope.c — rotary position embedding, GGUF "normal" (adjacent pair) mode.
+ *
+ * For each row t and pair i < n_rot/2, the angle pos[t] * theta^(-2i/n_rot) is formed in
+ * double and its cosine and sine taken in double, like the interpreter: in float, a
+ * position of a few thousand already puts ~1e-3 rad of error into the angle. That is one
+ * sincos per (row, pair), shared by every head of the row, so its cost is small next to
+ * the rotation; the rotation itself is float. No libm: log, exp, sin and cos below are
+ * short polynomial versions accurate to a few ulp of double over the ranges rope uses
+ * (theta > 0, |angle| < 2^20 * pi/2 after Cody-Waite reduction by pi/2).
+ *
+ * Rows are split over threads. y may be x (in place). Dimensions nrot..hd-1 of every head
+ * pass through unchanged.
+ */
+#include "common.h"
+
+KILN_INLINE double bits_f64(uint64_t u) {
+  union { uint64_t u; double f; } v = {u};
+  return v.f;
+}
+KILN_INLINE uint64_t f64_bits(double f) {
+  union { double f; uint64_t u; } v = {f};
+  return v.u;
+}
+
+/* Rounds to the nearest integer (|x| < 2^51) by adding and removing 1.5 * 2^52. */
+KILN_INLINE double round_f64(double x) {
+  const double magic = 6755399441055744.0;
+  return (x + magic) - magic;
+}
+
+/* ln(x) for finite x > 0: x = m * 2^e with m in [sqrt(1/2), sqrt(2)), then
+ * ln(m) = 2 atanh(s), s = (m-1)/(m+1), |s| < 0.172, by its odd series to s^23. */
+KILN_INLINE double log_f64(double x) {
+  uint64_t u = f64_bits(x);
+  int64_t e = (int64_t)((u >> 52) & 0x7ff) - 1023;
+  double m = bits_f64((u & 0x000fffffffffffffull) | 0x3ff0000000000000ull);
+  if (m > 1.4142135623730951) {
+    m *= 0.5;
+    e += 1;
+  }
+  const double s = (m - 1.0) / (m + 1.0), s2 = s * s;
+  double p = 1.0 / 23;
+  for (int k = 21; k >= 1; k -= 2) p = p * s2 + 1.0 / k;
+  return 2.0 * s * p + (double)e * 0.69314718055994530942;
+}
+
+/* e^x for |x| < 700: x = n ln2 + r with |r| <= ln2/2 (ln2 split in two for an exact
+ * n*ln2_hi), e^r by its Taylor series to r^13 (truncation < 1e-17 relative). */
+KILN_INLINE double exp_f64(double x) {
+  const double n = round_f64(x * 1.4426950408889634);
+  const double r = (x - n * 6.93147180369123816490e-01) - n * 1.90821492927058770002e-10;
+  double p = 1.0 / 6227020800.0; /* 1/13! */
+  double f = 6227020800.0;
+  for (int k = 13; k >= 1; --k) {
+    f /= k; /* f = (k-1)! */
+    p = p * r + 1.0 / f;
+  }
+  return p * bits_f64((uint64_t)((int64_t)n + 1023) << 52);
+}
+
+/* sin and cos of a: a = k pi/2 + r, pi/2 in three parts (fdlibm's pio2_1, _2, _3: the
+ * first two have 33 significant bits, so k * part is exact for |k| < 2^20), |r| <= pi/4,
+ * Taylor series to r^17 and r^18, then the quadrant k mod 4 picks and signs them. */
+KILN_INLINE void sincos_f64(double a, double* s, double* c) {
+  const double k = round_f64(a * 6.36619772367581382433e-01);
+  const double r = ((a - k * 1.57079632673412561417e+00) - k * 6.07710050630396597660e-11) -
+                   k * 2.02226624879595063154e-21;
+  const double r2 = r * r;
+  double ps = 0.0, pc = 0.0;
+  double fs = 355687428096000.0, fc = 6402373705728000.0; /* 17!, 18! */
+  for (int j = 17; j >= 3; j -= 2) {
+    ps = (ps + ((j / 2) % 2 ? -1.0 : 1.0) / fs) * r2;
+    fs /= (double)(j * (j - 1));
+  }
+  for (int j = 18; j >= 2; j -= 2) {
+    pc = (pc + ((j / 2) % 2 ? -1.0 : 1.0) / fc) * r2;
+    fc /= (double)(j * (j - 1));
+  }
+  const double sr = r + r * ps, cr = 1.0 + pc;
+  const int64_t q = (int64_t)k & 3;
+  *s = q == 0 ? sr : q == 1 ? cr : q == 2 ? -sr : -cr;
+  *c = q == 0 ? cr : q == 1 ? -sr : q == 2 ? -cr : sr;
+}
+
+void kiln_rope(const float* x, float* y, const int32_t* restrict pos, int64_t T, int64_t F,
+               int64_t hd, int64_t nrot, float theta, int32_t tid, int32_t nth) {
+  int64_t t0, t1;
+  kiln_split(T, 1, tid, nth, &t0, &t1);
+  const int64_t half = nrot / 2, H = F / hd;
+  /* theta^(-2i/nrot) for each pair, then each row's cos and sin, in small stack arrays
+   * (half <= hd/2; with constant shapes they have constant size). */
+  double inv[half > 0 ? half : 1];
+  const double lt = log_f64((double)theta);
+  for (int64_t i = 0; i < half; ++i) inv[i] = exp_f64(-2.0 * (double)i / (double)nrot * lt);
+  float cs[half > 0 ? half : 1], sn[half > 0 ? half : 1];
+  for (int64_t t = t0; t < t1; ++t) {
+    const double p = (double)pos[t];
+    for (int64_t i = 0; i < half; ++i) {
+      double s, c;
+      sincos_f64(p * inv[i], &s, &c);
+      cs[i] = (float)c;
+      sn[i] = (float)s;
+    }
+    for (int64_t h = 0; h < H; ++h) {
+      const float* xv = x + t * F + h * hd;
+      float* yv = y + t * F + h * hd;
+      for (int64_t i = 0; i < half; ++i) {
+        const float x0 = xv[2 * i], x1 = xv[2 * i + 1];
+        yv[2 * i] = x0 * cs[i] - x1 * sn[i];
+        yv[2 * i + 1] = x0 * sn[i] + x1 * cs[i];
+      }
+      if (yv != xv)
+        for (int64_t d = nrot; d < hd; ++d) yv[d] = xv[d];
+    }
+  }
+}

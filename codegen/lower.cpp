@@ -1,0 +1,460 @@
+// codegen/lower.cpp — graph -> LLVM module, then optimise and emit for the profile.
+//
+// The step function runs the graph's nodes in order; each node is one call of a
+// specialised kernel wrapper:
+//
+//   define internal void @"k.matmul_q4_1.576.576"(ptr %x, ptr %w, ptr %y, i64 %T, i32 %tid, i32 %nth)
+//     ; calls @kiln_matmul_q4_1(x, w, y, T, 576, 576, tid, nth), inlined and specialised by O3
+//
+// A barrier is emitted before a node only when it reads bytes written since the last
+// barrier, or writes bytes read or written since then (arena slots are reused), so
+// independent nodes (the q/k/v projections, gate and up) run without one between them.
+#include <map>
+#include <unordered_map>
+
+#include <fmt/format.h>
+#include <llvm/Analysis/CGSCCPassManager.h>
+#include <llvm/Analysis/LoopAnalysisManager.h>
+#include <llvm/Bitcode/BitcodeReader.h>
+#include <llvm/IR/IRBuilder.h>
+#include <llvm/IR/LLVMContext.h>
+#include <llvm/IR/LegacyPassManager.h>
+#include <llvm/IR/Module.h>
+#include <llvm/IR/Verifier.h>
+#include <llvm/Linker/Linker.h>
+#include <llvm/MC/TargetRegistry.h>
+#include <llvm/Passes/PassBuilder.h>
+#include <llvm/Support/TargetSelect.h>
+#include <llvm/Support/raw_ostream.h>
+#include <llvm/Target/TargetMachine.h>
+#include <llvm/Target/TargetOptions.h>
+#include <llvm/Transforms/Utils/Cloning.h>
+
+#include "codegen/codegen.h"
+#include "codegen/kernels/kernel_bitcode.h"
+#include "runtime/include/kiln/model_abi.h"
+
+namespace kiln {
+namespace {
+
+using llvm::Value;
+
+// Fields of kiln_step_args, in declaration order (model_abi.h).
+enum StepArg { kTokens, kPositions, kStreams, kLogitRows, kNRows, kNLogitRows, kWeights, kArena,
+               kKv, kLogits, kBarrier, kBarrierCtx, kNumStepArgs };
+
+// A byte range of one memory space, for the barrier hazard analysis.
+struct Region {
+  int space;  // 0 arena, 1 kv, 2 logits
+  int64_t begin, end;
+  bool overlaps(const Region& o) const { return space == o.space && begin < o.end && o.begin < end; }
+};
+
+std::string kernel_suffix(DType t) { return std::string(dtype_name(t)); }
+
+class Lowering {
+ public:
+  Lowering(llvm::LLVMContext& ctx, llvm::Module& m, const Graph& g, const TargetProfile& p)
+      : ctx_(ctx), m_(m), g_(g), p_(p), b_(ctx) {}
+
+  Status lower(const CodegenOptions& opts, size_t* kernels) {
+    auto* ptr = llvm::PointerType::get(ctx_, 0);
+    auto* i64 = llvm::Type::getInt64Ty(ctx_);
+    auto* i32 = llvm::Type::getInt32Ty(ctx_);
+    std::vector<llvm::Type*> fields(kNumStepArgs, ptr);
+    fields[kNRows] = fields[kNLogitRows] = i64;
+    step_args_ty_ = llvm::StructType::create(ctx_, fields, "kiln_step_args");
+
+    auto* step_ty = llvm::FunctionType::get(llvm::Type::getVoidTy(ctx_), {ptr, i32, i32}, false);
+    step_ = llvm::Function::Create(step_ty, llvm::Function::InternalLinkage, "kiln_step." + g_.name(), m_);
+    args_ = step_->getArg(0);
+    tid_ = step_->getArg(1);
+    nth_ = step_->getArg(2);
+    args_->setName("args");
+    tid_->setName("tid");
+    nth_->setName("nth");
+    b_.SetInsertPoint(llvm::BasicBlock::Create(ctx_, "entry", step_));
+    for (int f = 0; f < kNumStepArgs; ++f)
+      field_[f] = b_.CreateLoad(fields[f], b_.CreateStructGEP(step_args_ty_, args_, f));
+
+    for (const Node* n : g_.nodes()) KILN_TRY(lower_node(n));
+    b_.CreateRetVoid();
+
+    KILN_TRY(emit_descriptor(opts));
+    *kernels = wrappers_.size();
+    return Status::success();
+  }
+
+ private:
+  llvm::LLVMContext& ctx_;
+  llvm::Module& m_;
+  const Graph& g_;
+  const TargetProfile& p_;
+  llvm::IRBuilder<> b_;
+  llvm::StructType* step_args_ty_ = nullptr;
+  llvm::Function* step_ = nullptr;
+  Value *args_ = nullptr, *tid_ = nullptr, *nth_ = nullptr;
+  Value* field_[kNumStepArgs] = {};
+  std::unordered_map<const Node*, Value*> ptr_;   // data pointer of each value
+  std::unordered_map<const Node*, Value*> rows_;  // its row count (i64)
+  std::unordered_map<const Node*, Region> region_;
+  std::map<std::string, llvm::Function*> wrappers_;
+  std::vector<Region> written_, read_;  // since the last barrier
+
+  Error fail(const Node* n, const std::string& msg) {
+    return make_error("codegen: {} at {}: {}", op_name(n->op()), n->loc(), msg);
+  }
+  llvm::ConstantInt* i64c(int64_t v) { return b_.getInt64(v); }
+  llvm::Constant* f32c(double v) { return llvm::ConstantFP::get(b_.getFloatTy(), v); }
+  Value* byte_ptr(Value* base, int64_t offset) { return b_.CreateConstInBoundsGEP1_64(b_.getInt8Ty(), base, offset); }
+
+  // Calls `kernel` through a wrapper specialised on the arguments that are constants.
+  Status call(const Node* n, const std::string& kernel, std::vector<Value*> args) {
+    llvm::Function* k = m_.getFunction(kernel);
+    if (!k) return fail(n, fmt::format("kernel {} is missing from the kernel library", kernel));
+    args.push_back(tid_);
+    args.push_back(nth_);
+    if (args.size() != k->arg_size())
+      return fail(n, fmt::format("kernel {} takes {} arguments, codegen passes {}", kernel, k->arg_size(), args.size()));
+    std::string key = "k." + kernel.substr(5);  // drop "kiln_"
+    std::vector<llvm::Type*> dyn_types;
+    std::vector<Value*> dyn;
+    for (size_t i = 0; i < args.size(); ++i) {
+      if (auto* ci = llvm::dyn_cast<llvm::ConstantInt>(args[i])) {
+        key += fmt::format(".{}", ci->getSExtValue());
+      } else if (auto* cf = llvm::dyn_cast<llvm::ConstantFP>(args[i])) {
+        key += fmt::format(".{}", cf->getValueAPF().convertToFloat());
+      } else {
+        dyn_types.push_back(k->getArg((unsigned)i)->getType());
+        dyn.push_back(args[i]);
+      }
+    }
+    llvm::Function*& w = wrappers_[key];
+    if (!w) {
+      auto* ty = llvm::FunctionType::get(b_.getVoidTy(), dyn_types, false);
+      w = llvm::Function::Create(ty, llvm::Function::InternalLinkage, key, m_);
+      w->addFnAttr(llvm::Attribute::NoInline);
+      llvm::IRBuilder<> wb(llvm::BasicBlock::Create(ctx_, "entry", w));
+      std::vector<Value*> full;
+      unsigned next = 0;
+      for (Value* a : args) full.push_back(llvm::isa<llvm::Constant>(a) ? a : w->getArg(next++));
+      wb.CreateCall(k, full);
+      wb.CreateRetVoid();
+    }
+    b_.CreateCall(w, dyn);
+    return Status::success();
+  }
+
+  // Emits a barrier if `reads`/`writes` conflict with accesses since the last one.
+  void sync(const std::vector<Region>& reads, const std::vector<Region>& writes) {
+    bool need = false;
+    for (auto& r : reads)
+      for (auto& w : written_) need |= r.overlaps(w);
+    for (auto& w : writes) {
+      for (auto& r : read_) need |= w.overlaps(r);
+      for (auto& w2 : written_) need |= w.overlaps(w2);
+    }
+    if (need) {
+      b_.CreateCall(llvm::FunctionType::get(b_.getVoidTy(), {b_.getPtrTy()}, false), field_[kBarrier],
+                    {field_[kBarrierCtx]});
+      written_.clear();
+      read_.clear();
+    }
+    read_.insert(read_.end(), reads.begin(), reads.end());
+    written_.insert(written_.end(), writes.begin(), writes.end());
+  }
+
+  Result<int64_t> cols(const Node* n) {
+    const auto& s = n->type().shape;
+    if (s.empty()) return fail(n, "rank-0 values are not supported");
+    int64_t c = 1;
+    for (size_t d = 1; d < s.size(); ++d) c *= s[d];
+    return s.size() == 1 ? (s[0] == kDynamic ? 1 : s[0]) : c;
+  }
+
+  // Places a computed value: in the arena, or in the caller's logits buffer.
+  Status place(const Node* n) {
+    if (n->str_attr("place") == "logits") {
+      ptr_[n] = field_[kLogits];
+      region_[n] = {2, 0, INT64_MAX};
+      return Status::success();
+    }
+    auto off = n->int_attr("arena_offset");
+    if (!off) return fail(n, "has no arena_offset: run plan-memory first");
+    ptr_[n] = byte_ptr(field_[kArena], *off);
+    KILN_ASSIGN(int64_t c, cols(n));
+    int64_t max_rows = g_.int_attr("max_rows").value_or(1);
+    int64_t r = n->type().shape[0] == kDynamic ? max_rows : n->type().shape[0];
+    region_[n] = {0, *off, *off + r * c * 4};
+    return Status::success();
+  }
+
+  std::vector<Region> regions_of(const std::vector<Node*>& ops) {
+    std::vector<Region> out;
+    for (const Node* o : ops)
+      if (auto it = region_.find(o); it != region_.end()) out.push_back(it->second);
+    return out;
+  }
+
+  Status lower_node(const Node* n) {
+    const auto& o = n->operands();
+    switch (n->op()) {
+      case Op::Input: {
+        auto name = *n->str_attr("name");
+        int f = name == "tokens" ? kTokens : name == "positions" ? kPositions : name == "streams" ? kStreams
+              : name == "logit_rows" ? kLogitRows : -1;
+        if (f < 0) return fail(n, fmt::format("input \"{}\" is not part of the step interface", name));
+        ptr_[n] = field_[f];
+        rows_[n] = field_[f == kLogitRows ? kNLogitRows : kNRows];
+        return Status::success();
+      }
+      case Op::Weight: {
+        auto off = n->int_attr("offset");
+        if (!off) return fail(n, "has no offset: run freeze-base first");
+        ptr_[n] = byte_ptr(field_[kWeights], *off);
+        return Status::success();
+      }
+      case Op::Constant: {
+        const DenseData* d = n->dense_attr("value");
+        llvm::Constant* init = d->dtype == DType::I32
+            ? llvm::ConstantDataArray::get(ctx_, llvm::ArrayRef<int32_t>(d->i32))
+            : llvm::ConstantDataArray::get(ctx_, llvm::ArrayRef<float>(d->f32));
+        auto* gv = new llvm::GlobalVariable(m_, init->getType(), true, llvm::GlobalValue::PrivateLinkage, init, "const");
+        gv->setAlignment(llvm::Align(64));
+        ptr_[n] = gv;
+        rows_[n] = i64c(n->type().shape.empty() ? 1 : n->type().shape[0]);
+        return Status::success();
+      }
+      case Op::State: {
+        auto off = n->int_attr("kv_offset");
+        if (!off) return fail(n, "has no kv_offset: run plan-memory first");
+        ptr_[n] = byte_ptr(field_[kKv], *off);
+        const auto& s = n->type().shape;
+        region_[n] = {1, *off, *off + s[1] * s[2] * 4};
+        return Status::success();
+      }
+      case Op::Output:
+        if (n->str_attr("name") != "logits" || o[0]->str_attr("place") != "logits")
+          return fail(n, "codegen supports one output, \"logits\", placed by plan-memory");
+        return Status::success();
+      case Op::KvWrite: {
+        ptr_[n] = ptr_[o[0]];
+        region_[n] = region_[o[0]];
+        if (o.size() < 4) return fail(n, "needs a streams operand ([S,C,F] cache)");
+        int64_t stride = *g_.int_attr("kv_stream_bytes") / 4;
+        sync(regions_of(o), {region_[o[0]]});
+        return call(n, "kiln_kv_write", {ptr_[o[0]], ptr_[o[1]], ptr_[o[2]], ptr_[o[3]], rows_[o[1]],
+                                         i64c(o[0]->type().shape[2]), i64c(stride)});
+      }
+      case Op::Embed: case Op::RmsNorm: case Op::MatMul: case Op::Add: case Op::Mul: case Op::Silu:
+      case Op::Rope: case Op::LastRow: case Op::GatherRows: case Op::Attention:
+        break;
+    }
+
+    KILN_TRY(place(n));
+    Value* y = ptr_[n];
+    std::vector<Region> writes = {region_[n]};
+    Value* T = nullptr;
+    switch (n->op()) {
+      case Op::Embed: case Op::GatherRows: T = rows_[o[1]]; break;
+      case Op::LastRow: T = i64c(1); break;
+      default: T = rows_[o[0]]; break;
+    }
+    rows_[n] = n->op() == Op::LastRow ? i64c(1) : T;
+    if (n->op() == Op::Attention) {
+      auto soff = n->int_attr("scratch_offset");
+      if (!soff) return fail(n, "has no scratch_offset: run plan-memory first");
+      int64_t C = o[1]->type().shape[1];
+      writes.push_back({0, *soff, *soff + g_.int_attr("max_threads").value_or(1) * C * 4});
+    }
+    sync(regions_of(o), writes);
+    KILN_ASSIGN(int64_t F, cols(n));
+    switch (n->op()) {
+      case Op::Embed:
+        return call(n, "kiln_embed_" + kernel_suffix(o[0]->type().dtype), {ptr_[o[0]], ptr_[o[1]], y, T, i64c(F)});
+      case Op::RmsNorm:
+        if (o[1]->type().dtype != DType::F32) return fail(n, "norm weight must be f32 (freeze-base converts it)");
+        return call(n, "kiln_rms_norm", {ptr_[o[0]], ptr_[o[1]], y, T, i64c(F), f32c(*n->float_attr("eps"))});
+      case Op::MatMul:
+        return call(n, "kiln_matmul_" + kernel_suffix(o[1]->type().dtype),
+                    {ptr_[o[0]], ptr_[o[1]], y, T, i64c(o[1]->type().shape[1]), i64c(o[1]->type().shape[0])});
+      case Op::Add:
+      case Op::Mul: {
+        Value* n_el = b_.CreateMul(T, i64c(F));
+        const Node* rhs = o[1];
+        bool row = rhs->type().shape.size() == 1 || (rhs->type().shape[0] == 1 && n->type().shape[0] != 1);
+        Value* bn = row ? (Value*)i64c(F) : n_el;
+        return call(n, n->op() == Op::Add ? "kiln_add" : "kiln_mul", {ptr_[o[0]], ptr_[o[1]], y, n_el, bn});
+      }
+      case Op::Silu:
+        return call(n, "kiln_silu", {ptr_[o[0]], y, b_.CreateMul(T, i64c(F))});
+      case Op::Rope:
+        return call(n, "kiln_rope", {ptr_[o[0]], y, ptr_[o[1]], T, i64c(F), i64c(*n->int_attr("head_dim")),
+                                     i64c(*n->int_attr("n_rot")), f32c(*n->float_attr("theta"))});
+      case Op::LastRow:
+        return call(n, "kiln_last_row", {ptr_[o[0]], y, rows_[o[0]], i64c(F)});
+      case Op::GatherRows:
+        return call(n, "kiln_gather_rows", {ptr_[o[0]], ptr_[o[1]], y, T, i64c(F)});
+      case Op::Attention: {
+        if (o.size() < 5) return fail(n, "needs a streams operand ([S,C,F] cache)");
+        int64_t C = o[1]->type().shape[1];
+        int64_t stride = *g_.int_attr("kv_stream_bytes") / 4;
+        Value* scratch = byte_ptr(field_[kArena], *n->int_attr("scratch_offset"));
+        return call(n, "kiln_attention",
+                    {ptr_[o[0]], ptr_[o[1]], ptr_[o[2]], ptr_[o[3]], ptr_[o[4]], y, scratch, T, i64c(C),
+                     i64c(*n->int_attr("n_head")), i64c(*n->int_attr("n_kv_head")),
+                     i64c(*n->int_attr("head_dim")), i64c(stride)});
+      }
+      case Op::Input: case Op::Weight: case Op::Constant: case Op::State: case Op::KvWrite:
+      case Op::Output:
+        break;
+    }
+    return fail(n, "not lowered");
+  }
+
+  llvm::Constant* cstring(const std::string& s, const std::string& name) {
+    auto* init = llvm::ConstantDataArray::getString(ctx_, s);
+    auto* gv = new llvm::GlobalVariable(m_, init->getType(), true, llvm::GlobalValue::PrivateLinkage, init, name);
+    return gv;
+  }
+
+  Status emit_descriptor(const CodegenOptions& opts) {
+    auto* ptr = b_.getPtrTy();
+    auto* i32 = b_.getInt32Ty();
+    auto* i64 = b_.getInt64Ty();
+    // kiln_compiled_model, field for field (model_abi.h).
+    auto* ty = llvm::StructType::create(ctx_, {i32, i32, i64, ptr, ptr, ptr, i64, i64, i64, i64, i64, i64,
+                                               i64, i64, i64, i64, ptr}, "kiln_compiled_model");
+    auto attr = [&](const char* k) -> Result<int64_t> {
+      auto v = g_.int_attr(k);
+      if (!v) return make_error("codegen: the graph lacks attribute {} (run freeze-base and plan-memory)", k);
+      return *v;
+    };
+    const Node* logits = g_.find_output("logits");
+    if (!logits) return make_error("codegen: the graph has no output \"logits\"");
+    int64_t n_layer = (int64_t)g_.nodes_of(Op::Attention).size();
+    int64_t streams = 1, ctxlen = 0;
+    for (const Node* s : g_.nodes_of(Op::State)) streams = s->type().shape[0], ctxlen = s->type().shape[1];
+    KILN_ASSIGN(int64_t max_rows, attr("max_rows"));
+    KILN_ASSIGN(int64_t max_threads, attr("max_threads"));
+    KILN_ASSIGN(int64_t weights_bytes, attr("weights_bytes"));
+    KILN_ASSIGN(int64_t arena_bytes, attr("arena_bytes"));
+    KILN_ASSIGN(int64_t kv_bytes, attr("kv_bytes"));
+    KILN_ASSIGN(int64_t kv_stream_bytes, attr("kv_stream_bytes"));
+    auto c64 = [&](int64_t v) { return llvm::ConstantInt::get(i64, v); };
+    llvm::Constant* init = llvm::ConstantStruct::get(
+        ty, {llvm::ConstantInt::get(i32, KILN_ABI_VERSION), llvm::ConstantInt::get(i32, opts.format_version),
+             llvm::ConstantInt::get(i64, opts.model_hash), cstring(g_.name(), "name"), cstring(p_.triple, "target"),
+             cstring(p_.name, "profile"), c64(logits->type().shape.back()), c64(n_layer), c64(max_rows),
+             c64(streams), c64(ctxlen), c64(max_threads), c64(weights_bytes), c64(arena_bytes), c64(kv_bytes),
+             c64(kv_stream_bytes), step_});
+    auto* gv = new llvm::GlobalVariable(m_, ty, true, llvm::GlobalValue::ExternalLinkage, init, opts.symbol);
+    gv->setAlignment(llvm::Align(8));
+    return Status::success();
+  }
+};
+
+void init_llvm_targets() {
+  static bool done = [] {
+    llvm::InitializeAllTargetInfos();
+    llvm::InitializeAllTargets();
+    llvm::InitializeAllTargetMCs();
+    llvm::InitializeAllAsmPrinters();
+    return true;
+  }();
+  (void)done;
+}
+
+std::string arch_of(const std::string& triple) { return triple.substr(0, triple.find('-')); }
+
+}  // namespace
+
+Result<CompiledCode> compile_graph(const Graph& g, const TargetProfile& profile, const CodegenOptions& opts) {
+  init_llvm_targets();
+  std::string err;
+  const llvm::Target* target = llvm::TargetRegistry::lookupTarget(profile.triple, err);
+  if (!target) return make_error("profile '{}': target {}: {}", profile.name, profile.triple, err);
+  llvm::TargetOptions topts;
+  std::unique_ptr<llvm::TargetMachine> tm(target->createTargetMachine(
+      profile.triple, profile.cpu, profile.features, topts, llvm::Reloc::PIC_, std::nullopt,
+      llvm::CodeGenOpt::Aggressive));
+  if (!tm) return make_error("profile '{}': cannot create a target machine for {}", profile.name, profile.triple);
+
+  llvm::LLVMContext ctx;
+  std::string arch = arch_of(profile.triple);
+  std::string_view bc = kernel_bitcode(arch);
+  if (bc.empty()) return make_error("profile '{}': no kernel library for architecture {}", profile.name, arch);
+  auto kernels = llvm::parseBitcodeFile(llvm::MemoryBufferRef(llvm::StringRef(bc.data(), bc.size()), "kernels"), ctx);
+  if (!kernels) return make_error("kernel library for {}: {}", arch, llvm::toString(kernels.takeError()));
+
+  auto m = std::make_unique<llvm::Module>(g.name(), ctx);
+  m->setTargetTriple(profile.triple);
+  m->setDataLayout(tm->createDataLayout());
+  (*kernels)->setTargetTriple(profile.triple);
+  (*kernels)->setDataLayout(tm->createDataLayout());
+  if (llvm::Linker::linkModules(*m, std::move(*kernels)))
+    return make_error("cannot link the kernel library for {}", arch);
+
+  CompiledCode out;
+  Lowering lowering(ctx, *m, g, profile);
+  KILN_TRY(lowering.lower(opts, &out.kernels));
+
+  // Kernel templates inline into their wrappers; everything gets the profile's CPU.
+  for (llvm::Function& f : *m) {
+    if (f.isDeclaration()) continue;
+    f.removeFnAttr("target-cpu");
+    f.removeFnAttr("target-features");
+    f.removeFnAttr("tune-cpu");
+    f.addFnAttr("target-cpu", profile.cpu);
+    if (!profile.features.empty()) f.addFnAttr("target-features", profile.features);
+    if (f.getName().startswith("kiln_")) {
+      f.setLinkage(llvm::GlobalValue::InternalLinkage);
+      f.removeFnAttr(llvm::Attribute::NoInline);
+      f.removeFnAttr(llvm::Attribute::OptimizeNone);
+      f.addFnAttr(llvm::Attribute::AlwaysInline);
+    }
+  }
+  std::string verr;
+  llvm::raw_string_ostream vs(verr);
+  if (llvm::verifyModule(*m, &vs)) return make_error("codegen produced invalid LLVM IR: {}", vs.str());
+
+  {
+    llvm::LoopAnalysisManager lam;
+    llvm::FunctionAnalysisManager fam;
+    llvm::CGSCCAnalysisManager cgam;
+    llvm::ModuleAnalysisManager mam;
+    llvm::PassBuilder pb(tm.get());
+    pb.registerModuleAnalyses(mam);
+    pb.registerCGSCCAnalyses(cgam);
+    pb.registerFunctionAnalyses(fam);
+    pb.registerLoopAnalyses(lam);
+    pb.crossRegisterProxies(lam, fam, cgam, mam);
+    llvm::ModulePassManager mpm = pb.buildPerModuleDefaultPipeline(llvm::OptimizationLevel::O3);
+    mpm.run(*m, mam);
+  }
+  if (opts.want_llvm_ir) {
+    llvm::raw_string_ostream os(out.llvm_ir);
+    m->print(os, nullptr);
+  }
+  auto emit = [&](llvm::CodeGenFileType kind, std::string& dst) -> Status {
+    llvm::SmallVector<char, 0> buf;
+    llvm::raw_svector_ostream os(buf);
+    llvm::legacy::PassManager pm;
+    if (tm->addPassesToEmitFile(pm, os, nullptr, kind))
+      return make_error("profile '{}': the target cannot emit this file type", profile.name);
+    pm.run(*m);
+    dst.assign(buf.begin(), buf.end());
+    return Status::success();
+  };
+  // Code generation rewrites the module, so the assembly comes from a copy.
+  if (opts.want_assembly) {
+    std::unique_ptr<llvm::Module> copy = llvm::CloneModule(*m);
+    std::swap(m, copy);
+    KILN_TRY(emit(llvm::CGFT_AssemblyFile, out.assembly));
+    std::swap(m, copy);
+  }
+  KILN_TRY(emit(llvm::CGFT_ObjectFile, out.object));
+  return out;
+}
+
+}  // namespace kiln

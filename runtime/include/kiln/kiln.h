@@ -1,0 +1,178 @@
+/* kiln/kiln.h — the kiln runtime (libkiln_rt): run a model compiled by `kiln compile`.
+ *
+ * An app links the artifact (libmodel.a, whose model.h names a const kiln_compiled_model)
+ * and libkiln_rt.a, then:
+ *
+ *   kiln_model* model;    kiln_model_load(KILN_MODEL, "model.kiln", &model);
+ *   kiln_session* s;      kiln_session_init(model, NULL, &s);
+ *   kiln_tokenize(...);   kiln_prefill(s, tokens, n, 0, logits);
+ *   loop:                 kiln_sampler_sample(...); kiln_decode(s, &tok, &stream, 1, logits);
+ *
+ * Conventions
+ * - Every call that can fail returns a kiln_status (KILN_OK = 0). On failure,
+ *   kiln_last_error() gives a message for this thread naming the file, tensor or argument
+ *   at fault. Nothing here aborts or lets a C++ exception out, whatever the input.
+ * - Objects are created with _init/_load and released with _free (NULL is accepted).
+ * - A model is read-only once loaded: its tokenizer calls may run on any thread. A session
+ *   is used by one thread at a time and must be freed before its model.
+ * - Output strings: a call writes len bytes plus a NUL when buf_size > len, and sets *len;
+ *   if the buffer is too small it returns KILN_ERR_BUFFER_TOO_SMALL, still sets *len (so
+ *   the caller can retry with len + 1 bytes), and writes nothing. Token arrays alike.
+ */
+#ifndef KILN_KILN_H
+#define KILN_KILN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kiln/model_abi.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define KILN_API __attribute__((visibility("default")))
+#else
+#define KILN_API
+#endif
+
+/* ---- status ------------------------------------------------------------------------ */
+
+typedef enum kiln_status {
+  KILN_OK = 0,
+  KILN_ERR_INVALID_ARGUMENT = 1, /* a null pointer, bad token id, stream, count or size */
+  KILN_ERR_IO = 2,               /* a file cannot be opened or mapped */
+  KILN_ERR_FORMAT = 3,           /* not a model.kiln file, truncated or malformed */
+  KILN_ERR_VERSION = 4,          /* a model.kiln format version this runtime does not read */
+  KILN_ERR_CHECKSUM = 5,         /* model.kiln data does not match its checksum */
+  KILN_ERR_MODEL_MISMATCH = 6,   /* model.kiln and the compiled code do not belong together
+                                    (ABI version, model hash, weight size, limits) */
+  KILN_ERR_CONTEXT_FULL = 7,     /* the stream has no room for the tokens (max_context) */
+  KILN_ERR_BUFFER_TOO_SMALL = 8, /* an output buffer is too small; the size was reported */
+  KILN_ERR_TOKENIZER = 9,        /* the tokenizer or chat template cannot be used */
+  KILN_ERR_OUT_OF_MEMORY = 10,
+  KILN_ERR_INTERNAL = 11         /* a bug in kiln; kiln_last_error() says where */
+} kiln_status;
+
+/* A constant name for a status ("KILN_ERR_CONTEXT_FULL"); never NULL. */
+KILN_API const char* kiln_status_str(kiln_status status);
+
+/* The message of the last failed call on this thread ("" if none). Valid until the next
+ * kiln call on this thread. */
+KILN_API const char* kiln_last_error(void);
+
+/* ---- model ------------------------------------------------------------------------- */
+
+typedef struct kiln_model kiln_model;
+
+/* Maps the model.kiln at `path` and checks it against the compiled code `code` (the
+ * artifact's KILN_MODEL): the file's magic, format version, size and checksum, the
+ * code's ABI version, the model hash, the weight blob's size and the compiled limits. */
+KILN_API kiln_status kiln_model_load(const kiln_compiled_model* code, const char* path,
+                                     kiln_model** out);
+KILN_API void kiln_model_free(kiln_model* model);
+
+/* Getters return 0 (or "") for a NULL model. */
+KILN_API int32_t kiln_model_n_vocab(const kiln_model* model);
+KILN_API int32_t kiln_model_max_streams(const kiln_model* model);
+KILN_API int32_t kiln_model_max_context(const kiln_model* model); /* tokens per stream */
+KILN_API int32_t kiln_model_max_rows(const kiln_model* model);    /* tokens per step */
+KILN_API const char* kiln_model_name(const kiln_model* model);
+
+/* ---- session: KV cache, scratch arena, threads -------------------------------------- */
+
+typedef struct kiln_session kiln_session;
+
+typedef struct kiln_session_params {
+  int32_t n_threads; /* threads per step (the caller's included); <= 0 means 2; clamped to
+                        the compiled code's max_threads */
+} kiln_session_params;
+
+KILN_API kiln_session_params kiln_session_default_params(void);
+
+/* Allocates the arena and the (zeroed) KV cache of every stream, 64-byte aligned, and
+ * starts n_threads - 1 worker threads. params may be NULL (defaults). */
+KILN_API kiln_status kiln_session_init(const kiln_model* model, const kiln_session_params* params,
+                                       kiln_session** out);
+KILN_API void kiln_session_free(kiln_session* session);
+KILN_API int32_t kiln_session_n_threads(const kiln_session* session);
+
+/* Appends n >= 1 tokens to `stream` (in chunks of max_rows tokens per step). If logits is
+ * not NULL it receives the n_vocab logits after the last token. KILN_ERR_CONTEXT_FULL
+ * (and nothing is run) if position + n > max_context. */
+KILN_API kiln_status kiln_prefill(kiln_session* session, const int32_t* tokens, int32_t n,
+                                  int32_t stream, float* logits);
+
+/* Appends one token to each of n distinct streams in a single step (1 <= n <= max_streams):
+ * tokens[i] goes to streams[i]. If logits is not NULL it receives [n][n_vocab] floats,
+ * row i for streams[i]. */
+KILN_API kiln_status kiln_decode(kiln_session* session, const int32_t* tokens,
+                                 const int32_t* streams, int32_t n, float* logits);
+
+#define KILN_ALL_STREAMS (-1)
+
+/* Empties `stream` (or every stream for KILN_ALL_STREAMS): position 0, KV zeroed. */
+KILN_API kiln_status kiln_session_reset(kiln_session* session, int32_t stream);
+
+/* Tokens held by `stream`, or -1 (with kiln_last_error) for a bad session or stream. */
+KILN_API int32_t kiln_session_position(const kiln_session* session, int32_t stream);
+
+/* ---- sampling ----------------------------------------------------------------------- */
+
+typedef struct kiln_sampler kiln_sampler;
+
+typedef struct kiln_sampler_params {
+  float temperature; /* 0 = greedy (argmax, lowest id on ties) */
+  int32_t top_k;     /* 0 = no limit */
+  float top_p;       /* 1 = no limit; in (0, 1] */
+  uint64_t seed;
+} kiln_sampler_params;
+
+/* Greedy: temperature 0, top_k 40, top_p 0.95, seed 0. */
+KILN_API kiln_sampler_params kiln_sampler_default_params(void);
+KILN_API kiln_status kiln_sampler_init(const kiln_sampler_params* params, kiln_sampler** out);
+KILN_API void kiln_sampler_free(kiln_sampler* sampler);
+/* Picks a token from n_vocab logits (NaN or +inf logits are refused). */
+KILN_API kiln_status kiln_sampler_sample(kiln_sampler* sampler, const float* logits,
+                                         int32_t n_vocab, int32_t* token);
+
+/* ---- tokenizer and chat template ---------------------------------------------------- */
+
+/* Text (text_len bytes, UTF-8) to token ids. add_special: add BOS/EOS as the vocabulary
+ * asks; parse_special: text spelling a control token becomes that token. *n_tokens gets
+ * the count; tokens may be NULL when capacity is 0 (a size query). */
+KILN_API kiln_status kiln_tokenize(const kiln_model* model, const char* text, size_t text_len,
+                                   int add_special, int parse_special, int32_t* tokens,
+                                   int32_t capacity, int32_t* n_tokens);
+
+/* The text of one token as streamed output shows it (special tokens rendered). */
+KILN_API kiln_status kiln_token_to_piece(const kiln_model* model, int32_t token, char* buf,
+                                         size_t buf_size, size_t* len);
+
+/* Token ids to text. render_special: control tokens produce their text; remove_special:
+ * drop the BOS/EOS the vocabulary adds. */
+KILN_API kiln_status kiln_detokenize(const kiln_model* model, const int32_t* tokens, int32_t n,
+                                     int render_special, int remove_special, char* buf,
+                                     size_t buf_size, size_t* len);
+
+/* 1 if `token` ends generation (EOS, EOT, <|im_end|>, ...), else 0. */
+KILN_API int kiln_token_is_eog(const kiln_model* model, int32_t token);
+
+typedef struct kiln_chat_message {
+  const char* role; /* "system", "user", "assistant", ... (NUL-terminated) */
+  const char* content;
+} kiln_chat_message;
+
+/* Renders a conversation with the model's chat template (tmpl NULL), or with `tmpl` (a
+ * template text or a family name: "chatml", "llama2", "llama3"). add_assistant: end with
+ * the header of an assistant turn. */
+KILN_API kiln_status kiln_chat_apply(const kiln_model* model, const char* tmpl,
+                                     const kiln_chat_message* messages, size_t n_messages,
+                                     int add_assistant, char* buf, size_t buf_size, size_t* len);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* KILN_KILN_H */

@@ -1,0 +1,65 @@
+/* kiln/model_abi.h — the contract between code kiln compiles and the kiln runtime.
+ *
+ * `kiln compile` emits an object file (model.o) that defines one constant
+ * kiln_compiled_model, named in the generated model.h. It describes the compiled graph
+ * (sizes, limits, the hash of the weight layout it was compiled against) and points at
+ * the step function: one forward pass over n_rows tokens, each row belonging to one
+ * stream. The runtime owns memory (weights from model.kiln, the activation arena, the
+ * KV cache) and threads; every thread of a step calls `step` with its own tid, and the
+ * generated code meets at `barrier` between dependent operations.
+ *
+ * Plain C so that apps in C, C++ or anything with a C FFI can link the artifact.
+ */
+#ifndef KILN_MODEL_ABI_H
+#define KILN_MODEL_ABI_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define KILN_ABI_VERSION 1u
+
+typedef struct kiln_step_args {
+  const int32_t* tokens;      /* [n_rows] token ids, each < n_vocab */
+  const int32_t* positions;   /* [n_rows] position of each row in its stream, < max_context */
+  const int32_t* streams;     /* [n_rows] stream of each row, < max_streams */
+  const int32_t* logit_rows;  /* [n_logit_rows] rows whose logits are wanted, < n_rows */
+  int64_t n_rows;             /* 1..max_rows */
+  int64_t n_logit_rows;       /* 0..max_rows */
+  const uint8_t* weights;     /* weight blob of model.kiln, 64-byte aligned */
+  uint8_t* arena;             /* arena_bytes of scratch, 64-byte aligned */
+  uint8_t* kv;                /* kv_bytes of KV cache: max_streams regions of kv_stream_bytes */
+  float* logits;              /* out: [n_logit_rows, n_vocab] */
+  /* Every thread of the step calls barrier(ctx) at the same points; it returns once all
+   * n_threads threads have arrived. */
+  void (*barrier)(void* ctx);
+  void* barrier_ctx;
+} kiln_step_args;
+
+typedef struct kiln_compiled_model {
+  uint32_t abi_version;       /* KILN_ABI_VERSION */
+  uint32_t format_version;    /* the model.kiln format version this code reads */
+  uint64_t model_hash;        /* must equal the hash stored in model.kiln */
+  const char* name;           /* model name, e.g. "smollm2_135m_instruct" */
+  const char* target;         /* LLVM target triple the code was compiled for */
+  const char* profile;        /* kiln profile name, e.g. "host" */
+  int64_t n_vocab;
+  int64_t n_layer;
+  int64_t max_rows;           /* rows (tokens) per step at most */
+  int64_t max_streams;
+  int64_t max_context;        /* KV rows per stream */
+  int64_t max_threads;        /* the step may be run by 1..max_threads threads */
+  uint64_t weights_bytes;     /* size of the weight blob it expects */
+  uint64_t arena_bytes;
+  uint64_t kv_bytes;          /* = max_streams * kv_stream_bytes */
+  uint64_t kv_stream_bytes;
+  void (*step)(const kiln_step_args* args, int32_t tid, int32_t n_threads);
+} kiln_compiled_model;
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* KILN_MODEL_ABI_H */

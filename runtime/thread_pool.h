@@ -1,0 +1,67 @@
+// runtime/thread_pool.h — persistent workers, one dispatch per step, a spin-then-sleep
+// barrier.
+//
+// A step is run by n threads: the caller is tid 0 and n - 1 workers wait for work. run()
+// publishes the job with one atomic increment (a futex wake only if a worker has gone to
+// sleep), runs tid 0 itself and waits for the workers. Every wait (for work, for the end
+// of a step, at the barrier) first spins for a bounded time (kSpinNs), since most waits
+// inside a step are shorter than a context switch, and then sleeps on a futex (Linux and
+// Android; C++20 atomic wait elsewhere), so that an oversubscribed phone core, where the
+// thread being waited for is not even running, is not burnt by spinning.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <thread>
+#include <vector>
+
+namespace kiln {
+
+class ThreadPool {
+ public:
+  using Job = void (*)(void* ctx, int32_t tid, int32_t n_threads);
+
+  // Starts n_threads - 1 workers (n_threads >= 1). Throws std::system_error if a thread
+  // cannot be started (the C API turns that into a status).
+  explicit ThreadPool(int32_t n_threads);
+  ~ThreadPool();
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  int32_t n_threads() const { return n_; }
+
+  // Runs job(ctx, tid, n) on every thread and returns when all have returned. Not
+  // reentrant: one run() at a time.
+  void run(Job job, void* ctx);
+
+  // Returns once all n threads of the current job have called it.
+  void barrier();
+  // The same, with the signature of kiln_step_args::barrier (ctx is the ThreadPool).
+  static void barrier_fn(void* ctx) { static_cast<ThreadPool*>(ctx)->barrier(); }
+
+  // Spin budget before sleeping, in nanoseconds.
+  static constexpr int64_t kSpinNs = 30000;
+
+ private:
+  // A word threads wait on, and how many are asleep on it (so wakers skip the syscall).
+  struct alignas(64) WaitWord {
+    std::atomic<uint32_t> value{0};
+    std::atomic<uint32_t> sleepers{0};
+  };
+  static void wait_while(WaitWord& w, uint32_t old);  // until w.value != old
+  static void wake_all(WaitWord& w);
+
+  void worker(int32_t tid);
+
+  const int32_t n_;
+  WaitWord gen_;      // bumped once per job (and at shutdown)
+  WaitWord pending_;  // workers still running the current job
+  WaitWord phase_;    // barrier generation
+  alignas(64) std::atomic<uint32_t> arrived_{0};
+  alignas(64) Job job_ = nullptr;
+  void* ctx_ = nullptr;
+  std::atomic<bool> stop_{false};
+  std::vector<std::thread> workers_;
+};
+
+}  // namespace kiln

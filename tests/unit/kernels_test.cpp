@@ -1,0 +1,609 @@
+// tests/unit/kernels_test.cpp — the C kernel templates (codegen/kernels) against the
+// reference interpreter.
+//
+// In the style of ggml's test-backend-ops: each kernel runs on random inputs of many
+// shapes (odd T, T = 1, K a multiple of 32 or not, several heads and streams), for every
+// weight storage type, split over nth = 1..3 threads (the tids run one after another, and
+// again on real threads), and its output is compared with a one-op graph run by
+// ir::Interpreter. The measure is the normalized mean squared error
+//
+//   NMSE = sum (kernel - ref)^2 / sum ref^2
+//
+// with a bound per kernel, documented where it is set. The kernels here are the native
+// build of the same sources that become kiln's bitcode (kiln_kernels_native).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <thread>
+
+#include "codegen/kernels/kernel_bitcode.h"
+#include "codegen/kernels/kernels.h"
+#include "frontend/gguf_writer.h"
+#include "ir/interpreter.h"
+#include "ir/verifier.h"
+
+namespace kiln {
+namespace {
+
+using Attrs = std::map<std::string, Attr, std::less<>>;
+
+// ---- running kernels -------------------------------------------------------------------
+
+struct Schedule {
+  int nth;
+  bool threads;  // real std::threads, or every tid in turn on this thread
+};
+const Schedule kSchedules[] = {{1, false}, {2, false}, {3, false}, {2, true}, {3, true}};
+
+std::string describe(const Schedule& s) {
+  return fmt::format("nth={}{}", s.nth, s.threads ? " threaded" : " sequential");
+}
+
+void run_split(const Schedule& s, const std::function<void(int32_t, int32_t)>& fn) {
+  if (!s.threads) {
+    for (int t = 0; t < s.nth; ++t) fn(t, s.nth);
+    return;
+  }
+  std::vector<std::thread> ts;
+  for (int t = 0; t < s.nth; ++t) ts.emplace_back(fn, t, s.nth);
+  for (auto& t : ts) t.join();
+}
+
+// ---- data and comparison ---------------------------------------------------------------
+
+std::vector<float> random_floats(std::mt19937& rng, int64_t n, float scale = 1.0f) {
+  std::normal_distribution<float> nd(0.0f, scale);
+  std::vector<float> v((size_t)n);
+  for (auto& x : v) x = nd(rng);
+  return v;
+}
+
+std::vector<int32_t> random_ints(std::mt19937& rng, int64_t n, int32_t lo, int32_t hi) {
+  std::uniform_int_distribution<int32_t> ud(lo, hi);
+  std::vector<int32_t> v((size_t)n);
+  for (auto& x : v) x = ud(rng);
+  return v;
+}
+
+double nmse(const std::vector<float>& got, const std::vector<float>& ref) {
+  EXPECT_EQ(got.size(), ref.size());
+  double err = 0, norm = 0;
+  for (size_t i = 0; i < got.size() && i < ref.size(); ++i) {
+    double d = (double)got[i] - (double)ref[i];
+    err += d * d;
+    norm += (double)ref[i] * ref[i];
+  }
+  return norm > 0 ? err / norm : err;
+}
+
+// The largest NMSE a test saw, reported as a test property (in --gtest_output=xml).
+struct Worst {
+  double nmse = 0;
+  double operator()(double e) { nmse = std::max(nmse, e); return e; }
+  ~Worst() { ::testing::Test::RecordProperty("worst_nmse", fmt::format("{:.3g}", nmse)); }
+};
+
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * 4) == 0;
+}
+
+// Equal values (so +0 == -0: the kernels compute (q - 8) * d as q * d - 8d, which gives
+// +0 where the interpreter's product gives -0 for a negative scale).
+bool same_values(const std::vector<float>& a, const std::vector<float>& b) {
+  return a == b;
+}
+
+// ---- one-op graphs ---------------------------------------------------------------------
+
+// Weight bytes kept in memory, served to the interpreter by name.
+class TestWeights final : public WeightSource {
+ public:
+  const std::string& put(const std::string& name, DType dt, std::vector<int64_t> shape,
+                         std::string bytes) {
+    Entry& e = data_[name];
+    e = {dt, std::move(shape), std::move(bytes)};
+    return e.bytes;
+  }
+  std::optional<WeightView> find(std::string_view name) const override {
+    auto it = data_.find(name);
+    if (it == data_.end()) return std::nullopt;
+    const Entry& e = it->second;
+    return WeightView{e.dtype, e.shape, reinterpret_cast<const uint8_t*>(e.bytes.data()),
+                      e.bytes.size()};
+  }
+  std::string describe() const override { return "kernels_test"; }
+
+ private:
+  struct Entry {
+    DType dtype;
+    std::vector<int64_t> shape;
+    std::string bytes;
+  };
+  std::map<std::string, Entry, std::less<>> data_;
+};
+
+Node* input(Graph& g, const std::string& name, DType dt, std::vector<int64_t> shape) {
+  return g.add(Op::Input, {}, {dt, std::move(shape)}, {{"name", name}});
+}
+
+Node* constant(Graph& g, std::vector<int64_t> shape, const std::vector<float>& v) {
+  DenseData d;
+  d.dtype = DType::F32;
+  d.f32 = v;
+  return g.add(Op::Constant, {}, {DType::F32, std::move(shape)}, {{"value", d}});
+}
+
+// A weight node for values stored as `dt`; f32 weights are constants in the IR. Returns
+// the node and the bytes the kernel reads (the same bytes the interpreter reads).
+struct WeightNode {
+  Node* node;
+  const void* data;
+};
+WeightNode weight(Graph& g, TestWeights& ws, DType dt, std::vector<int64_t> shape,
+                  const std::vector<float>& values) {
+  if (dt == DType::F32) {
+    Node* c = constant(g, shape, values);
+    return {c, c->dense_attr("value")->f32.data()};
+  }
+  const std::string& bytes = ws.put("w", dt, shape, encode_tensor_data(dt, values));
+  return {g.add(Op::Weight, {}, {dt, std::move(shape)}, {{"name", std::string("w")}}),
+          bytes.data()};
+}
+
+Tensor f32_tensor(std::vector<int64_t> shape, std::vector<float> v) {
+  return Tensor::f32_of(std::move(shape), std::move(v));
+}
+Tensor i32_tensor(std::vector<int32_t> v) {
+  int64_t n = (int64_t)v.size();
+  return Tensor::i32_of({n}, std::move(v));
+}
+
+// Adds `op` on `operands`, marks it the output "y", verifies and runs the graph.
+std::vector<float> reference(Graph& g, Op op, std::vector<Node*> operands, Attrs attrs,
+                             const std::map<std::string, Tensor>& inputs) {
+  auto n = g.build(op, std::move(operands), std::move(attrs));
+  EXPECT_TRUE(n.ok()) << n.error().message;
+  if (!n.ok()) return {};
+  auto out = g.build(Op::Output, {*n}, {{"name", std::string("y")}});
+  EXPECT_TRUE(out.ok());
+  Status v = verify(g);
+  EXPECT_TRUE(v.ok()) << v.error().message;
+  Interpreter interp(g);
+  auto r = interp.run(inputs);
+  EXPECT_TRUE(r.ok()) << r.error().message;
+  if (!r.ok()) return {};
+  return r->at("y").f32;
+}
+
+// ---- weight types ----------------------------------------------------------------------
+
+using MatmulFn = void (*)(const float*, const void*, float*, int64_t, int64_t, int64_t,
+                          int32_t, int32_t);
+using EmbedFn = void (*)(const void*, const int32_t*, float*, int64_t, int64_t, int32_t,
+                         int32_t);
+struct WeightType {
+  DType dtype;
+  MatmulFn matmul;
+  EmbedFn embed;
+};
+const WeightType kWeightTypes[] = {
+#define KILN_TEST_WEIGHT_TYPE(wt) {*dtype_from_name(#wt), kiln_matmul_##wt, kiln_embed_##wt},
+    KILN_WEIGHT_TYPES(KILN_TEST_WEIGHT_TYPE)
+#undef KILN_TEST_WEIGHT_TYPE
+};
+
+TEST(Kernels, WeightTypesFollowTheDtypeTable) {
+  ASSERT_EQ(std::size(kWeightTypes), 6u);
+  for (const WeightType& w : kWeightTypes) EXPECT_TRUE(w.dtype != DType::I32);
+}
+
+// The embedded bitcode (what codegen links) is there for both targets and names every
+// kernel of kernels.h; unknown architectures get nothing.
+TEST(Kernels, BitcodeIsEmbeddedForEachTarget) {
+  const char* names[] = {
+#define KILN_TEST_NAMES(wt) "kiln_embed_" #wt, "kiln_matmul_" #wt,
+      KILN_WEIGHT_TYPES(KILN_TEST_NAMES)
+#undef KILN_TEST_NAMES
+      "kiln_rms_norm", "kiln_add", "kiln_mul", "kiln_silu", "kiln_rope", "kiln_gather_rows",
+      "kiln_last_row", "kiln_kv_write", "kiln_attention"};
+  for (std::string_view arch : {"x86_64", "aarch64"}) {
+    SCOPED_TRACE(arch);
+    std::string_view bc = kernel_bitcode(arch);
+    ASSERT_GT(bc.size(), 1000u);
+    EXPECT_EQ(bc.substr(0, 4), std::string_view("BC\xC0\xDE", 4));  // bitcode magic
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(bc.data()) % 16, 0u);
+    for (const char* n : names) EXPECT_NE(bc.find(n), std::string_view::npos) << n;
+    // The triple it was compiled for is in the module.
+    EXPECT_NE(bc.find(std::string(arch) + "-unknown-linux-gnu"), std::string_view::npos);
+  }
+  EXPECT_TRUE(kernel_bitcode("riscv64").empty());
+  EXPECT_TRUE(kernel_bitcode("").empty());
+}
+
+// ---- embed -----------------------------------------------------------------------------
+
+// Embedding rows are decoded to exactly the interpreter's dequantize_row values (see
+// kiln_load_block: each is the exact value rounded once, with or without FMA), so the
+// bound is equality.
+TEST(Kernels, EmbedMatchesInterpreter) {
+  std::mt19937 rng(11);
+  for (const WeightType& wt : kWeightTypes) {
+    for (int64_t D : {32, 96, 576, 7, 45}) {
+      if (is_quantized(wt.dtype) && D % 32) continue;
+      for (int64_t T : {1, 4, 7}) {
+        const int64_t V = 50;
+        SCOPED_TRACE(fmt::format("{} T={} D={}", dtype_name(wt.dtype), T, D));
+        auto table = random_floats(rng, V * D);
+        auto tokens = random_ints(rng, T, 0, V - 1);
+        tokens[0] = V - 1;
+        Graph g;
+        auto ws = std::make_shared<TestWeights>();
+        WeightNode w = weight(g, *ws, wt.dtype, {V, D}, table);
+        g.set_weights(ws);
+        Node* tok = input(g, "tokens", DType::I32, {kDynamic});
+        auto ref = reference(g, Op::Embed, {w.node, tok}, {}, {{"tokens", i32_tensor(tokens)}});
+        for (const Schedule& s : kSchedules) {
+          std::vector<float> y((size_t)(T * D), NAN);
+          run_split(s, [&](int32_t tid, int32_t nth) {
+            wt.embed(w.data, tokens.data(), y.data(), T, D, tid, nth);
+          });
+          EXPECT_TRUE(same_values(y, ref)) << describe(s);
+        }
+      }
+    }
+  }
+}
+
+// ---- matmul ----------------------------------------------------------------------------
+
+// Bound: NMSE < 1e-11. Both sides read the same dequantized weights; the kernel sums in
+// float (eight-lane partial sums per 32-block, one add per block into the row's
+// accumulator) where the interpreter folds eight float partials in double. For random
+// data the relative error of a dot product is ~sqrt(K/32) * 6e-8, an NMSE of ~1e-14 at
+// K = 576; 1e-11 leaves room while still catching any wrong element (a single
+// mis-dequantized weight shows up as > 1e-6).
+TEST(Kernels, MatmulMatchesInterpreter) {
+  struct Shape { int64_t T, K, N; };
+  const Shape shapes[] = {{1, 32, 1},   {1, 576, 100}, {2, 64, 17},  {3, 96, 33},
+                          {4, 32, 16},  {5, 128, 40},  {7, 64, 5},   {8, 96, 48},
+                          {9, 32, 31},  {13, 160, 20}, {17, 64, 64}, {1, 7, 9},
+                          {3, 45, 18},  {6, 100, 35},  {11, 33, 3}};
+  std::mt19937 rng(7);
+  Worst worst;
+  for (const WeightType& wt : kWeightTypes) {
+    for (const Shape& sh : shapes) {
+      const auto [T, K, N] = sh;
+      if (is_quantized(wt.dtype) && K % 32) continue;
+      SCOPED_TRACE(fmt::format("{} T={} K={} N={}", dtype_name(wt.dtype), T, K, N));
+      auto wv = random_floats(rng, N * K, 1.0f / std::sqrt((float)K));
+      auto x = random_floats(rng, T * K);
+      Graph g;
+      auto ws = std::make_shared<TestWeights>();
+      WeightNode w = weight(g, *ws, wt.dtype, {N, K}, wv);
+      g.set_weights(ws);
+      Node* xn = input(g, "x", DType::F32, {kDynamic, K});
+      auto ref = reference(g, Op::MatMul, {xn, w.node}, {}, {{"x", f32_tensor({T, K}, x)}});
+
+      std::vector<float> first;
+      for (const Schedule& s : kSchedules) {
+        std::vector<float> y((size_t)(T * N), NAN);
+        run_split(s, [&](int32_t tid, int32_t nth) {
+          wt.matmul(x.data(), w.data, y.data(), T, K, N, tid, nth);
+        });
+        EXPECT_LT(worst(nmse(y, ref)), 1e-11) << describe(s);
+        // The partition never changes the arithmetic.
+        if (first.empty()) first = y;
+        EXPECT_TRUE(same_bits(y, first)) << describe(s) << " differs from nth=1";
+      }
+      // Nor does the step's row count: each row alone gives the same bits (S streams in
+      // one step == S single steps; a DS2D verify step == plain decoding).
+      for (int64_t t = 0; t < T; ++t) {
+        std::vector<float> row((size_t)N, NAN);
+        wt.matmul(x.data() + t * K, w.data, row.data(), 1, K, N, 0, 1);
+        EXPECT_TRUE(same_bits(row, std::vector<float>(first.begin() + t * N,
+                                                      first.begin() + (t + 1) * N)))
+            << "row " << t << " computed alone";
+      }
+    }
+  }
+}
+
+// ---- rms_norm --------------------------------------------------------------------------
+
+// Bound: NMSE < 1e-12. Float sum of squares (16 lanes) against a double sum; the scale is
+// taken in double on both sides and the products are the same float products.
+TEST(Kernels, RmsNormMatchesInterpreter) {
+  std::mt19937 rng(3);
+  Worst worst;
+  for (int64_t D : {8, 45, 576, 1}) {
+    for (int64_t T : {1, 3, 8}) {
+      SCOPED_TRACE(fmt::format("T={} D={}", T, D));
+      auto x = random_floats(rng, T * D, 3.0f);
+      auto w = random_floats(rng, D);
+      const float eps = 1e-5f;
+      Graph g;
+      Node* xn = input(g, "x", DType::F32, {kDynamic, D});
+      auto ref = reference(g, Op::RmsNorm, {xn, constant(g, {D}, w)}, {{"eps", (double)eps}},
+                           {{"x", f32_tensor({T, D}, x)}});
+      for (const Schedule& s : kSchedules) {
+        std::vector<float> y((size_t)(T * D), NAN);
+        run_split(s, [&](int32_t tid, int32_t nth) {
+          kiln_rms_norm(x.data(), w.data(), y.data(), T, D, eps, tid, nth);
+        });
+        EXPECT_LT(worst(nmse(y, ref)), 1e-12) << describe(s);
+      }
+      // In place.
+      std::vector<float> y = x;
+      kiln_rms_norm(y.data(), w.data(), y.data(), T, D, eps, 0, 1);
+      EXPECT_LT(nmse(y, ref), 1e-12) << "in place";
+    }
+  }
+}
+
+// ---- add, mul --------------------------------------------------------------------------
+
+// One float add or multiply per element on both sides: exact.
+TEST(Kernels, AddAndMulMatchInterpreter) {
+  std::mt19937 rng(5);
+  for (Op op : {Op::Add, Op::Mul}) {
+    for (int64_t F : {1, 7, 16, 45, 576}) {
+      for (int64_t T : {1, 3, 9}) {
+        for (bool broadcast : {false, true}) {
+          SCOPED_TRACE(fmt::format("{} T={} F={} broadcast={}", op_name(op), T, F, broadcast));
+          const int64_t n = T * F, bn = broadcast ? F : n;
+          auto a = random_floats(rng, n), b = random_floats(rng, bn);
+          Graph g;
+          Node* an = input(g, "a", DType::F32, {kDynamic, F});
+          Node* bnode = broadcast ? input(g, "b", DType::F32, {F})
+                                  : input(g, "b", DType::F32, {kDynamic, F});
+          auto ref = reference(g, op, {an, bnode}, {},
+                               {{"a", f32_tensor({T, F}, a)},
+                                {"b", broadcast ? f32_tensor({F}, b) : f32_tensor({T, F}, b)}});
+          auto fn = op == Op::Add ? kiln_add : kiln_mul;
+          for (const Schedule& s : kSchedules) {
+            std::vector<float> y((size_t)n, NAN);
+            run_split(s, [&](int32_t tid, int32_t nth) {
+              fn(a.data(), b.data(), y.data(), n, bn, tid, nth);
+            });
+            EXPECT_TRUE(same_bits(y, ref)) << describe(s);
+          }
+          std::vector<float> y = a;  // in place
+          fn(y.data(), b.data(), y.data(), n, bn, 0, 1);
+          EXPECT_TRUE(same_bits(y, ref)) << "in place";
+        }
+      }
+    }
+  }
+}
+
+// ---- silu and the exp approximation ----------------------------------------------------
+
+// Bound: NMSE < 1e-13 on N(0, 4) inputs (kiln_expf's relative error is < 2e-7, then one
+// add and one divide in float, against the interpreter's double).
+TEST(Kernels, SiluMatchesInterpreter) {
+  std::mt19937 rng(9);
+  Worst worst;
+  for (int64_t n : {1, 15, 16, 100, 1537}) {
+    SCOPED_TRACE(fmt::format("n={}", n));
+    auto x = random_floats(rng, n, 4.0f);
+    Graph g;
+    Node* xn = input(g, "x", DType::F32, {kDynamic, 1});
+    auto ref = reference(g, Op::Silu, {xn}, {}, {{"x", f32_tensor({n, 1}, x)}});
+    for (const Schedule& s : kSchedules) {
+      std::vector<float> y((size_t)n, NAN);
+      run_split(s, [&](int32_t tid, int32_t nth) { kiln_silu(x.data(), y.data(), n, tid, nth); });
+      EXPECT_LT(worst(nmse(y, ref)), 1e-13) << describe(s);
+    }
+  }
+}
+
+// kiln_expf over its whole range, through silu: for x < 0, silu(x) = x / (1 + e^-x) has
+// the relative error of e^|x| plus two roundings, so a per-element relative error below
+// 1e-6 over [-87, 0] bounds the exp approximation to ~2e-7 (ulp-level: 1 ulp = 6e-8 to
+// 1.2e-7). For x in (0, 87] the sigmoid is 1/(1 + tiny): errors shrink. Beyond: e^x
+// saturates at 2.4e38, so silu(-100) is a tiny negative number instead of -3.7e-42.
+TEST(Kernels, ExpApproximationIsAccurateOverItsRange) {
+  std::vector<float> x;
+  for (double v = -87.0; v <= 87.0; v += 0.0137) x.push_back((float)v);
+  for (float v : {0.0f, -0.0f, 1e-30f, -1e-30f, 87.3f, -87.3f}) x.push_back(v);
+  std::vector<float> y(x.size());
+  kiln_silu(x.data(), y.data(), (int64_t)x.size(), 0, 1);
+  double worst = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    double ref = (double)x[i] / (1.0 + std::exp(-(double)x[i]));
+    double rel = ref == 0 ? std::fabs(y[i]) : std::fabs((y[i] - ref) / ref);
+    worst = std::max(worst, rel);
+    ASSERT_LT(rel, 1e-6) << "silu(" << x[i] << ") = " << y[i] << ", expected " << ref;
+  }
+  RecordProperty("worst_relative_error", fmt::format("{:.3g}", worst));
+  const float far[] = {-100.0f, -1000.0f, 100.0f, 1e30f, INFINITY};
+  float fy[5];
+  kiln_silu(far, fy, 5, 0, 1);
+  for (int i = 0; i < 2; ++i) EXPECT_TRUE(fy[i] <= 0.0f && fy[i] > -1e-35f) << far[i];
+  EXPECT_EQ(fy[2], 100.0f);
+  EXPECT_EQ(fy[3], 1e30f);
+  EXPECT_EQ(fy[4], INFINITY);
+  float nan_in = NAN, nan_out = 0;
+  kiln_silu(&nan_in, &nan_out, 1, 0, 1);
+  EXPECT_TRUE(std::isnan(nan_out));
+}
+
+// ---- rope ------------------------------------------------------------------------------
+
+// Bound: NMSE < 1e-13. Angles, cos and sin are double on both sides (kiln's own
+// polynomials against libm), the rotation is float in the kernel and double in the
+// interpreter: a few ulp per element. Positions up to 60000 check the range reduction.
+TEST(Kernels, RopeMatchesInterpreter) {
+  struct Shape { int64_t T, heads, hd, nrot; float theta; };
+  const Shape shapes[] = {{1, 1, 8, 8, 10000.0f},    {5, 3, 64, 64, 10000.0f},
+                          {4, 2, 64, 32, 500000.0f}, {7, 9, 64, 64, 100000.0f},
+                          {3, 2, 16, 2, 10000.0f},   {2, 4, 12, 6, 1e6f}};
+  std::mt19937 rng(13);
+  Worst worst;
+  for (const Shape& sh : shapes) {
+    const int64_t F = sh.heads * sh.hd;
+    SCOPED_TRACE(fmt::format("T={} heads={} hd={} nrot={} theta={}", sh.T, sh.heads, sh.hd,
+                             sh.nrot, sh.theta));
+    auto x = random_floats(rng, sh.T * F);
+    auto pos = random_ints(rng, sh.T, 0, 4096);  // out of order
+    pos[0] = sh.T > 1 ? 60000 : 0;
+    Graph g;
+    Node* xn = input(g, "x", DType::F32, {kDynamic, F});
+    Node* pn = input(g, "pos", DType::I32, {kDynamic});
+    auto ref = reference(g, Op::Rope, {xn, pn},
+                         {{"head_dim", sh.hd}, {"n_rot", sh.nrot}, {"theta", (double)sh.theta}},
+                         {{"x", f32_tensor({sh.T, F}, x)}, {"pos", i32_tensor(pos)}});
+    for (const Schedule& s : kSchedules) {
+      std::vector<float> y((size_t)(sh.T * F), NAN);
+      run_split(s, [&](int32_t tid, int32_t nth) {
+        kiln_rope(x.data(), y.data(), pos.data(), sh.T, F, sh.hd, sh.nrot, sh.theta, tid, nth);
+      });
+      EXPECT_LT(worst(nmse(y, ref)), 1e-13) << describe(s);
+      // Dimensions past n_rot pass through untouched.
+      for (int64_t t = 0; t < sh.T; ++t)
+        for (int64_t h = 0; h < sh.heads; ++h)
+          for (int64_t d = sh.nrot; d < sh.hd; ++d) {
+            size_t i = (size_t)(t * F + h * sh.hd + d);
+            ASSERT_EQ(y[i], x[i]);
+          }
+    }
+    std::vector<float> y = x;  // in place
+    kiln_rope(y.data(), y.data(), pos.data(), sh.T, F, sh.hd, sh.nrot, sh.theta, 0, 1);
+    EXPECT_LT(nmse(y, ref), 1e-13) << "in place";
+  }
+}
+
+// ---- row copies ------------------------------------------------------------------------
+
+TEST(Kernels, GatherRowsAndLastRowMatchInterpreter) {
+  std::mt19937 rng(17);
+  for (int64_t F : {1, 9, 576}) {
+    for (int64_t T : {1, 6}) {
+      SCOPED_TRACE(fmt::format("T={} F={}", T, F));
+      auto x = random_floats(rng, T * F);
+      auto rows = random_ints(rng, 5, 0, (int32_t)T - 1);
+      Graph g1;
+      Node* x1 = input(g1, "x", DType::F32, {kDynamic, F});
+      Node* r1 = input(g1, "rows", DType::I32, {kDynamic});
+      auto ref = reference(g1, Op::GatherRows, {x1, r1}, {},
+                           {{"x", f32_tensor({T, F}, x)}, {"rows", i32_tensor(rows)}});
+      Graph g2;
+      Node* x2 = input(g2, "x", DType::F32, {kDynamic, F});
+      auto ref_last = reference(g2, Op::LastRow, {x2}, {}, {{"x", f32_tensor({T, F}, x)}});
+      for (const Schedule& s : kSchedules) {
+        std::vector<float> y(5 * (size_t)F, NAN), last((size_t)F, NAN);
+        run_split(s, [&](int32_t tid, int32_t nth) {
+          kiln_gather_rows(x.data(), rows.data(), y.data(), 5, F, tid, nth);
+          kiln_last_row(x.data(), last.data(), T, F, tid, nth);
+        });
+        EXPECT_TRUE(same_bits(y, ref)) << describe(s);
+        EXPECT_TRUE(same_bits(last, ref_last)) << describe(s);
+      }
+    }
+  }
+}
+
+// ---- kv_write and attention ------------------------------------------------------------
+
+struct CacheShape {
+  int64_t S, C, F;  // S = 0: a single-stream [C,F] cache without a streams operand
+  std::vector<int64_t> dims() const { return S ? std::vector<int64_t>{S, C, F} : std::vector<int64_t>{C, F}; }
+  int64_t floats() const { return (S ? S : 1) * C * F; }
+};
+
+// A copy: exact. The cache is the interpreter's state buffer, written in place.
+TEST(Kernels, KvWriteMatchesInterpreter) {
+  std::mt19937 rng(19);
+  for (CacheShape cs : {CacheShape{0, 8, 12}, CacheShape{3, 16, 24}, CacheShape{2, 5, 576}}) {
+    for (int64_t T : {1, 4}) {
+      SCOPED_TRACE(fmt::format("S={} C={} F={} T={}", cs.S, cs.C, cs.F, T));
+      auto x = random_floats(rng, T * cs.F);
+      auto pos = random_ints(rng, T, 0, (int32_t)cs.C - 1);
+      auto streams = random_ints(rng, T, 0, cs.S ? (int32_t)cs.S - 1 : 0);
+      if (cs.S && T > 1) { pos[1] = pos[0]; streams[1] = (streams[0] + 1) % (int32_t)cs.S; }
+      Graph g;
+      Node* cache = g.add(Op::State, {}, {DType::F32, cs.dims()}, {{"name", std::string("k")}});
+      Node* xn = input(g, "x", DType::F32, {kDynamic, cs.F});
+      Node* pn = input(g, "pos", DType::I32, {kDynamic});
+      std::vector<Node*> ops = {cache, xn, pn};
+      std::map<std::string, Tensor> in = {{"x", f32_tensor({T, cs.F}, x)}, {"pos", i32_tensor(pos)}};
+      if (cs.S) {
+        ops.push_back(input(g, "streams", DType::I32, {kDynamic}));
+        in["streams"] = i32_tensor(streams);
+      }
+      auto ref = reference(g, Op::KvWrite, ops, {}, in);
+      for (const Schedule& s : kSchedules) {
+        std::vector<float> c((size_t)cs.floats(), 0.0f);
+        run_split(s, [&](int32_t tid, int32_t nth) {
+          kiln_kv_write(c.data(), x.data(), pos.data(), cs.S ? streams.data() : nullptr, T, cs.F,
+                        cs.C * cs.F, tid, nth);
+        });
+        EXPECT_TRUE(same_bits(c, ref)) << describe(s);
+      }
+    }
+  }
+}
+
+// Bound: NMSE < 1e-12. Scores are float dot products (two 8-lane accumulators) against
+// double ones, weights use kiln_expf (< 2e-7 relative) against libm's double exp, and the
+// weighted sum of values is float: a few 1e-7 relative per output at these lengths.
+TEST(Kernels, AttentionMatchesInterpreter) {
+  struct Shape { int64_t S, C, H, KVH, hd, T; };
+  const Shape shapes[] = {
+      {0, 8, 1, 1, 8, 1},     // single stream, no streams operand
+      {0, 40, 6, 2, 16, 5},   // GQA 3
+      {3, 32, 4, 4, 64, 7},   // three streams, GQA 1
+      {2, 70, 9, 3, 64, 4},   // SmolLM2's heads: GQA 3, hd 64
+      {4, 20, 3, 1, 12, 9},   // hd not a multiple of 8
+      {2, 33, 2, 2, 40, 1}};  // decode, one row
+  std::mt19937 rng(23);
+  Worst worst;
+  for (const Shape& sh : shapes) {
+    const int64_t F = sh.KVH * sh.hd, S1 = sh.S ? sh.S : 1;
+    const CacheShape cs{sh.S, sh.C, F};
+    SCOPED_TRACE(fmt::format("S={} C={} H={} KVH={} hd={} T={}", sh.S, sh.C, sh.H, sh.KVH,
+                             sh.hd, sh.T));
+    auto q = random_floats(rng, sh.T * sh.H * sh.hd);
+    auto kc = random_floats(rng, cs.floats(), 2.0f), vc = random_floats(rng, cs.floats());
+    // Positions out of order and well short of C, rows of several streams interleaved.
+    auto pos = random_ints(rng, sh.T, 0, (int32_t)(sh.C * 3 / 4));
+    pos[0] = (int32_t)sh.C - 1;
+    if (sh.T > 2) pos[2] = 0;
+    auto streams = random_ints(rng, sh.T, 0, (int32_t)S1 - 1);
+    Graph g;
+    Node* qn = input(g, "q", DType::F32, {kDynamic, sh.H * sh.hd});
+    Node* kn = input(g, "kc", DType::F32, cs.dims());
+    Node* vn = input(g, "vc", DType::F32, cs.dims());
+    Node* pn = input(g, "pos", DType::I32, {kDynamic});
+    std::vector<Node*> ops = {qn, kn, vn, pn};
+    std::map<std::string, Tensor> in = {{"q", f32_tensor({sh.T, sh.H * sh.hd}, q)},
+                                        {"kc", f32_tensor(cs.dims(), kc)},
+                                        {"vc", f32_tensor(cs.dims(), vc)},
+                                        {"pos", i32_tensor(pos)}};
+    if (sh.S) {
+      ops.push_back(input(g, "streams", DType::I32, {kDynamic}));
+      in["streams"] = i32_tensor(streams);
+    }
+    auto ref = reference(g, Op::Attention, ops,
+                         {{"n_head", sh.H}, {"n_kv_head", sh.KVH}, {"head_dim", sh.hd}}, in);
+    std::vector<float> first;
+    for (const Schedule& s : kSchedules) {
+      std::vector<float> y((size_t)(sh.T * sh.H * sh.hd), NAN);
+      std::vector<float> scratch((size_t)(s.nth * sh.C), NAN);
+      run_split(s, [&](int32_t tid, int32_t nth) {
+        kiln_attention(q.data(), kc.data(), vc.data(), pos.data(),
+                       sh.S ? streams.data() : nullptr, y.data(), scratch.data(), sh.T, sh.C,
+                       sh.H, sh.KVH, sh.hd, sh.C * F, tid, nth);
+      });
+      EXPECT_LT(worst(nmse(y, ref)), 1e-12) << describe(s);
+      if (first.empty()) first = y;
+      EXPECT_TRUE(same_bits(y, first)) << describe(s) << " differs from nth=1";
+    }
+  }
+}
+
+}  // namespace
+}  // namespace kiln

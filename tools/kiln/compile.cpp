@@ -1,0 +1,99 @@
+// tools/kiln/compile.cpp — `kiln compile MODEL -o DIR`: the ahead-of-time compile.
+#include <fmt/format.h>
+
+#include "codegen/compile.h"
+#include "support/log.h"
+#include "tools/kiln/args.h"
+#include "tools/kiln/commands.h"
+
+namespace kiln::cli {
+
+static const std::vector<OptionSpec> kCompileOptions = {
+    {"o", "DIR", "artifact folder to write (required): model.o, libmodel.a, model.h, model.kiln"},
+    {"profile", "NAME", "target profile (default host; see --list-profiles)"},
+    {"list-profiles", "", "list the target profiles and exit"},
+    {"max-rows", "N", "most tokens one step processes, the prefill chunk (default 64)"},
+    {"streams", "S", "streams decoded together in one pass (default 1)"},
+    {"ctx", "N", "context length: KV cache rows per stream (default 2048)"},
+    {"threads", "N", "most threads the step runs on (default: the profile's)"},
+    {"symbol", "NAME", "C name of the compiled model in model.h (default kiln_model)"},
+    {"emit", "KINDS", "also write asm (model.s) and/or llvm (model.ll), comma-separated"},
+    {"passes", "LIST", "extra graph passes to run before the backend's own"},
+    {"print-after", "PASS", "print the IR after PASS to stderr (repeatable)", true},
+    {"print-after-all", "", "print the IR after every pass to stderr"},
+    {"verify-each", "", "verify the IR after every pass"},
+    {"time-passes", "", "report how long each pass took"},
+    {"quiet", "", "no progress output"},
+};
+
+int cmd_compile(int argc, char** argv) {
+  auto args = Args::parse(argc, argv, 2, kCompileOptions);
+  if (!args.ok()) { fmt::print(stderr, "kiln compile: {}\n", args.error().message); return 2; }
+  if (args->flag("list-profiles")) {
+    for (auto& p : profile_names()) {
+      auto prof = find_profile(p);
+      fmt::print("  {:<12} {} (cpu {})\n", p, prof->triple, prof->cpu);
+    }
+    return 0;
+  }
+  if (args->flag("help") || args->positional().size() != 1 || !args->get("o")) {
+    fmt::print(args->flag("help") ? stdout : stderr,
+               "usage: kiln compile MODEL.gguf -o DIR [options]\n\nCompiles the model ahead of time for a "
+               "target profile. DIR receives model.o and\nlibmodel.a (the model's code), model.h (its C "
+               "declaration and sizes) and model.kiln\n(weights, tokenizer, metadata), written atomically.\n\n"
+               "options:\n{}",
+               format_options(kCompileOptions));
+    return args->flag("help") ? 0 : 2;
+  }
+  set_verbosity(args->verbosity());
+  auto fail = [](const std::string& m) { fmt::print(stderr, "kiln compile: {}\n", m); return 1; };
+  CompileRequest req;
+  req.model_path = args->positional()[0];
+  req.out_dir = *args->get("o");
+  req.profile = args->get("profile").value_or("host");
+  auto rows = args->get_int("max-rows", 64, 1, 4096);
+  auto streams = args->get_int("streams", 1, 1, 256);
+  auto ctx = args->get_int("ctx", 2048, 16, 1 << 20);
+  auto threads = args->get_int("threads", 0, 0, 256);
+  for (auto* r : {&rows, &streams, &ctx, &threads})
+    if (!r->ok()) { fmt::print(stderr, "kiln compile: {}\n", r->error().message); return 2; }
+  req.max_rows = *rows;
+  req.max_streams = *streams;
+  req.max_context = *ctx;
+  req.threads = *threads;
+  req.symbol = args->get("symbol").value_or("kiln_model");
+  for (char c : req.symbol)
+    if (!std::isalnum((unsigned char)c) && c != '_') {
+      fmt::print(stderr, "kiln compile: --symbol must be a C identifier, got '{}'\n", req.symbol);
+      return 2;
+    }
+  if (auto emit = args->get("emit")) {
+    for (size_t b = 0; b <= emit->size();) {
+      size_t e = emit->find(',', b);
+      if (e == std::string::npos) e = emit->size();
+      std::string k = emit->substr(b, e - b);
+      if (k == "asm") req.emit_assembly = true;
+      else if (k == "llvm") req.emit_llvm = true;
+      else if (k == "obj" || k.empty()) {}
+      else { fmt::print(stderr, "kiln compile: --emit takes obj, asm, llvm; got '{}'\n", k); return 2; }
+      b = e + 1;
+    }
+  }
+  req.extra_passes = args->get("passes").value_or("");
+  req.pass_options.verify_each = args->flag("verify-each");
+  req.pass_options.print_after_all = args->flag("print-after-all");
+  req.pass_options.print_after = args->all("print-after");
+  req.pass_options.time_passes = args->flag("time-passes");
+  req.progress = !args->flag("quiet");
+  auto sum = compile_model(req);
+  if (!sum.ok()) return fail(sum.error().message);
+  fmt::print(stderr,
+             "[kiln] compiled {} for {} ({}) in {:.1f} s: {} specialised kernels, model.o {:.1f} KiB, weights "
+             "{:.1f} MiB, arena {:.1f} MiB, KV {:.1f} MiB, hash {:016x}\n",
+             req.model_path, sum->triple, sum->cpu, sum->seconds, sum->kernels, sum->object_bytes / 1024.0,
+             sum->weights_bytes / 1048576.0, sum->arena_bytes / 1048576.0, sum->kv_bytes / 1048576.0,
+             sum->model_hash);
+  return 0;
+}
+
+}  // namespace kiln::cli

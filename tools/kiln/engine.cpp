@@ -1,0 +1,120 @@
+// tools/kiln/engine.cpp — see engine.h.
+#include "tools/kiln/engine.h"
+
+#include <filesystem>
+#include <sys/stat.h>
+
+#include <fmt/format.h>
+
+#include "codegen/compile.h"
+#include "codegen/jit.h"
+#include "frontend/llama.h"
+#include "ir/interpreter.h"
+#include "ir/verifier.h"
+#include "runtime/hash64.h"
+#include "runtime/include/kiln/kiln.h"
+#include "support/file.h"
+
+namespace kiln::cli {
+namespace fs = std::filesystem;
+
+namespace {
+
+class InterpreterEngine final : public Engine {
+ public:
+  const char* name() const override { return "interpreter"; }
+  Result<std::vector<float>> step(const std::vector<int32_t>& tokens) override {
+    KILN_ASSIGN(auto outs, interp_->run(single_stream_inputs(tokens, pos_)));
+    pos_ += (int32_t)tokens.size();
+    return std::move(outs["logits"].f32);
+  }
+  std::shared_ptr<const GgufFile> file_;
+  std::unique_ptr<Graph> graph_;
+  std::unique_ptr<Interpreter> interp_;
+  int32_t pos_ = 0;
+};
+
+class CompiledEngine final : public Engine {
+ public:
+  ~CompiledEngine() override {
+    if (session_) kiln_session_free(session_);
+    if (model_) kiln_model_free(model_);
+  }
+  const char* name() const override { return "compiled"; }
+  Result<std::vector<float>> step(const std::vector<int32_t>& tokens) override {
+    std::vector<float> logits((size_t)kiln_model_n_vocab(model_));
+    kiln_status s = tokens.size() == 1
+        ? kiln_decode(session_, tokens.data(), &stream_, 1, logits.data())
+        : kiln_prefill(session_, tokens.data(), (int32_t)tokens.size(), stream_, logits.data());
+    if (s != KILN_OK) return make_error("{}: {}", kiln_status_str(s), kiln_last_error());
+    return logits;
+  }
+  std::unique_ptr<JitObject> code_;
+  kiln_model* model_ = nullptr;
+  kiln_session* session_ = nullptr;
+  int32_t stream_ = 0;
+};
+
+// Identifies a compile: the model file (path, size, mtime), the options, and this kiln.
+Result<std::string> cache_key(const EngineOptions& o) {
+  struct stat st {};
+  if (::stat(o.model_path.c_str(), &st) != 0) return make_error("{}: cannot open", o.model_path);
+  KILN_ASSIGN(std::string self, read_file("/proc/self/exe"));
+  std::string id = fmt::format("{}|{}|{}|{}|{}|{:016x}", fs::absolute(o.model_path).string(), st.st_size,
+                               st.st_mtime, o.max_context, o.threads, xxh64(self.data(), self.size()));
+  return fmt::format("{:016x}", xxh64(id.data(), id.size()));
+}
+
+std::string cache_root() {
+  if (const char* c = std::getenv("KILN_CACHE")) return std::string(c) + "/compiled";
+  const char* home = std::getenv("HOME");
+  return std::string(home ? home : "/tmp") + "/.cache/kiln/compiled";
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Engine>> make_interpreter_engine(const EngineOptions& o) {
+  auto e = std::make_unique<InterpreterEngine>();
+  KILN_ASSIGN(auto f, GgufFile::open(o.model_path));
+  e->file_ = std::shared_ptr<const GgufFile>(std::move(f));
+  KILN_ASSIGN(LlamaConfig cfg, read_llama_config(*e->file_));
+  LlamaBuildOptions bo;
+  bo.max_context = o.max_context;
+  KILN_ASSIGN(Graph g, build_llama_graph(e->file_, cfg, bo));
+  KILN_TRY(verify(g));
+  e->graph_ = std::make_unique<Graph>(std::move(g));
+  e->interp_ = std::make_unique<Interpreter>(*e->graph_);
+  return std::unique_ptr<Engine>(std::move(e));
+}
+
+Result<std::unique_ptr<Engine>> make_compiled_engine(const EngineOptions& o) {
+  std::string dir = o.artifact_dir;
+  if (dir.empty()) {
+    KILN_ASSIGN(std::string key, cache_key(o));
+    dir = cache_root() + "/" + key;
+    if (!fs::exists(dir + "/model.o") || !fs::exists(dir + "/model.kiln")) {
+      std::error_code ec;
+      fs::create_directories(cache_root(), ec);
+      CompileRequest req;
+      req.model_path = o.model_path;
+      req.out_dir = dir;
+      req.max_context = o.max_context;
+      req.threads = o.threads;
+      req.progress = o.progress;
+      KILN_ASSIGN(CompileSummary sum, compile_model(req));
+      (void)sum;
+    }
+  }
+  auto e = std::make_unique<CompiledEngine>();
+  KILN_ASSIGN(std::string object, read_file(dir + "/model.o"));
+  KILN_ASSIGN(e->code_, JitObject::load(object, "kiln_model"));
+  kiln_status s = kiln_model_load(e->code_->model(), (dir + "/model.kiln").c_str(), &e->model_);
+  if (s != KILN_OK) return make_error("{}", kiln_last_error());
+  kiln_session_params params = kiln_session_default_params();
+  params.n_threads = (int32_t)o.threads;
+  s = kiln_session_init(e->model_, &params, &e->session_);
+  if (s != KILN_OK) return make_error("{}", kiln_last_error());
+  return std::unique_ptr<Engine>(std::move(e));
+}
+
+}  // namespace kiln::cli
