@@ -604,12 +604,14 @@ struct TinyLlama {
 TEST(Pipeline, TinyLlamaEveryPassComputesTheSame) {
   Graph g = TinyLlama::make(1);
   ASSERT_TRUE(verify(g).ok()) << verify(g).error().message;
-  // Every registered pass, in registry order, then each again so later passes see the
-  // work of earlier ones, then a final dce.
+  // Every graph-level pass, in registry order, then each again so later passes see the
+  // work of earlier ones, then a final dce. (The backend passes freeze-base and
+  // plan-memory need a weight source and compile limits; compile_passes_test covers them.)
   std::string pipeline;
   for (int round = 0; round < 2; ++round)
     for (const PassInfo& p : registered_passes())
-      pipeline += std::string(pipeline.empty() ? "" : ",") + std::string(p.name);
+      if (p.name != "freeze-base" && p.name != "plan-memory")
+        pipeline += std::string(pipeline.empty() ? "" : ",") + std::string(p.name);
   pipeline += ",dce";
   Graph after = clone(g);
   std::string log;
