@@ -67,6 +67,7 @@ class Lowering {
 
     auto* step_ty = llvm::FunctionType::get(llvm::Type::getVoidTy(ctx_), {ptr, i32, i32}, false);
     step_ = llvm::Function::Create(step_ty, llvm::Function::InternalLinkage, "kiln_step." + g_.name(), m_);
+    step_->addFnAttr("no-builtins");
     args_ = step_->getArg(0);
     tid_ = step_->getArg(1);
     nth_ = step_->getArg(2);
@@ -134,6 +135,8 @@ class Lowering {
       auto* ty = llvm::FunctionType::get(b_.getVoidTy(), dyn_types, false);
       w = llvm::Function::Create(ty, llvm::Function::InternalLinkage, key, m_);
       w->addFnAttr(llvm::Attribute::NoInline);
+      // Like the kernels: loops must stay loops, not become calls to memset/memcpy.
+      w->addFnAttr("no-builtins");
       llvm::IRBuilder<> wb(llvm::BasicBlock::Create(ctx_, "entry", w));
       std::vector<Value*> full;
       unsigned next = 0;

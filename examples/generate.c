@@ -143,8 +143,8 @@ int main(int argc, char** argv) {
   }
   const double t2 = now_s();
   fputc('\n', stdout);
-  fprintf(stderr, "[generate] %s | %d threads | load %.2f s | prompt %d tokens in %.2f s (%.1f tok/s) "
-          "| generated %ld tokens in %.2f s (%.2f tok/s)\n", kiln_model_name(model),
+  fprintf(stderr, "[generate] %s | %d threads | load %.2f s | prompt %d tokens in %.2f s "
+          "(%.1f tok/s) | generated %ld tokens in %.2f s (%.2f tok/s)\n", kiln_model_name(model),
           kiln_session_n_threads(session), t0 - t_load, n_prompt, t1 - t0, n_prompt / (t1 - t0),
           generated, t2 - t1, generated > 1 ? (double)(generated - 1) / (t2 - t1) : 0.0);
   rc = 0;

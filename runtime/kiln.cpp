@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <cstdint>
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
@@ -67,7 +68,8 @@ kiln_status copy_out(const char* fn, std::string_view s, char* buf, size_t buf_s
   if (buf_size <= s.size())
     return fail(KILN_ERR_BUFFER_TOO_SMALL, "%s: the result needs %zu bytes (with the NUL), the "
                 "buffer has %zu", fn, s.size() + 1, buf_size);
-  if (!buf) return fail(KILN_ERR_INVALID_ARGUMENT, "%s: buf is NULL but buf_size is %zu", fn, buf_size);
+  if (!buf)
+    return fail(KILN_ERR_INVALID_ARGUMENT, "%s: buf is NULL but buf_size is %zu", fn, buf_size);
   std::memcpy(buf, s.data(), s.size());
   buf[s.size()] = '\0';
   return KILN_OK;
@@ -86,6 +88,7 @@ class Region {
     if (p_) munmap(p_, size_);
   }
   bool allocate(uint64_t bytes) {
+    if (bytes > SIZE_MAX / 2) return false;  // 32-bit hosts
     size_ = bytes == 0 ? 64 : static_cast<size_t>(bytes);
     void* p = mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) return false;
@@ -101,8 +104,9 @@ class Region {
     uint8_t* e = b + n;
 #if defined(__linux__)
     const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
-    uint8_t* pb = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(b) + page - 1) & ~(page - 1));
-    uint8_t* pe = reinterpret_cast<uint8_t*>(reinterpret_cast<uintptr_t>(e) & ~(page - 1));
+    const uintptr_t up = (reinterpret_cast<uintptr_t>(b) + page - 1) & ~(page - 1);
+    auto* pb = reinterpret_cast<uint8_t*>(up);
+    auto* pe = reinterpret_cast<uint8_t*>(reinterpret_cast<uintptr_t>(e) & ~(page - 1));
     if (pb < pe && madvise(pb, static_cast<size_t>(pe - pb), MADV_DONTNEED) == 0) {
       std::memset(b, 0, static_cast<size_t>(pb - b));
       std::memset(pe, 0, static_cast<size_t>(e - pe));
@@ -182,7 +186,8 @@ kiln_status check_code(const kiln_compiled_model* c) {
     bad = "kv_bytes is not max_streams * kv_stream_bytes";
   else if (c->kv_stream_bytes == 0 && c->kv_bytes != 0)
     bad = "kv_bytes is not max_streams * kv_stream_bytes";
-  if (bad) return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_model_load: compiled model '%s': %s", name, bad);
+  if (bad)
+    return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_model_load: compiled model '%s': %s", name, bad);
   return KILN_OK;
 }
 
@@ -249,8 +254,10 @@ kiln_status kiln_model_load(const kiln_compiled_model* code, const char* path, k
     const kiln::ModelLimits lim = f.limits();
     const kiln::ModelHparams hp = f.hparams();
     struct { const char* what; int64_t file, code; } pairs[] = {
-        {"n_vocab", hp.n_vocab, code->n_vocab},          {"n_layer", hp.n_layer, code->n_layer},
-        {"max_rows", lim.max_rows, code->max_rows},      {"max_streams", lim.max_streams, code->max_streams},
+        {"n_vocab", hp.n_vocab, code->n_vocab},
+        {"n_layer", hp.n_layer, code->n_layer},
+        {"max_rows", lim.max_rows, code->max_rows},
+        {"max_streams", lim.max_streams, code->max_streams},
         {"max_context", lim.max_context, code->max_context},
     };
     for (const auto& p : pairs)
@@ -261,8 +268,8 @@ kiln_status kiln_model_load(const kiln_compiled_model* code, const char* path, k
     auto tok = kiln::Tokenizer::create(f.vocab());
     if (!tok.ok()) return fail(KILN_ERR_TOKENIZER, "%s: %s", path, tok.error().message.c_str());
     if (tok->vocab_size() > code->n_vocab)
-      return fail(KILN_ERR_MODEL_MISMATCH, "%s: the tokenizer has %d tokens, more than n_vocab %lld",
-                  path, tok->vocab_size(), (long long)code->n_vocab);
+      return fail(KILN_ERR_MODEL_MISMATCH, "%s: the tokenizer has %d tokens, more than n_vocab "
+                  "%lld", path, tok->vocab_size(), (long long)code->n_vocab);
 
     auto m = std::make_unique<kiln_model>();
     m->code = code;
@@ -278,9 +285,14 @@ kiln_status kiln_model_load(const kiln_compiled_model* code, const char* path, k
 
 void kiln_model_free(kiln_model* model) { delete model; }
 
+// (check_code() keeps these limits within int32_t.)
 int32_t kiln_model_n_vocab(const kiln_model* m) { return m ? m->n_vocab : 0; }
-int32_t kiln_model_max_streams(const kiln_model* m) { return m ? (int32_t)m->code->max_streams : 0; }
-int32_t kiln_model_max_context(const kiln_model* m) { return m ? (int32_t)m->code->max_context : 0; }
+int32_t kiln_model_max_streams(const kiln_model* m) {
+  return m ? (int32_t)m->code->max_streams : 0;
+}
+int32_t kiln_model_max_context(const kiln_model* m) {
+  return m ? (int32_t)m->code->max_context : 0;
+}
 int32_t kiln_model_max_rows(const kiln_model* m) { return m ? (int32_t)m->code->max_rows : 0; }
 const char* kiln_model_name(const kiln_model* m) { return m ? m->name.c_str() : ""; }
 
@@ -395,7 +407,8 @@ kiln_status kiln_decode(kiln_session* s, const int32_t* tokens, const int32_t* s
         st = fail(KILN_ERR_INVALID_ARGUMENT, "kiln_decode: streams[%d] = %d is out of range "
                   "[0, %lld)", i, sm, (long long)c->max_streams);
       else if (s->seen[static_cast<size_t>(sm)])
-        st = fail(KILN_ERR_INVALID_ARGUMENT, "kiln_decode: streams[%d] = %d is listed twice", i, sm);
+        st = fail(KILN_ERR_INVALID_ARGUMENT, "kiln_decode: streams[%d] = %d is listed twice", i,
+                  sm);
       else if (!token_ok(s->model, t))
         st = fail(KILN_ERR_INVALID_ARGUMENT, "kiln_decode: tokens[%d] = %d is not a token id "
                   "(n_vocab %d)", i, t, s->model->n_vocab);
@@ -406,7 +419,8 @@ kiln_status kiln_decode(kiln_session* s, const int32_t* tokens, const int32_t* s
         s->seen[static_cast<size_t>(sm)] = 1;
     }
     for (int32_t j = 0; j < i; ++j)  // clear the marks of the streams checked
-      if (streams[j] >= 0 && streams[j] < c->max_streams) s->seen[static_cast<size_t>(streams[j])] = 0;
+      if (streams[j] >= 0 && streams[j] < c->max_streams)
+        s->seen[static_cast<size_t>(streams[j])] = 0;
     if (st != KILN_OK) return st;
     for (int32_t r = 0; r < n; ++r) {
       s->tokens[r] = tokens[r];
@@ -499,7 +513,8 @@ kiln_status kiln_sampler_sample(kiln_sampler* sampler, const float* logits, int3
     for (int32_t i = 0; i < n_vocab; ++i) {
       const float v = logits[i];
       if (std::isnan(v) || v == INFINITY)
-        return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_sampler_sample: logits[%d] is %g", i, (double)v);
+        return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_sampler_sample: logits[%d] is %g", i,
+                    (double)v);
       mx = v > mx ? v : mx;
     }
     if (mx == -INFINITY)
@@ -519,7 +534,8 @@ kiln_status kiln_tokenize(const kiln_model* model, const char* text, size_t text
     if (!n_tokens) return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_tokenize: n_tokens is NULL");
     if (!text && text_len) return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_tokenize: text is NULL");
     if (capacity < 0 || (!tokens && capacity > 0))
-      return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_tokenize: tokens is NULL or capacity %d < 0", capacity);
+      return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_tokenize: tokens is NULL or capacity %d < 0",
+                  capacity);
     std::vector<int32_t> ids = model->tokenizer->encode(
         std::string_view(text ? text : "", text_len), add_special != 0, parse_special != 0);
     if (ids.size() > static_cast<size_t>(INT32_MAX))
@@ -584,8 +600,9 @@ kiln_status kiln_chat_apply(const kiln_model* model, const char* tmpl,
     std::string_view t = tmpl ? std::string_view(tmpl) : std::string_view(model->chat_template);
     auto text = kiln::apply_chat_template(t, msgs, add_assistant != 0);
     if (!text.ok())
-      return fail(KILN_ERR_TOKENIZER, "kiln_chat_apply: %s%s%s", tmpl ? "" : model->file.path().c_str(),
-                  tmpl ? "" : ": ", text.error().message.c_str());
+      return fail(KILN_ERR_TOKENIZER, "kiln_chat_apply: %s%s%s",
+                  tmpl ? "" : model->file.path().c_str(), tmpl ? "" : ": ",
+                  text.error().message.c_str());
     return copy_out("kiln_chat_apply", *text, buf, buf_size, len);
   });
 }

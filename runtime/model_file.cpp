@@ -165,7 +165,9 @@ VocabData ModelFile::vocab() const {
   return v;
 }
 
-std::string_view ModelFile::chat_template() const { return view(root_->tokenizer()->chat_template()); }
+std::string_view ModelFile::chat_template() const {
+  return view(root_->tokenizer()->chat_template());
+}
 
 size_t ModelFile::n_tensors() const { return root_->tensors() ? root_->tensors()->size() : 0; }
 

@@ -58,7 +58,8 @@ Result<std::string> model_file_bytes(const ModelFileContents& c) {
     auto name = fbb.CreateString(t.name);
     auto shape = fbb.CreateVector(t.shape);
     auto layout = fbb.CreateString(t.layout);
-    tensors.push_back(fb::CreateTensorRecord(fbb, name, t.dtype, shape, t.offset, t.nbytes, layout));
+    tensors.push_back(
+        fb::CreateTensorRecord(fbb, name, t.dtype, shape, t.offset, t.nbytes, layout));
   }
   auto tensor_vec = fbb.CreateVector(tensors);
 

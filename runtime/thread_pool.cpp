@@ -50,13 +50,15 @@ static_assert(sizeof(std::atomic<uint32_t>) == sizeof(uint32_t));
 
 }  // namespace
 
-void ThreadPool::wait_while(WaitWord& w, uint32_t old) {
+void ThreadPool::wait_while(WaitWord& w, uint32_t old) const {
   if (w.value.load(std::memory_order_acquire) != old) return;
-  const int64_t deadline = now_ns() + kSpinNs;
-  for (uint32_t i = 1;; ++i) {
-    cpu_relax();
-    if (w.value.load(std::memory_order_acquire) != old) return;
-    if ((i & 63) == 0 && now_ns() > deadline) break;
+  if (spin_ns_ > 0) {
+    const int64_t deadline = now_ns() + spin_ns_;
+    for (uint32_t i = 1;; ++i) {
+      cpu_relax();
+      if (w.value.load(std::memory_order_acquire) != old) return;
+      if ((i & 63) == 0 && now_ns() > deadline) break;
+    }
   }
   w.sleepers.fetch_add(1, std::memory_order_seq_cst);
   while (w.value.load(std::memory_order_seq_cst) == old) futex_wait(&w.value, old);
@@ -68,7 +70,8 @@ void ThreadPool::wake_all(WaitWord& w) {
   if (w.sleepers.load(std::memory_order_seq_cst) != 0) futex_wake_all(&w.value);
 }
 
-ThreadPool::ThreadPool(int32_t n_threads) : n_(n_threads < 1 ? 1 : n_threads) {
+ThreadPool::ThreadPool(int32_t n_threads, int64_t spin_ns)
+    : n_(n_threads < 1 ? 1 : n_threads), spin_ns_(spin_ns < 0 ? 0 : spin_ns) {
   workers_.reserve(static_cast<size_t>(n_ - 1));
   try {
     for (int32_t t = 1; t < n_; ++t) workers_.emplace_back([this, t] { worker(t); });

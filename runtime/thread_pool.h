@@ -4,7 +4,7 @@
 // A step is run by n threads: the caller is tid 0 and n - 1 workers wait for work. run()
 // publishes the job with one atomic increment (a futex wake only if a worker has gone to
 // sleep), runs tid 0 itself and waits for the workers. Every wait (for work, for the end
-// of a step, at the barrier) first spins for a bounded time (kSpinNs), since most waits
+// of a step, at the barrier) first spins for a bounded time (kDefaultSpinNs), since most waits
 // inside a step are shorter than a context switch, and then sleeps on a futex (Linux and
 // Android; C++20 atomic wait elsewhere), so that an oversubscribed phone core, where the
 // thread being waited for is not even running, is not burnt by spinning.
@@ -21,9 +21,14 @@ class ThreadPool {
  public:
   using Job = void (*)(void* ctx, int32_t tid, int32_t n_threads);
 
+  // Spin budget before sleeping, in nanoseconds: longer than most waits inside a step
+  // (an op's load imbalance), far shorter than a scheduler time slice.
+  static constexpr int64_t kDefaultSpinNs = 30000;
+
   // Starts n_threads - 1 workers (n_threads >= 1). Throws std::system_error if a thread
-  // cannot be started (the C API turns that into a status).
-  explicit ThreadPool(int32_t n_threads);
+  // cannot be started (the C API turns that into a status). spin_ns: see kDefaultSpinNs
+  // (0 = sleep at once; tests compare budgets).
+  explicit ThreadPool(int32_t n_threads, int64_t spin_ns = kDefaultSpinNs);
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
@@ -39,21 +44,19 @@ class ThreadPool {
   // The same, with the signature of kiln_step_args::barrier (ctx is the ThreadPool).
   static void barrier_fn(void* ctx) { static_cast<ThreadPool*>(ctx)->barrier(); }
 
-  // Spin budget before sleeping, in nanoseconds.
-  static constexpr int64_t kSpinNs = 30000;
-
  private:
   // A word threads wait on, and how many are asleep on it (so wakers skip the syscall).
   struct alignas(64) WaitWord {
     std::atomic<uint32_t> value{0};
     std::atomic<uint32_t> sleepers{0};
   };
-  static void wait_while(WaitWord& w, uint32_t old);  // until w.value != old
+  void wait_while(WaitWord& w, uint32_t old) const;  // until w.value != old
   static void wake_all(WaitWord& w);
 
   void worker(int32_t tid);
 
   const int32_t n_;
+  const int64_t spin_ns_;
   WaitWord gen_;      // bumped once per job (and at shutdown)
   WaitWord pending_;  // workers still running the current job
   WaitWord phase_;    // barrier generation

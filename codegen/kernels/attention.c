@@ -47,6 +47,16 @@ KILN_INLINE float dot(const float* restrict q, const float* restrict k, int64_t 
   return s;
 }
 
+/* o (+)= (e0 v0 + e1 v1) + (e2 v2 + e3 v3) for four value rows F apart. */
+KILN_INLINE void rows4(float* restrict o, const float* restrict v, int64_t F,
+                       const float* restrict e, int64_t hd, int accumulate) {
+  const float *v0 = v, *v1 = v0 + F, *v2 = v1 + F, *v3 = v2 + F;
+  for (int64_t d = 0; d < hd; ++d) {
+    const float t = (e[0] * v0[d] + e[1] * v1[d]) + (e[2] * v2[d] + e[3] * v3[d]);
+    o[d] = accumulate ? o[d] + t : t;
+  }
+}
+
 void kiln_attention(const float* restrict q, const float* restrict kc, const float* restrict vc,
                     const int32_t* restrict pos, const int32_t* restrict streams,
                     float* restrict out, float* restrict scratch, int64_t T, int64_t C, int64_t H,
@@ -78,13 +88,16 @@ void kiln_attention(const float* restrict q, const float* restrict kc, const flo
     const float sum = ((part[0] + part[4]) + (part[2] + part[6])) +
                       ((part[1] + part[5]) + (part[3] + part[7]));
 
-    /* out = sum_j e[j] v[j], four rows of v per pass over out, then / sum. */
-    for (int64_t d = 0; d < hd; ++d) o[d] = 0.0f;
-    for (j = 0; j + 4 <= n; j += 4) {
-      const float e0 = s[j], e1 = s[j + 1], e2 = s[j + 2], e3 = s[j + 3];
-      const float *v0 = vb + j * F, *v1 = v0 + F, *v2 = v1 + F, *v3 = v2 + F;
-      for (int64_t d = 0; d < hd; ++d) o[d] += (e0 * v0[d] + e1 * v1[d]) + (e2 * v2[d] + e3 * v3[d]);
+    /* out = sum_j e[j] v[j], four rows of v per pass over out (the first pass stores,
+     * so out is never zeroed: a zeroing loop could become a memset call), then / sum. */
+    if (n >= 4) {
+      rows4(o, vb, F, s, hd, 0);
+      j = 4;
+    } else {
+      for (int64_t d = 0; d < hd; ++d) o[d] = s[0] * vb[d];
+      j = 1;
     }
+    for (; j + 4 <= n; j += 4) rows4(o, vb + j * F, F, s + j, hd, 1);
     for (; j < n; ++j) {
       const float e = s[j];
       const float* v = vb + j * F;

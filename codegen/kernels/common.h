@@ -7,8 +7,10 @@
  * against the reference interpreter.
  *
  * No libc: kernels are freestanding C (clang -ffreestanding), so there is no memcpy, no
- * expf, no sqrtf call. Square roots use __builtin_sqrtf, which with -fno-math-errno is
- * the llvm.sqrt intrinsic (one instruction on every target); exp is kiln_expf below.
+ * expf, no sqrt call. Square roots use __builtin_sqrt, which with -fno-math-errno is the
+ * llvm.sqrt intrinsic (one instruction on every target); exp is kiln_expf below. The one
+ * target requirement: x86 needs F16C, or widening _Float16 becomes __extendhfsf2 calls
+ * (x86-64-v3 and every x86 host since 2012 have it; aarch64 always converts inline).
  */
 #ifndef KILN_KERNELS_COMMON_H
 #define KILN_KERNELS_COMMON_H
@@ -48,10 +50,6 @@ enum kiln_wt { KILN_WT_f32, KILN_WT_f16, KILN_WT_bf16, KILN_WT_q4_0, KILN_WT_q4_
 KILN_INLINE float kiln_bits_f32(uint32_t u) {
   union { uint32_t u; float f; } v = {u};
   return v.f;
-}
-KILN_INLINE uint32_t kiln_f32_bits(float f) {
-  union { float f; uint32_t u; } v = {f};
-  return v.u;
 }
 KILN_INLINE float kiln_bf16_f32(uint16_t b) { return kiln_bits_f32((uint32_t)b << 16); }
 
@@ -193,7 +191,7 @@ KILN_INLINE float kiln_load_elem(enum kiln_wt t, const void* row, int64_t k) {
 
 /* e^x in float without libm: x = n*ln2 + r (two-constant Cody-Waite), e^r by the Cephes
  * expf polynomial on |r| <= ln2/2, 2^n by building the exponent bits. Branch-free so it
- * vectorises. Relative error < 2e-7 for x in [-87.3, 88.3] (checked by kernels_test);
+ * vectorises. Relative error < 2e-7 for x in [-87.3, 88.3] (kernels_test checks it);
  * e^x = 0 below -87.3365 (no denormals) and saturates at e^88.37 = 2.4e38 above (never
  * inf: silu and softmax only need it to be huge). NaN stays NaN. */
 KILN_INLINE float kiln_expf(float x) {

@@ -1,8 +1,8 @@
 /* codegen/kernels/elementwise.c — add, mul, silu and the row copies (gather_rows, last_row).
  *
  * Elementwise ops split their n elements over threads in contiguous chunks of multiples
- * of 16 (whole cache lines per thread); row copies split rows, or, for last_row, the
- * columns of the one row. y may be the first operand (in place).
+ * of 16 (whole cache lines per thread), and their y may be their first operand (in
+ * place); row copies split rows, or, for last_row, the columns of the one row.
  */
 #include "common.h"
 

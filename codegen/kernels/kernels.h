@@ -64,7 +64,8 @@ void kiln_gather_rows(const float* x, const int32_t* rows, float* y, int64_t R, 
 void kiln_last_row(const float* x, float* y, int64_t T, int64_t F, int32_t tid, int32_t nth);
 /* cache + streams[t]*stream_stride + pos[t]*F  <-  x[t, :]  (stride in floats; the
  * interpreter's [S,C,F] cache has stream_stride = C*F). streams may be NULL for a
- * single-stream cache: every row is stream 0. */
+ * single-stream cache: every row is stream 0. The rows of a step name distinct
+ * (stream, position) pairs (threads write rows in parallel). */
 void kiln_kv_write(float* cache, const float* x, const int32_t* pos, const int32_t* streams,
                    int64_t T, int64_t F, int64_t stream_stride, int32_t tid, int32_t nth);
 /* Causal grouped-query attention: row t (head h) attends rows 0..pos[t] of its stream's

@@ -62,7 +62,7 @@ KILN_INLINE void matmul(enum kiln_wt wt, const float* restrict x, const void* re
   int64_t n0, n1;
   kiln_split(N, 16, tid, nth, &n0, &n1);
   /* Weight rows per tile: as many as fit in 16 KB (at least 1, at most 16). */
-  const int64_t tile = kiln_max(1, kiln_min(16, 16384 / kiln_row_bytes(wt, K)));
+  const int64_t tile = kiln_max(1, kiln_min(16, 16384 / kiln_max(1, kiln_row_bytes(wt, K))));
   for (int64_t nt = n0; nt < n1; nt += tile) {
     const int64_t ne = kiln_min(n1, nt + tile);
     int64_t t = 0;

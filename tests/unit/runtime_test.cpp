@@ -124,7 +124,9 @@ struct Aligned {
   size_t off, n;
 };
 
-bool contains(const std::string& s, const std::string& what) { return s.find(what) != std::string::npos; }
+bool contains(const std::string& s, const std::string& what) {
+  return s.find(what) != std::string::npos;
+}
 
 // ---------------------------------------------------------------------------------------
 // hash
@@ -457,7 +459,8 @@ struct Loaded {
 // ---------------------------------------------------------------------------------------
 // kiln_model_load: refusals
 
-kiln_status load_status(const kiln_compiled_model& code, const std::string& path, std::string* msg) {
+kiln_status load_status(const kiln_compiled_model& code, const std::string& path,
+                        std::string* msg) {
   kiln_model* m = reinterpret_cast<kiln_model*>(0x1);
   kiln_status s = kiln_model_load(&code, path.c_str(), &m);
   *msg = kiln_last_error();
@@ -578,7 +581,8 @@ TEST(CApi, NullsAndStatusNames) {
   char buf[8];
   EXPECT_EQ(kiln_token_to_piece(nullptr, 0, buf, 8, &len), KILN_ERR_INVALID_ARGUMENT);
   EXPECT_EQ(kiln_detokenize(nullptr, &tok, 1, 1, 0, buf, 8, &len), KILN_ERR_INVALID_ARGUMENT);
-  EXPECT_EQ(kiln_chat_apply(nullptr, nullptr, nullptr, 0, 1, buf, 8, &len), KILN_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(kiln_chat_apply(nullptr, nullptr, nullptr, 0, 1, buf, 8, &len),
+            KILN_ERR_INVALID_ARGUMENT);
   EXPECT_EQ(kiln_sampler_init(nullptr, nullptr), KILN_ERR_INVALID_ARGUMENT);
   EXPECT_EQ(kiln_sampler_sample(nullptr, logits, kVocab, &tok), KILN_ERR_INVALID_ARGUMENT);
   kiln_model_free(nullptr);
@@ -779,10 +783,12 @@ TEST(CApi, TokenizerAndChat) {
   const std::string text = "<|im_start|>hello world<|im_end|>";
   const std::vector<int32_t> want = tok->encode(text, true, true);
   int32_t n = -1;
-  EXPECT_EQ(kiln_tokenize(m, text.data(), text.size(), 1, 1, nullptr, 0, &n), KILN_ERR_BUFFER_TOO_SMALL);
+  EXPECT_EQ(kiln_tokenize(m, text.data(), text.size(), 1, 1, nullptr, 0, &n),
+            KILN_ERR_BUFFER_TOO_SMALL);
   EXPECT_EQ(n, (int32_t)want.size());
   std::vector<int32_t> ids(n);
-  EXPECT_EQ(kiln_tokenize(m, text.data(), text.size(), 1, 1, ids.data(), n - 1, &n), KILN_ERR_BUFFER_TOO_SMALL);
+  EXPECT_EQ(kiln_tokenize(m, text.data(), text.size(), 1, 1, ids.data(), n - 1, &n),
+            KILN_ERR_BUFFER_TOO_SMALL);
   ASSERT_EQ(kiln_tokenize(m, text.data(), text.size(), 1, 1, ids.data(), n, &n), KILN_OK);
   EXPECT_EQ(ids, want);
   EXPECT_EQ(ids.front(), 1);  // <|im_start|> parsed as special
@@ -794,12 +800,15 @@ TEST(CApi, TokenizerAndChat) {
 
   char buf[256];
   size_t len = 0;
-  ASSERT_EQ(kiln_detokenize(m, ids.data(), (int32_t)ids.size(), 1, 0, buf, sizeof buf, &len), KILN_OK);
+  ASSERT_EQ(kiln_detokenize(m, ids.data(), (int32_t)ids.size(), 1, 0, buf, sizeof buf, &len),
+            KILN_OK);
   EXPECT_EQ(std::string(buf, len), text);
   EXPECT_EQ(buf[len], '\0');
-  EXPECT_EQ(kiln_detokenize(m, ids.data(), (int32_t)ids.size(), 1, 0, buf, len, &len), KILN_ERR_BUFFER_TOO_SMALL);
+  EXPECT_EQ(kiln_detokenize(m, ids.data(), (int32_t)ids.size(), 1, 0, buf, len, &len),
+            KILN_ERR_BUFFER_TOO_SMALL);
   EXPECT_EQ(len, text.size());
-  ASSERT_EQ(kiln_detokenize(m, ids.data(), (int32_t)ids.size(), 0, 0, buf, sizeof buf, &len), KILN_OK);
+  ASSERT_EQ(kiln_detokenize(m, ids.data(), (int32_t)ids.size(), 0, 0, buf, sizeof buf, &len),
+            KILN_OK);
   EXPECT_EQ(std::string(buf, len), "hello world");
   int32_t bad = kVocab;
   EXPECT_EQ(kiln_detokenize(m, &bad, 1, 1, 0, buf, sizeof buf, &len), KILN_ERR_INVALID_ARGUMENT);
@@ -823,18 +832,22 @@ TEST(CApi, TokenizerAndChat) {
   EXPECT_EQ(kiln_token_is_eog(m, 1 << 30), 0);
 
   kiln_chat_message msgs[2] = {{"system", "Be brief."}, {"user", "Hi"}};
-  ASSERT_EQ(kiln_chat_apply(m, nullptr, msgs, 2, 1, buf, sizeof buf, &len), KILN_OK) << kiln_last_error();
+  ASSERT_EQ(kiln_chat_apply(m, nullptr, msgs, 2, 1, buf, sizeof buf, &len), KILN_OK)
+      << kiln_last_error();
   EXPECT_EQ(std::string(buf, len),
             "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
             "<|im_start|>assistant\n");
   EXPECT_EQ(kiln_chat_apply(m, nullptr, msgs, 2, 1, buf, 10, &len), KILN_ERR_BUFFER_TOO_SMALL);
   ASSERT_EQ(kiln_chat_apply(m, "llama3", msgs + 1, 1, 0, buf, sizeof buf, &len), KILN_OK);
   EXPECT_EQ(std::string(buf, len), "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>");
-  EXPECT_EQ(kiln_chat_apply(m, "{{ nonsense }}", msgs, 2, 1, buf, sizeof buf, &len), KILN_ERR_TOKENIZER);
+  EXPECT_EQ(kiln_chat_apply(m, "{{ nonsense }}", msgs, 2, 1, buf, sizeof buf, &len),
+            KILN_ERR_TOKENIZER);
   kiln_chat_message nulls[1] = {{"user", nullptr}};
-  EXPECT_EQ(kiln_chat_apply(m, nullptr, nulls, 1, 1, buf, sizeof buf, &len), KILN_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(kiln_chat_apply(m, nullptr, nulls, 1, 1, buf, sizeof buf, &len),
+            KILN_ERR_INVALID_ARGUMENT);
   EXPECT_TRUE(contains(kiln_last_error(), "messages[0].content")) << kiln_last_error();
-  EXPECT_EQ(kiln_chat_apply(m, nullptr, nullptr, 1, 1, buf, sizeof buf, &len), KILN_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(kiln_chat_apply(m, nullptr, nullptr, 1, 1, buf, sizeof buf, &len),
+            KILN_ERR_INVALID_ARGUMENT);
 }
 
 TEST(CApi, Sampler) {
@@ -907,50 +920,64 @@ TEST(ThreadPool, BarrierOrdersPhases) {
   }
 }
 
-// Barrier round trip with 2 threads (the cost the generated code pays between ops), and the
-// same with two extra busy threads competing for the 2 cores (the sleeping path).
+// Barrier round trip with 2 threads (what the generated code pays between dependent ops)
+// and the cost of one empty step dispatch, for three spin budgets: sleep at once, the
+// default, and (nearly) pure spinning; each idle, and with two extra busy threads competing
+// for the cores (an oversubscribed phone). Numbers go to stdout and the test XML.
 TEST(ThreadPool, BarrierRoundTripTiming) {
-  auto measure = [](int iters) {
-    ThreadPool pool(2);
+  using clk = std::chrono::steady_clock;
+  auto barrier_ns = [](int64_t spin, int iters) {
+    ThreadPool pool(2, spin);
     struct Ctx {
       ThreadPool* pool;
       int iters;
     } ctx{&pool, iters};
-    auto t0 = std::chrono::steady_clock::now();
+    auto t0 = clk::now();
     pool.run([](void* c, int32_t, int32_t) {
       auto* x = static_cast<Ctx*>(c);
       for (int i = 0; i < x->iters; ++i) x->pool->barrier();
     }, &ctx);
-    return std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count() / iters;
+    return std::chrono::duration<double, std::nano>(clk::now() - t0).count() / iters;
   };
-  auto dispatch = [](int iters) {
-    ThreadPool pool(2);
-    auto t0 = std::chrono::steady_clock::now();
+  auto dispatch_ns = [](int64_t spin, int iters) {
+    ThreadPool pool(2, spin);
+    auto t0 = clk::now();
     for (int i = 0; i < iters; ++i) pool.run([](void*, int32_t, int32_t) {}, nullptr);
-    return std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count() / iters;
+    return std::chrono::duration<double, std::nano>(clk::now() - t0).count() / iters;
   };
-  const double idle = measure(200000);
-  const double run = dispatch(20000);
-  std::atomic<bool> stop{false};
-  std::vector<std::thread> hogs;
-  for (int i = 0; i < 2; ++i)
-    hogs.emplace_back([&] {
-      while (!stop.load(std::memory_order_relaxed)) {
-      }
-    });
-  const auto t0 = std::chrono::steady_clock::now();
-  const double busy = measure(2000);
-  const double busy_wall_ms =
-      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-  stop = true;
-  for (auto& h : hogs) h.join();
-  std::printf("[ barrier ] 2 threads: %.0f ns per barrier idle; %.0f ns per barrier with 2 busy "
-              "threads (%.1f ms for 2000); %.0f ns per empty step dispatch\n",
-              idle, busy, busy_wall_ms, run);
-  RecordProperty("barrier_ns_idle", int(idle));
-  RecordProperty("barrier_ns_busy", int(busy));
-  RecordProperty("dispatch_ns", int(run));
-  EXPECT_LT(busy_wall_ms, 5000.0);  // oversubscribed, it must still make progress
+  auto best_of = [](int reps, auto f) {
+    double best = 1e18;
+    for (int r = 0; r < reps; ++r) best = std::min(best, f());
+    return best;
+  };
+  struct Budget {
+    const char* name;
+    int64_t ns;
+  } budgets[] = {{"sleep at once", 0}, {"default 30 us", ThreadPool::kDefaultSpinNs},
+                 {"spin 10 ms", 10000000}};
+  double idle_default = 0, busy_default = 0, busy_spin = 0;
+  for (const Budget& b : budgets) {
+    const double idle = best_of(3, [&] { return barrier_ns(b.ns, 20000); });
+    const double run = best_of(3, [&] { return dispatch_ns(b.ns, 5000); });
+    std::atomic<bool> stop{false};
+    std::vector<std::thread> hogs;
+    for (int i = 0; i < 2; ++i)
+      hogs.emplace_back([&] {
+        while (!stop.load(std::memory_order_relaxed)) {
+        }
+      });
+    const double busy = barrier_ns(b.ns, 300);
+    stop = true;
+    for (auto& h : hogs) h.join();
+    std::printf("[ barrier ] %-14s: %8.0f ns/barrier idle, %8.0f ns/barrier with 2 busy threads, "
+                "%8.0f ns/empty step dispatch\n", b.name, idle, busy, run);
+    if (b.ns == ThreadPool::kDefaultSpinNs) idle_default = idle, busy_default = busy;
+    if (b.ns == 10000000) busy_spin = busy;
+  }
+  RecordProperty("barrier_ns_idle", int(idle_default));
+  RecordProperty("barrier_ns_busy", int(busy_default));
+  RecordProperty("barrier_ns_busy_pure_spin", int(busy_spin));
+  EXPECT_LT(busy_default, 2e6);  // oversubscribed, a barrier still completes within ~a time slice
 }
 
 // ---------------------------------------------------------------------------------------
@@ -990,7 +1017,8 @@ TEST(ModelFileSeeds, Write) {
     ASSERT_TRUE(b.ok());
     ASSERT_LT(b->size(), 64u * 1024);
     put_file(std::string(dir) + "/file_" + std::to_string(k) + ".bin", std::string(1, '\0') + *b);
-    put_file(std::string(dir) + "/body_" + std::to_string(k) + ".bin", std::string(1, '\1') + b->substr(64));
+    put_file(std::string(dir) + "/body_" + std::to_string(k) + ".bin",
+             std::string(1, '\1') + b->substr(64));
     ++k;
   }
 }

@@ -1,0 +1,107 @@
+// bench/kiln_bench.cpp — prefill and decode throughput of a model compiled by kiln.
+//
+// Compiles MODEL (max_rows = the prefill length, so a prompt is one step, as llama-bench
+// does with one batch), loads it through the JIT and libkiln_rt like `kiln run`, then
+// times, like llama-bench's pp/tg tests: prefill of P tokens from an empty context, and
+// decode of G tokens one at a time from an empty context. Prints one JSON object.
+//
+// usage: kiln_bench MODEL [--threads N] [--prompt P] [--gen G] [--reps R] [--ctx C]
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "codegen/compile.h"
+#include "codegen/jit.h"
+#include "runtime/include/kiln/kiln.h"
+#include "support/file.h"
+
+using namespace kiln;
+using clk = std::chrono::steady_clock;
+
+static double secs(clk::time_point a, clk::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+
+static double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    std::fprintf(stderr, "usage: kiln_bench MODEL [--threads N] [--prompt P] [--gen G] [--reps R] [--ctx C]\n");
+    return 2;
+  }
+  std::string model = argv[1];
+  int threads = 2, prompt = 128, gen = 64, reps = 3, ctx = 512;
+  for (int i = 2; i + 1 < argc; i += 2) {
+    int v = std::atoi(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--threads")) threads = v;
+    else if (!std::strcmp(argv[i], "--prompt")) prompt = v;
+    else if (!std::strcmp(argv[i], "--gen")) gen = v;
+    else if (!std::strcmp(argv[i], "--reps")) reps = v;
+    else if (!std::strcmp(argv[i], "--ctx")) ctx = v;
+    else { std::fprintf(stderr, "kiln_bench: unknown option %s\n", argv[i]); return 2; }
+  }
+  CompileRequest req;
+  req.model_path = model;
+  req.out_dir = (std::filesystem::temp_directory_path() / fmt::format("kiln-bench-{}", ::getpid())).string();
+  req.max_rows = prompt;
+  req.max_context = ctx;
+  req.threads = threads;
+  req.progress = false;
+  auto sum = compile_model(req);
+  if (!sum.ok()) { std::fprintf(stderr, "kiln_bench: %s\n", sum.error().message.c_str()); return 1; }
+  auto obj = read_file(req.out_dir + "/model.o");
+  auto code = JitObject::load(*obj, "kiln_model");
+  if (!code.ok()) { std::fprintf(stderr, "kiln_bench: %s\n", code.error().message.c_str()); return 1; }
+  kiln_model* m = nullptr;
+  kiln_session* s = nullptr;
+  kiln_session_params p = kiln_session_default_params();
+  p.n_threads = threads;
+  if (kiln_model_load((*code)->model(), (req.out_dir + "/model.kiln").c_str(), &m) != KILN_OK ||
+      kiln_session_init(m, &p, &s) != KILN_OK) {
+    std::fprintf(stderr, "kiln_bench: %s\n", kiln_last_error());
+    return 1;
+  }
+  std::vector<float> logits((size_t)kiln_model_n_vocab(m));
+  std::vector<int32_t> toks((size_t)prompt);
+  for (int i = 0; i < prompt; ++i) toks[(size_t)i] = 1000 + (i * 37) % 20000;
+  int32_t stream = 0;
+
+  std::vector<double> pp, tg;
+  for (int r = 0; r < reps + 1; ++r) {  // the first round warms up and is dropped
+    kiln_session_reset(s, KILN_ALL_STREAMS);
+    auto t0 = clk::now();
+    kiln_prefill(s, toks.data(), prompt, 0, logits.data());
+    auto t1 = clk::now();
+    kiln_session_reset(s, KILN_ALL_STREAMS);
+    auto t2 = clk::now();
+    for (int i = 0; i < gen; ++i) {
+      int32_t t = toks[(size_t)(i % prompt)];
+      if (kiln_decode(s, &t, &stream, 1, logits.data()) != KILN_OK) {
+        std::fprintf(stderr, "kiln_bench: %s\n", kiln_last_error());
+        return 1;
+      }
+    }
+    auto t3 = clk::now();
+    if (r == 0) continue;
+    pp.push_back(prompt / secs(t0, t1));
+    tg.push_back(gen / secs(t2, t3));
+  }
+  std::printf("{\"engine\": \"kiln\", \"model\": \"%s\", \"threads\": %d, \"prompt_tokens\": %d, \"gen_tokens\": %d, "
+              "\"reps\": %d, \"prefill_tok_s\": %.2f, \"decode_tok_s\": %.2f, \"compile_s\": %.2f, "
+              "\"model_o_bytes\": %llu, \"weights_bytes\": %llu, \"cpu\": \"%s\"}\n",
+              std::filesystem::path(model).filename().c_str(), threads, prompt, gen, reps, median(pp), median(tg),
+              sum->seconds, (unsigned long long)sum->object_bytes, (unsigned long long)sum->weights_bytes,
+              sum->cpu.c_str());
+  kiln_session_free(s);
+  kiln_model_free(m);
+  std::filesystem::remove_all(req.out_dir);
+  return 0;
+}
