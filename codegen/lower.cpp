@@ -109,6 +109,10 @@ class Lowering {
   llvm::Constant* f32c(double v) { return llvm::ConstantFP::get(b_.getFloatTy(), v); }
   Value* byte_ptr(Value* base, int64_t offset) { return b_.CreateConstInBoundsGEP1_64(b_.getInt8Ty(), base, offset); }
 
+  // Scalars known at compile time are bound into the wrapper; everything else (pointers,
+  // including those to constant data, and run-time counts) stays a parameter.
+  static bool is_static(Value* v) { return llvm::isa<llvm::ConstantInt>(v) || llvm::isa<llvm::ConstantFP>(v); }
+
   // Calls `kernel` through a wrapper specialised on the arguments that are constants.
   Status call(const Node* n, const std::string& kernel, std::vector<Value*> args) {
     llvm::Function* k = m_.getFunction(kernel);
@@ -121,13 +125,13 @@ class Lowering {
     std::vector<llvm::Type*> dyn_types;
     std::vector<Value*> dyn;
     for (size_t i = 0; i < args.size(); ++i) {
-      if (auto* ci = llvm::dyn_cast<llvm::ConstantInt>(args[i])) {
-        key += fmt::format(".{}", ci->getSExtValue());
-      } else if (auto* cf = llvm::dyn_cast<llvm::ConstantFP>(args[i])) {
-        key += fmt::format(".{}", cf->getValueAPF().convertToFloat());
-      } else {
+      if (!is_static(args[i])) {
         dyn_types.push_back(k->getArg((unsigned)i)->getType());
         dyn.push_back(args[i]);
+      } else if (auto* ci = llvm::dyn_cast<llvm::ConstantInt>(args[i])) {
+        key += fmt::format(".{}", ci->getSExtValue());
+      } else {
+        key += fmt::format(".{}", llvm::cast<llvm::ConstantFP>(args[i])->getValueAPF().convertToFloat());
       }
     }
     llvm::Function*& w = wrappers_[key];
@@ -140,7 +144,7 @@ class Lowering {
       llvm::IRBuilder<> wb(llvm::BasicBlock::Create(ctx_, "entry", w));
       std::vector<Value*> full;
       unsigned next = 0;
-      for (Value* a : args) full.push_back(llvm::isa<llvm::Constant>(a) ? a : w->getArg(next++));
+      for (Value* a : args) full.push_back(is_static(a) ? a : w->getArg(next++));
       wb.CreateCall(k, full);
       wb.CreateRetVoid();
     }

@@ -14,6 +14,7 @@
 // Records graph attributes arena_bytes, kv_stream_bytes and kv_bytes. Allocation is
 // first-fit over a sorted free list, in graph order: deterministic.
 #include <algorithm>
+#include <deque>
 #include <list>
 #include <unordered_map>
 
@@ -23,6 +24,7 @@ namespace kiln {
 namespace {
 
 constexpr uint64_t kAlign = 64;
+constexpr size_t kReuseDelay = 2;  // nodes a freed slot waits before reuse
 uint64_t align_up(uint64_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
 
 // First-fit allocator over [0, infinity) with coalescing frees.
@@ -129,6 +131,7 @@ class PlanMemoryPass final : public Pass {
     if (const Node* out = g.find_output("logits")) logits = out->operand(0);
 
     Arena arena;
+    std::deque<std::pair<size_t, std::pair<uint64_t, uint64_t>>> pending;  // (free at, slot)
     std::unordered_map<const Node*, std::pair<uint64_t, uint64_t>> placed;  // offset, size
     for (size_t i = 0; i < nodes.size(); ++i) {
       Node* n = nodes[i];
@@ -150,13 +153,19 @@ class PlanMemoryPass final : public Pass {
         n->set_attr("scratch_offset", (int64_t)off);
         arena.release(off, size);  // scratch lives only while the node runs
       }
-      // Operands whose last use this was give their bytes back after the node ran.
+      // Operands whose last use this was give their bytes back — a few nodes later, so
+      // the next nodes (often independent siblings running between the same barriers)
+      // do not overwrite what this one may still be reading on another thread.
       for (Node* o : n->operands()) {
         auto p = placed.find(o);
         if (p != placed.end() && last_use[o] == i) {
-          arena.release(p->second.first, p->second.second);
+          pending.push_back({i + kReuseDelay, p->second});
           placed.erase(p);
         }
+      }
+      while (!pending.empty() && pending.front().first <= i) {
+        arena.release(pending.front().second.first, pending.front().second.second);
+        pending.pop_front();
       }
     }
     g.set_attr("arena_bytes", (int64_t)align_up(arena.high_water()));

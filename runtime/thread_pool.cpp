@@ -8,6 +8,7 @@
 // arrive resets the count and then bumps the phase, which releases the others.
 #include "runtime/thread_pool.h"
 
+#include <algorithm>
 #include <chrono>
 #include <climits>
 
@@ -53,12 +54,21 @@ static_assert(sizeof(std::atomic<uint32_t>) == sizeof(uint32_t));
 void ThreadPool::wait_while(WaitWord& w, uint32_t old) const {
   if (w.value.load(std::memory_order_acquire) != old) return;
   if (spin_ns_ > 0) {
-    const int64_t deadline = now_ns() + spin_ns_;
+    thread_local uint32_t waits = 0;
+    const int64_t cur = budget_ns_.load(std::memory_order_relaxed);
+    const int64_t budget = (++waits & 63) == 0 ? spin_ns_ : cur;  // every 64th wait probes
+    const int64_t deadline = now_ns() + budget;
     for (uint32_t i = 1;; ++i) {
       cpu_relax();
-      if (w.value.load(std::memory_order_acquire) != old) return;
+      if (w.value.load(std::memory_order_acquire) != old) {
+        if (adaptive_ && cur < spin_ns_)
+          budget_ns_.store(std::min(spin_ns_, 2 * cur), std::memory_order_relaxed);
+        return;
+      }
       if ((i & 63) == 0 && now_ns() > deadline) break;
     }
+    if (adaptive_ && cur > kMinSpinNs)
+      budget_ns_.store(std::max(kMinSpinNs, cur / 2), std::memory_order_relaxed);
   }
   w.sleepers.fetch_add(1, std::memory_order_seq_cst);
   while (w.value.load(std::memory_order_seq_cst) == old) futex_wait(&w.value, old);
@@ -70,8 +80,11 @@ void ThreadPool::wake_all(WaitWord& w) {
   if (w.sleepers.load(std::memory_order_seq_cst) != 0) futex_wake_all(&w.value);
 }
 
-ThreadPool::ThreadPool(int32_t n_threads, int64_t spin_ns)
-    : n_(n_threads < 1 ? 1 : n_threads), spin_ns_(spin_ns < 0 ? 0 : spin_ns) {
+ThreadPool::ThreadPool(int32_t n_threads, int64_t spin_ns, bool adaptive)
+    : n_(n_threads < 1 ? 1 : n_threads),
+      spin_ns_(spin_ns < 0 ? 0 : spin_ns),
+      adaptive_(adaptive),
+      budget_ns_(spin_ns_) {
   workers_.reserve(static_cast<size_t>(n_ - 1));
   try {
     for (int32_t t = 1; t < n_; ++t) workers_.emplace_back([this, t] { worker(t); });

@@ -4,10 +4,17 @@
 // A step is run by n threads: the caller is tid 0 and n - 1 workers wait for work. run()
 // publishes the job with one atomic increment (a futex wake only if a worker has gone to
 // sleep), runs tid 0 itself and waits for the workers. Every wait (for work, for the end
-// of a step, at the barrier) first spins for a bounded time (kDefaultSpinNs), since most waits
-// inside a step are shorter than a context switch, and then sleeps on a futex (Linux and
-// Android; C++20 atomic wait elsewhere), so that an oversubscribed phone core, where the
-// thread being waited for is not even running, is not burnt by spinning.
+// of a step, at the barrier) first spins, since most waits inside a step are shorter than
+// a context switch, and then sleeps on a futex (Linux and Android; C++20 atomic wait
+// elsewhere), so that an oversubscribed core, where the thread being waited for is not
+// even running, is not burnt by spinning.
+//
+// The spin budget adapts: it halves each time a spin ends in sleep and doubles each time a
+// spin succeeds, between kMinSpinNs and the pool's maximum (kDefaultSpinNs); every 64th
+// wait of a thread probes with the maximum so that a budget driven down by a burst of load
+// recovers. On an idle machine waits are short and spins succeed (a barrier costs ~100 ns);
+// when two threads of a step share one core, spinning cannot succeed and the budget falls
+// to ~1 us, so a barrier costs about one futex sleep/wake instead of a full spin budget.
 #pragma once
 
 #include <atomic>
@@ -21,14 +28,15 @@ class ThreadPool {
  public:
   using Job = void (*)(void* ctx, int32_t tid, int32_t n_threads);
 
-  // Spin budget before sleeping, in nanoseconds: longer than most waits inside a step
+  // Largest spin before sleeping, in nanoseconds: longer than most waits inside a step
   // (an op's load imbalance), far shorter than a scheduler time slice.
   static constexpr int64_t kDefaultSpinNs = 30000;
+  static constexpr int64_t kMinSpinNs = 1000;
 
   // Starts n_threads - 1 workers (n_threads >= 1). Throws std::system_error if a thread
-  // cannot be started (the C API turns that into a status). spin_ns: see kDefaultSpinNs
-  // (0 = sleep at once; tests compare budgets).
-  explicit ThreadPool(int32_t n_threads, int64_t spin_ns = kDefaultSpinNs);
+  // cannot be started (the C API turns that into a status). spin_ns: the largest spin
+  // budget (0 = sleep at once); adaptive = false keeps it fixed (tests compare policies).
+  explicit ThreadPool(int32_t n_threads, int64_t spin_ns = kDefaultSpinNs, bool adaptive = true);
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
@@ -57,6 +65,8 @@ class ThreadPool {
 
   const int32_t n_;
   const int64_t spin_ns_;
+  const bool adaptive_;
+  alignas(64) mutable std::atomic<int64_t> budget_ns_;  // current spin budget
   WaitWord gen_;      // bumped once per job (and at shutdown)
   WaitWord pending_;  // workers still running the current job
   WaitWord phase_;    // barrier generation
