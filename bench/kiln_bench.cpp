@@ -58,7 +58,7 @@ int main(int argc, char** argv) {
   auto sum = compile_model(req);
   if (!sum.ok()) { std::fprintf(stderr, "kiln_bench: %s\n", sum.error().message.c_str()); return 1; }
   auto obj = read_file(req.out_dir + "/model.o");
-  auto code = JitObject::load(*obj, "kiln_model");
+  auto code = JitObject::load(*obj, "kiln_model_code");
   if (!code.ok()) { std::fprintf(stderr, "kiln_bench: %s\n", code.error().message.c_str()); return 1; }
   kiln_model* m = nullptr;
   kiln_session* s = nullptr;

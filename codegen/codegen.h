@@ -18,7 +18,7 @@
 namespace kiln {
 
 struct CodegenOptions {
-  std::string symbol = "kiln_model";  // name of the exported kiln_compiled_model
+  std::string symbol = "kiln_model_code";  // name of the exported kiln_compiled_model
   uint64_t model_hash = 0;            // identity shared with model.kiln
   uint32_t format_version = 1;        // the model.kiln format the code reads
   bool want_assembly = false;

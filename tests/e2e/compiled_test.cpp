@@ -62,7 +62,7 @@ std::unique_ptr<Loaded> load(const std::string& dir, int threads) {
   auto l = std::make_unique<Loaded>();
   auto obj = read_file(dir + "/model.o");
   EXPECT_TRUE(obj.ok());
-  auto code = JitObject::load(*obj, "kiln_model");
+  auto code = JitObject::load(*obj, "kiln_model_code");
   EXPECT_TRUE(code.ok()) << code.error().message;
   if (!code.ok()) return nullptr;
   l->code = std::move(code).value();
@@ -159,7 +159,7 @@ TEST(Compiled, CorruptModelFileIsRefused) {
   auto bytes = read_file(compiled() + "/model.kiln");
   ASSERT_TRUE(bytes.ok());
   auto obj = read_file(compiled() + "/model.o");
-  auto code = JitObject::load(*obj, "kiln_model");
+  auto code = JitObject::load(*obj, "kiln_model_code");
   ASSERT_TRUE(code.ok());
   std::string path = artifact_dir("bad") + ".kiln";
   auto try_load = [&](const std::string& content) {

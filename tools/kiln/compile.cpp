@@ -16,7 +16,7 @@ static const std::vector<OptionSpec> kCompileOptions = {
     {"streams", "S", "streams decoded together in one pass (default 1)"},
     {"ctx", "N", "context length: KV cache rows per stream (default 2048)"},
     {"threads", "N", "most threads the step runs on (default: the profile's)"},
-    {"symbol", "NAME", "C name of the compiled model in model.h (default kiln_model)"},
+    {"symbol", "NAME", "C name of the compiled model in model.h (default kiln_model_code)"},
     {"emit", "KINDS", "also write asm (model.s) and/or llvm (model.ll), comma-separated"},
     {"passes", "LIST", "extra graph passes to run before the backend's own"},
     {"print-after", "PASS", "print the IR after PASS to stderr (repeatable)", true},
@@ -61,7 +61,7 @@ int cmd_compile(int argc, char** argv) {
   req.max_streams = *streams;
   req.max_context = *ctx;
   req.threads = *threads;
-  req.symbol = args->get("symbol").value_or("kiln_model");
+  req.symbol = args->get("symbol").value_or("kiln_model_code");
   for (char c : req.symbol)
     if (!std::isalnum((unsigned char)c) && c != '_') {
       fmt::print(stderr, "kiln compile: --symbol must be a C identifier, got '{}'\n", req.symbol);

@@ -107,7 +107,7 @@ Result<std::unique_ptr<Engine>> make_compiled_engine(const EngineOptions& o) {
   }
   auto e = std::make_unique<CompiledEngine>();
   KILN_ASSIGN(std::string object, read_file(dir + "/model.o"));
-  KILN_ASSIGN(e->code_, JitObject::load(object, "kiln_model"));
+  KILN_ASSIGN(e->code_, JitObject::load(object, "kiln_model_code"));
   kiln_status s = kiln_model_load(e->code_->model(), (dir + "/model.kiln").c_str(), &e->model_);
   if (s != KILN_OK) return make_error("{}", kiln_last_error());
   kiln_session_params params = kiln_session_default_params();

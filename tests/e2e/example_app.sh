@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# tests/e2e/example_app.sh KILN RUNTIME_LIB MODEL — the example app, built only from the
+# artifact (model.h, libmodel.a, model.kiln), libkiln_rt.a and kiln/kiln.h, prints the
+# same greedy text as `kiln run` on the same artifact.
+set -euo pipefail
+kiln=$1 rt=$2 model=$3
+src=$(cd "$(dirname "$0")/../.." && pwd)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+prompt="What is the capital of France?"
+"$kiln" compile "$model" -o "$work/art" --ctx 512 --quiet
+cmake -S "$src/examples" -B "$work/build" -DKILN_ARTIFACT_DIR="$work/art" \
+  -DKILN_RUNTIME_LIB="$rt" -DKILN_INCLUDE_DIR="$src/runtime/include" >/dev/null
+cmake --build "$work/build" >/dev/null
+"$work/build/generate" "$work/art/model.kiln" "$prompt" 32 > "$work/app.txt"
+"$kiln" run "$model" --artifact "$work/art" --ctx 512 --chat --prompt "$prompt" --max-tokens 32 > "$work/kiln.txt" 2>/dev/null
+echo "example app: $(cat "$work/app.txt")"
+echo "kiln run:    $(cat "$work/kiln.txt")"
+if ! diff <(tr -d '\n' < "$work/app.txt") <(tr -d '\n' < "$work/kiln.txt"); then
+  echo "FAIL: the example app and kiln run disagree" >&2
+  exit 1
+fi
+grep -q Paris "$work/app.txt" || { echo "FAIL: no coherent answer" >&2; exit 1; }
+echo "PASS: same text"
