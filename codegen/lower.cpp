@@ -203,6 +203,36 @@ class Lowering {
     return out;
   }
 
+  // The matmul kernel for weights of type wt: for q4_0/q4_1/q8_0 the int8-activation
+  // variant (codegen/kernels/qmatmul.c) with the best integer dot product the profile's
+  // features have — avx512vnni+avx512vl > avxvnni > avx2 on x86-64, dotprod on aarch64 —
+  // unless the graph sets int8_activations = 0; otherwise, and for float weights, the
+  // float-activation kernel (matmul.c). Targets without an int8 dot keep the float
+  // kernel: the portable int8 variant (_q8_ref) is only the tests' reference.
+  std::string matmul_kernel(DType wt, int64_t K) const {
+    std::string base = "kiln_matmul_" + kernel_suffix(wt);
+    bool quant = wt == DType::Q4_0 || wt == DType::Q4_1 || wt == DType::Q8_0;
+    if (!quant || g_.int_attr("int8_activations").value_or(1) == 0 || K % 32 != 0) return base;
+    if (const char* e = getenv("KILN_TMP_INT8"); e && *e == '0') return base;  // TMP measuring
+    auto has = [&](std::string_view f) {
+      std::string_view s = p_.features;
+      for (size_t i = 0; i <= s.size();) {
+        size_t e = std::min(s.find(',', i), s.size());
+        if (s.substr(i, e - i) == f) return true;
+        i = e + 1;
+      }
+      return false;
+    };
+    if (p_.triple.rfind("x86_64", 0) == 0) {
+      if (has("+avx512vnni") && has("+avx512vl") && has("+avx512bw")) return base + "_q8_vnni";
+      if (has("+avxvnni") && has("+avx2")) return base + "_q8_avxvnni";
+      if (has("+avx2")) return base + "_q8_avx2";
+    } else if (p_.triple.rfind("aarch64", 0) == 0) {
+      if (has("+dotprod")) return base + "_q8_dotprod";
+    }
+    return base;
+  }
+
   Status lower_node(const Node* n) {
     const auto& o = n->operands();
     switch (n->op()) {
@@ -283,7 +313,7 @@ class Lowering {
         if (o[1]->type().dtype != DType::F32) return fail(n, "norm weight must be f32 (freeze-base converts it)");
         return call(n, "kiln_rms_norm", {ptr_[o[0]], ptr_[o[1]], y, T, i64c(F), f32c(*n->float_attr("eps"))});
       case Op::MatMul:
-        return call(n, "kiln_matmul_" + kernel_suffix(o[1]->type().dtype),
+        return call(n, matmul_kernel(o[1]->type().dtype, o[1]->type().shape[1]),
                     {ptr_[o[0]], ptr_[o[1]], y, T, i64c(o[1]->type().shape[1]), i64c(o[1]->type().shape[0])});
       case Op::Add:
       case Op::Mul: {
@@ -331,7 +361,19 @@ class Lowering {
     auto* i64 = b_.getInt64Ty();
     // kiln_compiled_model, field for field (model_abi.h).
     auto* ty = llvm::StructType::create(ctx_, {i32, i32, i64, ptr, ptr, ptr, i64, i64, i64, i64, i64, i64,
-                                               i64, i64, i64, i64, ptr}, "kiln_compiled_model");
+                                               i64, i64, i64, i64, ptr, i64, ptr}, "kiln_compiled_model");
+    // kiln_kv_block table: each state buffer's offset and row size within a stream.
+    auto* block_ty = llvm::StructType::get(ctx_, {i64, i64});
+    std::vector<llvm::Constant*> blocks;
+    for (const Node* s : g_.nodes_of(Op::State)) {
+      auto off = s->int_attr("kv_offset");
+      if (!off) return make_error("codegen: state at {} has no kv_offset (run plan-memory)", s->loc());
+      blocks.push_back(llvm::ConstantStruct::get(
+          block_ty, {llvm::ConstantInt::get(i64, *off), llvm::ConstantInt::get(i64, s->type().shape.back() * 4)}));
+    }
+    auto* blocks_ty = llvm::ArrayType::get(block_ty, blocks.size());
+    auto* blocks_gv = new llvm::GlobalVariable(m_, blocks_ty, true, llvm::GlobalValue::PrivateLinkage,
+                                               llvm::ConstantArray::get(blocks_ty, blocks), "kv_blocks");
     auto attr = [&](const char* k) -> Result<int64_t> {
       auto v = g_.int_attr(k);
       if (!v) return make_error("codegen: the graph lacks attribute {} (run freeze-base and plan-memory)", k);
@@ -354,7 +396,7 @@ class Lowering {
              llvm::ConstantInt::get(i64, opts.model_hash), cstring(g_.name(), "name"), cstring(p_.triple, "target"),
              cstring(p_.name, "profile"), c64(logits->type().shape.back()), c64(n_layer), c64(max_rows),
              c64(streams), c64(ctxlen), c64(max_threads), c64(weights_bytes), c64(arena_bytes), c64(kv_bytes),
-             c64(kv_stream_bytes), step_});
+             c64(kv_stream_bytes), step_, c64((int64_t)blocks.size()), blocks_gv});
     auto* gv = new llvm::GlobalVariable(m_, ty, true, llvm::GlobalValue::ExternalLinkage, init, opts.symbol);
     gv->setAlignment(llvm::Align(8));
     return Status::success();

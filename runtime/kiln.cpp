@@ -186,6 +186,15 @@ kiln_status check_code(const kiln_compiled_model* c) {
     bad = "kv_bytes is not max_streams * kv_stream_bytes";
   else if (c->kv_stream_bytes == 0 && c->kv_bytes != 0)
     bad = "kv_bytes is not max_streams * kv_stream_bytes";
+  else if (c->n_kv_blocks < 0 || (c->n_kv_blocks > 0 && !c->kv_blocks))
+    bad = "the KV block table is missing";
+  for (int64_t b = 0; !bad && b < c->n_kv_blocks; ++b) {
+    const kiln_kv_block& blk = c->kv_blocks[b];
+    if (blk.row_bytes == 0 || blk.row_bytes > c->kv_stream_bytes ||
+        static_cast<uint64_t>(c->max_context) > (c->kv_stream_bytes - blk.offset) / blk.row_bytes ||
+        blk.offset > c->kv_stream_bytes)
+      bad = "a KV block lies outside the stream's KV region";
+  }
   if (bad)
     return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_model_load: compiled model '%s': %s", name, bad);
   return KILN_OK;
@@ -447,6 +456,35 @@ kiln_status kiln_session_reset(kiln_session* s, int32_t stream) {
       s->kv.zero(static_cast<uint64_t>(k) * c->kv_stream_bytes, c->kv_stream_bytes);
       s->pos[static_cast<size_t>(k)] = 0;
     }
+    return KILN_OK;
+  });
+}
+
+kiln_status kiln_session_copy_stream(kiln_session* s, int32_t src, int32_t dst, int32_t n_tokens) {
+  return guarded("kiln_session_copy_stream", [&]() -> kiln_status {
+    if (!s) return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_session_copy_stream: session is NULL");
+    const kiln_compiled_model* c = s->code;
+    for (int32_t k : {src, dst})
+      if (k < 0 || k >= c->max_streams)
+        return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_session_copy_stream: stream %d is out of range "
+                    "[0, %lld)", k, (long long)c->max_streams);
+    if (src == dst)
+      return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_session_copy_stream: source and destination are "
+                  "both stream %d", src);
+    if (n_tokens < 0 || n_tokens > s->pos[static_cast<size_t>(src)])
+      return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_session_copy_stream: stream %d holds %d tokens, "
+                  "cannot copy %d", src, s->pos[static_cast<size_t>(src)], n_tokens);
+    uint8_t* kv = s->kv.data();
+    const uint64_t from = static_cast<uint64_t>(src) * c->kv_stream_bytes;
+    const uint64_t to = static_cast<uint64_t>(dst) * c->kv_stream_bytes;
+    // Row p of every K and V buffer of the layer stack, for p < n_tokens (the table was
+    // checked against kv_stream_bytes at load).
+    for (int64_t b = 0; b < c->n_kv_blocks; ++b) {
+      const kiln_kv_block& blk = c->kv_blocks[b];
+      std::memcpy(kv + to + blk.offset, kv + from + blk.offset,
+                  static_cast<size_t>(blk.row_bytes) * static_cast<size_t>(n_tokens));
+    }
+    s->pos[static_cast<size_t>(dst)] = n_tokens;
     return KILN_OK;
   });
 }

@@ -36,22 +36,16 @@ class InterpreterEngine final : public Engine {
 
 class CompiledEngine final : public Engine {
  public:
-  ~CompiledEngine() override {
-    if (session_) kiln_session_free(session_);
-    if (model_) kiln_model_free(model_);
-  }
   const char* name() const override { return "compiled"; }
   Result<std::vector<float>> step(const std::vector<int32_t>& tokens) override {
-    std::vector<float> logits((size_t)kiln_model_n_vocab(model_));
+    std::vector<float> logits((size_t)kiln_model_n_vocab(c_->model));
     kiln_status s = tokens.size() == 1
-        ? kiln_decode(session_, tokens.data(), &stream_, 1, logits.data())
-        : kiln_prefill(session_, tokens.data(), (int32_t)tokens.size(), stream_, logits.data());
+        ? kiln_decode(c_->session, tokens.data(), &stream_, 1, logits.data())
+        : kiln_prefill(c_->session, tokens.data(), (int32_t)tokens.size(), stream_, logits.data());
     if (s != KILN_OK) return make_error("{}: {}", kiln_status_str(s), kiln_last_error());
     return logits;
   }
-  std::unique_ptr<JitObject> code_;
-  kiln_model* model_ = nullptr;
-  kiln_session* session_ = nullptr;
+  std::unique_ptr<CompiledSession> c_;
   int32_t stream_ = 0;
 };
 
@@ -60,8 +54,8 @@ Result<std::string> cache_key(const EngineOptions& o) {
   struct stat st {};
   if (::stat(o.model_path.c_str(), &st) != 0) return make_error("{}: cannot open", o.model_path);
   KILN_ASSIGN(std::string self, read_file("/proc/self/exe"));
-  std::string id = fmt::format("{}|{}|{}|{}|{}|{:016x}", fs::absolute(o.model_path).string(), st.st_size,
-                               st.st_mtime, o.max_context, o.threads, xxh64(self.data(), self.size()));
+  std::string id = fmt::format("{}|{}|{}|{}|{}|{}|{:016x}", fs::absolute(o.model_path).string(), st.st_size,
+                               st.st_mtime, o.max_context, o.max_streams, o.threads, xxh64(self.data(), self.size()));
   return fmt::format("{:016x}", xxh64(id.data(), id.size()));
 }
 
@@ -87,7 +81,12 @@ Result<std::unique_ptr<Engine>> make_interpreter_engine(const EngineOptions& o) 
   return std::unique_ptr<Engine>(std::move(e));
 }
 
-Result<std::unique_ptr<Engine>> make_compiled_engine(const EngineOptions& o) {
+CompiledSession::~CompiledSession() {
+  if (session) kiln_session_free(session);
+  if (model) kiln_model_free(model);
+}
+
+Result<std::unique_ptr<CompiledSession>> open_compiled_session(const EngineOptions& o) {
   std::string dir = o.artifact_dir;
   if (dir.empty()) {
     KILN_ASSIGN(std::string key, cache_key(o));
@@ -99,21 +98,30 @@ Result<std::unique_ptr<Engine>> make_compiled_engine(const EngineOptions& o) {
       req.model_path = o.model_path;
       req.out_dir = dir;
       req.max_context = o.max_context;
+      req.max_streams = o.max_streams;
       req.threads = o.threads;
       req.progress = o.progress;
       KILN_ASSIGN(CompileSummary sum, compile_model(req));
       (void)sum;
     }
   }
-  auto e = std::make_unique<CompiledEngine>();
+  auto c = std::make_unique<CompiledSession>();
   KILN_ASSIGN(std::string object, read_file(dir + "/model.o"));
-  KILN_ASSIGN(e->code_, JitObject::load(object, "kiln_model_code"));
-  kiln_status s = kiln_model_load(e->code_->model(), (dir + "/model.kiln").c_str(), &e->model_);
-  if (s != KILN_OK) return make_error("{}", kiln_last_error());
+  KILN_ASSIGN(c->code, JitObject::load(object, "kiln_model_code"));
+  if (kiln_model_load(c->code->model(), (dir + "/model.kiln").c_str(), &c->model) != KILN_OK)
+    return make_error("{}", kiln_last_error());
+  if (kiln_model_max_streams(c->model) < o.max_streams)
+    return make_error("{}: compiled for {} streams, {} asked for (compile with --streams {})", dir,
+                      kiln_model_max_streams(c->model), o.max_streams, o.max_streams);
   kiln_session_params params = kiln_session_default_params();
   params.n_threads = (int32_t)o.threads;
-  s = kiln_session_init(e->model_, &params, &e->session_);
-  if (s != KILN_OK) return make_error("{}", kiln_last_error());
+  if (kiln_session_init(c->model, &params, &c->session) != KILN_OK) return make_error("{}", kiln_last_error());
+  return c;
+}
+
+Result<std::unique_ptr<Engine>> make_compiled_engine(const EngineOptions& o) {
+  auto e = std::make_unique<CompiledEngine>();
+  KILN_ASSIGN(e->c_, open_compiled_session(o));
   return std::unique_ptr<Engine>(std::move(e));
 }
 

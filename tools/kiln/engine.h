@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "codegen/jit.h"
+#include "runtime/include/kiln/kiln.h"
 #include "support/result.h"
 
 namespace kiln::cli {
@@ -26,9 +28,19 @@ struct EngineOptions {
   std::string model_path;
   std::string artifact_dir;  // use this compiled artifact instead of the cache
   int64_t max_context = 2048;
+  int64_t max_streams = 1;
   int64_t threads = 2;
   bool progress = true;
 };
+
+// A compiled model loaded through libkiln_rt, with one session (for multi-stream use).
+struct CompiledSession {
+  ~CompiledSession();
+  std::unique_ptr<JitObject> code;
+  kiln_model* model = nullptr;
+  kiln_session* session = nullptr;
+};
+Result<std::unique_ptr<CompiledSession>> open_compiled_session(const EngineOptions& o);
 
 Result<std::unique_ptr<Engine>> make_interpreter_engine(const EngineOptions& o);
 Result<std::unique_ptr<Engine>> make_compiled_engine(const EngineOptions& o);

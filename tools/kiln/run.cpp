@@ -17,6 +17,7 @@
 #include "support/log.h"
 #include "tools/kiln/args.h"
 #include "tools/kiln/commands.h"
+#include "runtime/include/kiln/kiln.h"
 #include "tools/kiln/engine.h"
 
 namespace kiln::cli {
@@ -36,7 +37,93 @@ static const std::vector<OptionSpec> kRunOptions = {
     {"interpreter", "", "run through the reference interpreter instead of compiled code"},
     {"artifact", "DIR", "use this `kiln compile` output instead of compiling (cached) now"},
     {"threads", "N", "threads for the compiled engine (default 2)"},
+    {"streams", "S", "generate S replies in one forward pass per token (default 1)"},
+    {"style", "TEXT", "with --streams: one reply style per stream, e.g. formal (repeatable)", true},
 };
+
+// Reply styles for --streams when --style is not given.
+static const char* kDefaultStyles[] = {"formal", "polite", "jovial", "concise", "enthusiastic", "poetic"};
+
+// Several styled replies to one prompt, decoded together: each stream's prompt is the
+// user's prompt plus its style request. The tokens all streams share are prefilled once
+// and copied (kiln_session_copy_stream); then one kiln_decode call per step advances
+// every stream still generating. Replies print labelled, once all are done.
+static int run_streams(const Args& args, const Tokenizer& tok, const GgufFile& gguf, EngineOptions eo,
+                       const SamplerParams& sp, int64_t max_tokens) {
+  auto fail = [](const std::string& m) { fmt::print(stderr, "kiln run: {}\n", m); return 1; };
+  std::vector<std::string> styles = args.all("style");
+  for (size_t i = styles.size(); i < (size_t)eo.max_streams; ++i)
+    styles.push_back(kDefaultStyles[i % (sizeof kDefaultStyles / sizeof *kDefaultStyles)]);
+  styles.resize((size_t)eo.max_streams);
+  const GgufValue* tmpl = gguf.find("tokenizer.chat_template");
+  if (!tmpl || !tmpl->as_string()) return fail(fmt::format("{}: --streams needs a chat template", gguf.path()));
+
+  std::vector<std::vector<int32_t>> prompts;
+  for (auto& style : styles) {
+    std::vector<ChatMessage> msgs;
+    if (auto sys = args.get("system")) msgs.push_back({"system", *sys});
+    msgs.push_back({"user", *args.get("prompt") + fmt::format("\n\nReply in a {} style.", style)});
+    auto text = apply_chat_template(*tmpl->as_string(), msgs, true);
+    if (!text.ok()) return fail(text.error().message);
+    prompts.push_back(tok.encode(*text, true, true));
+  }
+  size_t shared = prompts[0].size();
+  for (auto& p : prompts) {
+    size_t k = 0;
+    while (k < shared && k < p.size() && p[k] == prompts[0][k]) ++k;
+    shared = k;
+  }
+  shared = std::min(shared, prompts[0].size() - 1);  // every stream prefills at least one token
+
+  auto t0 = std::chrono::steady_clock::now();
+  auto cs = open_compiled_session(eo);
+  if (!cs.ok()) return fail(cs.error().message);
+  kiln_session* sess = (*cs)->session;
+  const int32_t V = kiln_model_n_vocab((*cs)->model);
+  const int32_t S = (int32_t)eo.max_streams;
+  std::vector<float> logits((size_t)V * S);
+  auto check = [&](kiln_status st) { return st == KILN_OK ? 0 : fail(kiln_last_error()); };
+  auto t1 = std::chrono::steady_clock::now();
+  if (shared > 0 && check(kiln_prefill(sess, prompts[0].data(), (int32_t)shared, 0, nullptr))) return 1;
+  for (int32_t i = 1; i < S; ++i)
+    if (shared > 0 && check(kiln_session_copy_stream(sess, 0, i, (int32_t)shared))) return 1;
+  for (int32_t i = 0; i < S; ++i)
+    if (check(kiln_prefill(sess, prompts[(size_t)i].data() + shared, (int32_t)(prompts[(size_t)i].size() - shared), i,
+                           logits.data() + (size_t)i * V)))
+      return 1;
+  auto t2 = std::chrono::steady_clock::now();
+
+  std::vector<Sampler> samplers;
+  for (int32_t i = 0; i < S; ++i) samplers.emplace_back(SamplerParams{sp.temperature, sp.top_k, sp.top_p, sp.seed + (uint64_t)i});
+  std::vector<std::string> replies((size_t)S);
+  std::vector<int32_t> active(S), next;
+  for (int32_t i = 0; i < S; ++i) active[(size_t)i] = i;
+  std::vector<float> step_logits = logits;  // row i of the last step belongs to active[i]
+  size_t generated = 0;
+  for (int64_t t = 0; t < max_tokens && !active.empty(); ++t) {
+    std::vector<int32_t> still, toks;
+    for (size_t r = 0; r < active.size(); ++r) {
+      int32_t id = samplers[(size_t)active[r]].sample({step_logits.data() + r * V, (size_t)V});
+      if (tok.is_eog(id) && !args.flag("ignore-eos")) continue;
+      replies[(size_t)active[r]] += tok.piece(id);
+      ++generated;
+      still.push_back(active[r]);
+      toks.push_back(id);
+    }
+    active = still;
+    if (active.empty() || t + 1 == max_tokens) break;
+    if (check(kiln_decode(sess, toks.data(), active.data(), (int32_t)active.size(), step_logits.data()))) return 1;
+  }
+  auto t3 = std::chrono::steady_clock::now();
+  for (int32_t i = 0; i < S; ++i) fmt::print("[{}] {}\n\n", styles[(size_t)i], replies[(size_t)i]);
+  std::fflush(stdout);
+  auto secs = [](auto a, auto b) { return std::chrono::duration<double>(b - a).count(); };
+  fmt::print(stderr, "[kiln] engine: compiled, {} streams | load {:.2f} s | prompts {} tokens ({} shared, prefilled once) "
+             "in {:.2f} s | generated {} tokens in {:.2f} s ({:.1f} tok/s over all streams)\n",
+             S, secs(t0, t1), shared + [&] { size_t n = 0; for (auto& p : prompts) n += p.size() - shared; return n; }(),
+             shared, secs(t1, t2), generated, secs(t2, t3), generated / std::max(1e-9, secs(t2, t3)));
+  return 0;
+}
 
 int cmd_run(int argc, char** argv) {
   auto args = Args::parse(argc, argv, 2, kRunOptions);
@@ -65,6 +152,9 @@ int cmd_run(int argc, char** argv) {
 
   auto threads = args->get_int("threads", 2, 1, 256);
   if (!threads.ok()) return fail(threads.error().message);
+  auto streams = args->get_int("streams", 1, 1, 64);
+  if (!streams.ok()) return fail(streams.error().message);
+  if (*streams > 1 && args->flag("interpreter")) return fail("--streams runs on compiled code, not --interpreter");
 
   auto t_load = std::chrono::steady_clock::now();
   const std::string model_path = args->positional()[0];
@@ -82,6 +172,10 @@ int cmd_run(int argc, char** argv) {
   eo.artifact_dir = args->get("artifact").value_or("");
   eo.max_context = *ctx;
   eo.threads = *threads;
+  eo.max_streams = *streams;
+  if (*streams > 1)
+    return run_streams(*args, *tok, *gguf, eo, {(float)*temp, (int32_t)*top_k, (float)*top_p, (uint64_t)*seed},
+                       *max_tokens);
   auto engine = args->flag("interpreter") ? make_interpreter_engine(eo) : make_compiled_engine(eo);
   if (!engine.ok()) return fail(engine.error().message);
 
@@ -127,6 +221,7 @@ int cmd_run(int argc, char** argv) {
   }
   auto t2 = std::chrono::steady_clock::now();
   std::fputc('\n', stdout);
+  std::fflush(stdout);
   auto secs = [](auto a, auto b) { return std::chrono::duration<double>(b - a).count(); };
   if (args->flag("print-tokens")) fmt::print(stderr, "tokens: {}\n", fmt::join(generated, " "));
   fmt::print(stderr, "[kiln] engine: {} | load {:.2f} s | prompt {} tokens in {:.2f} s ({:.1f} tok/s) | "

@@ -115,6 +115,11 @@ KILN_API kiln_status kiln_decode(kiln_session* session, const int32_t* tokens,
 /* Empties `stream` (or every stream for KILN_ALL_STREAMS): position 0, KV zeroed. */
 KILN_API kiln_status kiln_session_reset(kiln_session* session, int32_t stream);
 
+/* Makes `dst` hold the first n_tokens tokens of `src` (KV rows copied; dst's position
+ * becomes n_tokens): a prompt prefilled once serves several streams. */
+KILN_API kiln_status kiln_session_copy_stream(kiln_session* session, int32_t src, int32_t dst,
+                                              int32_t n_tokens);
+
 /* Tokens held by `stream`, or -1 (with kiln_last_error) for a bad session or stream. */
 KILN_API int32_t kiln_session_position(const kiln_session* session, int32_t stream);
 

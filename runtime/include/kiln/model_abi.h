@@ -19,7 +19,7 @@
 extern "C" {
 #endif
 
-#define KILN_ABI_VERSION 1u
+#define KILN_ABI_VERSION 2u
 
 typedef struct kiln_step_args {
   const int32_t* tokens;      /* [n_rows] token ids, each < n_vocab */
@@ -37,6 +37,14 @@ typedef struct kiln_step_args {
   void (*barrier)(void* ctx);
   void* barrier_ctx;
 } kiln_step_args;
+
+/* One state buffer of a stream's KV region: rows of row_bytes starting at offset (within
+ * the stream's kv_stream_bytes); row p holds position p. The runtime uses the table to
+ * copy a prompt's cache between streams and to move rows, without knowing the model. */
+typedef struct kiln_kv_block {
+  uint64_t offset;
+  uint64_t row_bytes;
+} kiln_kv_block;
 
 typedef struct kiln_compiled_model {
   uint32_t abi_version;       /* KILN_ABI_VERSION */
@@ -56,6 +64,8 @@ typedef struct kiln_compiled_model {
   uint64_t kv_bytes;          /* = max_streams * kv_stream_bytes */
   uint64_t kv_stream_bytes;
   void (*step)(const kiln_step_args* args, int32_t tid, int32_t n_threads);
+  int64_t n_kv_blocks;            /* entries of kv_blocks: one per state buffer (K and V per layer) */
+  const kiln_kv_block* kv_blocks;
 } kiln_compiled_model;
 
 #ifdef __cplusplus
