@@ -1,0 +1,115 @@
+// bench/streams_bench.cpp — multi-stream decoding: what S streams in one pass cost.
+//
+// Compiles MODEL for 4 streams, then measures in one run:
+//  * decode tokens/s in total and per stream for S = 1..4 streams decoded together;
+//  * the wall time of 3 replies of 64 tokens to one prompt: 3 sequential single-stream
+//    runs (prefill + 64 decode steps each) against one multi-stream run (prompt prefilled
+//    once and copied, then 64 steps that advance all 3 streams).
+// Prints one JSON object. usage: streams_bench MODEL [--threads N] [--reps R]
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "codegen/compile.h"
+#include "codegen/jit.h"
+#include "runtime/include/kiln/kiln.h"
+#include "support/file.h"
+
+using namespace kiln;
+using clk = std::chrono::steady_clock;
+
+static double secs(clk::time_point a, clk::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+static double median(std::vector<double> v) { std::sort(v.begin(), v.end()); return v[v.size() / 2]; }
+
+int main(int argc, char** argv) {
+  if (argc < 2) { std::fprintf(stderr, "usage: streams_bench MODEL [--threads N] [--reps R]\n"); return 2; }
+  int threads = 2, reps = 3;
+  for (int i = 2; i + 1 < argc; i += 2) {
+    if (!std::strcmp(argv[i], "--threads")) threads = std::atoi(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--reps")) reps = std::atoi(argv[i + 1]);
+  }
+  const int kMaxStreams = 4, kGen = 64;
+  CompileRequest req;
+  req.model_path = argv[1];
+  req.out_dir = (std::filesystem::temp_directory_path() / fmt::format("kiln-sbench-{}", ::getpid())).string();
+  req.max_streams = kMaxStreams;
+  req.max_context = 256;
+  req.threads = threads;
+  req.progress = false;
+  auto sum = compile_model(req);
+  if (!sum.ok()) { std::fprintf(stderr, "%s\n", sum.error().message.c_str()); return 1; }
+  auto obj = read_file(req.out_dir + "/model.o");
+  auto code = JitObject::load(*obj, "kiln_model_code");
+  kiln_model* m = nullptr;
+  kiln_session* s = nullptr;
+  kiln_session_params p = kiln_session_default_params();
+  p.n_threads = threads;
+  if (!code.ok() || kiln_model_load((*code)->model(), (req.out_dir + "/model.kiln").c_str(), &m) != KILN_OK ||
+      kiln_session_init(m, &p, &s) != KILN_OK) {
+    std::fprintf(stderr, "streams_bench: %s\n", kiln_last_error());
+    return 1;
+  }
+  const int32_t V = kiln_model_n_vocab(m);
+  std::vector<float> logits((size_t)V * kMaxStreams);
+  std::vector<int32_t> prompt(40);
+  for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = 1000 + (int32_t)(i * 53 % 15000);
+  std::vector<int32_t> streams = {0, 1, 2, 3}, toks(kMaxStreams, 504);
+
+  auto fail = [&] { std::fprintf(stderr, "streams_bench: %s\n", kiln_last_error()); return 1; };
+  std::string per_s = "[";
+  double single_tok_s = 0;
+  for (int S = 1; S <= kMaxStreams; ++S) {
+    std::vector<double> rates;
+    for (int r = 0; r <= reps; ++r) {
+      kiln_session_reset(s, KILN_ALL_STREAMS);
+      if (kiln_prefill(s, prompt.data(), (int32_t)prompt.size(), 0, nullptr) != KILN_OK) return fail();
+      for (int i = 1; i < S; ++i) kiln_session_copy_stream(s, 0, i, (int32_t)prompt.size());
+      auto t0 = clk::now();
+      for (int t = 0; t < kGen; ++t)
+        if (kiln_decode(s, toks.data(), streams.data(), S, logits.data()) != KILN_OK) return fail();
+      if (r > 0) rates.push_back(S * kGen / secs(t0, clk::now()));
+    }
+    double total = median(rates);
+    if (S == 1) single_tok_s = total;
+    per_s += fmt::format("{}{{\"streams\": {}, \"total_tok_s\": {:.2f}, \"per_stream_tok_s\": {:.2f}, "
+                         "\"step_cost_vs_1_stream\": {:.3f}}}",
+                         S > 1 ? ", " : "", S, total, total / S, (S * single_tok_s / total));
+  }
+  per_s += "]";
+
+  // Three 64-token replies: sequential vs one multi-stream pass.
+  std::vector<double> seq, multi;
+  for (int r = 0; r <= reps; ++r) {
+    auto t0 = clk::now();
+    for (int k = 0; k < 3; ++k) {
+      kiln_session_reset(s, KILN_ALL_STREAMS);
+      if (kiln_prefill(s, prompt.data(), (int32_t)prompt.size(), 0, logits.data()) != KILN_OK) return fail();
+      for (int t = 0; t < kGen; ++t)
+        if (kiln_decode(s, toks.data(), streams.data(), 1, logits.data()) != KILN_OK) return fail();
+    }
+    auto t1 = clk::now();
+    kiln_session_reset(s, KILN_ALL_STREAMS);
+    if (kiln_prefill(s, prompt.data(), (int32_t)prompt.size(), 0, logits.data()) != KILN_OK) return fail();
+    for (int i = 1; i < 3; ++i) kiln_session_copy_stream(s, 0, i, (int32_t)prompt.size());
+    for (int t = 0; t < kGen; ++t)
+      if (kiln_decode(s, toks.data(), streams.data(), 3, logits.data()) != KILN_OK) return fail();
+    auto t2 = clk::now();
+    if (r == 0) continue;
+    seq.push_back(secs(t0, t1));
+    multi.push_back(secs(t1, t2));
+  }
+  std::printf("{\"model\": \"%s\", \"threads\": %d, \"gen_tokens\": %d, \"cpu\": \"%s\", \"decode_by_streams\": %s, "
+              "\"three_replies\": {\"sequential_s\": %.3f, \"multi_stream_s\": %.3f, \"speedup\": %.2f}}\n",
+              std::filesystem::path(argv[1]).filename().c_str(), threads, kGen, sum->cpu.c_str(), per_s.c_str(),
+              median(seq), median(multi), median(seq) / median(multi));
+  kiln_session_free(s);
+  kiln_model_free(m);
+  std::filesystem::remove_all(req.out_dir);
+  return 0;
+}
