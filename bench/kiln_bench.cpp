@@ -18,7 +18,7 @@
 #include <fmt/format.h>
 
 #include "codegen/compile.h"
-#include "codegen/jit.h"
+#include "codegen/loaded_artifact.h"
 #include "runtime/include/kiln/kiln.h"
 #include "support/file.h"
 
@@ -57,18 +57,10 @@ int main(int argc, char** argv) {
   req.progress = false;
   auto sum = compile_model(req);
   if (!sum.ok()) { std::fprintf(stderr, "kiln_bench: %s\n", sum.error().message.c_str()); return 1; }
-  auto obj = read_file(req.out_dir + "/model.o");
-  auto code = JitObject::load(*obj, "kiln_model_code");
-  if (!code.ok()) { std::fprintf(stderr, "kiln_bench: %s\n", code.error().message.c_str()); return 1; }
-  kiln_model* m = nullptr;
-  kiln_session* s = nullptr;
-  kiln_session_params p = kiln_session_default_params();
-  p.n_threads = threads;
-  if (kiln_model_load((*code)->model(), (req.out_dir + "/model.kiln").c_str(), &m) != KILN_OK ||
-      kiln_session_init(m, &p, &s) != KILN_OK) {
-    std::fprintf(stderr, "kiln_bench: %s\n", kiln_last_error());
-    return 1;
-  }
+  auto art = load_artifact(req.out_dir, threads);
+  if (!art.ok()) { std::fprintf(stderr, "%s\n", art.error().message.c_str()); return 1; }
+  kiln_model* m = (*art)->model;
+  kiln_session* s = (*art)->session;
   std::vector<float> logits((size_t)kiln_model_n_vocab(m));
   std::vector<int32_t> toks((size_t)prompt);
   for (int i = 0; i < prompt; ++i) toks[(size_t)i] = 1000 + (i * 37) % 20000;
@@ -100,8 +92,6 @@ int main(int argc, char** argv) {
               std::filesystem::path(model).filename().c_str(), threads, prompt, gen, reps, median(pp), median(tg),
               sum->seconds, (unsigned long long)sum->object_bytes, (unsigned long long)sum->weights_bytes,
               sum->cpu.c_str());
-  kiln_session_free(s);
-  kiln_model_free(m);
   std::filesystem::remove_all(req.out_dir);
   return 0;
 }

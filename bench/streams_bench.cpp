@@ -17,7 +17,7 @@
 #include <fmt/format.h>
 
 #include "codegen/compile.h"
-#include "codegen/jit.h"
+#include "codegen/loaded_artifact.h"
 #include "runtime/include/kiln/kiln.h"
 #include "support/file.h"
 
@@ -44,17 +44,10 @@ int main(int argc, char** argv) {
   req.progress = false;
   auto sum = compile_model(req);
   if (!sum.ok()) { std::fprintf(stderr, "%s\n", sum.error().message.c_str()); return 1; }
-  auto obj = read_file(req.out_dir + "/model.o");
-  auto code = JitObject::load(*obj, "kiln_model_code");
-  kiln_model* m = nullptr;
-  kiln_session* s = nullptr;
-  kiln_session_params p = kiln_session_default_params();
-  p.n_threads = threads;
-  if (!code.ok() || kiln_model_load((*code)->model(), (req.out_dir + "/model.kiln").c_str(), &m) != KILN_OK ||
-      kiln_session_init(m, &p, &s) != KILN_OK) {
-    std::fprintf(stderr, "streams_bench: %s\n", kiln_last_error());
-    return 1;
-  }
+  auto art = load_artifact(req.out_dir, threads);
+  if (!art.ok()) { std::fprintf(stderr, "%s\n", art.error().message.c_str()); return 1; }
+  kiln_model* m = (*art)->model;
+  kiln_session* s = (*art)->session;
   const int32_t V = kiln_model_n_vocab(m);
   std::vector<float> logits((size_t)V * kMaxStreams);
   std::vector<int32_t> prompt(40);
@@ -108,8 +101,6 @@ int main(int argc, char** argv) {
               "\"three_replies\": {\"sequential_s\": %.3f, \"multi_stream_s\": %.3f, \"speedup\": %.2f}}\n",
               std::filesystem::path(argv[1]).filename().c_str(), threads, kGen, sum->cpu.c_str(), per_s.c_str(),
               median(seq), median(multi), median(seq) / median(multi));
-  kiln_session_free(s);
-  kiln_model_free(m);
   std::filesystem::remove_all(req.out_dir);
   return 0;
 }

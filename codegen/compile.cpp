@@ -131,6 +131,7 @@ Result<CompileSummary> compile_model(const CompileRequest& req) {
   KILN_ASSIGN(Graph g, build_llama_graph(gguf, cfg, bopts));
   g.set_attr("max_rows", req.max_rows);
   g.set_attr("max_threads", profile.threads);
+  g.set_attr("int8_activations", int64_t{req.int8_activations ? 1 : 0});
   KILN_TRY(verify(g));
 
   progress.stage("running passes");

@@ -24,7 +24,9 @@ struct CompileRequest {
   int64_t max_streams = 1;
   int64_t max_context = 2048;
   int64_t threads = 0;               // 0: the profile's
-  std::string symbol = "kiln_model_code";
+  bool int8_activations = true;      // quantized matmuls round activations to int8 blocks
+                                     // where the profile has an integer dot product
+  std::string symbol = "kiln_model_code";  // = kDefaultModelSymbol (codegen/loaded_artifact.h)
   bool emit_assembly = false;        // also write model.s
   bool emit_llvm = false;            // also write model.ll
   std::string extra_passes;          // run before the backend's own (e.g. "cse,dce")

@@ -213,7 +213,6 @@ class Lowering {
     std::string base = "kiln_matmul_" + kernel_suffix(wt);
     bool quant = wt == DType::Q4_0 || wt == DType::Q4_1 || wt == DType::Q8_0;
     if (!quant || g_.int_attr("int8_activations").value_or(1) == 0 || K % 32 != 0) return base;
-    if (const char* e = getenv("KILN_TMP_INT8"); e && *e == '0') return base;  // TMP measuring
     auto has = [&](std::string_view f) {
       std::string_view s = p_.features;
       for (size_t i = 0; i <= s.size();) {

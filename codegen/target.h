@@ -1,4 +1,7 @@
 // codegen/target.h — target profiles: which CPU kiln compiles for.
+//
+// A profile is a small JSON file in profiles/ (docs/profiles.md): LLVM triple, CPU and
+// features, plus what the passes plan for (threads, memory budget, INT4 group size).
 #pragma once
 
 #include <cstdint>
@@ -10,17 +13,29 @@
 namespace kiln {
 
 struct TargetProfile {
-  std::string name;      // "host", ...
-  std::string triple;    // LLVM target triple
-  std::string cpu;       // LLVM CPU name
-  std::string features;  // LLVM feature string, e.g. "+avx2,+fma"
-  int64_t threads = 2;   // threads the compiled step is planned for (max)
+  std::string name;         // "host", "x86-64-v3", "sm8650", ...
+  std::string description;  // one line for people
+  std::string triple;       // LLVM target triple
+  std::string cpu;          // LLVM CPU name (scheduling model and default features)
+  std::string features;     // LLVM feature string, e.g. "+avx2,+fma"
+  int64_t threads = 2;      // threads the compiled step is planned for (max)
+  int64_t vector_bits = 128;      // SIMD register width the kernels are tuned for
+  int64_t memory_budget_mb = 0;   // weights + KV + arena must fit; 0 = no limit
+  int64_t group_size = 32;        // INT4 quantization group (weights per scale)
+  std::string source;       // the file it came from ("" for the built-in host)
 };
 
 // The machine kiln runs on, as LLVM detects it.
 TargetProfile host_profile();
-// Looks a profile up by name (today: "host").
-Result<TargetProfile> find_profile(const std::string& name);
+// A profile by name (a file NAME.json in the profile folder) or by the path of a .json
+// file (any argument containing '/' or ending in ".json"). Errors name the file and field.
+Result<TargetProfile> find_profile(const std::string& name_or_path);
+// Reads one profile file.
+Result<TargetProfile> load_profile_file(const std::string& path);
+// The names of the profiles in the profile folder, sorted ("host" when there is none).
 std::vector<std::string> profile_names();
+// The profile folder: KILN_PROFILE_DIR (the source tree's profiles/, compiled in) if it
+// exists, else <exe>/../share/kiln/profiles (an installed kiln); "" when neither does.
+std::string profile_dir();
 
 }  // namespace kiln

@@ -16,7 +16,7 @@ packages=(
   llvm-16-dev llvm-16-tools clang-16 lld-16 libclang-rt-16-dev
   libflatbuffers-dev flatbuffers-compiler libfmt-dev libspdlog-dev
   libgtest-dev libbenchmark-dev
-  qemu-user gcc-aarch64-linux-gnu libc6-dev-arm64-cross
+  qemu-user gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross
 )
 
 say() { printf '[setup] %s\n' "$*" >&2; }

@@ -7,7 +7,7 @@ kiln=$1 rt=$2 model=$3
 src=$(cd "$(dirname "$0")/../.." && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-prompt="What is the capital of France?"
+prompt="What is the capital of France? Answer in one sentence."
 "$kiln" compile "$model" -o "$work/art" --ctx 512 --quiet
 cmake -S "$src/examples" -B "$work/build" -DKILN_ARTIFACT_DIR="$work/art" \
   -DKILN_RUNTIME_LIB="$rt" -DKILN_INCLUDE_DIR="$src/runtime/include" >/dev/null

@@ -9,7 +9,7 @@
 #include <filesystem>
 
 #include "codegen/compile.h"
-#include "codegen/jit.h"
+#include "codegen/loaded_artifact.h"
 #include "runtime/include/kiln/kiln.h"
 #include "runtime/sampler.h"
 #include "support/file.h"
@@ -21,18 +21,7 @@ namespace fs = std::filesystem;
 constexpr int kStreams = 3;
 constexpr int kSteps = 24;
 
-struct Session {
-  std::unique_ptr<JitObject> code;
-  kiln_model* model = nullptr;
-  kiln_session* s = nullptr;
-  int32_t V = 0;
-  ~Session() {
-    if (s) kiln_session_free(s);
-    if (model) kiln_model_free(model);
-  }
-};
-
-std::unique_ptr<Session> open_session() {
+std::unique_ptr<LoadedArtifact> open_session() {
   static std::string dir = [] {
     CompileRequest req;
     req.model_path = KILN_DEFAULT_MODEL;
@@ -45,20 +34,14 @@ std::unique_ptr<Session> open_session() {
     EXPECT_TRUE(sum.ok()) << sum.error().message;
     return req.out_dir;
   }();
-  auto out = std::make_unique<Session>();
-  auto obj = read_file(dir + "/model.o");
-  auto code = JitObject::load(*obj, "kiln_model_code");
-  EXPECT_TRUE(code.ok()) << code.error().message;
-  out->code = std::move(code).value();
-  EXPECT_EQ(kiln_model_load(out->code->model(), (dir + "/model.kiln").c_str(), &out->model), KILN_OK)
-      << kiln_last_error();
-  EXPECT_EQ(kiln_model_max_streams(out->model), kStreams);
-  EXPECT_EQ(kiln_session_init(out->model, nullptr, &out->s), KILN_OK) << kiln_last_error();
-  out->V = kiln_model_n_vocab(out->model);
-  return out;
+  auto a = load_artifact(dir, 2);
+  EXPECT_TRUE(a.ok()) << a.error().message;
+  if (!a.ok()) return nullptr;
+  EXPECT_EQ(kiln_model_max_streams((*a)->model), kStreams);
+  return std::move(a).value();
 }
 
-std::vector<int32_t> tokenize(const Session& s, const std::string& text) {
+std::vector<int32_t> tokenize(const LoadedArtifact& s, const std::string& text) {
   std::vector<int32_t> t(256);
   int32_t n = 0;
   EXPECT_EQ(kiln_tokenize(s.model, text.data(), text.size(), 1, 1, t.data(), (int32_t)t.size(), &n), KILN_OK);
@@ -71,71 +54,71 @@ const std::vector<std::string> kPrompts = {
 
 TEST(MultiStream, StreamsInOnePassEqualSeparateRuns) {
   auto s = open_session();
-  ASSERT_TRUE(s && s->s);
-  std::vector<float> logits((size_t)s->V * kStreams);
+  ASSERT_TRUE(s && s->session);
+  std::vector<float> logits((size_t)s->n_vocab() * kStreams);
   int32_t zero = 0;
 
   // Each prompt alone, on stream 0.
   std::vector<std::vector<int32_t>> alone(kStreams);
   for (int i = 0; i < kStreams; ++i) {
-    ASSERT_EQ(kiln_session_reset(s->s, KILN_ALL_STREAMS), KILN_OK);
+    ASSERT_EQ(kiln_session_reset(s->session, KILN_ALL_STREAMS), KILN_OK);
     auto toks = tokenize(*s, kPrompts[i]);
-    ASSERT_EQ(kiln_prefill(s->s, toks.data(), (int32_t)toks.size(), 0, logits.data()), KILN_OK);
+    ASSERT_EQ(kiln_prefill(s->session, toks.data(), (int32_t)toks.size(), 0, logits.data()), KILN_OK);
     for (int step = 0; step < kSteps; ++step) {
-      int32_t next = Sampler::argmax({logits.data(), (size_t)s->V});
+      int32_t next = Sampler::argmax({logits.data(), (size_t)s->n_vocab()});
       alone[i].push_back(next);
-      ASSERT_EQ(kiln_decode(s->s, &next, &zero, 1, logits.data()), KILN_OK) << kiln_last_error();
+      ASSERT_EQ(kiln_decode(s->session, &next, &zero, 1, logits.data()), KILN_OK) << kiln_last_error();
     }
   }
 
   // All prompts together: one decode step advances every stream.
-  ASSERT_EQ(kiln_session_reset(s->s, KILN_ALL_STREAMS), KILN_OK);
+  ASSERT_EQ(kiln_session_reset(s->session, KILN_ALL_STREAMS), KILN_OK);
   std::vector<std::vector<int32_t>> together(kStreams);
   std::vector<int32_t> next(kStreams), streams = {0, 1, 2};
   for (int i = 0; i < kStreams; ++i) {
     auto toks = tokenize(*s, kPrompts[i]);
-    ASSERT_EQ(kiln_prefill(s->s, toks.data(), (int32_t)toks.size(), i, logits.data() + (size_t)i * s->V), KILN_OK);
+    ASSERT_EQ(kiln_prefill(s->session, toks.data(), (int32_t)toks.size(), i, logits.data() + (size_t)i * s->n_vocab()), KILN_OK);
   }
   for (int step = 0; step < kSteps; ++step) {
     for (int i = 0; i < kStreams; ++i) {
-      next[i] = Sampler::argmax({logits.data() + (size_t)i * s->V, (size_t)s->V});
+      next[i] = Sampler::argmax({logits.data() + (size_t)i * s->n_vocab(), (size_t)s->n_vocab()});
       together[i].push_back(next[i]);
     }
-    ASSERT_EQ(kiln_decode(s->s, next.data(), streams.data(), kStreams, logits.data()), KILN_OK) << kiln_last_error();
+    ASSERT_EQ(kiln_decode(s->session, next.data(), streams.data(), kStreams, logits.data()), KILN_OK) << kiln_last_error();
   }
   for (int i = 0; i < kStreams; ++i) EXPECT_EQ(together[i], alone[i]) << "stream " << i << ": " << kPrompts[i];
 }
 
 TEST(MultiStream, SharedPromptCopiedToStreamsContinuesExactly) {
   auto s = open_session();
-  ASSERT_TRUE(s && s->s);
+  ASSERT_TRUE(s && s->session);
   auto prefix = tokenize(*s, "Write one sentence about the sea");
   std::vector<std::vector<int32_t>> suffixes = {tokenize(*s, " in a formal tone:"), tokenize(*s, " like a pirate:"),
                                                 tokenize(*s, " for a child:")};
-  std::vector<float> a((size_t)s->V), b((size_t)s->V);
+  std::vector<float> a((size_t)s->n_vocab()), b((size_t)s->n_vocab());
   // Reference: each stream prefills prefix + suffix itself.
   std::vector<std::vector<float>> ref;
   for (int i = 0; i < kStreams; ++i) {
-    ASSERT_EQ(kiln_session_reset(s->s, KILN_ALL_STREAMS), KILN_OK);
+    ASSERT_EQ(kiln_session_reset(s->session, KILN_ALL_STREAMS), KILN_OK);
     std::vector<int32_t> all = prefix;
     all.insert(all.end(), suffixes[i].begin(), suffixes[i].end());
-    ASSERT_EQ(kiln_prefill(s->s, all.data(), (int32_t)all.size(), i, a.data()), KILN_OK);
+    ASSERT_EQ(kiln_prefill(s->session, all.data(), (int32_t)all.size(), i, a.data()), KILN_OK);
     ref.push_back(a);
   }
   // Shared: prefill the prefix once on stream 0, copy it, then each suffix.
-  ASSERT_EQ(kiln_session_reset(s->s, KILN_ALL_STREAMS), KILN_OK);
-  ASSERT_EQ(kiln_prefill(s->s, prefix.data(), (int32_t)prefix.size(), 0, nullptr), KILN_OK);
+  ASSERT_EQ(kiln_session_reset(s->session, KILN_ALL_STREAMS), KILN_OK);
+  ASSERT_EQ(kiln_prefill(s->session, prefix.data(), (int32_t)prefix.size(), 0, nullptr), KILN_OK);
   for (int i = 1; i < kStreams; ++i)
-    ASSERT_EQ(kiln_session_copy_stream(s->s, 0, i, (int32_t)prefix.size()), KILN_OK) << kiln_last_error();
+    ASSERT_EQ(kiln_session_copy_stream(s->session, 0, i, (int32_t)prefix.size()), KILN_OK) << kiln_last_error();
   for (int i = 0; i < kStreams; ++i) {
-    EXPECT_EQ(kiln_session_position(s->s, i), (int32_t)prefix.size());
-    ASSERT_EQ(kiln_prefill(s->s, suffixes[i].data(), (int32_t)suffixes[i].size(), i, b.data()), KILN_OK);
+    EXPECT_EQ(kiln_session_position(s->session, i), (int32_t)prefix.size());
+    ASSERT_EQ(kiln_prefill(s->session, suffixes[i].data(), (int32_t)suffixes[i].size(), i, b.data()), KILN_OK);
     EXPECT_EQ(b, ref[i]) << "stream " << i;
   }
   // Bad copies are refused.
-  EXPECT_EQ(kiln_session_copy_stream(s->s, 0, 0, 1), KILN_ERR_INVALID_ARGUMENT);
-  EXPECT_EQ(kiln_session_copy_stream(s->s, 0, 1, 10000), KILN_ERR_INVALID_ARGUMENT);
-  EXPECT_EQ(kiln_session_copy_stream(s->s, 0, kStreams, 1), KILN_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(kiln_session_copy_stream(s->session, 0, 0, 1), KILN_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(kiln_session_copy_stream(s->session, 0, 1, 10000), KILN_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(kiln_session_copy_stream(s->session, 0, kStreams, 1), KILN_ERR_INVALID_ARGUMENT);
 }
 
 }  // namespace

@@ -297,6 +297,26 @@ TEST(Codegen, MatmulMatchesInterpreter) {
   }
 }
 
+// q4_0/q4_1/q8_0 weights with the graph's int8_activations on: lower.cpp picks the
+// int8-activation kernel the host profile allows (qmatmul.c). Bound 1e-4: the int8
+// rounding of x alone gives ~2e-5..4e-5 (kernels_test's Int8ActivationMatmul analysis);
+// results are still bit-identical for every thread count.
+TEST(Codegen, Int8ActivationMatmulMatchesInterpreter) {
+  struct Shape { int64_t K, N; };
+  const Shape shapes[] = {{64, 17}, {160, 40}};
+  Worst worst;
+  for (DType dt : {DType::Q4_0, DType::Q4_1, DType::Q8_0}) {
+    for (const Shape& sh : shapes) {
+      SCOPED_TRACE(fmt::format("{} K={} N={}", dtype_name(dt), sh.K, sh.N));
+      Builder b("matmul");
+      b.g.set_attr("int8_activations", int64_t{1});
+      Node* x = b.activations("x", 30, sh.K);
+      b.output(b.op(Op::MatMul, {x, b.random_weight("w", dt, {sh.N, sh.K}, 1.0f / std::sqrt((float)sh.K))}));
+      worst(check_graph(b, row_sets(b.rng, 30), 1e-4));
+    }
+  }
+}
+
 // The norm weight is stored f32 and f16 in the GGUF file; freeze-base converts it to f32.
 TEST(Codegen, RmsNormMatchesInterpreter) {
   struct Case { int64_t D; DType weight; double eps; };

@@ -16,6 +16,7 @@ static const std::vector<OptionSpec> kCompileOptions = {
     {"streams", "S", "streams decoded together in one pass (default 1)"},
     {"ctx", "N", "context length: KV cache rows per stream (default 2048)"},
     {"threads", "N", "most threads the step runs on (default: the profile's)"},
+    {"float-activations", "", "keep activations float in quantized matmuls (exact; slower decode)"},
     {"symbol", "NAME", "C name of the compiled model in model.h (default kiln_model_code)"},
     {"emit", "KINDS", "also write asm (model.s) and/or llvm (model.ll), comma-separated"},
     {"passes", "LIST", "extra graph passes to run before the backend's own"},
@@ -32,7 +33,8 @@ int cmd_compile(int argc, char** argv) {
   if (args->flag("list-profiles")) {
     for (auto& p : profile_names()) {
       auto prof = find_profile(p);
-      fmt::print("  {:<12} {} (cpu {})\n", p, prof->triple, prof->cpu);
+      if (prof.ok()) fmt::print("  {:<12} {} (cpu {})\n", p, prof->triple, prof->cpu);
+      else fmt::print("  {:<12} unusable: {}\n", p, prof.error().message);
     }
     return 0;
   }
@@ -62,6 +64,7 @@ int cmd_compile(int argc, char** argv) {
   req.max_context = *ctx;
   req.threads = *threads;
   req.symbol = args->get("symbol").value_or("kiln_model_code");
+  req.int8_activations = !args->flag("float-activations");
   for (char c : req.symbol)
     if (!std::isalnum((unsigned char)c) && c != '_') {
       fmt::print(stderr, "kiln compile: --symbol must be a C identifier, got '{}'\n", req.symbol);

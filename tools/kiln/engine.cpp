@@ -7,7 +7,7 @@
 #include <fmt/format.h>
 
 #include "codegen/compile.h"
-#include "codegen/jit.h"
+#include "codegen/loaded_artifact.h"
 #include "frontend/llama.h"
 #include "ir/interpreter.h"
 #include "ir/verifier.h"
@@ -45,7 +45,7 @@ class CompiledEngine final : public Engine {
     if (s != KILN_OK) return make_error("{}: {}", kiln_status_str(s), kiln_last_error());
     return logits;
   }
-  std::unique_ptr<CompiledSession> c_;
+  std::unique_ptr<LoadedArtifact> c_;
   int32_t stream_ = 0;
 };
 
@@ -54,8 +54,9 @@ Result<std::string> cache_key(const EngineOptions& o) {
   struct stat st {};
   if (::stat(o.model_path.c_str(), &st) != 0) return make_error("{}: cannot open", o.model_path);
   KILN_ASSIGN(std::string self, read_file("/proc/self/exe"));
-  std::string id = fmt::format("{}|{}|{}|{}|{}|{}|{:016x}", fs::absolute(o.model_path).string(), st.st_size,
-                               st.st_mtime, o.max_context, o.max_streams, o.threads, xxh64(self.data(), self.size()));
+  std::string id = fmt::format("{}|{}|{}|{}|{}|{}|{}|{:016x}", fs::absolute(o.model_path).string(), st.st_size,
+                               st.st_mtime, o.max_context, o.max_streams, o.threads, o.int8_activations,
+                               xxh64(self.data(), self.size()));
   return fmt::format("{:016x}", xxh64(id.data(), id.size()));
 }
 
@@ -81,12 +82,7 @@ Result<std::unique_ptr<Engine>> make_interpreter_engine(const EngineOptions& o) 
   return std::unique_ptr<Engine>(std::move(e));
 }
 
-CompiledSession::~CompiledSession() {
-  if (session) kiln_session_free(session);
-  if (model) kiln_model_free(model);
-}
-
-Result<std::unique_ptr<CompiledSession>> open_compiled_session(const EngineOptions& o) {
+Result<std::unique_ptr<LoadedArtifact>> open_compiled_session(const EngineOptions& o) {
   std::string dir = o.artifact_dir;
   if (dir.empty()) {
     KILN_ASSIGN(std::string key, cache_key(o));
@@ -100,23 +96,17 @@ Result<std::unique_ptr<CompiledSession>> open_compiled_session(const EngineOptio
       req.max_context = o.max_context;
       req.max_streams = o.max_streams;
       req.threads = o.threads;
+      req.int8_activations = o.int8_activations;
       req.progress = o.progress;
       KILN_ASSIGN(CompileSummary sum, compile_model(req));
       (void)sum;
     }
   }
-  auto c = std::make_unique<CompiledSession>();
-  KILN_ASSIGN(std::string object, read_file(dir + "/model.o"));
-  KILN_ASSIGN(c->code, JitObject::load(object, "kiln_model_code"));
-  if (kiln_model_load(c->code->model(), (dir + "/model.kiln").c_str(), &c->model) != KILN_OK)
-    return make_error("{}", kiln_last_error());
-  if (kiln_model_max_streams(c->model) < o.max_streams)
+  KILN_ASSIGN(auto a, load_artifact(dir, (int)o.threads));
+  if (kiln_model_max_streams(a->model) < o.max_streams)
     return make_error("{}: compiled for {} streams, {} asked for (compile with --streams {})", dir,
-                      kiln_model_max_streams(c->model), o.max_streams, o.max_streams);
-  kiln_session_params params = kiln_session_default_params();
-  params.n_threads = (int32_t)o.threads;
-  if (kiln_session_init(c->model, &params, &c->session) != KILN_OK) return make_error("{}", kiln_last_error());
-  return c;
+                      kiln_model_max_streams(a->model), o.max_streams, o.max_streams);
+  return a;
 }
 
 Result<std::unique_ptr<Engine>> make_compiled_engine(const EngineOptions& o) {

@@ -10,8 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "codegen/jit.h"
-#include "runtime/include/kiln/kiln.h"
+#include "codegen/loaded_artifact.h"
 #include "support/result.h"
 
 namespace kiln::cli {
@@ -30,17 +29,13 @@ struct EngineOptions {
   int64_t max_context = 2048;
   int64_t max_streams = 1;
   int64_t threads = 2;
+  bool int8_activations = true;
   bool progress = true;
 };
 
-// A compiled model loaded through libkiln_rt, with one session (for multi-stream use).
-struct CompiledSession {
-  ~CompiledSession();
-  std::unique_ptr<JitObject> code;
-  kiln_model* model = nullptr;
-  kiln_session* session = nullptr;
-};
-Result<std::unique_ptr<CompiledSession>> open_compiled_session(const EngineOptions& o);
+// The compiled model for `o` (compiled into the cache first if needed), loaded with one
+// session of o.max_streams streams at least.
+Result<std::unique_ptr<LoadedArtifact>> open_compiled_session(const EngineOptions& o);
 
 Result<std::unique_ptr<Engine>> make_interpreter_engine(const EngineOptions& o);
 Result<std::unique_ptr<Engine>> make_compiled_engine(const EngineOptions& o);

@@ -37,6 +37,7 @@ static const std::vector<OptionSpec> kRunOptions = {
     {"interpreter", "", "run through the reference interpreter instead of compiled code"},
     {"artifact", "DIR", "use this `kiln compile` output instead of compiling (cached) now"},
     {"threads", "N", "threads for the compiled engine (default 2)"},
+    {"float-activations", "", "compile with float activations in quantized matmuls (exact, slower)"},
     {"streams", "S", "generate S replies in one forward pass per token (default 1)"},
     {"style", "TEXT", "with --streams: one reply style per stream, e.g. formal (repeatable)", true},
 };
@@ -173,6 +174,7 @@ int cmd_run(int argc, char** argv) {
   eo.max_context = *ctx;
   eo.threads = *threads;
   eo.max_streams = *streams;
+  eo.int8_activations = !args->flag("float-activations");
   if (*streams > 1)
     return run_streams(*args, *tok, *gguf, eo, {(float)*temp, (int32_t)*top_k, (float)*top_p, (uint64_t)*seed},
                        *max_tokens);

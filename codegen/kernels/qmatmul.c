@@ -1,0 +1,370 @@
+/* codegen/kernels/qmatmul.c — y[T,N] = x[T,K] @ w[N,K]^T for q4_0/q4_1/q8_0 weights with
+ * the activations quantized to int8 blocks, and integer dot products per block.
+ *
+ * Why (measured on this machine, AMD EPYC with AVX-512 VNNI, 2 threads, SmolLM2-135M
+ * Q4_1; numbers in the block at the end of this comment): the float kernels of matmul.c
+ * spend their time widening nibbles to floats (8 converts and 4 FMAs per row per 32
+ * weights), not waiting for memory, so decode was 0.78-0.87x llama.cpp. With x in int8,
+ * a block of 32 weights times one row is one vpdpbusd (VNNI) or maddubs+madd (AVX2) and
+ * one float FMA of the block's scale; the nibbles are unpacked once per block for up to 8
+ * rows. Activations are quantized once per call (K floats per row: nothing next to N*K),
+ * so int8 pays for every q4/q8 matmul on targets with an int8 dot product (AVX2 maddubs,
+ * VNNI, NEON sdot); where there is none the float kernel stays (codegen picks, see
+ * lower.cpp's matmul_kernel).
+ *
+ * Activation blocks are GGML's Q8_1: per 32 values x, d = max|x| / 127, q = round(x / d)
+ * (nearest, ties to even), and s = d * sum(q). Then with weight blocks
+ *   q4_0: w = (u - 8) dw   sum w x ~ dw (d dot(u, q)) - 8 dw s
+ *   q4_1: w = u dw + m     sum w x ~ dw (d dot(u, q)) + m s
+ *   q8_0: w = v dw         sum w x ~ dw (d dot(v, q))
+ * with u the unsigned nibbles (0..15) and v the signed bytes. dot() is exact in int32.
+ * The one rounding that matters is q: relative error of the sums ~ 1/254 per element,
+ * averaging out to an NMSE of ~1e-5 against float activations (kernels_test bounds it).
+ *
+ *   for each chunk of rows of x that fits the 64 KB stack buffer     (34 rows at K=1536)
+ *     quantize the chunk (every thread: K*rows values, no shared scratch, no barrier)
+ *     for each tile of weight rows (<= 16 KB), group of R <= 8 rows, weight row n
+ *       for each block: unpack w once; for r < R: acc[r] += f32(dot(w, q[r])) * dw*d[r]
+ *
+ * Like matmul.c, a row's result does not depend on T, the grouping or nth (every row
+ * sees the same operations in the same order). It differs from matmul.c's float kernel
+ * by the int8 rounding, so codegen makes it a graph option (int8_activations).
+ *
+ * Variants (ISA in the name; only exported on the architecture they are for):
+ *   kiln_matmul_<wt>_q8_ref      portable C (any target; the reference for the others)
+ *   kiln_matmul_<wt>_q8_avx2     x86 AVX2: vpmaddubsw + vpmaddwd
+ *   kiln_matmul_<wt>_q8_avxvnni  x86 AVX-VNNI: vpdpbusd (VEX, ymm)
+ *   kiln_matmul_<wt>_q8_vnni     x86 AVX512-VNNI + VL: vpdpbusd (EVEX, ymm)
+ *   kiln_matmul_<wt>_q8_dotprod  aarch64 +dotprod: sdot
+ * In the bitcode the per-function target attributes are stripped like all others and
+ * codegen gives every function the profile's features, so codegen only names a variant
+ * whose features the profile has. In the native build (tests) the attributes stay.
+ *
+ * Measurements: kiln_bench vs llama-bench -p 128 -n 64 -r 3 on SmolLM2-135M Q4_1 (both
+ * sides the shipped Q4_1), this machine, interleaved int8 / llama.cpp / float in one run,
+ * three rounds, tokens/s (the machine was shared: load ~3 on 2 cores; the cleanest round
+ * first, the range of all rounds after):
+ *                      kiln int8 (vnni)    llama.cpp          kiln float (matmul.c)
+ *   1 thread  decode   160 (160-178)       97 (97-134)        99 (90-100)
+ *             prefill  346 (346-363)       179 (179-214)      345 (320-345)
+ *   2 threads decode   285                 148                180
+ *             prefill  661                 412                656
+ * (2-thread rounds under load ranged 40-300 for every engine; only the one above had
+ * all three undisturbed.) Decode gains 1.6-1.8x over the float kernel: with one group
+ * of rows the loop is 1 vpdpbusd + 1 FMA per block and row. With one add into acc per
+ * block (as matmul.c does) the asm showed the loop bound by that add's latency, and int8
+ * decode was only ~1.1x float (79 vs 71 tok/s, 2 threads, loaded); grouping 2-4 blocks
+ * per add (qmm_group) made it the 1.6-1.8x above. Prefill is the same either way (the R = 8 row groups
+ * already reuse each unpacked block 8 times), so int8 is used for every call.
+ */
+#include "common.h"
+
+/* Bytes of stack for the quantized rows (K bytes + 2 floats per block of 32 per row). */
+#define KILN_QMM_STACK 65536
+
+enum kiln_isa { KILN_ISA_ref, KILN_ISA_avx2, KILN_ISA_avxvnni, KILN_ISA_vnni, KILN_ISA_dotprod };
+
+typedef int32_t kiln_i32x8 __attribute__((vector_size(32)));
+typedef int8_t kiln_i8x32 __attribute__((vector_size(32)));
+typedef int8_t kiln_i8x32u __attribute__((vector_size(32), aligned(1)));
+
+/* One weight block unpacked for the integer dot: b = 32 bytes in element order (unsigned
+ * nibbles u for q4, |v| on x86 / v on NEON for q8_0), a = the signs source (x86 q8_0),
+ * dw the scale, off the offset per unit of s (-8 dw for q4_0, m for q4_1, 0 for q8_0). */
+typedef struct {
+  kiln_i8x32 b, a;
+  float dw, off;
+} kiln_qw;
+
+KILN_INLINE void qw_scales(enum kiln_wt wt, const void* row, int64_t ib, kiln_qw* o,
+                           const uint8_t** qs) {
+  switch (wt) {
+    case KILN_WT_q4_0: {
+      const kiln_block_q4_0* b = (const kiln_block_q4_0*)row + ib;
+      o->dw = (float)b->d;
+      o->off = -8.0f * o->dw;
+      *qs = b->qs;
+      return;
+    }
+    case KILN_WT_q4_1: {
+      const kiln_block_q4_1* b = (const kiln_block_q4_1*)row + ib;
+      const kiln_f2 dm = __builtin_convertvector(*(const kiln_h2u*)&b->d, kiln_f2);
+      o->dw = dm[0];
+      o->off = dm[1];
+      *qs = b->qs;
+      return;
+    }
+    case KILN_WT_q8_0: {
+      const kiln_block_q8_0* b = (const kiln_block_q8_0*)row + ib;
+      o->dw = (float)b->d;
+      o->off = 0.0f;
+      *qs = (const uint8_t*)b->qs;
+      return;
+    }
+    default: return;
+  }
+}
+
+/* Portable: nibbles in element order, q8_0 bytes as they are; dot in plain C. Lane l of
+ * the int32x8 sums elements 4l..4l+3 in every variant (vpmaddubsw+vpmaddwd, vpdpbusd and
+ * the two sdots all do), so the sums are exact and the same, and every variant gives the
+ * same bits as this one (kernels_test checks). */
+KILN_INLINE void qw_load_ref(enum kiln_wt wt, const void* row, int64_t ib, kiln_qw* o) {
+  const uint8_t* qs;
+  qw_scales(wt, row, ib, o, &qs);
+  if (wt == KILN_WT_q8_0) {
+    o->b = *(const kiln_i8x32u*)qs;
+  } else {
+    const kiln_u8x16 q = *(const kiln_u8x16u*)qs, lo = q & 15, hi = q >> 4;
+    o->b = (kiln_i8x32)__builtin_shufflevector(lo, hi, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11,
+                                               12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23,
+                                               24, 25, 26, 27, 28, 29, 30, 31);
+  }
+}
+KILN_INLINE void qdot_ref(enum kiln_wt wt, const kiln_qw* w, const int8_t* q, kiln_i32x8* p) {
+  kiln_i32x8 s = {0, 0, 0, 0, 0, 0, 0, 0};
+  for (int j = 0; j < 32; ++j) {
+    const int32_t wj = wt == KILN_WT_q8_0 ? (int32_t)w->b[j] : (int32_t)(uint8_t)w->b[j];
+    s[j >> 2] += wj * (int32_t)q[j]; /* lane l: elements 4l..4l+3, as vpdpbusd and sdot */
+  }
+  *p = s;
+}
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+#define KILN_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define KILN_AVXVNNI __attribute__((target("avx2,fma,f16c,avxvnni")))
+#define KILN_VNNI __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")))
+
+/* x86: q4 nibbles as unsigned bytes (vpmaddubsw/vpdpbusd take unsigned x signed); q8_0
+ * as |v| with the sign moved onto the activation (GGML's trick), which keeps vpmaddubsw's
+ * pair sums within int16: 2 * 128 * 127 < 32768 (u * q for q4: 2 * 15 * 127). */
+#define KILN_DEFINE_QW_X86(isa, attr)                                                      \
+  static inline attr void qw_load_##isa(enum kiln_wt wt, const void* row, int64_t ib,     \
+                                        kiln_qw* o) {                                      \
+    const uint8_t* qs;                                                                     \
+    qw_scales(wt, row, ib, o, &qs);                                                        \
+    if (wt == KILN_WT_q8_0) {                                                              \
+      const __m256i v = _mm256_loadu_si256((const __m256i*)qs);                           \
+      o->b = (kiln_i8x32)_mm256_sign_epi8(v, v);                                           \
+      o->a = (kiln_i8x32)v;                                                                \
+    } else {                                                                               \
+      const __m128i raw = _mm_loadu_si128((const __m128i*)qs);                            \
+      const __m256i both = _mm256_set_m128i(_mm_srli_epi16(raw, 4), raw);                 \
+      o->b = (kiln_i8x32)_mm256_and_si256(both, _mm256_set1_epi8(15));                     \
+    }                                                                                      \
+  }
+KILN_DEFINE_QW_X86(avx2, KILN_AVX2)
+KILN_DEFINE_QW_X86(avxvnni, KILN_AVXVNNI)
+KILN_DEFINE_QW_X86(vnni, KILN_VNNI)
+
+static inline KILN_AVX2 void qdot_avx2(enum kiln_wt wt, const kiln_qw* w, const int8_t* q,
+                                       kiln_i32x8* p) {
+  __m256i x = _mm256_loadu_si256((const __m256i*)q);
+  if (wt == KILN_WT_q8_0) x = _mm256_sign_epi8(x, (__m256i)w->a);
+  const __m256i s16 = _mm256_maddubs_epi16((__m256i)w->b, x);
+  *p = (kiln_i32x8)_mm256_madd_epi16(s16, _mm256_set1_epi16(1));
+}
+static inline KILN_AVXVNNI void qdot_avxvnni(enum kiln_wt wt, const kiln_qw* w,
+                                             const int8_t* q, kiln_i32x8* p) {
+  __m256i x = _mm256_loadu_si256((const __m256i*)q);
+  if (wt == KILN_WT_q8_0) x = _mm256_sign_epi8(x, (__m256i)w->a);
+  *p = (kiln_i32x8)_mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), (__m256i)w->b, x);
+}
+static inline KILN_VNNI void qdot_vnni(enum kiln_wt wt, const kiln_qw* w, const int8_t* q,
+                                       kiln_i32x8* p) {
+  __m256i x = _mm256_loadu_si256((const __m256i*)q);
+  if (wt == KILN_WT_q8_0) x = _mm256_sign_epi8(x, (__m256i)w->a);
+  *p = (kiln_i32x8)_mm256_dpbusd_epi32(_mm256_setzero_si256(), (__m256i)w->b, x);
+}
+#endif
+
+#if defined(__aarch64__)
+#include <arm_neon.h>
+
+#define KILN_DOTPROD __attribute__((target("dotprod")))
+
+/* NEON sdot is signed x signed: q4 nibbles stay 0..15 (the offset term handles q4_0). The
+ * two halves (elements 0..15 and 16..31) go to lanes 0..3 and 4..7 of the int32x8. */
+static inline KILN_DOTPROD void qw_load_dotprod(enum kiln_wt wt, const void* row, int64_t ib,
+                                                kiln_qw* o) {
+  qw_load_ref(wt, row, ib, o);
+}
+static inline KILN_DOTPROD void qdot_dotprod(enum kiln_wt wt, const kiln_qw* w, const int8_t* q,
+                                             kiln_i32x8* p) {
+  const int8x16_t w0 = vld1q_s8((const int8_t*)&w->b), w1 = vld1q_s8((const int8_t*)&w->b + 16);
+  const int32x4_t z = vdupq_n_s32(0);
+  const int32x4_t lo = vdotq_s32(z, w0, vld1q_s8(q)), hi = vdotq_s32(z, w1, vld1q_s8(q + 16));
+  int32_t t[8];
+  vst1q_s32(t, lo);
+  vst1q_s32(t + 4, hi);
+  *p = (kiln_i32x8){t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7]};
+}
+#endif
+
+KILN_INLINE void qw_load(enum kiln_isa isa, enum kiln_wt wt, const void* row, int64_t ib,
+                         kiln_qw* o) {
+  switch (isa) {
+#if defined(__x86_64__)
+    case KILN_ISA_avx2: qw_load_avx2(wt, row, ib, o); return;
+    case KILN_ISA_avxvnni: qw_load_avxvnni(wt, row, ib, o); return;
+    case KILN_ISA_vnni: qw_load_vnni(wt, row, ib, o); return;
+#endif
+#if defined(__aarch64__)
+    case KILN_ISA_dotprod: qw_load_dotprod(wt, row, ib, o); return;
+#endif
+    default: qw_load_ref(wt, row, ib, o); return;
+  }
+}
+KILN_INLINE void qdot(enum kiln_isa isa, enum kiln_wt wt, const kiln_qw* w, const int8_t* q,
+                      kiln_i32x8* p) {
+  switch (isa) {
+#if defined(__x86_64__)
+    case KILN_ISA_avx2: qdot_avx2(wt, w, q, p); return;
+    case KILN_ISA_avxvnni: qdot_avxvnni(wt, w, q, p); return;
+    case KILN_ISA_vnni: qdot_vnni(wt, w, q, p); return;
+#endif
+#if defined(__aarch64__)
+    case KILN_ISA_dotprod: qdot_dotprod(wt, w, q, p); return;
+#endif
+    default: qdot_ref(wt, w, q, p); return;
+  }
+}
+
+/* Quantizes rows [0, R) of x (K a multiple of 32) into q (R*K bytes), d and s (R*K/32). */
+KILN_INLINE void quantize_rows(const float* restrict x, int8_t* restrict q, float* restrict d,
+                               float* restrict s, int64_t R, int64_t K) {
+  const int64_t nb = K / KILN_QK;
+  const float magic = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
+  for (int64_t i = 0; i < R * nb; ++i) {
+    const float* xb = x + i * KILN_QK;
+    /* max |x| on the bit patterns: non-negative floats order as their bits do (C has no
+     * vector ?:, and a compare mask selects in two instructions). */
+    kiln_f8 v[4];
+    kiln_i32x8 amax = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int c = 0; c < 4; ++c) {
+      v[c] = kiln_load8(xb + 8 * c);
+      const kiln_i32x8 a = (kiln_i32x8)v[c] & 0x7fffffff;
+      const kiln_i32x8 gt = a > amax;
+      amax = (a & gt) | (amax & ~gt);
+    }
+    int32_t mb = amax[0];
+    for (int l = 1; l < 8; ++l) mb = amax[l] > mb ? amax[l] : mb;
+    const float m = kiln_bits_f32((uint32_t)mb);
+    const float db = m / 127.0f, id = m > 0.0f ? 127.0f / m : 0.0f;
+    kiln_i32x8 sum = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int c = 0; c < 4; ++c) {
+      const kiln_f8 r = (v[c] * kiln_splat8(id) + kiln_splat8(magic)) - kiln_splat8(magic);
+      const kiln_i32x8 qi = __builtin_convertvector(r, kiln_i32x8);
+      sum += qi;
+      typedef int8_t i8x8u __attribute__((vector_size(8), aligned(1)));
+      *(i8x8u*)(q + i * KILN_QK + 8 * c) = __builtin_convertvector(qi, i8x8u);
+    }
+    const int32_t st = ((sum[0] + sum[4]) + (sum[2] + sum[6])) + ((sum[1] + sum[5]) + (sum[3] + sum[7]));
+    d[i] = db;
+    s[i] = db * (float)st;
+  }
+}
+
+/* y[r*N + n] for r < R and n in [n0, n1), from R quantized rows (q, d, s at row 0). */
+KILN_INLINE void qmm_group(enum kiln_isa isa, enum kiln_wt wt, const int8_t* restrict q,
+                           const float* restrict d, const float* restrict s,
+                           const void* restrict w, float* restrict y, int64_t K, int64_t N,
+                           int64_t n0, int64_t n1, int R) {
+  const int64_t nb = K / KILN_QK, rb = kiln_row_bytes(wt, K);
+  for (int64_t n = n0; n < n1; ++n) {
+    const void* wr = (const char*)w + n * rb;
+    kiln_f8 acc[8];
+    float off[8];
+    for (int r = 0; r < R; ++r) {
+      acc[r] = kiln_splat8(0.0f);
+      off[r] = 0.0f;
+    }
+    /* Blocks in groups of G: the group's block sums chain through FMAs that do not
+     * depend on the previous group, and only one add per group goes into acc (with one
+     * block per add, decode waited on that add's latency: 4 cycles per 32 weights). */
+    const int64_t G = nb % 4 == 0 ? 4 : nb % 2 == 0 ? 2 : 1;
+    for (int64_t ib = 0; ib < nb; ib += G) {
+      kiln_f8 t[8];
+      float o[8];
+      for (int64_t g = 0; g < G; ++g) {
+        kiln_qw wb;
+        qw_load(isa, wt, wr, ib + g, &wb);
+        for (int r = 0; r < R; ++r) {
+          kiln_i32x8 p;
+          qdot(isa, wt, &wb, q + r * K + (ib + g) * KILN_QK, &p);
+          const kiln_f8 f = __builtin_convertvector(p, kiln_f8);
+          const kiln_f8 sc = kiln_splat8(wb.dw * d[r * nb + ib + g]);
+          const float so = wb.off * s[r * nb + ib + g];
+          t[r] = g == 0 ? f * sc : t[r] + f * sc;
+          o[r] = g == 0 ? so : o[r] + so;
+        }
+      }
+      for (int r = 0; r < R; ++r) {
+        acc[r] += t[r];
+        if (wt != KILN_WT_q8_0) off[r] += o[r];
+      }
+    }
+    for (int r = 0; r < R; ++r) y[r * N + n] = kiln_hsum8(acc[r]) + off[r];
+  }
+}
+
+KILN_INLINE void qmatmul(enum kiln_isa isa, enum kiln_wt wt, const float* restrict x,
+                         const void* restrict w, float* restrict y, int64_t T, int64_t K,
+                         int64_t N, int32_t tid, int32_t nth) {
+  const int64_t nb = K / KILN_QK, row_bytes = K + 8 * nb;
+  const int64_t chunk = KILN_QMM_STACK / row_bytes;
+  if (chunk < 1) { /* K too large for the stack buffer: the float kernel */
+    switch (wt) {
+      case KILN_WT_q4_0: kiln_matmul_q4_0(x, w, y, T, K, N, tid, nth); return;
+      case KILN_WT_q4_1: kiln_matmul_q4_1(x, w, y, T, K, N, tid, nth); return;
+      default: kiln_matmul_q8_0(x, w, y, T, K, N, tid, nth); return;
+    }
+  }
+  int64_t n0, n1;
+  kiln_split(N, 16, tid, nth, &n0, &n1);
+  if (n0 >= n1) return;
+  _Alignas(64) int8_t buf[KILN_QMM_STACK];
+  const int64_t tile = kiln_max(1, kiln_min(16, 16384 / kiln_max(1, kiln_row_bytes(wt, K))));
+  for (int64_t t0 = 0; t0 < T; t0 += chunk) {
+    const int64_t rows = kiln_min(chunk, T - t0);
+    int8_t* q = buf;
+    float* d = (float*)(buf + rows * K);
+    float* s = d + rows * nb;
+    quantize_rows(x + t0 * K, q, d, s, rows, K);
+    float* yc = y + t0 * N;
+    for (int64_t nt = n0; nt < n1; nt += tile) {
+      const int64_t ne = kiln_min(n1, nt + tile);
+      int64_t t = 0;
+      for (; t + 8 <= rows; t += 8)
+        qmm_group(isa, wt, q + t * K, d + t * nb, s + t * nb, w, yc + t * N, K, N, nt, ne, 8);
+      if (rows - t >= 4) {
+        qmm_group(isa, wt, q + t * K, d + t * nb, s + t * nb, w, yc + t * N, K, N, nt, ne, 4);
+        t += 4;
+      }
+      if (rows - t >= 2) {
+        qmm_group(isa, wt, q + t * K, d + t * nb, s + t * nb, w, yc + t * N, K, N, nt, ne, 2);
+        t += 2;
+      }
+      if (rows - t >= 1)
+        qmm_group(isa, wt, q + t * K, d + t * nb, s + t * nb, w, yc + t * N, K, N, nt, ne, 1);
+    }
+  }
+}
+
+#define KILN_DEFINE_QMATMUL(wt, isa, attr)                                                 \
+  attr void kiln_matmul_##wt##_q8_##isa(const float* x, const void* w, float* y, int64_t T, \
+                                        int64_t K, int64_t N, int32_t tid, int32_t nth) {  \
+    qmatmul(KILN_ISA_##isa, KILN_WT_##wt, x, w, y, T, K, N, tid, nth);                     \
+  }
+#define KILN_NO_ATTR
+KILN_QUANT_WEIGHT_TYPES(KILN_DEFINE_QMATMUL, ref, KILN_NO_ATTR)
+#if defined(__x86_64__)
+KILN_QUANT_WEIGHT_TYPES(KILN_DEFINE_QMATMUL, avx2, KILN_AVX2)
+KILN_QUANT_WEIGHT_TYPES(KILN_DEFINE_QMATMUL, avxvnni, KILN_AVXVNNI)
+KILN_QUANT_WEIGHT_TYPES(KILN_DEFINE_QMATMUL, vnni, KILN_VNNI)
+#endif
+#if defined(__aarch64__)
+KILN_QUANT_WEIGHT_TYPES(KILN_DEFINE_QMATMUL, dotprod, KILN_DOTPROD)
+#endif
