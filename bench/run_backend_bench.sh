@@ -56,3 +56,7 @@ for c in r["configs"]:
           f"{c['prefill_ratio']:>6.2f} {c['kiln_decode_tok_s']:>9.1f} {c['llama_decode_tok_s']:>9.1f} {c['decode_ratio']:>6.2f}")
 print("sizes:", r["sizes"])
 PY
+# Debian's python3-matplotlib lives with /usr/bin/python3, which may not be the python3 on PATH.
+for py in python3 /usr/bin/python3; do
+  if "$py" -c "import matplotlib" 2>/dev/null; then "$py" bench/plot_backend.py "$out" bench/results/backend.png >/dev/null; break; fi
+done
