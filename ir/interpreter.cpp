@@ -292,6 +292,45 @@ Result<std::map<std::string, Tensor>> Interpreter::run(const std::map<std::strin
         });
         break;
       }
+      case Op::Lora: {
+        KILN_ASSIGN(TensorPtr x, get(n->operand(0)));
+        KILN_ASSIGN(TensorPtr a, get(n->operand(1)));
+        KILN_ASSIGN(TensorPtr b, get(n->operand(2)));
+        KILN_ASSIGN(TensorPtr scale, get(n->operand(3)));
+        KILN_ASSIGN(TensorPtr slots, get(n->operand(4)));
+        int64_t T = x->rows(), In = x->cols();
+        if (a->shape.size() != 3 || b->shape.size() != 3)
+          return where("a and b must be [K,R,in] and [K,out,R]");
+        int64_t K = a->shape[0], R = a->shape[1], Out = b->shape[1];
+        if (a->shape[2] != In || b->shape[0] != K || b->shape[2] != R || scale->elements() != K)
+          return where(fmt::format("x has {} columns; a [{}], b [{}] and scale [{}] do not fit", In,
+                                   fmt::join(a->shape, ","), fmt::join(b->shape, ","),
+                                   fmt::join(scale->shape, ",")));
+        KILN_TRY(same_rows(*slots, T, "adapter slots", where));
+        out = std::make_shared<Tensor>(Tensor::f32_of({T, Out}));
+        std::vector<double> h((size_t)R);
+        for (int64_t t = 0; t < T; ++t) {
+          int32_t s = slots->i32[t];
+          if (s < 0 || s >= K)
+            return where(fmt::format("adapter slot {} of row {} is outside the {} slots", s, t, K));
+          // Shrink: h = a[s] @ x[t] (R values), then expand: y[t] = scale[s] * b[s] @ h.
+          const float* xt = x->f32.data() + t * In;
+          for (int64_t r = 0; r < R; ++r) {
+            const float* ar = a->f32.data() + (s * R + r) * In;
+            double acc = 0;
+            for (int64_t i = 0; i < In; ++i) acc += (double)ar[i] * xt[i];
+            h[r] = acc;
+          }
+          double sc = scale->f32[s];
+          for (int64_t o = 0; o < Out; ++o) {
+            const float* br = b->f32.data() + (s * Out + o) * R;
+            double acc = 0;
+            for (int64_t r = 0; r < R; ++r) acc += (double)br[r] * h[r];
+            out->f32[t * Out + o] = (float)(sc * acc);
+          }
+        }
+        break;
+      }
       case Op::Add:
       case Op::Mul: {
         KILN_ASSIGN(TensorPtr a, get(n->operand(0)));

@@ -12,5 +12,6 @@ std::unique_ptr<Pass> create_cse_pass();            // cse.cpp
 std::unique_ptr<Pass> create_constant_fold_pass();  // constant_fold.cpp
 std::unique_ptr<Pass> create_freeze_base_pass();    // freeze_base.cpp
 std::unique_ptr<Pass> create_plan_memory_pass();    // plan_memory.cpp
+std::unique_ptr<Pass> create_lora_as_input_pass();  // lora_as_input.cpp
 
 }  // namespace kiln

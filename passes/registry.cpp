@@ -9,6 +9,7 @@ const std::vector<PassInfo>& registered_passes() {
       {"dce", "remove nodes whose values are never used and have no side effects", create_dce_pass},
       {"cse", "merge nodes that compute the same op on the same operands and attributes", create_cse_pass},
       {"constant-fold", "evaluate nodes whose operands are all constants at compile time", create_constant_fold_pass},
+      {"lora-as-input", "turn each LoRA target matmul into matmul + lora with adapter inputs (lora_slots, lora_rank)", create_lora_as_input_pass},
       {"freeze-base", "lay every weight out in one aligned blob at fixed offsets (needs max_rows)", create_freeze_base_pass},
       {"plan-memory", "assign arena offsets to activations and KV offsets to state (needs max_rows, max_threads)", create_plan_memory_pass},
   };

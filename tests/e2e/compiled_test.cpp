@@ -134,7 +134,9 @@ TEST(Compiled, Int8ActivationsAgreeWithLlamaCppQ41) {
         worst = std::max(worst, (double)std::fabs(logits[id] - ref));
         EXPECT_NEAR(logits[id], ref, kTol) << "prompt " << p << " position " << t;
       }
-      if (top[0].second - top[1].second > 2 * kTol) EXPECT_EQ(Sampler::argmax(logits), top[0].first);
+      if (top[0].second - top[1].second > 2 * kTol) {
+        EXPECT_EQ(Sampler::argmax(logits), top[0].first);
+      }
     }
     for (size_t i = 0; i < g.greedy.size(); ++i, ++greedy_total) {
       int32_t next = Sampler::argmax(logits);

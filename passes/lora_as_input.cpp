@@ -1,0 +1,116 @@
+// passes/lora_as_input.cpp — LoRA adapters become runtime inputs of one frozen graph.
+//
+// Every matmul whose weight is a LoRA target projection (blk.N.attn_q/k/v/output,
+// ffn_gate/up/down: the table in frontend/lora_names.h) gains a low-rank side path whose
+// factors are graph inputs, so any adapter of rank <= R can be bound at run time without
+// recompiling and without touching the frozen base weights:
+//
+//   before                              after
+//
+//   x ──┬──────────► matmul(x, W) ─► y  x ──┬──────────► matmul(x, W) ──┐
+//       │                                   │                           add ─► y
+//       ▼                                   └► lora(x, A, B, s, slots) ─┘
+//                                                  ▲  ▲  ▲     ▲
+//                   input lora.<W>.a f32[K,R,in] ──┘  │  │     │
+//                   input lora.<W>.b f32[K,out,R] ────┘  │     │
+//                   input lora.scale f32[K] (shared) ────┘     │
+//                   input adapter_slots i32[?] (shared) ───────┘
+//
+// K (graph attribute lora_slots, default 4) adapters are resident at once; R (lora_rank,
+// default 16) is the compiled maximum rank, lower ranks are zero-padded. Each row picks
+// its slot, so streams with different adapters share one forward pass; slot 0 is by
+// convention the zero adapter (the base model). The pass records both attributes on the
+// graph and does nothing if the graph already has lora nodes.
+#include <cctype>
+
+#include <fmt/format.h>
+
+#include "frontend/lora_names.h"  // header-only name table; passes still link kiln_ir only
+#include "passes/passes.h"
+
+namespace kiln {
+namespace {
+
+constexpr int64_t kDefaultSlots = 4;
+constexpr int64_t kDefaultRank = 16;
+
+// True if `name` is "blk.<layer>.<module>.weight" for one of the LoRA target modules.
+bool is_lora_target(std::string_view name) {
+  constexpr std::string_view kBlk = "blk.";
+  if (name.substr(0, kBlk.size()) != kBlk) return false;
+  size_t i = kBlk.size();
+  int64_t layer = 0;
+  size_t digits = 0;
+  while (i < name.size() && std::isdigit((unsigned char)name[i]) && digits < 9)
+    layer = layer * 10 + (name[i++] - '0'), ++digits;
+  if (digits == 0) return false;
+  for (const auto& m : lora_names::kModules)
+    if (fmt::format(fmt::runtime(m.gguf), layer) == name) return true;
+  return false;
+}
+
+class LoraAsInputPass final : public Pass {
+ public:
+  std::string_view name() const override { return "lora-as-input"; }
+
+  Result<bool> run(Graph& g) override {
+    if (!g.nodes_of(Op::Lora).empty()) return false;
+    int64_t K = g.int_attr("lora_slots").value_or(kDefaultSlots);
+    int64_t R = g.int_attr("lora_rank").value_or(kDefaultRank);
+    if (K < 1) return make_error("lora_slots must be at least 1, got {}", K);
+    if (R < 1) return make_error("lora_rank must be at least 1, got {}", R);
+
+    std::vector<Node*> nodes = g.nodes();
+    std::vector<std::pair<size_t, Node*>> targets;  // (index in `nodes`, matmul)
+    for (size_t i = 0; i < nodes.size(); ++i) {
+      Node* n = nodes[i];
+      if (n->op() != Op::MatMul || n->operand(1)->op() != Op::Weight) continue;
+      auto w = n->operand(1)->str_attr("name");
+      if (w && is_lora_target(*w)) targets.emplace_back(i, n);
+    }
+    if (targets.empty()) return false;
+
+    // The shared inputs go first, with the graph's other inputs.
+    Node* first = nodes.front();
+    auto new_input = [&](Node* before, const std::string& name, TensorType t,
+                         std::string loc) -> Result<Node*> {
+      if (g.find_input(name))
+        return make_error("the graph already has an input named \"{}\"", name);
+      return g.insert_before(before, Op::Input, {}, std::move(t), {{"name", name}}, std::move(loc));
+    };
+    KILN_ASSIGN(Node* slots, new_input(first, "adapter_slots", TensorType{DType::I32, {kDynamic}}, ""));
+    KILN_ASSIGN(Node* scale, new_input(first, "lora.scale", TensorType{DType::F32, {K}}, ""));
+
+    for (auto [i, mm] : targets) {
+      Node* x = mm->operand(0);
+      Node* w = mm->operand(1);
+      std::string wname(*w->str_attr("name"));
+      int64_t out = w->type().shape[0], in = w->type().shape[1];
+      KILN_ASSIGN(Node* a, new_input(mm, "lora." + wname + ".a", TensorType{DType::F32, {K, R, in}}, wname));
+      KILN_ASSIGN(Node* b, new_input(mm, "lora." + wname + ".b", TensorType{DType::F32, {K, out, R}}, wname));
+      std::vector<Node*> ops = {x, a, b, scale, slots};
+      auto t = infer_type(Op::Lora, ops, {});
+      if (!t.ok()) return make_error("at {}: {}", wname, t.error().message);
+      // lora and add go right after the matmul: before the node that followed it.
+      Node* next = i + 1 < nodes.size() ? nodes[i + 1] : nullptr;
+      std::string loc = mm->loc().empty() ? wname : mm->loc();
+      auto place = [&](Op op, std::vector<Node*> operands, TensorType ty) {
+        return next ? g.insert_before(next, op, std::move(operands), std::move(ty), {}, loc)
+                    : g.add(op, std::move(operands), std::move(ty), {}, loc);
+      };
+      Node* lora = place(Op::Lora, ops, *t);
+      Node* sum = place(Op::Add, {mm, lora}, mm->type());
+      g.replace_all_uses(mm, sum);
+      sum->set_operand(0, mm);  // the add itself keeps reading the matmul
+    }
+    g.set_attr("lora_slots", K);
+    g.set_attr("lora_rank", R);
+    return true;
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Pass> create_lora_as_input_pass() { return std::make_unique<LoraAsInputPass>(); }
+
+}  // namespace kiln
