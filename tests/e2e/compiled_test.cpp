@@ -17,6 +17,7 @@
 #include "runtime/include/kiln/kiln.h"
 #include "runtime/sampler.h"
 #include "support/file.h"
+#include "tests/e2e/artifacts.h"
 #include "tests/e2e/goldens.h"
 
 namespace kiln {
@@ -33,13 +34,8 @@ std::string artifact_dir(const std::string& tag) {
 // Float activations: the same math as llama.cpp's F32 run on the same weight values.
 const std::string& compiled() {
   static std::string dir = [] {
-    CompileRequest req;
-    req.model_path = KILN_DEFAULT_MODEL;
-    req.out_dir = artifact_dir("a");
-    req.max_context = 512;
-    req.max_rows = 32;
+    CompileRequest req = testing::default_model_request("a");
     req.int8_activations = false;
-    req.progress = false;
     auto sum = compile_model(req);
     EXPECT_TRUE(sum.ok()) << sum.error().message;
     if (sum.ok())
@@ -108,12 +104,7 @@ TEST(Compiled, Int8ActivationsAgreeWithLlamaCppQ41) {
   constexpr float kTol = 2.5f;
   auto goldens = testing::read_logits_golden(std::string(KILN_SOURCE_DIR) + "/tests/goldens/logits_q4_1.golden");
   ASSERT_GE(goldens.size(), 5u);
-  CompileRequest req;
-  req.model_path = KILN_DEFAULT_MODEL;
-  req.out_dir = artifact_dir("int8");
-  req.max_context = 512;
-  req.max_rows = 32;
-  req.progress = false;
+  CompileRequest req = testing::default_model_request("int8");
   ASSERT_TRUE(req.int8_activations);
   auto sum = compile_model(req);
   ASSERT_TRUE(sum.ok()) << sum.error().message;
@@ -174,13 +165,8 @@ TEST(Compiled, OneAndTwoThreadsGiveTheSameTokens) {
 }
 
 TEST(Compiled, CompilingTwiceGivesIdenticalBytes) {
-  CompileRequest req;
-  req.model_path = KILN_DEFAULT_MODEL;
-  req.out_dir = artifact_dir("b");
-  req.max_context = 512;
-  req.max_rows = 32;
+  CompileRequest req = testing::default_model_request("b");
   req.int8_activations = false;
-  req.progress = false;
   auto sum = compile_model(req);
   ASSERT_TRUE(sum.ok()) << sum.error().message;
   for (const char* f : {"model.o", "libmodel.a", "model.h", "model.kiln"}) {

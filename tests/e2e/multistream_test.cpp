@@ -13,6 +13,7 @@
 #include "runtime/include/kiln/kiln.h"
 #include "runtime/sampler.h"
 #include "support/file.h"
+#include "tests/e2e/artifacts.h"
 
 namespace kiln {
 namespace {
@@ -23,13 +24,9 @@ constexpr int kSteps = 24;
 
 std::unique_ptr<LoadedArtifact> open_session() {
   static std::string dir = [] {
-    CompileRequest req;
-    req.model_path = KILN_DEFAULT_MODEL;
-    req.out_dir = (fs::temp_directory_path() / ("kiln-ms-" + std::to_string(::getpid()))).string();
+    CompileRequest req = testing::default_model_request("ms");
     req.max_context = 256;
-    req.max_rows = 32;
     req.max_streams = kStreams;
-    req.progress = false;
     auto sum = compile_model(req);
     EXPECT_TRUE(sum.ok()) << sum.error().message;
     return req.out_dir;

@@ -30,8 +30,16 @@
 #include "tests/unit/step_runner.h"
 #include "tests/unit/tiny_model.h"
 
+#include "tests/unit/numeric.h"
+
 namespace kiln {
 namespace {
+
+using testing::nmse;
+using testing::random_floats;
+using testing::random_ints;
+using testing::same_bits;
+
 
 using testing::Schedule;
 using testing::StepRows;
@@ -59,35 +67,6 @@ const DType kWeightTypes[] = {DType::F32, DType::F16, DType::BF16, DType::Q4_0, 
 
 std::string describe(const Schedule& s) {
   return fmt::format("nth={}{}", s.nth, s.lag > 0 ? " high tids lag" : s.lag < 0 ? " low tids lag" : "");
-}
-
-std::vector<float> random_floats(std::mt19937& rng, int64_t n, float scale = 1.0f) {
-  std::normal_distribution<float> nd(0.0f, scale);
-  std::vector<float> v((size_t)n);
-  for (auto& x : v) x = nd(rng);
-  return v;
-}
-
-std::vector<int32_t> random_ints(std::mt19937& rng, int64_t n, int32_t lo, int32_t hi) {
-  std::uniform_int_distribution<int32_t> ud(lo, hi);
-  std::vector<int32_t> v((size_t)n);
-  for (auto& x : v) x = ud(rng);
-  return v;
-}
-
-double nmse(const std::vector<float>& got, const std::vector<float>& ref) {
-  if (got.size() != ref.size()) return INFINITY;
-  double err = 0, norm = 0;
-  for (size_t i = 0; i < got.size(); ++i) {
-    double d = (double)got[i] - (double)ref[i];
-    err += d * d;
-    norm += (double)ref[i] * ref[i];
-  }
-  return norm > 0 ? err / norm : err;
-}
-
-bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * 4) == 0;
 }
 
 // The largest NMSE a test saw, reported as a test property (in --gtest_output=xml).

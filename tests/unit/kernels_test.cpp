@@ -26,8 +26,16 @@
 #include "ir/interpreter.h"
 #include "ir/verifier.h"
 
+#include "tests/unit/numeric.h"
+
 namespace kiln {
 namespace {
+
+using testing::nmse;
+using testing::random_floats;
+using testing::random_ints;
+using testing::same_bits;
+
 
 using Attrs = std::map<std::string, Attr, std::less<>>;
 
@@ -55,41 +63,12 @@ void run_split(const Schedule& s, const std::function<void(int32_t, int32_t)>& f
 
 // ---- data and comparison ---------------------------------------------------------------
 
-std::vector<float> random_floats(std::mt19937& rng, int64_t n, float scale = 1.0f) {
-  std::normal_distribution<float> nd(0.0f, scale);
-  std::vector<float> v((size_t)n);
-  for (auto& x : v) x = nd(rng);
-  return v;
-}
-
-std::vector<int32_t> random_ints(std::mt19937& rng, int64_t n, int32_t lo, int32_t hi) {
-  std::uniform_int_distribution<int32_t> ud(lo, hi);
-  std::vector<int32_t> v((size_t)n);
-  for (auto& x : v) x = ud(rng);
-  return v;
-}
-
-double nmse(const std::vector<float>& got, const std::vector<float>& ref) {
-  EXPECT_EQ(got.size(), ref.size());
-  double err = 0, norm = 0;
-  for (size_t i = 0; i < got.size() && i < ref.size(); ++i) {
-    double d = (double)got[i] - (double)ref[i];
-    err += d * d;
-    norm += (double)ref[i] * ref[i];
-  }
-  return norm > 0 ? err / norm : err;
-}
-
 // The largest NMSE a test saw, reported as a test property (in --gtest_output=xml).
 struct Worst {
   double nmse = 0;
   double operator()(double e) { nmse = std::max(nmse, e); return e; }
   ~Worst() { ::testing::Test::RecordProperty("worst_nmse", fmt::format("{:.3g}", nmse)); }
 };
-
-bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * 4) == 0;
-}
 
 // Equal values (so +0 == -0: the kernels compute (q - 8) * d as q * d - 8d, which gives
 // +0 where the interpreter's product gives -0 for a negative scale).
