@@ -90,6 +90,10 @@ class Tokenizer {
   std::unique_ptr<Impl> impl_;
 };
 
+// Whether a byte-level vocabulary with this pre-tokenizer adds BOS by default (llama.cpp's
+// defaults); nullopt for a pre-tokenizer this build does not know.
+std::optional<bool> pre_tokenizer_adds_bos(std::string_view name);
+
 // Names of the pre-tokenizers this build knows (for messages and tests).
 std::vector<std::string_view> known_pre_tokenizers();
 
