@@ -343,6 +343,10 @@ KILN_INLINE void qmatmul(enum kiln_isa isa, enum kiln_wt wt, const float* restri
         qmm_group(isa, wt, q + t * K, d + t * nb, s + t * nb, w, yc + t * N, K, N, nt, ne, 4);
         t += 4;
       }
+      if (rows - t == 3) {  // three streams decoding together: one pass over the weights
+        qmm_group(isa, wt, q + t * K, d + t * nb, s + t * nb, w, yc + t * N, K, N, nt, ne, 3);
+        t += 3;
+      }
       if (rows - t >= 2) {
         qmm_group(isa, wt, q + t * K, d + t * nb, s + t * nb, w, yc + t * N, K, N, nt, ne, 2);
         t += 2;
