@@ -41,7 +41,7 @@ using llvm::Value;
 
 // Fields of kiln_step_args, in declaration order (model_abi.h).
 enum StepArg { kTokens, kPositions, kStreams, kLogitRows, kNRows, kNLogitRows, kWeights, kArena,
-               kKv, kLogits, kBarrier, kBarrierCtx, kNumStepArgs };
+               kKv, kLogits, kBarrier, kBarrierCtx, kAdapterSlots, kAdapters, kNumStepArgs };
 
 // A byte range of one memory space, for the barrier hazard analysis.
 struct Region {
@@ -237,8 +237,15 @@ class Lowering {
     switch (n->op()) {
       case Op::Input: {
         auto name = *n->str_attr("name");
+        if (name.substr(0, 5) == "lora.") {  // adapter factors: a fixed offset in args->adapters
+          auto off = n->int_attr("adapter_offset");
+          if (!off) return fail(n, fmt::format("adapter input \"{}\" has no adapter_offset: run plan-memory first", name));
+          ptr_[n] = byte_ptr(field_[kAdapters], *off);
+          rows_[n] = i64c(n->type().shape.empty() ? 1 : n->type().shape[0]);
+          return Status::success();
+        }
         int f = name == "tokens" ? kTokens : name == "positions" ? kPositions : name == "streams" ? kStreams
-              : name == "logit_rows" ? kLogitRows : -1;
+              : name == "logit_rows" ? kLogitRows : name == "adapter_slots" ? kAdapterSlots : -1;
         if (f < 0) return fail(n, fmt::format("input \"{}\" is not part of the step interface", name));
         ptr_[n] = field_[f];
         rows_[n] = field_[f == kLogitRows ? kNLogitRows : kNRows];
@@ -282,8 +289,7 @@ class Lowering {
         return call(n, "kiln_kv_write", {ptr_[o[0]], ptr_[o[1]], ptr_[o[2]], ptr_[o[3]], rows_[o[1]],
                                          i64c(o[0]->type().shape[2]), i64c(stride)});
       }
-      case Op::Lora: return fail(n, "lora is not lowered by codegen yet");
-      case Op::Embed: case Op::RmsNorm: case Op::MatMul: case Op::Add: case Op::Mul: case Op::Silu:
+      case Op::Embed: case Op::Lora: case Op::RmsNorm: case Op::MatMul: case Op::Add: case Op::Mul: case Op::Silu:
       case Op::Rope: case Op::LastRow: case Op::GatherRows: case Op::Attention:
         break;
     }
@@ -332,6 +338,14 @@ class Lowering {
         return call(n, "kiln_last_row", {ptr_[o[0]], y, rows_[o[0]], i64c(F)});
       case Op::GatherRows:
         return call(n, "kiln_gather_rows", {ptr_[o[0]], ptr_[o[1]], y, T, i64c(F)});
+      case Op::Lora: {
+        const auto& as = o[1]->type().shape;  // [K, R, in]
+        const auto& bs = o[2]->type().shape;  // [K, out, R]
+        if (as.size() != 3 || bs.size() != 3) return fail(n, "a and b must be [K,R,in] and [K,out,R]");
+        if (as[1] > 64) return fail(n, fmt::format("rank {} is above the kernel's 64", as[1]));
+        return call(n, "kiln_lora", {ptr_[o[0]], ptr_[o[1]], ptr_[o[2]], ptr_[o[3]], ptr_[o[4]], y, T,
+                                     i64c(as[2]), i64c(bs[1]), i64c(as[1])});
+      }
       case Op::Attention: {
         if (o.size() < 5) return fail(n, "needs a streams operand ([S,C,F] cache)");
         int64_t C = o[1]->type().shape[1];
@@ -343,7 +357,7 @@ class Lowering {
                      i64c(*n->int_attr("head_dim")), i64c(stride)});
       }
       case Op::Input: case Op::Weight: case Op::Constant: case Op::State: case Op::KvWrite:
-      case Op::Output: case Op::Lora:  // lora failed above
+      case Op::Output:
         break;
     }
     return fail(n, "not lowered");
@@ -361,7 +375,7 @@ class Lowering {
     auto* i64 = b_.getInt64Ty();
     // kiln_compiled_model, field for field (model_abi.h).
     auto* ty = llvm::StructType::create(ctx_, {i32, i32, i64, ptr, ptr, ptr, i64, i64, i64, i64, i64, i64,
-                                               i64, i64, i64, i64, ptr, i64, ptr}, "kiln_compiled_model");
+                                               i64, i64, i64, i64, ptr, i64, ptr, i64}, "kiln_compiled_model");
     // kiln_kv_block table: each state buffer's offset and row size within a stream.
     auto* block_ty = llvm::StructType::get(ctx_, {i64, i64});
     std::vector<llvm::Constant*> blocks;
@@ -396,7 +410,8 @@ class Lowering {
              llvm::ConstantInt::get(i64, opts.model_hash), cstring(g_.name(), "name"), cstring(p_.triple, "target"),
              cstring(p_.name, "profile"), c64(logits->type().shape.back()), c64(n_layer), c64(max_rows),
              c64(streams), c64(ctxlen), c64(max_threads), c64(weights_bytes), c64(arena_bytes), c64(kv_bytes),
-             c64(kv_stream_bytes), step_, c64((int64_t)blocks.size()), blocks_gv});
+             c64(kv_stream_bytes), step_, c64((int64_t)blocks.size()), blocks_gv,
+             c64(g_.int_attr("adapter_bytes").value_or(0))});
     auto* gv = new llvm::GlobalVariable(m_, ty, true, llvm::GlobalValue::ExternalLinkage, init, opts.symbol);
     gv->setAlignment(llvm::Align(8));
     return Status::success();

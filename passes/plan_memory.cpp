@@ -11,6 +11,10 @@
 //
 //   %9 = matmul(%8, %w) : f32[?,576]   ->   %9 = matmul(%8, %w) {arena_offset = 147456} ...
 //
+// Inputs named lora.* (the adapter factors lora-as-input adds; static shapes) get an
+// offset in the adapter region (attr adapter_offset), 64-byte aligned in graph order, and
+// the graph records adapter_bytes when there are any.
+//
 // Records graph attributes arena_bytes, kv_stream_bytes and kv_bytes. Allocation is
 // first-fit over a sorted free list, in graph order: deterministic.
 #include <algorithm>
@@ -128,6 +132,23 @@ class PlanMemoryPass final : public Pass {
       kv_stream += align_up((uint64_t)(s[1] * s[2]) * 4);
     }
 
+    // Adapter region: every lora.* input at a fixed offset.
+    uint64_t adapter_bytes = 0;
+    bool has_adapters = false;
+    for (Node* n : nodes) {
+      if (n->op() != Op::Input) continue;
+      auto name = n->str_attr("name");
+      if (!name || name->substr(0, 5) != "lora.") continue;
+      uint64_t size = 4;
+      for (int64_t d : n->type().shape) {
+        if (d == kDynamic) return make_error("adapter input \"{}\" must have a static shape", *name);
+        size *= (uint64_t)d;
+      }
+      n->set_attr("adapter_offset", (int64_t)adapter_bytes);
+      adapter_bytes += align_up(size);
+      has_adapters = true;
+    }
+
     const Node* logits = nullptr;
     if (const Node* out = g.find_output("logits")) logits = out->operand(0);
 
@@ -172,6 +193,7 @@ class PlanMemoryPass final : public Pass {
     g.set_attr("arena_bytes", (int64_t)align_up(arena.high_water()));
     g.set_attr("kv_stream_bytes", (int64_t)kv_stream);
     g.set_attr("kv_bytes", (int64_t)(kv_stream * (uint64_t)std::max<int64_t>(streams, 1)));
+    if (has_adapters) g.set_attr("adapter_bytes", (int64_t)adapter_bytes);
     return true;
   }
 };

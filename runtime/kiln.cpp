@@ -138,6 +138,8 @@ struct kiln_session {
   const kiln_model* model = nullptr;
   const kiln_compiled_model* code = nullptr;
   Region arena, kv;
+  Region adapters;                     // adapter_bytes, zero: every slot the zero adapter
+  std::vector<int32_t> adapter_slots;  // max_rows, all 0 (no adapter load API yet)
   std::unique_ptr<kiln::ThreadPool> pool;
   std::vector<int32_t> pos;   // tokens held by each stream
   std::vector<uint8_t> seen;  // decode: streams listed so far
@@ -333,7 +335,11 @@ kiln_status kiln_session_init(const kiln_model* model, const kiln_session_params
     if (!s->kv.allocate(c->kv_bytes))
       return fail(KILN_ERR_OUT_OF_MEMORY, "kiln_session_init: cannot allocate the %llu-byte KV "
                   "cache of '%s'", (unsigned long long)c->kv_bytes, model->name.c_str());
+    if (!s->adapters.allocate(c->adapter_bytes))
+      return fail(KILN_ERR_OUT_OF_MEMORY, "kiln_session_init: cannot allocate the %llu-byte "
+                  "adapter region of '%s'", (unsigned long long)c->adapter_bytes, model->name.c_str());
     const auto rows = static_cast<size_t>(c->max_rows);
+    s->adapter_slots.assign(rows, 0);
     s->pos.assign(static_cast<size_t>(c->max_streams), 0);
     s->seen.assign(static_cast<size_t>(c->max_streams), 0);
     s->tokens.assign(rows, 0);
@@ -353,6 +359,8 @@ kiln_status kiln_session_init(const kiln_model* model, const kiln_session_params
     a.kv = s->kv.data();
     a.barrier = kiln::ThreadPool::barrier_fn;
     a.barrier_ctx = s->pool.get();
+    a.adapter_slots = s->adapter_slots.data();
+    a.adapters = s->adapters.data();
     *out = s.release();
     return KILN_OK;
   });

@@ -89,6 +89,12 @@ void kiln_attention(const float* q, const float* kc, const float* vc, const int3
                     int64_t H, int64_t KVH, int64_t hd, int64_t stream_stride, int32_t tid,
                     int32_t nth);
 
+/* LoRA side path: y[t, :] = scale[s] * b[s] @ (a[s] @ x[t, :]) with s = slots[t];
+ * a [K, R, in], b [K, out, R], scale [K], R <= 64. Threads split the output columns. */
+void kiln_lora(const float* x, const float* a, const float* b, const float* scale,
+               const int32_t* slots, float* y, int64_t T, int64_t in, int64_t out, int64_t R,
+               int32_t tid, int32_t nth);
+
 #ifdef __cplusplus
 }
 #endif

@@ -383,6 +383,98 @@ TEST(Codegen, KvWriteMatchesInterpreter) {
   EXPECT_EQ(check_graph(b, conversation(b.rng, 30, S), kExact), 0.0);
 }
 
+// ---- lora ------------------------------------------------------------------------------
+
+// One LoRA target of lora-as-input's shape: inputs lora.<w>.a f32[K,R,in] and
+// lora.<w>.b f32[K,out,R] (in the adapter region at plan-memory's adapter_offset), the
+// shared lora.scale f32[K] and adapter_slots i32[?] (args->adapter_slots).
+struct LoraShape { int64_t K, R, in, out; };
+
+Node* lora_node(Builder& b, Node* x, const std::string& w, const LoraShape& c) {
+  auto f32_input = [&](const std::string& name, std::vector<int64_t> shape) {
+    if (Node* n = b.g.find_input(name)) return n;
+    return b.g.add(Op::Input, {}, {DType::F32, std::move(shape)}, {{"name", name}});
+  };
+  Node* a = f32_input("lora." + w + ".a", {c.K, c.R, c.in});
+  Node* bb = f32_input("lora." + w + ".b", {c.K, c.out, c.R});
+  Node* scale = f32_input("lora.scale", {c.K});
+  return b.op(Op::Lora, {x, a, bb, scale, b.input("adapter_slots")});
+}
+
+// Adapter factors for slots 0..K-1: slot k has rank ranks[k] <= R (the other rank rows of
+// a and columns of b stay zero, as the runtime pads lower-rank adapters); rank 0 is the
+// zero adapter.
+void fill_adapter(std::mt19937& rng, const std::string& w, const LoraShape& c,
+                  const std::vector<int64_t>& ranks, std::map<std::string, Tensor>& out) {
+  Tensor a = Tensor::f32_of({c.K, c.R, c.in}, std::vector<float>((size_t)(c.K * c.R * c.in), 0.0f));
+  Tensor bt = Tensor::f32_of({c.K, c.out, c.R}, std::vector<float>((size_t)(c.K * c.out * c.R), 0.0f));
+  for (int64_t k = 0; k < c.K; ++k) {
+    for (int64_t r = 0; r < ranks[(size_t)k]; ++r) {
+      auto av = random_floats(rng, c.in, 1.0f / std::sqrt((float)c.in));
+      std::copy(av.begin(), av.end(), a.f32.begin() + (k * c.R + r) * c.in);
+      for (int64_t o = 0; o < c.out; ++o) bt.f32[(size_t)((k * c.out + o) * c.R + r)] = random_floats(rng, 1)[0];
+    }
+  }
+  out.insert_or_assign("lora." + w + ".a", std::move(a));
+  out.insert_or_assign("lora." + w + ".b", std::move(bt));
+}
+
+// Every slot a full-rank random adapter; rows pick random slots.
+TEST(Codegen, LoraMatchesInterpreter) {
+  const LoraShape cases[] = {{4, 16, 64, 40}, {3, 3, 45, 17}, {2, 64, 72, 33}};
+  Worst worst;
+  for (const LoraShape& c : cases) {
+    SCOPED_TRACE(fmt::format("K={} R={} in={} out={}", c.K, c.R, c.in, c.out));
+    Builder b("lora");
+    Node* x = b.activations("x", 30, c.in);
+    b.output(lora_node(b, x, "w", c));
+    std::map<std::string, Tensor> adapters;
+    fill_adapter(b.rng, "w", c, std::vector<int64_t>((size_t)c.K, c.R), adapters);
+    std::vector<float> scale = random_floats(b.rng, c.K);
+    adapters.insert_or_assign("lora.scale", Tensor::f32_of({c.K}, scale));
+    auto steps = row_sets(b.rng, 30);
+    for (StepRows& s : steps) {
+      s.adapter_slots = random_ints(b.rng, s.n_rows(), 0, (int32_t)c.K - 1);
+      s.adapters = adapters;
+    }
+    worst(check_graph(b, steps, kFloatBound));
+  }
+}
+
+// Two targets sharing scale and slots (two adapter-region offsets), rows of one step on
+// different slots: the zero adapter (slot 0, the base model), and adapters of ranks below
+// the compiled R, zero-padded.
+TEST(Codegen, LoraMultiSlotMatchesInterpreter) {
+  const LoraShape q = {4, 8, 48, 24}, v = {4, 8, 48, 40};
+  Builder b("lora_multi");
+  Node* x = b.activations("x", 30, q.in);
+  Node* lq = lora_node(b, x, "blk.0.attn_q.weight", q);
+  Node* lv = lora_node(b, x, "blk.0.attn_v.weight", v);
+  // Both side paths reach the output: [T,24] of q, then the first 24 columns of v's.
+  Node* wsel = b.random_weight("sel", DType::F32, {q.out, v.out}, 0.2f);
+  b.output(b.op(Op::Add, {lq, b.op(Op::MatMul, {lv, wsel})}));
+  std::map<std::string, Tensor> adapters;
+  fill_adapter(b.rng, "blk.0.attn_q.weight", q, {0, 2, 8, 5}, adapters);
+  fill_adapter(b.rng, "blk.0.attn_v.weight", v, {0, 3, 8, 1}, adapters);
+  adapters.insert_or_assign("lora.scale", Tensor::f32_of({q.K}, {0.0f, 2.0f, 0.5f, -1.25f}));
+  auto steps = row_sets(b.rng, 30);
+  for (StepRows& s : steps) {
+    for (int64_t t = 0; t < s.n_rows(); ++t) s.adapter_slots.push_back((int32_t)((t * 3 + 1) % q.K));
+    s.adapters = adapters;
+  }
+  Status st = b.finish();
+  ASSERT_TRUE(st.ok()) << st.error().message;
+  auto qa = b.g.find_input("lora.blk.0.attn_q.weight.a"), va = b.g.find_input("lora.blk.0.attn_v.weight.a");
+  ASSERT_TRUE(qa && va);
+  EXPECT_EQ(*qa->int_attr("adapter_offset") % 64, 0);
+  EXPECT_NE(*qa->int_attr("adapter_offset"), *va->int_attr("adapter_offset"));
+  auto r = compile(b.g);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->model().adapter_bytes, (uint64_t)*b.g.int_attr("adapter_bytes"));
+  Worst worst;
+  worst(check_steps(b.g, *r, steps, kFloatBound));
+}
+
 // kv_write of k and v, then causal GQA attention over what this and earlier steps wrote.
 TEST(Codegen, AttentionOverSeveralStepsAndStreams) {
   struct Case { int64_t S, C, H, KVH, hd; };

@@ -77,9 +77,14 @@ class GuardedBuffer {
   size_t start_ = 0;
 };
 
-// The row metadata of one step, as the step interface takes it.
+// The row metadata of one step, as the step interface takes it. Graphs with LoRA inputs
+// (lora-as-input) also take each row's adapter slot and the adapter factors: f32 tensors
+// named lora.*, which the runner copies into the adapter region at plan-memory's
+// adapter_offset (inputs not given stay zero).
 struct StepRows {
   std::vector<int32_t> tokens, positions, streams, logit_rows;
+  std::vector<int32_t> adapter_slots;
+  std::map<std::string, Tensor> adapters;
 
   int64_t n_rows() const {
     return (int64_t)std::max({tokens.size(), positions.size(), streams.size()});
@@ -87,8 +92,11 @@ struct StepRows {
   // The same rows as interpreter inputs (inputs the graph lacks are ignored).
   std::map<std::string, Tensor> interpreter_inputs() const {
     auto t = [](const std::vector<int32_t>& v) { return Tensor::i32_of({(int64_t)v.size()}, v); };
-    return {{"tokens", t(tokens)}, {"positions", t(positions)}, {"streams", t(streams)},
-            {"logit_rows", t(logit_rows)}};
+    std::map<std::string, Tensor> in = {{"tokens", t(tokens)}, {"positions", t(positions)},
+                                        {"streams", t(streams)}, {"logit_rows", t(logit_rows)},
+                                        {"adapter_slots", t(adapter_slots)}};
+    for (const auto& [name, v] : adapters) in.emplace(name, v);
+    return in;
   }
 };
 
@@ -111,6 +119,8 @@ class StepRunner {
     KILN_ASSIGN(std::unique_ptr<JitObject> jit, JitObject::load(code.object, opts.symbol));
     const kiln_compiled_model* m = jit->model();
     std::unique_ptr<StepRunner> r(new StepRunner(*m, frozen->blob()));
+    for (const Node* n : g.nodes_of(Op::Input))
+      if (auto off = n->int_attr("adapter_offset")) r->adapter_offsets_[std::string(*n->str_attr("name"))] = *off;
     r->code_ = std::move(code);
     r->jit_ = std::move(jit);
     return r;
@@ -132,7 +142,17 @@ class StepRunner {
     if (!logits_ || logits_->size() < cap * 4) logits_ = std::make_unique<GuardedBuffer>(cap * 4);
     arena_.fill(0xFF);  // NaN in every float
     logits_->fill(0xFF);
+    adapters_.fill(0);
+    for (const auto& [name, v] : rows.adapters) {
+      auto it = adapter_offsets_.find(name);
+      if (it == adapter_offsets_.end()) return make_error("the graph has no adapter input \"{}\"", name);
+      if ((size_t)it->second + v.f32.size() * 4 > adapters_.size())
+        return make_error("adapter input \"{}\" does not fit the adapter region", name);
+      std::memcpy(adapters_.data() + it->second, v.f32.data(), v.f32.size() * 4);
+    }
     kiln_step_args a{};
+    a.adapter_slots = rows.adapter_slots.data();
+    a.adapters = adapters_.data();
     a.tokens = rows.tokens.data();
     a.positions = rows.positions.data();
     a.streams = rows.streams.data();
@@ -167,6 +187,7 @@ class StepRunner {
 
     if (!arena_.guards_intact()) return make_error("the step wrote outside the arena");
     if (!kv_.guards_intact()) return make_error("the step wrote outside the KV cache");
+    if (!adapters_.guards_intact()) return make_error("the step wrote outside the adapter region");
     if (!logits_->guards_intact() || !weights_.guards_intact())
       return make_error("the step wrote outside the logits or weights buffer");
     if (std::memcmp(weights_.data(), blob_.data(), blob_.size()) != 0)
@@ -193,7 +214,7 @@ class StepRunner {
 
  private:
   StepRunner(const kiln_compiled_model& m, const std::string& blob)
-      : blob_(blob), weights_(blob.size()), arena_(m.arena_bytes), kv_(m.kv_bytes) {
+      : blob_(blob), weights_(blob.size()), arena_(m.arena_bytes), kv_(m.kv_bytes), adapters_(m.adapter_bytes) {
     std::memcpy(weights_.data(), blob_.data(), blob_.size());
     kv_.fill(0);
   }
@@ -225,7 +246,8 @@ class StepRunner {
   CompiledCode code_;
   std::unique_ptr<JitObject> jit_;
   std::string blob_;
-  GuardedBuffer weights_, arena_, kv_;
+  GuardedBuffer weights_, arena_, kv_, adapters_;
+  std::map<std::string, int64_t> adapter_offsets_;  // lora.* input -> adapter_offset
   std::unique_ptr<GuardedBuffer> logits_;
   int barriers_ = 0;
 };

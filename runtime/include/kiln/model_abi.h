@@ -19,7 +19,7 @@
 extern "C" {
 #endif
 
-#define KILN_ABI_VERSION 2u
+#define KILN_ABI_VERSION 3u
 
 typedef struct kiln_step_args {
   const int32_t* tokens;      /* [n_rows] token ids, each < n_vocab */
@@ -36,6 +36,9 @@ typedef struct kiln_step_args {
    * n_threads threads have arrived. */
   void (*barrier)(void* ctx);
   void* barrier_ctx;
+  /* LoRA (graphs compiled with lora-as-input; unused otherwise): */
+  const int32_t* adapter_slots; /* [n_rows] adapter slot of each row, < lora_slots; 0 = none */
+  const uint8_t* adapters;      /* adapter_bytes: every lora.* input at its fixed offset, 64-byte aligned */
 } kiln_step_args;
 
 /* One state buffer of a stream's KV region: rows of row_bytes starting at offset (within
@@ -66,6 +69,7 @@ typedef struct kiln_compiled_model {
   void (*step)(const kiln_step_args* args, int32_t tid, int32_t n_threads);
   int64_t n_kv_blocks;            /* entries of kv_blocks: one per state buffer (K and V per layer) */
   const kiln_kv_block* kv_blocks;
+  uint64_t adapter_bytes;         /* size of the adapter region (0: no LoRA inputs) */
 } kiln_compiled_model;
 
 #ifdef __cplusplus
