@@ -14,6 +14,7 @@
 #include <fmt/format.h>
 
 #include "frontend/gguf_names.h"
+#include "frontend/gguf_writer.h"
 
 namespace kiln {
 
@@ -108,6 +109,21 @@ Result<LlamaConfig> read_llama_config(const GgufFile& f) {
   }
   c.tied_output = f.tensor(names::kOutput) == nullptr;
   return c;
+}
+
+void write_llama_config(GgufWriter& w, const LlamaConfig& c) {
+  auto key = [&](std::string_view k) { return names::arch_key(c.arch, k); };
+  w.add_string(std::string(names::kArchitecture), c.arch);
+  w.add_string(std::string(names::kName), c.name);
+  w.add_u32(key(names::kContextLength), (uint32_t)c.n_ctx_train);
+  w.add_u32(key(names::kEmbeddingLength), (uint32_t)c.n_embd);
+  w.add_u32(key(names::kBlockCount), (uint32_t)c.n_layer);
+  w.add_u32(key(names::kFeedForwardLength), (uint32_t)c.n_ff);
+  w.add_u32(key(names::kHeadCount), (uint32_t)c.n_head);
+  w.add_u32(key(names::kHeadCountKv), (uint32_t)c.n_head_kv);
+  w.add_f32(key(names::kRopeFreqBase), (float)c.rope_theta);
+  w.add_u32(key(names::kRopeDimensionCount), (uint32_t)c.n_rot);
+  w.add_f32(key(names::kRmsEps), (float)c.rms_eps);
 }
 
 Result<Graph> build_llama_graph(std::shared_ptr<const GgufFile> f, const LlamaConfig& c,

@@ -49,6 +49,11 @@ class GgufWeights final : public WeightSource {
   std::shared_ptr<const GgufFile> f_;
 };
 
+class GgufWriter;
+// Writes general.architecture/name and the {arch}.* hyperparameters of `c` (the inverse
+// of read_llama_config; tests build small models with it).
+void write_llama_config(GgufWriter& w, const LlamaConfig& c);
+
 // Logical [rows, cols] shape of a GGUF tensor (GGUF lists the contiguous dimension first).
 std::vector<int64_t> logical_shape(const GgufTensor& t);
 

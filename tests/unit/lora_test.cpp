@@ -149,19 +149,8 @@ LoraAdapter random_adapter(const Model& m, int64_t r, uint32_t seed, float scale
 // other tensor byte for byte as in the base.
 std::string merged_gguf(const Model& m, const LoraAdapter& ad) {
   const LlamaConfig& c = m.cfg;
-  const std::string a = c.arch;
   GgufWriter w;
-  w.add_string("general.architecture", a);
-  w.add_string("general.name", c.name);
-  w.add_u32(a + ".context_length", (uint32_t)c.n_ctx_train);
-  w.add_u32(a + ".embedding_length", (uint32_t)c.n_embd);
-  w.add_u32(a + ".block_count", (uint32_t)c.n_layer);
-  w.add_u32(a + ".feed_forward_length", (uint32_t)c.n_ff);
-  w.add_u32(a + ".attention.head_count", (uint32_t)c.n_head);
-  w.add_u32(a + ".attention.head_count_kv", (uint32_t)c.n_head_kv);
-  w.add_f32(a + ".rope.freq_base", (float)c.rope_theta);
-  w.add_u32(a + ".rope.dimension_count", (uint32_t)c.n_rot);
-  w.add_f32(a + ".attention.layer_norm_rms_epsilon", (float)c.rms_eps);
+  write_llama_config(w, c);
   for (const GgufTensor& t : m.file->tensors()) {
     std::string name(t.name);
     const LoraTarget* lt = nullptr;

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "frontend/gguf_writer.h"
+#include "frontend/llama.h"
 
 namespace kiln::testing {
 
@@ -31,18 +32,19 @@ inline GgufWriter tiny_llama_writer(const TinyLlamaSpec& s) {
     for (auto& x : v) x = 1.0f + 0.1f * nd(rng);
     return v;
   };
-  const std::string a = s.arch;
-  w.add_string("general.architecture", a);
-  w.add_string("general.name", "tiny test llama");
-  w.add_u32(a + ".context_length", (uint32_t)s.ctx);
-  w.add_u32(a + ".embedding_length", (uint32_t)s.embd);
-  w.add_u32(a + ".block_count", (uint32_t)s.layers);
-  w.add_u32(a + ".feed_forward_length", (uint32_t)s.ff);
-  w.add_u32(a + ".attention.head_count", (uint32_t)s.heads);
-  w.add_u32(a + ".attention.head_count_kv", (uint32_t)s.kv_heads);
-  w.add_f32(a + ".rope.freq_base", 10000.0f);
-  w.add_u32(a + ".rope.dimension_count", (uint32_t)(s.embd / s.heads));
-  w.add_f32(a + ".attention.layer_norm_rms_epsilon", 1e-5f);
+  LlamaConfig c;
+  c.arch = s.arch;
+  c.name = "tiny test llama";
+  c.n_ctx_train = s.ctx;
+  c.n_embd = s.embd;
+  c.n_layer = s.layers;
+  c.n_ff = s.ff;
+  c.n_head = s.heads;
+  c.n_head_kv = s.kv_heads;
+  c.rope_theta = 10000.0;
+  c.n_rot = s.embd / s.heads;
+  c.rms_eps = 1e-5;
+  write_llama_config(w, c);
   const int64_t hd = s.embd / s.heads, kvf = s.kv_heads * hd;
   float ws = 1.0f / std::sqrt((float)s.embd);
   w.add_tensor_f32("token_embd.weight", s.embed_type, {s.vocab, s.embd}, rnd(s.vocab * s.embd, 1.0f));
