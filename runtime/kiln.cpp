@@ -370,24 +370,29 @@ void kiln_session_free(kiln_session* session) { delete session; }
 
 int32_t kiln_session_n_threads(const kiln_session* s) { return s ? s->pool->n_threads() : 0; }
 
-kiln_status kiln_prefill(kiln_session* s, const int32_t* tokens, int32_t n, int32_t stream,
-                         float* logits) {
-  return guarded("kiln_prefill", [&]() -> kiln_status {
-    if (!s) return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_prefill: session is NULL");
+namespace {
+
+// kiln_prefill and kiln_prefill_all_logits: the same chunked steps; `all` asks each step
+// for the logits of every row (written at the rows' offsets in `logits`) instead of the
+// last row of the last step.
+kiln_status prefill(const char* fn, kiln_session* s, const int32_t* tokens, int32_t n,
+                    int32_t stream, float* logits, bool all) {
+  return guarded(fn, [&]() -> kiln_status {
+    if (!s) return fail(KILN_ERR_INVALID_ARGUMENT, "%s: session is NULL", fn);
     const kiln_compiled_model* c = s->code;
-    if (!tokens) return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_prefill: tokens is NULL");
-    if (n < 1) return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_prefill: n is %d, expected >= 1", n);
+    if (!tokens) return fail(KILN_ERR_INVALID_ARGUMENT, "%s: tokens is NULL", fn);
+    if (n < 1) return fail(KILN_ERR_INVALID_ARGUMENT, "%s: n is %d, expected >= 1", fn, n);
     if (stream < 0 || stream >= c->max_streams)
-      return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_prefill: stream %d is out of range [0, %lld)",
-                  stream, (long long)c->max_streams);
+      return fail(KILN_ERR_INVALID_ARGUMENT, "%s: stream %d is out of range [0, %lld)",
+                  fn, stream, (long long)c->max_streams);
     for (int32_t i = 0; i < n; ++i)
       if (!token_ok(s->model, tokens[i]))
-        return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_prefill: tokens[%d] = %d is not a token id "
-                    "(n_vocab %d)", i, tokens[i], s->model->n_vocab);
+        return fail(KILN_ERR_INVALID_ARGUMENT, "%s: tokens[%d] = %d is not a token id "
+                    "(n_vocab %d)", fn, i, tokens[i], s->model->n_vocab);
     int32_t& pos = s->pos[static_cast<size_t>(stream)];
     if (static_cast<int64_t>(pos) + n > c->max_context)
-      return fail(KILN_ERR_CONTEXT_FULL, "kiln_prefill: stream %d holds %d tokens; %d more exceed "
-                  "max_context %lld", stream, pos, n, (long long)c->max_context);
+      return fail(KILN_ERR_CONTEXT_FULL, "%s: stream %d holds %d tokens; %d more exceed "
+                  "max_context %lld", fn, stream, pos, n, (long long)c->max_context);
     for (int32_t done = 0; done < n;) {
       const int32_t rows = static_cast<int32_t>(std::min<int64_t>(c->max_rows, n - done));
       for (int32_t r = 0; r < rows; ++r) {
@@ -395,14 +400,31 @@ kiln_status kiln_prefill(kiln_session* s, const int32_t* tokens, int32_t n, int3
         s->positions[r] = pos + r;
         s->streams[r] = stream;
       }
+      if (all) {
+        for (int32_t r = 0; r < rows; ++r) s->logit_rows[r] = r;
+        step(s, rows, logits ? rows : 0,
+             logits ? logits + static_cast<size_t>(done) * static_cast<size_t>(s->model->n_vocab) : nullptr);
+      } else {
+        s->logit_rows[0] = rows - 1;
+        step(s, rows, done + rows == n && logits ? 1 : 0, logits);
+      }
       done += rows;
-      const bool last = done == n;
-      s->logit_rows[0] = rows - 1;
-      step(s, rows, last && logits ? 1 : 0, logits);
       pos += rows;
     }
     return KILN_OK;
   });
+}
+
+}  // namespace
+
+kiln_status kiln_prefill(kiln_session* s, const int32_t* tokens, int32_t n, int32_t stream,
+                         float* logits) {
+  return prefill("kiln_prefill", s, tokens, n, stream, logits, false);
+}
+
+kiln_status kiln_prefill_all_logits(kiln_session* s, const int32_t* tokens, int32_t n,
+                                    int32_t stream, float* logits) {
+  return prefill("kiln_prefill_all_logits", s, tokens, n, stream, logits, true);
 }
 
 kiln_status kiln_decode(kiln_session* s, const int32_t* tokens, const int32_t* streams, int32_t n,

@@ -7,6 +7,7 @@
 #   tests/goldens/tokenizer.golden    from tests/goldens/tokenizer_cases.txt
 #   tests/goldens/logits_q4_1.golden  from the shipped Q4_1 model
 #   tests/goldens/logits_f32.golden   from the F32 requant of it
+#   tests/goldens/perplexity.golden   llama-perplexity of both on the King James Bible
 # Idempotent: a second run rebuilds nothing and rewrites identical files.
 # See tests/goldens/README.md for the formats.
 #
@@ -149,4 +150,23 @@ for i, (a, b) in enumerate(zip(q, r)):
           f"greedy agrees for {agree}/{len(a['greedy'])} steps", file=sys.stderr)
 print(f"make_goldens: top-1 same at {same1}/{n} prompt positions; max |q4_1 - f32| {worst:.4f}", file=sys.stderr)
 EOF
-log "done: $(cd "$goldens" && wc -c tokenizer.golden logits_q4_1.golden logits_f32.golden | tail -n 1)"
+# --- perplexity: llama-perplexity on the first 1000 lines of the KJV text (scripts/setup.sh),
+# 4 chunks of 128 tokens (what tests/e2e/perplexity.sh runs kiln on)
+kjv=${KILN_PPL_TEXT:-${KILN_CACHE:-$HOME/.cache/kiln}/text/kjv.txt}
+[ -f "$kjv" ] || die "missing $kjv (run scripts/setup.sh)"
+head -n 1000 "$kjv" >"$build/kjv1000.txt"
+log "perplexity.golden"
+{
+  echo "# llama-perplexity (llama.cpp $peer_version peer) on the first 1000 lines of \$KILN_CACHE/text/kjv.txt"
+  echo "# (scripts/setup.sh), -c 128 --chunks 4 -t $threads. Written by scripts/make_goldens.sh; read by"
+  echo "# tests/e2e/perplexity.sh. Fields: model ctx chunks ppl"
+  for m in "$q4_1" "$f32"; do
+    ppl=$(LD_LIBRARY_PATH="$bin" "$bin/llama-perplexity" -m "$m" -f "$build/kjv1000.txt" -c 128 --chunks 4 -t "$threads" 2>&1 \
+      | sed -n 's/.*Final estimate: PPL = \([0-9.]*\).*/\1/p')
+    [ -n "$ppl" ] || die "llama-perplexity gave no estimate for $m"
+    echo "$(basename "$m") 128 4 $ppl"
+  done
+} >"$build/perplexity.golden.tmp"
+mv "$build/perplexity.golden.tmp" "$goldens/perplexity.golden"
+
+log "done: $(cd "$goldens" && wc -c tokenizer.golden logits_q4_1.golden logits_f32.golden perplexity.golden | tail -n 1)"

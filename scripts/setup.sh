@@ -3,7 +3,8 @@
 # a second run checks and skips. Needs root (or sudo) for apt-get the first time.
 #
 #   KILN_CACHE   where downloads go (default ~/.cache/kiln); the model lands in
-#                $KILN_CACHE/models/SmolLM2-135M-Instruct.Q4_1.gguf
+#                $KILN_CACHE/models/SmolLM2-135M-Instruct.Q4_1.gguf and the perplexity
+#                text in $KILN_CACHE/text/kjv.txt
 set -euo pipefail
 
 cache=${KILN_CACHE:-$HOME/.cache/kiln}
@@ -17,6 +18,7 @@ packages=(
   libflatbuffers-dev flatbuffers-compiler libfmt-dev libspdlog-dev
   libgtest-dev libbenchmark-dev
   qemu-user gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross
+  bible-kjv bible-kjv-text time
 )
 
 say() { printf '[setup] %s\n' "$*" >&2; }
@@ -64,4 +66,21 @@ else
     || { say "error: checksum mismatch for $model_file from $archive"; exit 1; }
   mv "$found" "$target.partial" && mv "$target.partial" "$target"
   say "default model: $target"
+fi
+
+# The perplexity text: the King James Bible (public domain), from Debian's bible-kjv-text
+# (/usr/lib/bible.data, compressed) printed as plain text by bible-kjv's `bible` program,
+# 80 columns, Genesis 1:1 to Revelation 22:21 (4.3 MB). `kiln perplexity`, its e2e test and
+# bench/run_perplexity.sh read it.
+text="$cache/text/kjv.txt"
+text_sha256="ba7c84a755b5ecc052222311dc2d785cd6cf9c0875ca26fc31de1138501496d5"
+if [ -f "$text" ] && echo "$text_sha256  $text" | sha256sum -c --status; then
+  say "perplexity text: $text (checksum ok)"
+else
+  mkdir -p "$cache/text"
+  bible -l80 "gen1:1-rev22:21" </dev/null > "$text.partial"
+  echo "$text_sha256  $text.partial" | sha256sum -c --status \
+    || { say "error: $text.partial (from bible-kjv-text) does not have the expected checksum"; exit 1; }
+  mv "$text.partial" "$text"
+  say "perplexity text: $text"
 fi

@@ -710,6 +710,36 @@ TEST(Session, ChunkedPrefillPositionsAndLogits) {
   }
 }
 
+// Every row's logits (perplexity): chunked like kiln_prefill, row i after tokens[i].
+TEST(Session, PrefillAllLogitsGivesEveryRow) {
+  for (int threads : {1, 2}) {
+    Loaded l(threads);
+    ASSERT_TRUE(l.session);
+    kiln_session* s = l.session;
+    std::vector<int32_t> t(10);
+    for (int i = 0; i < 10; ++i) t[i] = 30 + i;
+    std::vector<float> logits(10 * kVocab, -1.0f);
+    const int before = g_steps.load();
+    ASSERT_EQ(kiln_prefill_all_logits(s, t.data(), 10, 1, logits.data()), KILN_OK) << kiln_last_error();
+    EXPECT_EQ(g_steps.load() - before, 3);  // 4 + 4 + 2 rows, as kiln_prefill
+    EXPECT_EQ(g_logit_rows.load(), 2);      // the last step's rows
+    EXPECT_EQ(kiln_session_position(s, 1), 10);
+    int64_t sum = 0;
+    for (int i = 0; i < 10; ++i) {
+      const float* row = &logits[(size_t)i * kVocab];
+      sum += t[i];
+      EXPECT_EQ(row[0], float(sum)) << i;  // the history up to and including token i
+      for (int v = 2; v < kVocab; ++v) ASSERT_EQ(row[v], float(t[i] * 1000 + i + v)) << i << " " << v;
+    }
+    // Without logits it is a plain prefill; bad arguments are refused by name.
+    ASSERT_EQ(kiln_prefill_all_logits(s, t.data(), 3, 1, nullptr), KILN_OK);
+    EXPECT_EQ(g_logit_rows.load(), 0);
+    EXPECT_EQ(kiln_prefill_all_logits(s, t.data(), 0, 1, logits.data()), KILN_ERR_INVALID_ARGUMENT);
+    EXPECT_NE(std::string(kiln_last_error()).find("kiln_prefill_all_logits"), std::string::npos);
+    EXPECT_EQ(g_errors.load(), 0);
+  }
+}
+
 TEST(Session, MultiStreamDecodeIsOneStep) {
   Loaded l(2);
   ASSERT_TRUE(l.session);

@@ -28,6 +28,21 @@ class InterpreterEngine final : public Engine {
     pos_ += (int32_t)tokens.size();
     return std::move(outs["logits"].f32);
   }
+  Result<std::vector<float>> step_all_logits(const std::vector<int32_t>& tokens) override {
+    auto in = single_stream_inputs(tokens, pos_);
+    std::vector<int32_t> rows(tokens.size());
+    for (size_t i = 0; i < rows.size(); ++i) rows[i] = (int32_t)i;
+    in["logit_rows"] = Tensor::i32_of({(int64_t)rows.size()}, rows);
+    KILN_ASSIGN(auto outs, interp_->run(in));
+    pos_ += (int32_t)tokens.size();
+    return std::move(outs["logits"].f32);
+  }
+  Status reset() override {
+    // A fresh interpreter has empty (zeroed) state buffers.
+    interp_ = std::make_unique<Interpreter>(*graph_);
+    pos_ = 0;
+    return {};
+  }
   std::shared_ptr<const GgufFile> file_;
   std::unique_ptr<Graph> graph_;
   std::unique_ptr<Interpreter> interp_;
@@ -45,6 +60,18 @@ class CompiledEngine final : public Engine {
     if (s != KILN_OK) return make_error("{}: {}", kiln_status_str(s), kiln_last_error());
     return logits;
   }
+  Result<std::vector<float>> step_all_logits(const std::vector<int32_t>& tokens) override {
+    std::vector<float> logits((size_t)kiln_model_n_vocab(c_->model) * tokens.size());
+    kiln_status s = kiln_prefill_all_logits(c_->session, tokens.data(), (int32_t)tokens.size(), stream_,
+                                            logits.data());
+    if (s != KILN_OK) return make_error("{}: {}", kiln_status_str(s), kiln_last_error());
+    return logits;
+  }
+  Status reset() override {
+    kiln_status s = kiln_session_reset(c_->session, stream_);
+    if (s != KILN_OK) return make_error("{}: {}", kiln_status_str(s), kiln_last_error());
+    return {};
+  }
   std::unique_ptr<LoadedArtifact> c_;
   int32_t stream_ = 0;
 };
@@ -54,9 +81,9 @@ Result<std::string> cache_key(const EngineOptions& o) {
   struct stat st {};
   if (::stat(o.model_path.c_str(), &st) != 0) return make_error("{}: cannot open", o.model_path);
   KILN_ASSIGN(std::string self, read_file("/proc/self/exe"));
-  std::string id = fmt::format("{}|{}|{}|{}|{}|{}|{}|{:016x}", fs::absolute(o.model_path).string(), st.st_size,
-                               st.st_mtime, o.max_context, o.max_streams, o.threads, o.int8_activations,
-                               xxh64(self.data(), self.size()));
+  std::string id = fmt::format("{}|{}|{}|{}|{}|{}|{}|{}|{:016x}", fs::absolute(o.model_path).string(), st.st_size,
+                               st.st_mtime, o.max_context, o.max_streams, o.max_rows, o.threads,
+                               o.int8_activations, xxh64(self.data(), self.size()));
   return fmt::format("{:016x}", xxh64(id.data(), id.size()));
 }
 
@@ -95,6 +122,7 @@ Result<std::unique_ptr<LoadedArtifact>> open_compiled_session(const EngineOption
       req.out_dir = dir;
       req.max_context = o.max_context;
       req.max_streams = o.max_streams;
+      req.max_rows = o.max_rows;
       req.threads = o.threads;
       req.int8_activations = o.int8_activations;
       req.progress = o.progress;

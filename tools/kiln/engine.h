@@ -21,6 +21,10 @@ class Engine {
   virtual const char* name() const = 0;
   // Appends tokens at the stream's current position; returns the last token's logits.
   virtual Result<std::vector<float>> step(const std::vector<int32_t>& tokens) = 0;
+  // As step, but returns the logits after every token: [tokens.size()][n_vocab].
+  virtual Result<std::vector<float>> step_all_logits(const std::vector<int32_t>& tokens) = 0;
+  // Empties the stream: the next step starts at position 0 with an empty KV cache.
+  virtual Status reset() = 0;
 };
 
 struct EngineOptions {
@@ -28,6 +32,7 @@ struct EngineOptions {
   std::string artifact_dir;  // use this compiled artifact instead of the cache
   int64_t max_context = 2048;
   int64_t max_streams = 1;
+  int64_t max_rows = 64;     // tokens per compiled step (prefill chunk)
   int64_t threads = 2;
   bool int8_activations = true;
   bool progress = true;

@@ -15,7 +15,9 @@ commands:
   inspect MODEL            show a GGUF model's metadata, hyperparameters and tensors
   dump MODEL|FILE.kir      lower a model (or read IR text), run passes, print the IR
   compile MODEL -o DIR     compile ahead of time: model.o, libmodel.a, model.h, model.kiln
-  run MODEL --prompt TEXT  generate text (through the reference interpreter for now)
+  run MODEL --prompt TEXT  generate text with the compiled model (or --interpreter)
+  perplexity MODEL --file TEXT
+                           perplexity on a text, measured as llama.cpp's llama-perplexity does
 
 Run `kiln <command> --help` for the options of each command.
 The default model is SmolLM2-135M-Instruct (scripts/setup.sh fetches it).
@@ -35,6 +37,7 @@ int main(int argc, char** argv) {
   if (cmd == "dump") return kiln::cli::cmd_dump(argc, argv);
   if (cmd == "run") return kiln::cli::cmd_run(argc, argv);
   if (cmd == "compile") return kiln::cli::cmd_compile(argc, argv);
+  if (cmd == "perplexity") return kiln::cli::cmd_perplexity(argc, argv);
   std::fprintf(stderr, "kiln: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
   return 2;
 }

@@ -104,6 +104,11 @@ KILN_API int32_t kiln_session_n_threads(const kiln_session* session);
 KILN_API kiln_status kiln_prefill(kiln_session* session, const int32_t* tokens, int32_t n,
                                   int32_t stream, float* logits);
 
+/* As kiln_prefill, but logits (if not NULL) receives [n][n_vocab] floats: row i is the
+ * logits after tokens[i] (what perplexity and scoring need). */
+KILN_API kiln_status kiln_prefill_all_logits(kiln_session* session, const int32_t* tokens,
+                                             int32_t n, int32_t stream, float* logits);
+
 /* Appends one token to each of n distinct streams in a single step (1 <= n <= max_streams):
  * tokens[i] goes to streams[i]. If logits is not NULL it receives [n][n_vocab] floats,
  * row i for streams[i]. */
