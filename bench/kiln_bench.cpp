@@ -5,6 +5,14 @@
 // times, like llama-bench's pp/tg tests: prefill of P tokens from an empty context, and
 // decode of G tokens one at a time from an empty context. Prints one JSON object.
 //
+// It also prints what a decode token has to read from memory, for the roofline
+// (bench/summarize_backend.py divides by bench/bandwidth's read bandwidth):
+//   weight bytes touched = every weight of the model once, except the token embedding
+//     table when the LM head has its own matrix (then one row of it is read); kiln's from
+//     its weight blob, llama.cpp's from the GGUF tensors;
+//   KV bytes = the K and V rows of the positions before the token, averaged over the G
+//     decode steps (kiln: its KV layout per position; llama.cpp: f16 K and V, its default).
+//
 // usage: kiln_bench MODEL [--threads N] [--prompt P] [--gen G] [--reps R] [--ctx C]
 #include <algorithm>
 #include <chrono>
@@ -19,6 +27,8 @@
 
 #include "codegen/compile.h"
 #include "codegen/loaded_artifact.h"
+#include "frontend/gguf.h"
+#include "frontend/llama.h"
 #include "runtime/include/kiln/kiln.h"
 #include "support/file.h"
 
@@ -86,12 +96,32 @@ int main(int argc, char** argv) {
     pp.push_back(prompt / secs(t0, t1));
     tg.push_back(gen / secs(t2, t3));
   }
+  // Bytes one decode token reads (see the header).
+  auto gguf = GgufFile::open(model);
+  if (!gguf.ok()) { std::fprintf(stderr, "kiln_bench: %s\n", gguf.error().message.c_str()); return 1; }
+  auto cfg = read_llama_config(**gguf);
+  if (!cfg.ok()) { std::fprintf(stderr, "kiln_bench: %s\n", cfg.error().message.c_str()); return 1; }
+  uint64_t gguf_weights = 0, embd_bytes = 0;
+  for (const GgufTensor& t : (*gguf)->tensors()) {
+    gguf_weights += t.nbytes;
+    if (t.name == "token_embd.weight") embd_bytes = t.nbytes;
+  }
+  const bool tied = (*gguf)->tensor("output.weight") == nullptr;
+  // kiln's blob holds the table in its own layout; scale the GGUF share (same bits per weight).
+  const uint64_t embd_kiln = gguf_weights ? (uint64_t)((double)embd_bytes / gguf_weights * sum->weights_bytes) : 0;
+  const uint64_t kiln_touched = sum->weights_bytes - (tied ? 0 : embd_kiln);
+  const uint64_t llama_touched = gguf_weights - (tied ? 0 : embd_bytes);
+  const double avg_pos = (gen - 1) / 2.0;
+  const double kiln_kv_pos = (double)sum->kv_bytes / (double)ctx;  // one stream
+  const double llama_kv_pos = (double)(cfg->n_layer * 2 * cfg->n_head_kv * cfg->head_dim * 2);
   std::printf("{\"engine\": \"kiln\", \"model\": \"%s\", \"threads\": %d, \"prompt_tokens\": %d, \"gen_tokens\": %d, "
               "\"reps\": %d, \"prefill_tok_s\": %.2f, \"decode_tok_s\": %.2f, \"compile_s\": %.2f, "
-              "\"model_o_bytes\": %llu, \"weights_bytes\": %llu, \"cpu\": \"%s\"}\n",
+              "\"model_o_bytes\": %llu, \"weights_bytes\": %llu, \"kv_bytes\": %llu, \"tied_lm_head\": %s, "
+              "\"kiln_bytes_per_decode_token\": %.0f, \"llama_bytes_per_decode_token\": %.0f, \"cpu\": \"%s\"}\n",
               std::filesystem::path(model).filename().c_str(), threads, prompt, gen, reps, median(pp), median(tg),
               sum->seconds, (unsigned long long)sum->object_bytes, (unsigned long long)sum->weights_bytes,
-              sum->cpu.c_str());
+              (unsigned long long)sum->kv_bytes, tied ? "true" : "false", (double)kiln_touched + avg_pos * kiln_kv_pos,
+              (double)llama_touched + avg_pos * llama_kv_pos, sum->cpu.c_str());
   std::filesystem::remove_all(req.out_dir);
   return 0;
 }

@@ -3,8 +3,10 @@
 # machine, same GGUF files: prefill (128 tokens) and decode (64 tokens) tokens/s for the
 # F16 model (the float backend) and the Q4_1 model as shipped, at 1 and 2 threads. kiln
 # and llama.cpp runs alternate so load on this shared machine hits both alike. Also
-# records the stripped sizes of libkiln_rt.a and model.o. Output:
-# bench/results/backend.json (and a table on stdout).
+# records the stripped sizes of libkiln_rt.a and model.o. With bench/results/bandwidth.json
+# (bench/bandwidth, run first by bench/run_all.sh) each configuration also gets its decode
+# roofline (summarize_backend.py). Output: bench/results/backend.json (and a table on
+# stdout). About 3-4 minutes on 2 quiet cores.
 #
 # Needs the peer (../shared/peer/build-llama-cpp.sh, cached) and the kiln build in build/.
 # Not part of CI: it takes minutes and measures, it does not check.
@@ -27,6 +29,7 @@ if [ ! -f "$f16" ]; then
   mv "$f16.partial" "$f16"
 fi
 cmake --build build --target kiln_bench kiln kiln_rt >/dev/null
+t_start=$(date +%s)
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -45,7 +48,9 @@ cp "$tmp/art/model.o" "$tmp/model.o" && strip --strip-unneeded "$tmp/model.o"
 sizes=$(printf '{"libkiln_rt_a_stripped": %d, "model_o_stripped": %d, "model_kiln": %d, "gguf_q4_1": %d}' \
   "$(stat -c %s "$tmp/rt.a")" "$(stat -c %s "$tmp/model.o")" "$(stat -c %s "$tmp/art/model.kiln")" "$(stat -c %s "$q41")")
 
-python3 bench/summarize_backend.py "$tmp/kiln.jsonl" "$tmp/llama.jsonl" "$sizes" "$(nproc)" > "$out.partial"
+bw=()
+[ -f bench/results/bandwidth.json ] && bw=(bench/results/bandwidth.json)
+python3 bench/summarize_backend.py "$tmp/kiln.jsonl" "$tmp/llama.jsonl" "$sizes" "$(nproc)" "${bw[@]}" > "$out.partial"
 mv "$out.partial" "$out"
 python3 - "$out" <<'PY'
 import json, sys
@@ -55,7 +60,14 @@ for c in r["configs"]:
     print(f"{c['model']:<34} {c['threads']:>3} {c['kiln_prefill_tok_s']:>9.1f} {c['llama_prefill_tok_s']:>9.1f} "
           f"{c['prefill_ratio']:>6.2f} {c['kiln_decode_tok_s']:>9.1f} {c['llama_decode_tok_s']:>9.1f} {c['decode_ratio']:>6.2f}")
 print("sizes:", r["sizes"])
+for c in r["configs"]:
+    if "kiln_decode_roofline_fraction" in c:
+        print(f"roofline {c['model']:<34} {c['threads']} thr: {c['read_bandwidth_gb_s']:.1f} GB/s; kiln reads "
+              f"{c['kiln_bytes_per_decode_token'] / 2**20:.1f} MiB/token -> {c['kiln_decode_roofline_fraction']:.2f} of "
+              f"its roofline ({c['kiln_roofline_decode_tok_s']:.0f} tok/s); llama.cpp "
+              f"{c['llama_decode_roofline_fraction']:.2f}")
 PY
+echo "[bench] backend: $(( $(date +%s) - t_start )) s" >&2
 # Debian's python3-matplotlib lives with /usr/bin/python3, which may not be the python3 on PATH.
 for py in python3 /usr/bin/python3; do
   if "$py" -c "import matplotlib" 2>/dev/null; then "$py" bench/plot_backend.py "$out" bench/results/backend.png >/dev/null; break; fi
