@@ -2,6 +2,8 @@
 """Joins kiln_bench and llama-bench JSON lines into bench/results/backend.json.
 
 usage: summarize_backend.py KILN.jsonl LLAMA.jsonl SIZES_JSON CORES [BANDWIDTH.json]
+       summarize_backend.py --roofline BACKEND.json BANDWIDTH.json   (recompute the roofline
+                                                                       of an existing file)
 
 With bench/results/bandwidth.json (bench/bandwidth), each configuration also gets its
 decode roofline: the read bandwidth at that thread count (best pass) over the bytes one
@@ -11,18 +13,54 @@ import datetime
 import json
 import sys
 
+ROOFLINE_WHAT = ("decode tokens/s x bytes read per decode token / read bandwidth (bench/bandwidth, best pass, "
+                 "same thread count); bytes per token = weights touched (kiln: its weight blob; llama.cpp: the "
+                 "GGUF tensors) + the KV rows before the token, averaged over the decode")
+
+
+def read_gb_s(bandwidth, threads):
+    """The read bandwidth at this thread count (GB/s) and what it rests on. A pass on a busy
+    machine waits for a core (bench/bandwidth reports the CPU share of its best pass): then
+    the rate over the threads' CPU time is used instead — right for 1 thread (stalls on
+    memory count as CPU time), an upper bound for 2 (their slices may not have overlapped),
+    which makes the roofline fraction a lower bound."""
+    for r in bandwidth["results"]:
+        if r["threads"] == threads:
+            if r.get("best_pass_cpu_share", 1.0) >= 0.9:
+                return r["best_gb_s"], "wall clock, quiet machine"
+            return r["best_cpu_time_gb_s"], (f"CPU time (busy machine: the best pass ran {r['best_pass_cpu_share']:.0%} "
+                                              "of the wall time; re-run bench/run_all.sh on a quiet machine)")
+    raise SystemExit(f"bandwidth.json has no result for {threads} threads")
+
+
+def add_roofline(out, bandwidth):
+    for c in out["configs"]:
+        if "kiln_bytes_per_decode_token" not in c:
+            continue
+        bw, basis = read_gb_s(bandwidth, c["threads"])
+        bw *= 1e9
+        c["read_bandwidth_gb_s"] = round(bw / 1e9, 3)
+        c["read_bandwidth_basis"] = basis
+        c["kiln_roofline_decode_tok_s"] = round(bw / c["kiln_bytes_per_decode_token"], 1)
+        c["kiln_decode_roofline_fraction"] = round(c["kiln_decode_tok_s"] * c["kiln_bytes_per_decode_token"] / bw, 3)
+        c["llama_roofline_decode_tok_s"] = round(bw / c["llama_bytes_per_decode_token"], 1)
+        c["llama_decode_roofline_fraction"] = round(c["llama_decode_tok_s"] * c["llama_bytes_per_decode_token"] / bw, 3)
+    out["roofline"] = ROOFLINE_WHAT
+    out["bandwidth"] = {str(t): read_gb_s(bandwidth, t)[0] for t in sorted({r["threads"] for r in bandwidth["results"]})}
+
+
+if sys.argv[1] == "--roofline":
+    out = json.load(open(sys.argv[2]))
+    add_roofline(out, json.load(open(sys.argv[3])))
+    json.dump(out, sys.stdout, indent=2)
+    print()
+    sys.exit(0)
+
 kiln = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 llama = [json.loads(l) for l in open(sys.argv[2]) if l.strip()]
 sizes = json.loads(sys.argv[3])
 cores = int(sys.argv[4])
 bandwidth = json.load(open(sys.argv[5])) if len(sys.argv) > 5 else None
-
-
-def read_gb_s(threads):
-    for r in bandwidth["results"]:
-        if r["threads"] == threads:
-            return r["best_gb_s"]
-    raise SystemExit(f"bandwidth.json has no result for {threads} threads")
 
 
 def llama_rate(model, threads, kind):
@@ -50,13 +88,6 @@ for k in kiln:
     if "kiln_bytes_per_decode_token" in k:
         c["kiln_bytes_per_decode_token"] = int(k["kiln_bytes_per_decode_token"])
         c["llama_bytes_per_decode_token"] = int(k["llama_bytes_per_decode_token"])
-    if bandwidth and "kiln_bytes_per_decode_token" in k:
-        bw = read_gb_s(k["threads"]) * 1e9
-        c["read_bandwidth_gb_s"] = round(bw / 1e9, 3)
-        c["kiln_roofline_decode_tok_s"] = round(bw / k["kiln_bytes_per_decode_token"], 1)
-        c["kiln_decode_roofline_fraction"] = round(k["decode_tok_s"] * k["kiln_bytes_per_decode_token"] / bw, 3)
-        c["llama_roofline_decode_tok_s"] = round(bw / k["llama_bytes_per_decode_token"], 1)
-        c["llama_decode_roofline_fraction"] = round(tg * k["llama_bytes_per_decode_token"] / bw, 3)
     configs.append(c)
 
 out = {
@@ -69,9 +100,6 @@ out = {
     "sizes": sizes,
 }
 if bandwidth:
-    out["roofline"] = ("decode tokens/s x bytes read per decode token / read bandwidth (bench/bandwidth, best pass, "
-                       "same thread count); bytes per token = weights touched (kiln: its weight blob; llama.cpp: the "
-                       "GGUF tensors) + the KV rows before the token, averaged over the decode")
-    out["bandwidth"] = {str(r["threads"]): r["best_gb_s"] for r in bandwidth["results"]}
+    add_roofline(out, bandwidth)
 json.dump(out, sys.stdout, indent=2)
 print()
