@@ -47,7 +47,9 @@ for ax, phase, title in [(axes[0], "prefill", "prefill 128 tokens"), (axes[1], "
                  fontsize=10)
     ax.legend(fontsize=8, loc="upper left")
 bw = r.get("bandwidth")
-sub = f"; read bandwidth {', '.join(f'{v:.1f} GB/s at {k} thr' for k, v in bw.items())}" if bw else ""
+busy = any(c.get("read_bandwidth_basis", "").startswith("CPU time") for c in r["configs"])
+sub = (f"; read bandwidth {', '.join(f'{v:.1f} GB/s at {k} thr' for k, v in bw.items())}"
+       + (" over CPU time: busy machine" if busy else "")) if bw else ""
 fig.suptitle(f"SmolLM2-135M-Instruct, same GGUF files, one run ({r['date']}, {r['machine_cores']} cores{sub})",
              fontsize=10)
 fig.tight_layout()

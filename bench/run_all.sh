@@ -39,7 +39,7 @@ if [[ "$skip" != *" memory "* ]]; then
   bash bench/run_memory.sh
 fi
 if [[ "$skip" != *" perplexity "* ]]; then
-  step "perplexity (~10 min)"
+  step "perplexity (~5-10 min)"
   bash bench/run_perplexity.sh
 fi
 step "plot"

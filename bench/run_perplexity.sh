@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/run_perplexity.sh — perplexity of kiln and llama.cpp on the same GGUF files, the
 # same text and the same chunks. Output: bench/results/perplexity.json (and a table on
-# stderr). About 8-12 minutes on 2 quiet cores (it prints each run's time and the total).
+# stderr). About 5-10 minutes on 2 quiet cores (it prints each run's time and the total).
 #
 #   text     the first $lines lines of the King James Bible ($KILN_CACHE/text/kjv.txt, made by
 #            scripts/setup.sh from Debian's bible-kjv-text): Genesis, Exodus and the start of Leviticus
