@@ -76,9 +76,9 @@ if ppl:
     print("| weights | kiln | llama.cpp | kiln vs llama.cpp |")
     print("|---|---|---|---|")
     print(f"| Q4_1 as shipped (kiln: int8 activations) | {r['kiln_q4_1']['ppl']:.4f} | {r['llama_q4_1']['ppl']:.4f} | "
-          f"{ppl['kiln_q4_1_vs_llama_q4_1']:+.2%} |")
+          f"{ppl['kiln_q4_1_vs_llama_q4_1']:+.3%} |")
     print(f"| Q4_1, kiln --float-activations | {r['kiln_q4_1_float_act']['ppl']:.4f} | | |")
     print(f"| F32 requant (same weights, float) | {r['kiln_f32']['ppl']:.4f} | {r['llama_f32']['ppl']:.4f} | "
-          f"{ppl['kiln_f32_vs_llama_f32']:+.2%} |")
-    print(f"| Q4_1 vs F32 | {ppl['kiln_q4_1_vs_kiln_f32']:+.2%} | {ppl['llama_q4_1_vs_llama_f32']:+.2%} | |")
+          f"{ppl['kiln_f32_vs_llama_f32']:+.3%} |")
+    print(f"| int8 activations: Q4_1 vs F32 | {ppl['kiln_q4_1_vs_kiln_f32']:+.2%} | {ppl['llama_q4_1_vs_llama_f32']:+.2%} | |")
     print()
