@@ -42,6 +42,13 @@ if [[ "$skip" != *" perplexity "* ]]; then
   step "perplexity (~5-10 min)"
   bash bench/run_perplexity.sh
 fi
+# The roofline of backend.json follows the latest bandwidth.json (also when the backend step
+# was skipped); the bytes per token in it do not depend on the machine.
+if [ -f bench/results/bandwidth.json ] && [ -f bench/results/backend.json ]; then
+  python3 bench/summarize_backend.py --roofline bench/results/backend.json bench/results/bandwidth.json \
+    > bench/results/backend.json.partial
+  mv bench/results/backend.json.partial bench/results/backend.json
+fi
 step "plot"
 plotted=0
 # Debian's python3-matplotlib lives with /usr/bin/python3, which may not be the python3 on PATH.
@@ -53,4 +60,4 @@ for py in python3 /usr/bin/python3; do
   fi
 done
 [ "$plotted" = 1 ] || echo "[run_all] no matplotlib (apt-get install python3-matplotlib): no PNG" >&2
-step "done: bench/results/*.json, bench/results/backend.png"
+step "done: bench/results/*.json, bench/results/backend.png (tables for the README: python3 bench/report.py)"
