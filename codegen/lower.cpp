@@ -289,6 +289,8 @@ class Lowering {
         return call(n, "kiln_kv_write", {ptr_[o[0]], ptr_[o[1]], ptr_[o[2]], ptr_[o[3]], rows_[o[1]],
                                          i64c(o[0]->type().shape[2]), i64c(stride)});
       }
+      case Op::Dequant:
+        return fail(n, "dequant has no kernel: run fuse-dequant-matmul, which folds it into its matmuls");
       case Op::Embed: case Op::Lora: case Op::RmsNorm: case Op::MatMul: case Op::Add: case Op::Mul: case Op::Silu:
       case Op::Rope: case Op::LastRow: case Op::GatherRows: case Op::Attention:
         break;
@@ -357,7 +359,7 @@ class Lowering {
                      i64c(*n->int_attr("head_dim")), i64c(stride)});
       }
       case Op::Input: case Op::Weight: case Op::Constant: case Op::State: case Op::KvWrite:
-      case Op::Output:
+      case Op::Output: case Op::Dequant:
         break;
     }
     return fail(n, "not lowered");

@@ -301,6 +301,12 @@ Result<TensorType> infer_type(Op op, const std::vector<Node*>& o, const Attrs& a
                           o[0]->type().str(), x[1], o[1]->type().str(), w[1]);
       return TensorType{DType::F32, {x[0], w[0]}};
     }
+    case Op::Dequant:
+      if (o[0]->op() != Op::Weight)
+        return make_error("dequant reads a weight, got {}", op_name(o[0]->op()));
+      KILN_TRY(need_rank(o[0], 2, "the weight"));
+      KILN_TRY(need_weight_dtype(o[0], "the weight"));
+      return TensorType{DType::F32, o[0]->type().shape};
     case Op::Lora: {
       KILN_TRY(need_f32(o[0], "x"));
       KILN_TRY(need_rank(o[0], 2, "x"));

@@ -168,17 +168,19 @@ Result<std::map<std::string, Tensor>> Interpreter::run(const std::map<std::strin
   auto get = [&](const Node* n) -> Result<TensorPtr> {
     auto it = val.find(n);
     if (it != val.end()) return it->second;
-    if (n->op() == Op::Weight) {
-      auto c = dequantized_.find(n);
+    if (n->op() == Op::Weight || n->op() == Op::Dequant) {  // dequant(w) is w as f32
+      const Node* w = n->op() == Op::Dequant ? n->operand(0) : n;
+      auto c = dequantized_.find(w);
       if (c != dequantized_.end()) return c->second;
-      KILN_ASSIGN(Tensor t, load_weight(g_, n));
+      KILN_ASSIGN(Tensor t, load_weight(g_, w));
       auto p = std::make_shared<const Tensor>(std::move(t));
-      if (n->type().elements() <= (1 << 20)) dequantized_[n] = p;
+      if (w->type().elements() <= (1 << 20)) dequantized_[w] = p;
       return p;
     }
     return make_error("value of {} is not available", op_name(n->op()));
   };
   auto rows_of = [&](const Node* n, RowSource& rs, TensorPtr& keep) -> Status {
+    if (n->op() == Op::Dequant) n = n->operand(0);  // rows dequantized one at a time
     if (n->op() == Op::Weight) {
       KILN_ASSIGN(WeightView v, weight_view(g_, n));
       rs.raw = v.data;
@@ -222,7 +224,8 @@ Result<std::map<std::string, Tensor>> Interpreter::run(const std::map<std::strin
         break;
       }
       case Op::Weight:
-        continue;  // read lazily by its users
+      case Op::Dequant:
+        continue;  // read lazily by its users (a row at a time, or whole through get())
       case Op::Constant: {
         const DenseData* d = n->dense_attr("value");
         out = std::make_shared<Tensor>();
