@@ -15,9 +15,10 @@
 // --quantize-head and the profile's group_size):
 //   quantize       "int4" (= "q4_1"), "q4_1" (scale and minimum per group: w = q*d + m),
 //                  "q4_0" (symmetric: w = (q-8)*d), or "none"; default "int4"
-//   group_size     elements sharing one scale: 32 (default) or a multiple of 32. The
-//                  storage is GGUF's 32-element block, so a larger group repeats its
-//                  scale in each of its blocks (same kernels; numerically group-G).
+//   group_size     elements sharing one scale: 32 (default) or a multiple of 32 (a row's
+//                  last group may be shorter: 576 = 4 x 128 + 64). The storage is GGUF's
+//                  32-element block, so a larger group repeats its scale in each of its
+//                  blocks: the same kernels and bytes, numerically group-G quantization.
 //   quantize_head  the embedding table and LM head: "q8_0" (default; they feed every
 //                  logit) or "int4" (the type above)
 // Scales are rounded to f16 after quantizing, as llama.cpp's reference quantizers do
@@ -61,17 +62,18 @@ class QuantizedWeights final : public WeightSource {
   std::shared_ptr<const WeightSource> base_;
 };
 
-// One row of n floats (n a multiple of G, G a multiple of 32) to blocks of type t.
+// One row of n floats (n and G multiples of 32) to blocks of type t.
 void quantize_row(DType t, const float* x, uint8_t* out, int64_t n, int64_t G) {
   for (int64_t g0 = 0; g0 < n; g0 += G) {
+    const int64_t len = std::min(G, n - g0);  // the last group of a row may be shorter
     const float* xg = x + g0;
     float amax = 0, vmax = 0, lo = INFINITY, hi = -INFINITY;
-    for (int64_t j = 0; j < G; ++j) {
+    for (int64_t j = 0; j < len; ++j) {
       if (std::fabs(xg[j]) > amax) amax = std::fabs(xg[j]), vmax = xg[j];
       lo = std::min(lo, xg[j]);
       hi = std::max(hi, xg[j]);
     }
-    for (int64_t b = 0; b < G / 32; ++b) {
+    for (int64_t b = 0; b < len / 32; ++b) {
       const float* xb = xg + b * 32;
       uint8_t* ob = out + ((g0 + b * 32) / 32) * dtype_info(t).block_bytes;
       switch (t) {
@@ -165,9 +167,9 @@ class QuantizeInt4Pass final : public Pass {
         auto v = g.weights()->find(name);
         if (!v) return make_error("weight \"{}\" is not in {}", name, g.weights()->describe());
         if (is_float(src)) {
-          if (K % G != 0)
-            return make_error("weight \"{}\" {}: rows of {} are not a multiple of the group size {}", name,
-                              w->type().str(), K, G);
+          if (K % 32 != 0)
+            return make_error("weight \"{}\" {}: rows of {} are not a multiple of the block size 32", name,
+                              w->type().str(), K);
         } else if (src == DType::Q4_0 && target == DType::Q4_1) {  // lossless: m = -8d
         } else {
           target = src;  // already in blocks: kept as it is
