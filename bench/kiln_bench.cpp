@@ -5,7 +5,7 @@
 // times, like llama-bench's pp/tg tests: prefill of P tokens from an empty context, and
 // decode of G tokens one at a time from an empty context. Prints one JSON object.
 //
-// usage: kiln_bench MODEL [--threads N] [--prompt P] [--gen G] [--reps R] [--ctx C]
+// usage: kiln_bench MODEL [--threads N] [--prompt P] [--gen G] [--reps R] [--ctx C] [--passes LIST]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -39,6 +39,7 @@ int main(int argc, char** argv) {
   }
   std::string model = argv[1];
   int threads = 2, prompt = 128, gen = 64, reps = 3, ctx = 512;
+  std::string passes;  // extra graph passes before the backend's (e.g. fuse-matmul-swiglu)
   for (int i = 2; i + 1 < argc; i += 2) {
     int v = std::atoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--threads")) threads = v;
@@ -46,6 +47,7 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--gen")) gen = v;
     else if (!std::strcmp(argv[i], "--reps")) reps = v;
     else if (!std::strcmp(argv[i], "--ctx")) ctx = v;
+    else if (!std::strcmp(argv[i], "--passes")) passes = argv[i + 1];
     else { std::fprintf(stderr, "kiln_bench: unknown option %s\n", argv[i]); return 2; }
   }
   CompileRequest req;
@@ -55,6 +57,7 @@ int main(int argc, char** argv) {
   req.max_context = ctx;
   req.threads = threads;
   req.progress = false;
+  req.extra_passes = passes;
   auto sum = compile_model(req);
   if (!sum.ok()) { std::fprintf(stderr, "kiln_bench: %s\n", sum.error().message.c_str()); return 1; }
   auto art = load_artifact(req.out_dir, threads);

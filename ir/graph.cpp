@@ -301,6 +301,22 @@ Result<TensorType> infer_type(Op op, const std::vector<Node*>& o, const Attrs& a
                           o[0]->type().str(), x[1], o[1]->type().str(), w[1]);
       return TensorType{DType::F32, {x[0], w[0]}};
     }
+    case Op::MatMulSwiGlu: {
+      KILN_TRY(need_f32(o[0], "x"));
+      KILN_TRY(need_rank(o[0], 2, "x"));
+      for (int i = 1; i <= 2; ++i) {
+        KILN_TRY(need_rank(o[i], 2, i == 1 ? "the gate weight" : "the up weight"));
+        KILN_TRY(need_weight_dtype(o[i], i == 1 ? "the gate weight" : "the up weight"));
+      }
+      if (o[1]->type() != o[2]->type())
+        return make_error("gate {} and up {} weights differ", o[1]->type().str(), o[2]->type().str());
+      const auto& x = o[0]->type().shape;
+      const auto& w = o[1]->type().shape;
+      if (!dims_agree(x[1], w[1]))
+        return make_error("x {} has {} columns but the weights {} expect {}", o[0]->type().str(), x[1],
+                          o[1]->type().str(), w[1]);
+      return TensorType{DType::F32, {x[0], w[0]}};
+    }
     case Op::Dequant:
       if (o[0]->op() != Op::Weight)
         return make_error("dequant reads a weight, got {}", op_name(o[0]->op()));

@@ -295,6 +295,32 @@ Result<std::map<std::string, Tensor>> Interpreter::run(const std::map<std::strin
         });
         break;
       }
+      case Op::MatMulSwiGlu: {  // silu(x @ Wg^T) * (x @ Wu^T), each as matmul and silu compute it
+        KILN_ASSIGN(TensorPtr x, get(n->operand(0)));
+        RowSource wg, wu;
+        TensorPtr keep_g, keep_u;
+        KILN_TRY(rows_of(n->operand(1), wg, keep_g));
+        KILN_TRY(rows_of(n->operand(2), wu, keep_u));
+        int64_t T = x->rows(), K = x->cols(), N = wg.rows;
+        if (wg.cols != K || wu.cols != K || wu.rows != N)
+          return where(fmt::format("x has {} columns, weights [{},{}] and [{},{}]", K, N, wg.cols, wu.rows, wu.cols));
+        out = std::make_shared<Tensor>(Tensor::f32_of({T, N}));
+        float* o = out->f32.data();
+        const float* xs = x->f32.data();
+        parallel_rows(N, T >= 4, [&](int64_t r0, int64_t r1) {
+          std::vector<float> rg((size_t)K), ru((size_t)K);
+          for (int64_t r = r0; r < r1; ++r) {
+            wg.row(r, rg.data());
+            wu.row(r, ru.data());
+            for (int64_t t = 0; t < T; ++t) {
+              float g = dot(xs + t * K, rg.data(), K), u = dot(xs + t * K, ru.data(), K);
+              float sg = (float)(g / (1.0 + std::exp(-(double)g)));
+              o[t * N + r] = sg * u;
+            }
+          }
+        });
+        break;
+      }
       case Op::Lora: {
         KILN_ASSIGN(TensorPtr x, get(n->operand(0)));
         KILN_ASSIGN(TensorPtr a, get(n->operand(1)));

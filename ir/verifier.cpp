@@ -73,6 +73,7 @@ Status verify(const Graph& g) {
       case Op::RmsNorm:
       case Op::MatMul:
       case Op::Dequant:
+      case Op::MatMulSwiGlu:
       case Op::Lora:
       case Op::Add:
       case Op::Mul:

@@ -357,6 +357,63 @@ KILN_INLINE void qmatmul(enum kiln_isa isa, enum kiln_wt wt, const float* restri
   }
 }
 
+/* y[t, n] = silu(x wg[n]) * (x wu[n]) (fuse-matmul-swiglu): x is quantized once, and each
+ * tile of up to 16 columns is computed for gate and up into the stack and combined by the
+ * thread that owns it, so no barrier separates the matmuls from the SwiGLU and no [T, N]
+ * gate/up values go through memory. The same split of N as qmatmul. */
+KILN_INLINE void qmatmul_swiglu(enum kiln_isa isa, enum kiln_wt wt, const float* restrict x,
+                                const void* restrict wg, const void* restrict wu,
+                                float* restrict y, int64_t T, int64_t K, int64_t N, int32_t tid,
+                                int32_t nth) {
+  const int64_t nb = K / KILN_QK, row_bytes = K + 8 * nb, rb = kiln_row_bytes(wt, K);
+  const int64_t chunk = KILN_QMM_STACK / row_bytes; /* >= 1: the pass checks K */
+  int64_t n0, n1;
+  kiln_split(N, 16, tid, nth, &n0, &n1);
+  if (n0 >= n1 || chunk < 1) return;
+  _Alignas(64) int8_t buf[KILN_QMM_STACK];
+  for (int64_t t0 = 0; t0 < T; t0 += chunk) {
+    const int64_t rows = kiln_min(chunk, T - t0);
+    int8_t* q = buf;
+    float* d = (float*)(buf + rows * K);
+    float* s = d + rows * nb;
+    quantize_rows(x + t0 * K, q, d, s, rows, K);
+    for (int64_t nt = n0; nt < n1; nt += 16) {
+      const int64_t ne = kiln_min(n1, nt + 16), W = ne - nt;
+      const void* g = (const char*)wg + nt * rb;
+      const void* u = (const char*)wu + nt * rb;
+      for (int64_t t = 0; t < rows;) {
+        const int R = rows - t >= 8 ? 8 : rows - t >= 4 ? 4 : rows - t == 3 ? 3 : rows - t >= 2 ? 2 : 1;
+        float gv[8 * 16], uv[8 * 16];
+        qmm_group(isa, wt, q + t * K, d + t * nb, s + t * nb, g, gv, K, 16, 0, W, R);
+        qmm_group(isa, wt, q + t * K, d + t * nb, s + t * nb, u, uv, K, 16, 0, W, R);
+        for (int r = 0; r < R; ++r)
+          for (int64_t j = 0; j < W; ++j) {
+            const float a = gv[r * 16 + j];
+            y[(t0 + t + r) * N + nt + j] = a / (1.0f + kiln_expf(-a)) * uv[r * 16 + j];
+          }
+        t += R;
+      }
+    }
+  }
+}
+
+#define KILN_DEFINE_QMATMUL_SWIGLU(wt, isa, attr)                                              \
+  attr void kiln_matmul_swiglu_##wt##_q8_##isa(const float* x, const void* wg, const void* wu, \
+                                               float* y, int64_t T, int64_t K, int64_t N,      \
+                                               int32_t tid, int32_t nth) {                     \
+    qmatmul_swiglu(KILN_ISA_##isa, KILN_WT_##wt, x, wg, wu, y, T, K, N, tid, nth);             \
+  }
+#define KILN_NO_ATTR_SW
+KILN_QUANT_WEIGHT_TYPES(KILN_DEFINE_QMATMUL_SWIGLU, ref, KILN_NO_ATTR_SW)
+#if defined(__x86_64__)
+KILN_QUANT_WEIGHT_TYPES(KILN_DEFINE_QMATMUL_SWIGLU, avx2, KILN_AVX2)
+KILN_QUANT_WEIGHT_TYPES(KILN_DEFINE_QMATMUL_SWIGLU, avxvnni, KILN_AVXVNNI)
+KILN_QUANT_WEIGHT_TYPES(KILN_DEFINE_QMATMUL_SWIGLU, vnni, KILN_VNNI)
+#endif
+#if defined(__aarch64__)
+KILN_QUANT_WEIGHT_TYPES(KILN_DEFINE_QMATMUL_SWIGLU, dotprod, KILN_DOTPROD)
+#endif
+
 #define KILN_DEFINE_QMATMUL(wt, isa, attr)                                                 \
   attr void kiln_matmul_##wt##_q8_##isa(const float* x, const void* w, float* y, int64_t T, \
                                         int64_t K, int64_t N, int32_t tid, int32_t nth) {  \

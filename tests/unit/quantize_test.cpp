@@ -1,4 +1,5 @@
-// tests/unit/quantize_test.cpp — quantize-int4 and fuse-dequant-matmul on the tiny LLaMA:
+// tests/unit/quantize_test.cpp — quantize-int4 and the fusions (fuse-dequant-matmul,
+// fuse-matmul-swiglu) on the tiny LLaMA:
 // what the passes write, their numbers against the interpreter, and compiled code
 // against the interpreter.
 #include <gtest/gtest.h>
@@ -193,6 +194,50 @@ TEST(QuantizeInt4, CompiledCodeMatchesTheInterpreter) {
     auto got = (*r)->step(rows, {2}, want.size());
     ASSERT_TRUE(got.ok()) << got.error().message;
     EXPECT_LT(testing::nmse(*got, want), int8 ? 1e-3 : 1e-9);
+  }
+}
+
+
+// One prefill step of kPrompt through compiled code.
+std::vector<float> compiled_logits(const Graph& g, size_t n, int* barriers = nullptr) {
+  auto r = testing::StepRunner::create(g);
+  EXPECT_TRUE(r.ok()) << r.error().message;
+  if (!r.ok()) return {};
+  testing::StepRows rows;
+  rows.tokens = kPrompt;
+  for (size_t i = 0; i < kPrompt.size(); ++i) rows.positions.push_back((int32_t)i);
+  rows.streams.assign(kPrompt.size(), 0);
+  rows.logit_rows = {(int32_t)kPrompt.size() - 1};
+  auto got = (*r)->step(rows, {2}, n);
+  EXPECT_TRUE(got.ok()) << got.error().message;
+  if (barriers) *barriers = (*r)->barriers();
+  return got.ok() ? *got : std::vector<float>{};
+}
+
+TEST(FuseMatmulSwiGlu, OneOpPerLayerSameNumbersFewerBarriers) {
+  for (DType wt : {DType::Q4_1, DType::Q4_0, DType::Q8_0}) {
+    SCOPED_TRACE(std::string(dtype_name(wt)));
+    Tiny t = tiny(wt, DType::Q8_0);
+    Graph plain = lower(t), fused = lower(t);
+    ASSERT_TRUE(run(fused, "fuse-matmul-swiglu").ok());
+    EXPECT_EQ(count(fused, Op::MatMulSwiGlu), (size_t)t.cfg.n_layer);
+    EXPECT_EQ(count(fused, Op::Silu), 0u);
+    EXPECT_EQ(count(fused, Op::Mul), 0u);
+    // Interpreter: the fused op computes what the three did, bit for bit.
+    auto want = logits(plain);
+    EXPECT_TRUE(testing::same_bits(logits(fused), want));
+    // Compiled (int8 activations): the fused kernel gives the unfused kernels' bits, close
+    // to the interpreter, with two barriers fewer per layer.
+    for (Graph* g : {&plain, &fused}) {
+      g->set_attr("int8_activations", int64_t{1});
+      Status s = testing::plan_for_codegen(*g, 16, 2, "fuse-dequant-matmul,cse,dce,freeze-base,plan-memory");
+      ASSERT_TRUE(s.ok()) << s.error().message;
+    }
+    int b_plain = 0, b_fused = 0;
+    auto a = compiled_logits(plain, want.size(), &b_plain), b = compiled_logits(fused, want.size(), &b_fused);
+    EXPECT_TRUE(testing::same_bits(a, b));
+    EXPECT_LT(testing::nmse(b, want), 1e-3);
+    EXPECT_EQ(b_fused, b_plain - 2 * t.cfg.n_layer);
   }
 }
 
