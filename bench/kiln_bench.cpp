@@ -91,10 +91,10 @@ int main(int argc, char** argv) {
   }
   std::printf("{\"engine\": \"kiln\", \"model\": \"%s\", \"threads\": %d, \"prompt_tokens\": %d, \"gen_tokens\": %d, "
               "\"reps\": %d, \"prefill_tok_s\": %.2f, \"decode_tok_s\": %.2f, \"compile_s\": %.2f, "
-              "\"model_o_bytes\": %llu, \"weights_bytes\": %llu, \"cpu\": \"%s\"}\n",
+              "\"model_o_bytes\": %llu, \"weights_bytes\": %llu, \"cpu\": \"%s\", \"passes\": \"%s\"}\n",
               std::filesystem::path(model).filename().c_str(), threads, prompt, gen, reps, median(pp), median(tg),
               sum->seconds, (unsigned long long)sum->object_bytes, (unsigned long long)sum->weights_bytes,
-              sum->cpu.c_str());
+              sum->cpu.c_str(), passes.c_str());
   std::filesystem::remove_all(req.out_dir);
   return 0;
 }
