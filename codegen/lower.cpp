@@ -291,7 +291,7 @@ class Lowering {
       }
       case Op::Dequant:
         return fail(n, "dequant has no kernel: run fuse-dequant-matmul, which folds it into its matmuls");
-      case Op::MatMulSwiGlu: case Op::Embed: case Op::Lora: case Op::RmsNorm: case Op::MatMul: case Op::Add: case Op::Mul: case Op::Silu:
+      case Op::RmsMatMul: case Op::MatMulSwiGlu: case Op::Embed: case Op::Lora: case Op::RmsNorm: case Op::MatMul: case Op::Add: case Op::Mul: case Op::Silu:
       case Op::Rope: case Op::LastRow: case Op::GatherRows: case Op::Attention:
         break;
     }
@@ -323,6 +323,15 @@ class Lowering {
       case Op::MatMul:
         return call(n, matmul_kernel(o[1]->type().dtype, o[1]->type().shape[1]),
                     {ptr_[o[0]], ptr_[o[1]], y, T, i64c(o[1]->type().shape[1]), i64c(o[1]->type().shape[0])});
+      case Op::RmsMatMul: {  // only the int8 kernels have the fused form
+        if (o[1]->type().dtype != DType::F32) return fail(n, "norm weight must be f32 (freeze-base converts it)");
+        std::string k = matmul_kernel(o[2]->type().dtype, o[2]->type().shape[1]);
+        if (k.find("_q8_") == std::string::npos)
+          return fail(n, "rms_matmul needs int8-activation kernels for its weight type on this profile");
+        k.replace(0, 5, "kiln_rms_");
+        return call(n, k, {ptr_[o[0]], ptr_[o[1]], ptr_[o[2]], y, T, i64c(o[2]->type().shape[1]),
+                           i64c(o[2]->type().shape[0]), f32c(*n->float_attr("eps"))});
+      }
       case Op::MatMulSwiGlu: {  // only the int8 kernels have the fused form
         std::string k = matmul_kernel(o[1]->type().dtype, o[1]->type().shape[1]);
         if (k.find("_q8_") == std::string::npos)

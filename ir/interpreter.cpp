@@ -295,6 +295,35 @@ Result<std::map<std::string, Tensor>> Interpreter::run(const std::map<std::strin
         });
         break;
       }
+      case Op::RmsMatMul: {  // rms_norm as Op::RmsNorm computes it, then matmul as Op::MatMul
+        KILN_ASSIGN(TensorPtr x, get(n->operand(0)));
+        KILN_ASSIGN(TensorPtr nw, get(n->operand(1)));
+        RowSource w;
+        TensorPtr keep;
+        KILN_TRY(rows_of(n->operand(2), w, keep));
+        double eps = *n->float_attr("eps");
+        int64_t T = x->rows(), K = x->cols(), N = w.rows;
+        if (nw->elements() != K || w.cols != K)
+          return where(fmt::format("x has {} columns, norm weight {} values, weight {} columns", K, nw->elements(), w.cols));
+        std::vector<float> h((size_t)(T * K));
+        for (int64_t r = 0; r < T; ++r) {
+          const float* xr = x->f32.data() + r * K;
+          double ss = 0;
+          for (int64_t c = 0; c < K; ++c) ss += (double)xr[c] * xr[c];
+          float scale = (float)(1.0 / std::sqrt(ss / (double)K + eps));
+          for (int64_t c = 0; c < K; ++c) h[r * K + c] = xr[c] * scale * nw->f32[c];
+        }
+        out = std::make_shared<Tensor>(Tensor::f32_of({T, N}));
+        float* o = out->f32.data();
+        parallel_rows(N, T >= 4, [&](int64_t r0, int64_t r1) {
+          std::vector<float> row((size_t)K);
+          for (int64_t r = r0; r < r1; ++r) {
+            w.row(r, row.data());
+            for (int64_t t = 0; t < T; ++t) o[t * N + r] = dot(h.data() + t * K, row.data(), K);
+          }
+        });
+        break;
+      }
       case Op::MatMulSwiGlu: {  // silu(x @ Wg^T) * (x @ Wu^T), each as matmul and silu compute it
         KILN_ASSIGN(TensorPtr x, get(n->operand(0)));
         RowSource wg, wu;

@@ -74,6 +74,7 @@ Status verify(const Graph& g) {
       case Op::MatMul:
       case Op::Dequant:
       case Op::MatMulSwiGlu:
+      case Op::RmsMatMul:
       case Op::Lora:
       case Op::Add:
       case Op::Mul:

@@ -61,6 +61,8 @@
 
 /* Bytes of stack for the quantized rows (K bytes + 2 floats per block of 32 per row). */
 #define KILN_QMM_STACK 65536
+/* Floats of stack for rms_matmul's normalised rows (K <= this). */
+#define KILN_QMM_NORM_FLOATS 8192
 
 enum kiln_isa { KILN_ISA_ref, KILN_ISA_avx2, KILN_ISA_avxvnni, KILN_ISA_vnni, KILN_ISA_dotprod };
 
@@ -310,11 +312,15 @@ KILN_INLINE void qmm_group(enum kiln_isa isa, enum kiln_wt wt, const int8_t* res
   }
 }
 
+/* With nw (rms_matmul), rows are first RMS-normalised with weight nw into a float buffer
+ * on the stack (kiln_rms_row: the bits of the rms_norm kernel), by every thread for
+ * itself: the norm costs K floats per row per thread, and its barrier goes. */
 KILN_INLINE void qmatmul(enum kiln_isa isa, enum kiln_wt wt, const float* restrict x,
                          const void* restrict w, float* restrict y, int64_t T, int64_t K,
-                         int64_t N, int32_t tid, int32_t nth) {
+                         int64_t N, int32_t tid, int32_t nth, const float* restrict nw, float eps) {
   const int64_t nb = K / KILN_QK, row_bytes = K + 8 * nb;
-  const int64_t chunk = KILN_QMM_STACK / row_bytes;
+  int64_t chunk = KILN_QMM_STACK / row_bytes;
+  if (nw) chunk = kiln_min(chunk, KILN_QMM_NORM_FLOATS / K); /* >= 1: the pass checks K */
   if (chunk < 1) { /* K too large for the stack buffer: the float kernel */
     switch (wt) {
       case KILN_WT_q4_0: kiln_matmul_q4_0(x, w, y, T, K, N, tid, nth); return;
@@ -326,13 +332,19 @@ KILN_INLINE void qmatmul(enum kiln_isa isa, enum kiln_wt wt, const float* restri
   kiln_split(N, 16, tid, nth, &n0, &n1);
   if (n0 >= n1) return;
   _Alignas(64) int8_t buf[KILN_QMM_STACK];
+  _Alignas(64) float nbuf[KILN_QMM_NORM_FLOATS];
   const int64_t tile = kiln_max(1, kiln_min(16, 16384 / kiln_max(1, kiln_row_bytes(wt, K))));
   for (int64_t t0 = 0; t0 < T; t0 += chunk) {
     const int64_t rows = kiln_min(chunk, T - t0);
     int8_t* q = buf;
     float* d = (float*)(buf + rows * K);
     float* s = d + rows * nb;
-    quantize_rows(x + t0 * K, q, d, s, rows, K);
+    const float* xc = x + t0 * K;
+    if (nw) {
+      for (int64_t r = 0; r < rows; ++r) kiln_rms_row(xc + r * K, nw, nbuf + r * K, K, eps);
+      xc = nbuf;
+    }
+    quantize_rows(xc, q, d, s, rows, K);
     float* yc = y + t0 * N;
     for (int64_t nt = n0; nt < n1; nt += tile) {
       const int64_t ne = kiln_min(n1, nt + tile);
@@ -417,7 +429,12 @@ KILN_QUANT_WEIGHT_TYPES(KILN_DEFINE_QMATMUL_SWIGLU, dotprod, KILN_DOTPROD)
 #define KILN_DEFINE_QMATMUL(wt, isa, attr)                                                 \
   attr void kiln_matmul_##wt##_q8_##isa(const float* x, const void* w, float* y, int64_t T, \
                                         int64_t K, int64_t N, int32_t tid, int32_t nth) {  \
-    qmatmul(KILN_ISA_##isa, KILN_WT_##wt, x, w, y, T, K, N, tid, nth);                     \
+    qmatmul(KILN_ISA_##isa, KILN_WT_##wt, x, w, y, T, K, N, tid, nth, 0, 0.0f);            \
+  }                                                                                        \
+  attr void kiln_rms_matmul_##wt##_q8_##isa(const float* x, const float* nw, const void* w, \
+                                            float* y, int64_t T, int64_t K, int64_t N,     \
+                                            float eps, int32_t tid, int32_t nth) {         \
+    qmatmul(KILN_ISA_##isa, KILN_WT_##wt, x, w, y, T, K, N, tid, nth, nw, eps);            \
   }
 #define KILN_NO_ATTR
 KILN_QUANT_WEIGHT_TYPES(KILN_DEFINE_QMATMUL, ref, KILN_NO_ATTR)

@@ -241,5 +241,32 @@ TEST(FuseMatmulSwiGlu, OneOpPerLayerSameNumbersFewerBarriers) {
   }
 }
 
+
+TEST(FuseRmsNormMatmul, NormsFoldIntoMatmulsSameBitsFewerBarriers) {
+  for (const char* pipeline : {"fuse-rmsnorm-matmul", "fuse-matmul-swiglu,fuse-rmsnorm-matmul"}) {
+    SCOPED_TRACE(pipeline);
+    Tiny t = tiny(DType::Q4_1, DType::Q8_0);
+    Graph plain = lower(t), fused = lower(t);
+    ASSERT_TRUE(run(fused, pipeline).ok());
+    bool swiglu = std::string(pipeline).find("swiglu") != std::string::npos;
+    // q, k, v (and gate, up without the swiglu fusion) read the norm; the output norm stays.
+    EXPECT_EQ(count(fused, Op::RmsMatMul), (size_t)t.cfg.n_layer * (swiglu ? 3 : 5));
+    EXPECT_EQ(count(fused, Op::RmsNorm), (size_t)(swiglu ? t.cfg.n_layer + 1 : 1));
+    auto want = logits(plain);
+    EXPECT_TRUE(testing::same_bits(logits(fused), want));
+    for (Graph* g : {&plain, &fused}) {
+      g->set_attr("int8_activations", int64_t{1});
+      Status s = testing::plan_for_codegen(*g, 16, 2, "fuse-dequant-matmul,cse,dce,freeze-base,plan-memory");
+      ASSERT_TRUE(s.ok()) << s.error().message;
+    }
+    int b_plain = 0, b_fused = 0;
+    auto a = compiled_logits(plain, want.size(), &b_plain), b = compiled_logits(fused, want.size(), &b_fused);
+    EXPECT_TRUE(testing::same_bits(a, b));
+    EXPECT_LT(testing::nmse(b, want), 1e-3);
+    EXPECT_LT(b_fused, b_plain);
+    RecordProperty(swiglu ? "barriers_swiglu_rms" : "barriers_rms", std::to_string(b_plain) + " -> " + std::to_string(b_fused));
+  }
+}
+
 }  // namespace
 }  // namespace kiln
