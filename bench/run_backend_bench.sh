@@ -4,7 +4,7 @@
 # F16 model (the float backend) and the Q4_1 model as shipped, at 1 and 2 threads. kiln
 # and llama.cpp runs alternate so load on this shared machine hits both alike. Also
 # runs kiln on the Q4_1 model a second time with the optional fusions (KILN_BENCH_FUSIONS,
-# default fuse-matmul-swiglu) against the same llama.cpp numbers. Also records the
+# default fuse-matmul-swiglu,fuse-rmsnorm-matmul) against the same llama.cpp numbers. Also records the
 # stripped sizes of libkiln_rt.a and model.o. Output:
 # bench/results/backend.json (and a table on stdout).
 #
@@ -19,7 +19,7 @@ q41="$models/SmolLM2-135M-Instruct.Q4_1.gguf"
 f16="$models/SmolLM2-135M-Instruct.F16.gguf"
 out=bench/results/backend.json
 reps=${KILN_BENCH_REPS:-3}
-fusions=${KILN_BENCH_FUSIONS:-fuse-matmul-swiglu}
+fusions=${KILN_BENCH_FUSIONS:-fuse-matmul-swiglu,fuse-rmsnorm-matmul}
 
 # The peer build script can exit non-zero after building everything but its last app.
 bin=$(bash ../shared/peer/build-llama-cpp.sh 2>/dev/null | tail -n 1 || true)

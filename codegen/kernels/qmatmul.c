@@ -56,6 +56,29 @@
  * decode was only ~1.1x float (79 vs 71 tok/s, 2 threads, loaded); grouping 2-4 blocks
  * per add (qmm_group) made it the 1.6-1.8x above. Prefill is the same either way (the R = 8 row groups
  * already reuse each unpacked block 8 times), so int8 is used for every call.
+ *
+ * Fused forms (graph passes; same qmm_group, so fused = unfused bits, tests check):
+ *   kiln_matmul_swiglu_<wt>_q8_<isa>  (fuse-matmul-swiglu) gate and up of a 16-column tile
+ *       into the stack, silu(g) * u written once: x quantized once, no [T, n_ff] gate/up
+ *       round trip, and the two barriers (matmuls | silu | mul) go.
+ *   kiln_rms_matmul_<wt>_q8_<isa>     (fuse-rmsnorm-matmul) the rows RMS-normalised in the
+ *       prologue by each thread (kiln_rms_row, the norm kernel's own row code): the
+ *       norm's barrier goes, at the cost of K floats per row per thread.
+ * Why: a decode step of the default model (30 layers) ran ~10 barriers per layer; at 2
+ * threads a barrier is ~1-3 us of a ~5 ms step, and every elementwise op between matmuls
+ * is one. With both passes (--passes=fuse-matmul-swiglu,fuse-rmsnorm-matmul) a layer has
+ * 3 fewer barriers (90 per token), 2 fewer activation quantizations, and the arena
+ * halves (2.3 -> 1.2 MiB); the greedy text of the default model is unchanged.
+ * Not yet measured: while these were written the machine ran at load 10-13 on 2 cores
+ * (2-thread decode of both engines swung 1-200 tok/s), so the speed-up could not be
+ * told from noise, and the fusions stay opt-in. bench/run_backend_bench.sh runs the Q4_1
+ * model with them as a configuration of its own (KILN_BENCH_FUSIONS) against the same
+ * llama.cpp runs; make them default if that shows decode >= the unfused on a quiet run.
+ * Not done: an smmla (+i8mm) variant. smmla gives 2x2 row x column block sums of 8-byte
+ * chunks, not the 8 lanes of 4 elements every other variant sums per block, so its
+ * float accumulation order differs and it would not give the reference's bits (the
+ * cross test holds the AArch64 build to the host's greedy text); it needs either a
+ * reference in smmla's order or a tolerance in that test.
  */
 #include "common.h"
 
