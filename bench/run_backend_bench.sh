@@ -3,8 +3,8 @@
 # machine, same GGUF files: prefill (128 tokens) and decode (64 tokens) tokens/s for the
 # F16 model (the float backend) and the Q4_1 model as shipped, at 1 and 2 threads. kiln
 # and llama.cpp runs alternate so load on this shared machine hits both alike. Also
-# runs kiln on the Q4_1 model a second time with the optional fusions (KILN_BENCH_FUSIONS,
-# default fuse-matmul-swiglu,fuse-rmsnorm-matmul) against the same llama.cpp numbers. Also records the
+# runs kiln on the Q4_1 model a second time with extra passes if KILN_BENCH_FUSIONS names
+# any (e.g. a fusion under evaluation), against the same llama.cpp numbers. Also records the
 # stripped sizes of libkiln_rt.a and model.o. Output:
 # bench/results/backend.json (and a table on stdout).
 #
@@ -19,7 +19,7 @@ q41="$models/SmolLM2-135M-Instruct.Q4_1.gguf"
 f16="$models/SmolLM2-135M-Instruct.F16.gguf"
 out=bench/results/backend.json
 reps=${KILN_BENCH_REPS:-3}
-fusions=${KILN_BENCH_FUSIONS:-fuse-matmul-swiglu,fuse-rmsnorm-matmul}
+fusions=${KILN_BENCH_FUSIONS:-}
 
 # The peer build script can exit non-zero after building everything but its last app.
 bin=$(bash ../shared/peer/build-llama-cpp.sh 2>/dev/null | tail -n 1 || true)
@@ -38,7 +38,7 @@ for model in "$f16" "$q41"; do
     echo "[bench] $(basename "$model") threads=$t" >&2
     build/bench/kiln_bench "$model" --threads "$t" --prompt 128 --gen 64 --reps "$reps" >> "$tmp/kiln.jsonl"
     # The optional fusions (passes/), measured against the same llama.cpp runs.
-    if [ "$model" = "$q41" ]; then
+    if [ "$model" = "$q41" ] && [ -n "$fusions" ]; then
       build/bench/kiln_bench "$model" --threads "$t" --prompt 128 --gen 64 --reps "$reps" \
         --passes "$fusions" >> "$tmp/kiln.jsonl"
     fi

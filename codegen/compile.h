@@ -47,7 +47,10 @@ struct CompileSummary {
 
 // The passes every compile runs, in order.
 // fuse-dequant-matmul first: codegen has no dequant kernel (quantized matmuls read blocks).
-inline constexpr const char* kBackendPipeline = "fuse-dequant-matmul,cse,dce,freeze-base,plan-memory";
+// The SwiGLU and norm fusions pay for decode (qmatmul.c's header has the measurements)
+// and give the unfused kernels' bits; they do nothing with --float-activations.
+inline constexpr const char* kBackendPipeline =
+    "fuse-dequant-matmul,fuse-matmul-swiglu,fuse-rmsnorm-matmul,cse,dce,freeze-base,plan-memory";
 
 Result<CompileSummary> compile_model(const CompileRequest& req);
 

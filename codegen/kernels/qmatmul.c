@@ -69,11 +69,18 @@
  * is one. With both passes (--passes=fuse-matmul-swiglu,fuse-rmsnorm-matmul) a layer has
  * 3 fewer barriers (90 per token), 2 fewer activation quantizations, and the arena
  * halves (2.3 -> 1.2 MiB); the greedy text of the default model is unchanged.
- * Not yet measured: while these were written the machine ran at load 10-13 on 2 cores
- * (2-thread decode of both engines swung 1-200 tok/s), so the speed-up could not be
- * told from noise, and the fusions stay opt-in. bench/run_backend_bench.sh runs the Q4_1
- * model with them as a configuration of its own (KILN_BENCH_FUSIONS) against the same
- * llama.cpp runs; make them default if that shows decode >= the unfused on a quiet run.
+ Measured under load (load average 8-9 on 2 cores, so only the order within a round means
+ * anything), `kiln_bench Q4_1 --prompt 16 --gen 64 --reps 5 [--passes ...]`, decode tok/s,
+ * three interleaved rounds:
+ *                 unfused       + fuse-matmul-swiglu    + fuse-rmsnorm-matmul too
+ *   2 threads     74 / 78 / 86  82 / 89 / 88            83 / 89 / 91
+ *   1 thread      123 / 111     126 / 122               (rms alone: 119 / 118)
+ * Fused was ahead in every 2-thread round (+3..13%), so both are in kiln compile's
+ * pipeline (codegen/compile.h). The first swiglu kernel passed R to qmm_group as a
+ * variable and ran ~30% slower at 1 thread (81-88 vs 113-126): qmm_group needs R constant
+ * (its row loops unroll and the accumulators stay in registers), hence the switch below.
+ * The 1.3x-llama.cpp decode target (bench/run_backend_bench.sh, Q4_1, 2 threads; 1.26x
+ * before these passes on a quiet machine) needs that quiet run to be confirmed.
  * Not done: an smmla (+i8mm) variant. smmla gives 2x2 row x column block sums of 8-byte
  * chunks, not the 8 lanes of 4 elements every other variant sums per block, so its
  * float accumulation order differs and it would not give the reference's bits (the
@@ -419,8 +426,19 @@ KILN_INLINE void qmatmul_swiglu(enum kiln_isa isa, enum kiln_wt wt, const float*
       for (int64_t t = 0; t < rows;) {
         const int R = rows - t >= 8 ? 8 : rows - t >= 4 ? 4 : rows - t == 3 ? 3 : rows - t >= 2 ? 2 : 1;
         float gv[8 * 16], uv[8 * 16];
-        qmm_group(isa, wt, q + t * K, d + t * nb, s + t * nb, g, gv, K, 16, 0, W, R);
-        qmm_group(isa, wt, q + t * K, d + t * nb, s + t * nb, u, uv, K, 16, 0, W, R);
+        /* R as a constant in each call, as qmatmul does: qmm_group's row loops unroll and
+         * its accumulators stay in registers (with R a variable, decode ran ~30% slower). */
+#define KILN_SWIGLU_GROUP(Rc)                                                              \
+  qmm_group(isa, wt, q + t * K, d + t * nb, s + t * nb, g, gv, K, 16, 0, W, Rc);          \
+  qmm_group(isa, wt, q + t * K, d + t * nb, s + t * nb, u, uv, K, 16, 0, W, Rc);
+        switch (R) {
+          case 8: KILN_SWIGLU_GROUP(8) break;
+          case 4: KILN_SWIGLU_GROUP(4) break;
+          case 3: KILN_SWIGLU_GROUP(3) break;
+          case 2: KILN_SWIGLU_GROUP(2) break;
+          default: KILN_SWIGLU_GROUP(1) break;
+        }
+#undef KILN_SWIGLU_GROUP
         for (int r = 0; r < R; ++r)
           for (int64_t j = 0; j < W; ++j) {
             const float a = gv[r * 16 + j];
