@@ -6,7 +6,9 @@
 # records the stripped sizes of libkiln_rt.a and model.o. With bench/results/bandwidth.json
 # (bench/bandwidth, run first by bench/run_all.sh) each configuration also gets its decode
 # roofline (summarize_backend.py). Output: bench/results/backend.json (and a table on
-# stdout). About 3-4 minutes on 2 quiet cores.
+# stdout). About 3-4 minutes on 2 quiet cores. If KILN_BENCH_FUSIONS names passes (e.g. a
+# fusion under evaluation), kiln also runs the Q4_1 model with them, against the same
+# llama.cpp numbers.
 #
 # Needs the peer (../shared/peer/build-llama-cpp.sh, cached) and the kiln build in build/.
 # Not part of CI: it takes minutes and measures, it does not check.
@@ -19,6 +21,7 @@ q41="$models/SmolLM2-135M-Instruct.Q4_1.gguf"
 f16="$models/SmolLM2-135M-Instruct.F16.gguf"
 out=bench/results/backend.json
 reps=${KILN_BENCH_REPS:-3}
+fusions=${KILN_BENCH_FUSIONS:-}
 
 # The peer build script can exit non-zero after building everything but its last app.
 bin=$(bash ../shared/peer/build-llama-cpp.sh 2>/dev/null | tail -n 1 || true)
@@ -37,6 +40,11 @@ for model in "$f16" "$q41"; do
   for t in 1 2; do
     echo "[bench] $(basename "$model") threads=$t" >&2
     build/bench/kiln_bench "$model" --threads "$t" --prompt 128 --gen 64 --reps "$reps" >> "$tmp/kiln.jsonl"
+    # The optional fusions (passes/), measured against the same llama.cpp runs.
+    if [ "$model" = "$q41" ] && [ -n "$fusions" ]; then
+      build/bench/kiln_bench "$model" --threads "$t" --prompt 128 --gen 64 --reps "$reps" \
+        --passes "$fusions" >> "$tmp/kiln.jsonl"
+    fi
     "$bin/llama-bench" -m "$model" -p 128 -n 64 -t "$t" -r "$reps" -o jsonl 2>/dev/null >> "$tmp/llama.jsonl"
   done
 done
@@ -55,9 +63,9 @@ mv "$out.partial" "$out"
 python3 - "$out" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
-print(f"{'model':<34} {'thr':>3} {'kiln pp':>9} {'llama pp':>9} {'ratio':>6} {'kiln tg':>9} {'llama tg':>9} {'ratio':>6}")
+print(f"{'model':<34} {'passes':<20} {'thr':>3} {'kiln pp':>9} {'llama pp':>9} {'ratio':>6} {'kiln tg':>9} {'llama tg':>9} {'ratio':>6}")
 for c in r["configs"]:
-    print(f"{c['model']:<34} {c['threads']:>3} {c['kiln_prefill_tok_s']:>9.1f} {c['llama_prefill_tok_s']:>9.1f} "
+    print(f"{c['model']:<34} {c.get('kiln_passes', ''):<20} {c['threads']:>3} {c['kiln_prefill_tok_s']:>9.1f} {c['llama_prefill_tok_s']:>9.1f} "
           f"{c['prefill_ratio']:>6.2f} {c['kiln_decode_tok_s']:>9.1f} {c['llama_decode_tok_s']:>9.1f} {c['decode_ratio']:>6.2f}")
 print("sizes:", r["sizes"])
 for c in r["configs"]:

@@ -132,10 +132,16 @@ Result<CompileSummary> compile_model(const CompileRequest& req) {
   g.set_attr("max_rows", req.max_rows);
   g.set_attr("max_threads", profile.threads);
   g.set_attr("int8_activations", int64_t{req.int8_activations ? 1 : 0});
+  if (req.quantize != "none") {
+    g.set_attr("quantize", req.quantize);
+    g.set_attr("group_size", req.group_size > 0 ? req.group_size : profile.group_size);
+    g.set_attr("quantize_head", req.quantize_head);
+  }
   KILN_TRY(verify(g));
 
   progress.stage("running passes");
   PassManager pm(req.pass_options);
+  if (req.quantize != "none") KILN_TRY(pm.add_pipeline("quantize-int4"));
   if (!req.extra_passes.empty()) KILN_TRY(pm.add_pipeline(req.extra_passes));
   KILN_TRY(pm.add_pipeline(kBackendPipeline));
   KILN_TRY(pm.run(g));

@@ -26,6 +26,9 @@ struct CompileRequest {
   int64_t threads = 0;               // 0: the profile's
   bool int8_activations = true;      // quantized matmuls round activations to int8 blocks
                                      // where the profile has an integer dot product
+  std::string quantize = "none";     // int4|q4_0|q4_1|none: quantize-int4 on float weights
+  int64_t group_size = 0;            // elements per INT4 scale; 0: the profile's
+  std::string quantize_head = "q8_0";  // embedding/LM head policy: q8_0|int4
   std::string symbol = "kiln_model_code";  // = kDefaultModelSymbol (codegen/loaded_artifact.h)
   bool emit_assembly = false;        // also write model.s
   bool emit_llvm = false;            // also write model.ll
@@ -43,7 +46,11 @@ struct CompileSummary {
 };
 
 // The passes every compile runs, in order.
-inline constexpr const char* kBackendPipeline = "cse,dce,freeze-base,plan-memory";
+// fuse-dequant-matmul first: codegen has no dequant kernel (quantized matmuls read blocks).
+// The SwiGLU and norm fusions pay for decode (qmatmul.c's header has the measurements)
+// and give the unfused kernels' bits; they do nothing with --float-activations.
+inline constexpr const char* kBackendPipeline =
+    "fuse-dequant-matmul,fuse-matmul-swiglu,fuse-rmsnorm-matmul,cse,dce,freeze-base,plan-memory";
 
 Result<CompileSummary> compile_model(const CompileRequest& req);
 

@@ -289,7 +289,9 @@ class Lowering {
         return call(n, "kiln_kv_write", {ptr_[o[0]], ptr_[o[1]], ptr_[o[2]], ptr_[o[3]], rows_[o[1]],
                                          i64c(o[0]->type().shape[2]), i64c(stride)});
       }
-      case Op::Embed: case Op::Lora: case Op::RmsNorm: case Op::MatMul: case Op::Add: case Op::Mul: case Op::Silu:
+      case Op::Dequant:
+        return fail(n, "dequant has no kernel: run fuse-dequant-matmul, which folds it into its matmuls");
+      case Op::RmsMatMul: case Op::MatMulSwiGlu: case Op::Embed: case Op::Lora: case Op::RmsNorm: case Op::MatMul: case Op::Add: case Op::Mul: case Op::Silu:
       case Op::Rope: case Op::LastRow: case Op::GatherRows: case Op::Attention:
         break;
     }
@@ -321,6 +323,23 @@ class Lowering {
       case Op::MatMul:
         return call(n, matmul_kernel(o[1]->type().dtype, o[1]->type().shape[1]),
                     {ptr_[o[0]], ptr_[o[1]], y, T, i64c(o[1]->type().shape[1]), i64c(o[1]->type().shape[0])});
+      case Op::RmsMatMul: {  // only the int8 kernels have the fused form
+        if (o[1]->type().dtype != DType::F32) return fail(n, "norm weight must be f32 (freeze-base converts it)");
+        std::string k = matmul_kernel(o[2]->type().dtype, o[2]->type().shape[1]);
+        if (k.find("_q8_") == std::string::npos)
+          return fail(n, "rms_matmul needs int8-activation kernels for its weight type on this profile");
+        k.replace(0, 5, "kiln_rms_");
+        return call(n, k, {ptr_[o[0]], ptr_[o[1]], ptr_[o[2]], y, T, i64c(o[2]->type().shape[1]),
+                           i64c(o[2]->type().shape[0]), f32c(*n->float_attr("eps"))});
+      }
+      case Op::MatMulSwiGlu: {  // only the int8 kernels have the fused form
+        std::string k = matmul_kernel(o[1]->type().dtype, o[1]->type().shape[1]);
+        if (k.find("_q8_") == std::string::npos)
+          return fail(n, "matmul_swiglu needs int8-activation kernels for its weight type on this profile");
+        k.replace(0, 12, "kiln_matmul_swiglu_");
+        return call(n, k, {ptr_[o[0]], ptr_[o[1]], ptr_[o[2]], y, T, i64c(o[1]->type().shape[1]),
+                           i64c(o[1]->type().shape[0])});
+      }
       case Op::Add:
       case Op::Mul: {
         Value* n_el = b_.CreateMul(T, i64c(F));
@@ -357,7 +376,7 @@ class Lowering {
                      i64c(*n->int_attr("head_dim")), i64c(stride)});
       }
       case Op::Input: case Op::Weight: case Op::Constant: case Op::State: case Op::KvWrite:
-      case Op::Output:
+      case Op::Output: case Op::Dequant:
         break;
     }
     return fail(n, "not lowered");

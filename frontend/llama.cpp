@@ -150,6 +150,12 @@ Result<Graph> build_llama_graph(std::shared_ptr<const GgufFile> f, const LlamaCo
                         fmt::join(actual, ","), fmt::join(shape, ","));
     return g.add(Op::Weight, {}, TensorType{t->type, shape}, Attrs{{"name", name}}, name);
   };
+  // The matrix operand of a matmul: quantized GGUF blocks are dequantized explicitly in
+  // the IR (fuse-dequant-matmul makes matmul(x, dequant(W)) one quantized matmul again).
+  auto mat = [&](Node* w) {
+    return is_quantized(w->type().dtype) ? g.add(Op::Dequant, {w}, {DType::F32, w->type().shape}, {}, w->loc())
+                                         : w;
+  };
   const int64_t D = c.n_embd, hd = c.head_dim, kvF = c.n_head_kv * hd;
 
   Node* tokens = g.add(Op::Input, {}, {DType::I32, {kDynamic}}, Attrs{{"name", std::string("tokens")}});
@@ -177,9 +183,9 @@ Result<Graph> build_llama_graph(std::shared_ptr<const GgufFile> f, const LlamaCo
 
     Attrs rope{{"head_dim", hd}, {"n_rot", c.n_rot}, {"theta", c.rope_theta}};
     KILN_ASSIGN(Node* h, g.build(Op::RmsNorm, {x, attn_norm}, Attrs{{"eps", c.rms_eps}}, L + ".attn_norm"));
-    KILN_ASSIGN(Node* q, g.build(Op::MatMul, {h, wq}, {}, L + ".attn_q"));
-    KILN_ASSIGN(Node* k, g.build(Op::MatMul, {h, wk}, {}, L + ".attn_k"));
-    KILN_ASSIGN(Node* v, g.build(Op::MatMul, {h, wv}, {}, L + ".attn_v"));
+    KILN_ASSIGN(Node* q, g.build(Op::MatMul, {h, mat(wq)}, {}, L + ".attn_q"));
+    KILN_ASSIGN(Node* k, g.build(Op::MatMul, {h, mat(wk)}, {}, L + ".attn_k"));
+    KILN_ASSIGN(Node* v, g.build(Op::MatMul, {h, mat(wv)}, {}, L + ".attn_v"));
     KILN_ASSIGN(q, g.build(Op::Rope, {q, pos}, rope, L + ".rope_q"));
     KILN_ASSIGN(k, g.build(Op::Rope, {k, pos}, rope, L + ".rope_k"));
     TensorType cache{DType::F32, {opts.max_streams, opts.max_context, kvF}};
@@ -189,15 +195,15 @@ Result<Graph> build_llama_graph(std::shared_ptr<const GgufFile> f, const LlamaCo
     KILN_ASSIGN(vc, g.build(Op::KvWrite, {vc, v, pos, streams}, {}, L + ".v_cache"));
     Attrs att{{"n_head", c.n_head}, {"n_kv_head", c.n_head_kv}, {"head_dim", hd}};
     KILN_ASSIGN(Node* a, g.build(Op::Attention, {q, kc, vc, pos, streams}, att, L + ".attn"));
-    KILN_ASSIGN(Node* o, g.build(Op::MatMul, {a, wo}, {}, L + ".attn_output"));
+    KILN_ASSIGN(Node* o, g.build(Op::MatMul, {a, mat(wo)}, {}, L + ".attn_output"));
     KILN_ASSIGN(x, g.build(Op::Add, {x, o}, {}, L + ".attn_residual"));
 
     KILN_ASSIGN(h, g.build(Op::RmsNorm, {x, ffn_norm}, Attrs{{"eps", c.rms_eps}}, L + ".ffn_norm"));
-    KILN_ASSIGN(Node* gate, g.build(Op::MatMul, {h, wgate}, {}, L + ".ffn_gate"));
-    KILN_ASSIGN(Node* up, g.build(Op::MatMul, {h, wup}, {}, L + ".ffn_up"));
+    KILN_ASSIGN(Node* gate, g.build(Op::MatMul, {h, mat(wgate)}, {}, L + ".ffn_gate"));
+    KILN_ASSIGN(Node* up, g.build(Op::MatMul, {h, mat(wup)}, {}, L + ".ffn_up"));
     KILN_ASSIGN(gate, g.build(Op::Silu, {gate}, {}, L + ".ffn_silu"));
     KILN_ASSIGN(Node* m, g.build(Op::Mul, {gate, up}, {}, L + ".ffn_swiglu"));
-    KILN_ASSIGN(Node* d, g.build(Op::MatMul, {m, wdown}, {}, L + ".ffn_down"));
+    KILN_ASSIGN(Node* d, g.build(Op::MatMul, {m, mat(wdown)}, {}, L + ".ffn_down"));
     KILN_ASSIGN(x, g.build(Op::Add, {x, d}, {}, L + ".ffn_residual"));
   }
 
@@ -210,7 +216,7 @@ Result<Graph> build_llama_graph(std::shared_ptr<const GgufFile> f, const LlamaCo
   if (!c.tied_output) {
     KILN_ASSIGN(head, weight(std::string(names::kOutput), {c.n_vocab, D}));
   }
-  KILN_ASSIGN(Node* logits, g.build(Op::MatMul, {x, head}, {}, "output"));
+  KILN_ASSIGN(Node* logits, g.build(Op::MatMul, {x, mat(head)}, {}, "output"));
   KILN_TRY(g.build(Op::Output, {logits}, Attrs{{"name", std::string("logits")}}, "logits"));
   return g;
 }

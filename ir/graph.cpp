@@ -301,6 +301,44 @@ Result<TensorType> infer_type(Op op, const std::vector<Node*>& o, const Attrs& a
                           o[0]->type().str(), x[1], o[1]->type().str(), w[1]);
       return TensorType{DType::F32, {x[0], w[0]}};
     }
+    case Op::RmsMatMul: {
+      KILN_TRY(need_float(a, "eps"));
+      KILN_TRY(need_f32(o[0], "x"));
+      KILN_TRY(need_rank(o[0], 2, "x"));
+      KILN_TRY(need_weight_dtype(o[1], "the norm weight"));
+      KILN_TRY(need_rank(o[2], 2, "the weight"));
+      KILN_TRY(need_weight_dtype(o[2], "the weight"));
+      const auto& x = o[0]->type().shape;
+      const auto& w = o[2]->type().shape;
+      if (o[1]->type().rank() != 1 || !dims_agree(o[1]->type().shape[0], x[1]))
+        return make_error("norm weight {} does not match the rows of {}", o[1]->type().str(), o[0]->type().str());
+      if (!dims_agree(x[1], w[1]))
+        return make_error("x {} has {} columns but the weight {} expects {}", o[0]->type().str(), x[1],
+                          o[2]->type().str(), w[1]);
+      return TensorType{DType::F32, {x[0], w[0]}};
+    }
+    case Op::MatMulSwiGlu: {
+      KILN_TRY(need_f32(o[0], "x"));
+      KILN_TRY(need_rank(o[0], 2, "x"));
+      for (int i = 1; i <= 2; ++i) {
+        KILN_TRY(need_rank(o[i], 2, i == 1 ? "the gate weight" : "the up weight"));
+        KILN_TRY(need_weight_dtype(o[i], i == 1 ? "the gate weight" : "the up weight"));
+      }
+      if (o[1]->type() != o[2]->type())
+        return make_error("gate {} and up {} weights differ", o[1]->type().str(), o[2]->type().str());
+      const auto& x = o[0]->type().shape;
+      const auto& w = o[1]->type().shape;
+      if (!dims_agree(x[1], w[1]))
+        return make_error("x {} has {} columns but the weights {} expect {}", o[0]->type().str(), x[1],
+                          o[1]->type().str(), w[1]);
+      return TensorType{DType::F32, {x[0], w[0]}};
+    }
+    case Op::Dequant:
+      if (o[0]->op() != Op::Weight)
+        return make_error("dequant reads a weight, got {}", op_name(o[0]->op()));
+      KILN_TRY(need_rank(o[0], 2, "the weight"));
+      KILN_TRY(need_weight_dtype(o[0], "the weight"));
+      return TensorType{DType::F32, o[0]->type().shape};
     case Op::Lora: {
       KILN_TRY(need_f32(o[0], "x"));
       KILN_TRY(need_rank(o[0], 2, "x"));

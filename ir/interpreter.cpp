@@ -168,17 +168,19 @@ Result<std::map<std::string, Tensor>> Interpreter::run(const std::map<std::strin
   auto get = [&](const Node* n) -> Result<TensorPtr> {
     auto it = val.find(n);
     if (it != val.end()) return it->second;
-    if (n->op() == Op::Weight) {
-      auto c = dequantized_.find(n);
+    if (n->op() == Op::Weight || n->op() == Op::Dequant) {  // dequant(w) is w as f32
+      const Node* w = n->op() == Op::Dequant ? n->operand(0) : n;
+      auto c = dequantized_.find(w);
       if (c != dequantized_.end()) return c->second;
-      KILN_ASSIGN(Tensor t, load_weight(g_, n));
+      KILN_ASSIGN(Tensor t, load_weight(g_, w));
       auto p = std::make_shared<const Tensor>(std::move(t));
-      if (n->type().elements() <= (1 << 20)) dequantized_[n] = p;
+      if (w->type().elements() <= (1 << 20)) dequantized_[w] = p;
       return p;
     }
     return make_error("value of {} is not available", op_name(n->op()));
   };
   auto rows_of = [&](const Node* n, RowSource& rs, TensorPtr& keep) -> Status {
+    if (n->op() == Op::Dequant) n = n->operand(0);  // rows dequantized one at a time
     if (n->op() == Op::Weight) {
       KILN_ASSIGN(WeightView v, weight_view(g_, n));
       rs.raw = v.data;
@@ -222,7 +224,8 @@ Result<std::map<std::string, Tensor>> Interpreter::run(const std::map<std::strin
         break;
       }
       case Op::Weight:
-        continue;  // read lazily by its users
+      case Op::Dequant:
+        continue;  // read lazily by its users (a row at a time, or whole through get())
       case Op::Constant: {
         const DenseData* d = n->dense_attr("value");
         out = std::make_shared<Tensor>();
@@ -288,6 +291,61 @@ Result<std::map<std::string, Tensor>> Interpreter::run(const std::map<std::strin
           for (int64_t r = r0; r < r1; ++r) {
             w.row(r, row.data());
             for (int64_t t = 0; t < T; ++t) o[t * N + r] = dot(xs + t * K, row.data(), K);
+          }
+        });
+        break;
+      }
+      case Op::RmsMatMul: {  // rms_norm as Op::RmsNorm computes it, then matmul as Op::MatMul
+        KILN_ASSIGN(TensorPtr x, get(n->operand(0)));
+        KILN_ASSIGN(TensorPtr nw, get(n->operand(1)));
+        RowSource w;
+        TensorPtr keep;
+        KILN_TRY(rows_of(n->operand(2), w, keep));
+        double eps = *n->float_attr("eps");
+        int64_t T = x->rows(), K = x->cols(), N = w.rows;
+        if (nw->elements() != K || w.cols != K)
+          return where(fmt::format("x has {} columns, norm weight {} values, weight {} columns", K, nw->elements(), w.cols));
+        std::vector<float> h((size_t)(T * K));
+        for (int64_t r = 0; r < T; ++r) {
+          const float* xr = x->f32.data() + r * K;
+          double ss = 0;
+          for (int64_t c = 0; c < K; ++c) ss += (double)xr[c] * xr[c];
+          float scale = (float)(1.0 / std::sqrt(ss / (double)K + eps));
+          for (int64_t c = 0; c < K; ++c) h[r * K + c] = xr[c] * scale * nw->f32[c];
+        }
+        out = std::make_shared<Tensor>(Tensor::f32_of({T, N}));
+        float* o = out->f32.data();
+        parallel_rows(N, T >= 4, [&](int64_t r0, int64_t r1) {
+          std::vector<float> row((size_t)K);
+          for (int64_t r = r0; r < r1; ++r) {
+            w.row(r, row.data());
+            for (int64_t t = 0; t < T; ++t) o[t * N + r] = dot(h.data() + t * K, row.data(), K);
+          }
+        });
+        break;
+      }
+      case Op::MatMulSwiGlu: {  // silu(x @ Wg^T) * (x @ Wu^T), each as matmul and silu compute it
+        KILN_ASSIGN(TensorPtr x, get(n->operand(0)));
+        RowSource wg, wu;
+        TensorPtr keep_g, keep_u;
+        KILN_TRY(rows_of(n->operand(1), wg, keep_g));
+        KILN_TRY(rows_of(n->operand(2), wu, keep_u));
+        int64_t T = x->rows(), K = x->cols(), N = wg.rows;
+        if (wg.cols != K || wu.cols != K || wu.rows != N)
+          return where(fmt::format("x has {} columns, weights [{},{}] and [{},{}]", K, N, wg.cols, wu.rows, wu.cols));
+        out = std::make_shared<Tensor>(Tensor::f32_of({T, N}));
+        float* o = out->f32.data();
+        const float* xs = x->f32.data();
+        parallel_rows(N, T >= 4, [&](int64_t r0, int64_t r1) {
+          std::vector<float> rg((size_t)K), ru((size_t)K);
+          for (int64_t r = r0; r < r1; ++r) {
+            wg.row(r, rg.data());
+            wu.row(r, ru.data());
+            for (int64_t t = 0; t < T; ++t) {
+              float g = dot(xs + t * K, rg.data(), K), u = dot(xs + t * K, ru.data(), K);
+              float sg = (float)(g / (1.0 + std::exp(-(double)g)));
+              o[t * N + r] = sg * u;
+            }
           }
         });
         break;

@@ -72,6 +72,9 @@ Status verify(const Graph& g) {
       case Op::Embed:
       case Op::RmsNorm:
       case Op::MatMul:
+      case Op::Dequant:
+      case Op::MatMulSwiGlu:
+      case Op::RmsMatMul:
       case Op::Lora:
       case Op::Add:
       case Op::Mul:

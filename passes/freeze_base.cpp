@@ -67,7 +67,9 @@ class FreezeBasePass final : public Pass {
       auto src = g.weights()->find(wname);
       if (!src) return make_error("weight \"{}\" is not in {}", wname, g.weights()->describe());
       bool matrix_only = true;
-      for (Node* u : users[n]) matrix_only &= u->op() == Op::MatMul || u->op() == Op::Embed;
+      for (Node* u : users[n])
+        matrix_only &= u->op() == Op::MatMul || u->op() == Op::Embed || u->op() == Op::Dequant ||
+                       u->op() == Op::MatMulSwiGlu || (u->op() == Op::RmsMatMul && u->operand(2) == n);
       DType dt = matrix_only ? src->dtype : DType::F32;
 
       uint64_t offset = (frozen->blob_.size() + FrozenWeights::kAlign - 1) / FrozenWeights::kAlign *

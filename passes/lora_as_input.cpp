@@ -64,8 +64,10 @@ class LoraAsInputPass final : public Pass {
     std::vector<std::pair<size_t, Node*>> targets;  // (index in `nodes`, matmul)
     for (size_t i = 0; i < nodes.size(); ++i) {
       Node* n = nodes[i];
-      if (n->op() != Op::MatMul || n->operand(1)->op() != Op::Weight) continue;
-      auto w = n->operand(1)->str_attr("name");
+      if (n->op() != Op::MatMul) continue;
+      Node* wn = n->operand(1)->op() == Op::Dequant ? n->operand(1)->operand(0) : n->operand(1);
+      if (wn->op() != Op::Weight) continue;
+      auto w = wn->str_attr("name");
       if (w && is_lora_target(*w)) targets.emplace_back(i, n);
     }
     if (targets.empty()) return false;
@@ -83,7 +85,7 @@ class LoraAsInputPass final : public Pass {
 
     for (auto [i, mm] : targets) {
       Node* x = mm->operand(0);
-      Node* w = mm->operand(1);
+      Node* w = mm->operand(1)->op() == Op::Dequant ? mm->operand(1)->operand(0) : mm->operand(1);
       std::string wname(*w->str_attr("name"));
       int64_t out = w->type().shape[0], in = w->type().shape[1];
       KILN_ASSIGN(Node* a, new_input(mm, "lora." + wname + ".a", TensorType{DType::F32, {K, R, in}}, wname));

@@ -85,7 +85,7 @@ bool computes_value(Op op) {
       return false;
     case Op::Embed: case Op::RmsNorm: case Op::MatMul: case Op::Add: case Op::Mul:
     case Op::Silu: case Op::Rope: case Op::LastRow: case Op::GatherRows: case Op::Attention:
-    case Op::Lora:
+    case Op::Lora: case Op::Dequant: case Op::MatMulSwiGlu: case Op::RmsMatMul:
       return true;
   }
   return false;

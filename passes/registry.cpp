@@ -10,6 +10,10 @@ const std::vector<PassInfo>& registered_passes() {
       {"cse", "merge nodes that compute the same op on the same operands and attributes", create_cse_pass},
       {"constant-fold", "evaluate nodes whose operands are all constants at compile time", create_constant_fold_pass},
       {"lora-as-input", "turn each LoRA target matmul into matmul + lora with adapter inputs (lora_slots, lora_rank)", create_lora_as_input_pass},
+      {"quantize-int4", "float weights to INT4 blocks read through dequant (quantize, group_size, quantize_head)", create_quantize_int4_pass},
+      {"fuse-dequant-matmul", "fold matmul(x, dequant(W)) into one matmul on the quantized weight", create_fuse_dequant_matmul_pass},
+      {"fuse-matmul-swiglu", "gate/up matmuls and silu*mul as one matmul_swiglu (q4/q8 weights, int8 activations)", create_fuse_matmul_swiglu_pass},
+      {"fuse-rmsnorm-matmul", "fold rms_norm into the q4/q8 matmuls that read it (rms_matmul; int8 activations)", create_fuse_rmsnorm_matmul_pass},
       {"freeze-base", "lay every weight out in one aligned blob at fixed offsets (needs max_rows)", create_freeze_base_pass},
       {"plan-memory", "assign arena offsets to activations and KV offsets to state (needs max_rows, max_threads)", create_plan_memory_pass},
   };

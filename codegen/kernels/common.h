@@ -215,4 +215,24 @@ KILN_INLINE float kiln_expf(float x) {
   return x == x ? y : x;
 }
 
+/* One row of RMS normalisation (norm.c; also the prologue of qmatmul.c's rms_matmul, so
+ * the fused op normalises with the same bits). The sum of squares is float in two 8-lane
+ * accumulators (fixed order); the scale is taken in double like the interpreter, then
+ * y = (x * scale) * w in float, the interpreter's order. yr may be xr. */
+KILN_INLINE void kiln_rms_row(const float* xr, const float* restrict w, float* yr, int64_t D, float eps) {
+  kiln_f8 a0 = kiln_splat8(0.0f), a1 = kiln_splat8(0.0f);
+  int64_t k = 0;
+  for (; k + 16 <= D; k += 16) {
+    const kiln_f8 v0 = kiln_load8(xr + k), v1 = kiln_load8(xr + k + 8);
+    a0 += v0 * v0;
+    a1 += v1 * v1;
+  }
+  float ss = kiln_hsum8(a0 + a1);
+  for (; k < D; ++k) ss += xr[k] * xr[k];
+  const float scale = (float)(1.0 / __builtin_sqrt((double)ss / (double)D + (double)eps));
+  const kiln_f8 vs = kiln_splat8(scale);
+  for (k = 0; k + 8 <= D; k += 8) kiln_store8(yr + k, kiln_load8(xr + k) * vs * kiln_load8(w + k));
+  for (; k < D; ++k) yr[k] = xr[k] * scale * w[k];
+}
+
 #endif /* KILN_KERNELS_COMMON_H */

@@ -50,10 +50,21 @@ KILN_WEIGHT_TYPES(KILN_DECLARE_MATMUL)
 #define KILN_QUANT_WEIGHT_TYPES(X, isa, attr) X(q4_0, isa, attr) X(q4_1, isa, attr) X(q8_0, isa, attr)
 #define KILN_DECLARE_QMATMUL(wt, isa, attr)                                                  \
   void kiln_matmul_##wt##_q8_##isa(const float* x, const void* w, float* y, int64_t T,      \
-                                   int64_t K, int64_t N, int32_t tid, int32_t nth);
+                                   int64_t K, int64_t N, int32_t tid, int32_t nth);         \
+  /* y = rms_norm(x, nw, eps) @ w^T, the norm in the prologue (rms_matmul op) */             \
+  void kiln_rms_matmul_##wt##_q8_##isa(const float* x, const float* nw, const void* w,      \
+                                       float* y, int64_t T, int64_t K, int64_t N, float eps, \
+                                       int32_t tid, int32_t nth);
 #define KILN_QMATMUL_ISAS(X) X(ref) X(avx2) X(avxvnni) X(vnni) X(dotprod)
 #define KILN_DECLARE_QMATMUL_ISA(isa) KILN_QUANT_WEIGHT_TYPES(KILN_DECLARE_QMATMUL, isa, )
 KILN_QMATMUL_ISAS(KILN_DECLARE_QMATMUL_ISA)
+/* y[t, n] = silu(x wg[n]) * (x wu[n]) with x quantized as above (matmul_swiglu op). */
+#define KILN_DECLARE_QMATMUL_SWIGLU(wt, isa, attr)                                               \
+  void kiln_matmul_swiglu_##wt##_q8_##isa(const float* x, const void* wg, const void* wu,       \
+                                          float* y, int64_t T, int64_t K, int64_t N, int32_t tid, \
+                                          int32_t nth);
+#define KILN_DECLARE_QMATMUL_SWIGLU_ISA(isa) KILN_QUANT_WEIGHT_TYPES(KILN_DECLARE_QMATMUL_SWIGLU, isa, )
+KILN_QMATMUL_ISAS(KILN_DECLARE_QMATMUL_SWIGLU_ISA)
 
 /* y[t, :] = x[t, :] / sqrt(mean(x[t, :]^2) + eps) * w, w [D] */
 void kiln_rms_norm(const float* x, const float* w, float* y, int64_t T, int64_t D, float eps,

@@ -619,7 +619,7 @@ TEST(Codegen, TinyLlamaMatchesInterpreter) {
   ASSERT_TRUE(cfg.ok());
   auto g = build_llama_graph(file, *cfg, {.max_context = 32, .max_streams = 2});
   ASSERT_TRUE(g.ok()) << g.error().message;
-  Status s = testing::plan_for_codegen(*g, kMaxRows, kMaxThreads, "cse,dce,freeze-base,plan-memory");
+  Status s = testing::plan_for_codegen(*g, kMaxRows, kMaxThreads, "fuse-dequant-matmul,cse,dce,freeze-base,plan-memory");
   ASSERT_TRUE(s.ok()) << s.error().message;
   auto r = compile(*g);
   ASSERT_TRUE(r);

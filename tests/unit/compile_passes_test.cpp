@@ -96,7 +96,7 @@ TEST(PlanMemory, LiveValuesNeverOverlapAndLogitsGoToTheCaller) {
   Tiny t = tiny();
   Graph g = lower(t, 3);
   std::vector<float> before = run_steps(g);
-  ASSERT_TRUE(run_pipeline(g, "cse,dce,freeze-base,plan-memory").ok());
+  ASSERT_TRUE(run_pipeline(g, "fuse-dequant-matmul,cse,dce,freeze-base,plan-memory").ok());
   EXPECT_EQ(run_steps(g), before);
 
   int64_t arena = *g.int_attr("arena_bytes");

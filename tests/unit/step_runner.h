@@ -36,7 +36,7 @@ namespace kiln::testing {
 
 // Sets the limits the backend passes read, then runs `passes` verifying after each.
 inline Status plan_for_codegen(Graph& g, int64_t max_rows, int64_t max_threads,
-                               std::string_view passes = "freeze-base,plan-memory") {
+                               std::string_view passes = "fuse-dequant-matmul,freeze-base,plan-memory") {
   g.set_attr("max_rows", max_rows);
   g.set_attr("max_threads", max_threads);
   // These tests hold generated code to the interpreter's float math; the int8-activation

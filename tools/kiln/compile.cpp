@@ -16,6 +16,9 @@ static const std::vector<OptionSpec> kCompileOptions = {
     {"streams", "S", "streams decoded together in one pass (default 1)"},
     {"ctx", "N", "context length: KV cache rows per stream (default 2048)"},
     {"threads", "N", "most threads the step runs on (default: the profile's)"},
+    {"quantize", "TYPE", "quantize float weights: int4 (= q4_1), q4_0, q4_1 or none (default none)"},
+    {"group-size", "N", "elements per INT4 scale, a multiple of 32 (default: the profile's group_size)"},
+    {"quantize-head", "TYPE", "embedding and LM head with --quantize: q8_0 (default) or int4"},
     {"float-activations", "", "keep activations float in quantized matmuls (exact; slower decode)"},
     {"symbol", "NAME", "C name of the compiled model in model.h (default kiln_model_code)"},
     {"emit", "KINDS", "also write asm (model.s) and/or llvm (model.ll), comma-separated"},
@@ -65,6 +68,20 @@ int cmd_compile(int argc, char** argv) {
   req.threads = *threads;
   req.symbol = args->get("symbol").value_or("kiln_model_code");
   req.int8_activations = !args->flag("float-activations");
+  req.quantize = args->get("quantize").value_or("none");
+  req.quantize_head = args->get("quantize-head").value_or("q8_0");
+  if (req.quantize != "none" && req.quantize != "int4" && req.quantize != "q4_0" && req.quantize != "q4_1") {
+    fmt::print(stderr, "kiln compile: --quantize takes int4, q4_0, q4_1 or none; got '{}'\n", req.quantize);
+    return 2;
+  }
+  if (req.quantize_head != "q8_0" && req.quantize_head != "int4") {
+    fmt::print(stderr, "kiln compile: --quantize-head takes q8_0 or int4; got '{}'\n", req.quantize_head);
+    return 2;
+  }
+  auto group = args->get_int("group-size", 0, 0, 4096);
+  if (!group.ok()) { fmt::print(stderr, "kiln compile: {}\n", group.error().message); return 2; }
+  if (*group % 32 != 0) { fmt::print(stderr, "kiln compile: --group-size must be a multiple of 32, got {}\n", *group); return 2; }
+  req.group_size = *group;
   for (char c : req.symbol)
     if (!std::isalnum((unsigned char)c) && c != '_') {
       fmt::print(stderr, "kiln compile: --symbol must be a C identifier, got '{}'\n", req.symbol);
