@@ -26,6 +26,9 @@ struct CompileRequest {
   int64_t threads = 0;               // 0: the profile's
   bool int8_activations = true;      // quantized matmuls round activations to int8 blocks
                                      // where the profile has an integer dot product
+  int64_t lora_slots = 0;            // LoRA slots K (slot 0 the zero adapter); 0: no LoRA
+  int64_t lora_rank = 16;            // the compiled maximum adapter rank R
+  std::string lora_targets = "q,k,v,o,gate,up,down";  // modules that take adapters
   std::string symbol = "kiln_model_code";  // = kDefaultModelSymbol (codegen/loaded_artifact.h)
   bool emit_assembly = false;        // also write model.s
   bool emit_llvm = false;            // also write model.ll

@@ -32,6 +32,7 @@
 
 #include "codegen/codegen.h"
 #include "codegen/kernels/kernel_bitcode.h"
+#include "codegen/lora_table.h"
 #include "runtime/include/kiln/model_abi.h"
 
 namespace kiln {
@@ -375,7 +376,8 @@ class Lowering {
     auto* i64 = b_.getInt64Ty();
     // kiln_compiled_model, field for field (model_abi.h).
     auto* ty = llvm::StructType::create(ctx_, {i32, i32, i64, ptr, ptr, ptr, i64, i64, i64, i64, i64, i64,
-                                               i64, i64, i64, i64, ptr, i64, ptr, i64}, "kiln_compiled_model");
+                                               i64, i64, i64, i64, ptr, i64, ptr, i64,
+                                               i64, i64, i64, i64, ptr}, "kiln_compiled_model");
     // kiln_kv_block table: each state buffer's offset and row size within a stream.
     auto* block_ty = llvm::StructType::get(ctx_, {i64, i64});
     std::vector<llvm::Constant*> blocks;
@@ -388,6 +390,19 @@ class Lowering {
     auto* blocks_ty = llvm::ArrayType::get(block_ty, blocks.size());
     auto* blocks_gv = new llvm::GlobalVariable(m_, blocks_ty, true, llvm::GlobalValue::PrivateLinkage,
                                                llvm::ConstantArray::get(blocks_ty, blocks), "kv_blocks");
+    // kiln_lora_target table (codegen/lora_table.h).
+    KILN_ASSIGN(LoraTable lt, lora_table(g_));
+    auto* lora_ty = llvm::StructType::get(ctx_, {i32, i32, i64, i64, i64, i64, i64, i64});
+    std::vector<llvm::Constant*> lora_rows;
+    for (const kiln_lora_target& e : lt.targets) {
+      auto u = [&](uint64_t v) { return llvm::ConstantInt::get(i64, v); };
+      lora_rows.push_back(llvm::ConstantStruct::get(
+          lora_ty, {llvm::ConstantInt::get(i32, e.layer), llvm::ConstantInt::get(i32, e.module), u(e.in), u(e.out),
+                    u(e.a_offset), u(e.b_offset), u(e.a_slot_stride), u(e.b_slot_stride)}));
+    }
+    auto* lora_arr_ty = llvm::ArrayType::get(lora_ty, lora_rows.size());
+    auto* lora_gv = new llvm::GlobalVariable(m_, lora_arr_ty, true, llvm::GlobalValue::PrivateLinkage,
+                                             llvm::ConstantArray::get(lora_arr_ty, lora_rows), "lora_targets");
     auto attr = [&](const char* k) -> Result<int64_t> {
       auto v = g_.int_attr(k);
       if (!v) return make_error("codegen: the graph lacks attribute {} (run freeze-base and plan-memory)", k);
@@ -411,7 +426,8 @@ class Lowering {
              cstring(p_.name, "profile"), c64(logits->type().shape.back()), c64(n_layer), c64(max_rows),
              c64(streams), c64(ctxlen), c64(max_threads), c64(weights_bytes), c64(arena_bytes), c64(kv_bytes),
              c64(kv_stream_bytes), step_, c64((int64_t)blocks.size()), blocks_gv,
-             c64(g_.int_attr("adapter_bytes").value_or(0))});
+             c64(g_.int_attr("adapter_bytes").value_or(0)), c64(lt.slots), c64(lt.rank),
+             c64((int64_t)lt.scale_offset), c64((int64_t)lt.targets.size()), lora_gv});
     auto* gv = new llvm::GlobalVariable(m_, ty, true, llvm::GlobalValue::ExternalLinkage, init, opts.symbol);
     gv->setAlignment(llvm::Align(8));
     return Status::success();

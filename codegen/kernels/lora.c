@@ -6,6 +6,7 @@
  * runtime). Threads split the output columns (chunks of 16: whole cache lines); every
  * thread computes the shrink h = a[s] @ x[t] (R <= 64 floats, on the stack) of each row
  * itself, in the same order, so results do not depend on nth and no barrier is needed.
+ * Rows on slot 0 (the zero adapter) or with scale 0 only store zeros.
  * Sums are float, in eight partial sums of a fixed lane order.
  */
 #include "common.h"
@@ -31,12 +32,18 @@ void kiln_lora(const float* x, const float* a, const float* b, const float* scal
   float h[KILN_LORA_MAX_RANK];
   for (int64_t t = 0; t < T; ++t) {
     const int64_t s = slots[t];
+    float* yt = y + t * out;
+    /* Slot 0 is the zero adapter, and a zero scale contributes nothing either: the rows
+     * of streams without an adapter cost a few stores, not two matrix products. */
+    if (s == 0 || scale[s] == 0.0f) {
+      for (int64_t o = o0; o < o1; ++o) yt[o] = 0.0f;
+      continue;
+    }
     const float* xt = x + t * in;
     const float* as = a + s * R * in;
     for (int64_t r = 0; r < R; ++r) h[r] = dot(as + r * in, xt, in);
     const float sc = scale[s];
     const float* bs = b + s * out * R;
-    float* yt = y + t * out;
     for (int64_t o = o0; o < o1; ++o) yt[o] = sc * dot(bs + o * R, h, R);
   }
 }

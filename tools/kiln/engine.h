@@ -21,6 +21,10 @@ class Engine {
   virtual const char* name() const = 0;
   // Appends tokens at the stream's current position; returns the last token's logits.
   virtual Result<std::vector<float>> step(const std::vector<int32_t>& tokens) = 0;
+  // Loads a LoRA adapter into slot 1 and applies it; returns its name.
+  virtual Result<std::string> set_adapter(const std::string& path, float scale) {
+    return make_error("{}: this engine takes no adapters", path);
+  }
 };
 
 struct EngineOptions {
@@ -30,6 +34,8 @@ struct EngineOptions {
   int64_t max_streams = 1;
   int64_t threads = 2;
   bool int8_activations = true;
+  int64_t lora_slots = 0;  // > 0: compile with LoRA slots (all targets, rank lora_rank)
+  int64_t lora_rank = 16;
   bool progress = true;
 };
 
