@@ -79,6 +79,9 @@ class Lowering {
     for (int f = 0; f < kNumStepArgs; ++f)
       field_[f] = b_.CreateLoad(fields[f], b_.CreateStructGEP(step_args_ty_, args_, f));
 
+    for (auto& [n, us] : g_.users()) n_users_[n] = us.size();
+    for (const Node* n : g_.nodes())
+      if (const Node* l = fused_lora(n)) lora_add_of_[l] = n;
     for (const Node* n : g_.nodes()) KILN_TRY(lower_node(n));
     b_.CreateRetVoid();
 
@@ -102,6 +105,21 @@ class Lowering {
   std::unordered_map<const Node*, Region> region_;
   std::map<std::string, llvm::Function*> wrappers_;
   std::vector<Region> written_, read_;  // since the last barrier
+  std::unordered_map<const Node*, size_t> n_users_;
+
+  // add(matmul(x, W), lora(x, ...)) with the matmul and the lora used only there: lowered
+  // as one kiln_lora_add (the lora node emits nothing). Returns the lora node, or null.
+  const Node* fused_lora(const Node* add) {
+    if (add->op() != Op::Add || add->operands().size() != 2) return nullptr;
+    const Node* m = add->operand(0);
+    const Node* l = add->operand(1);
+    if (m->op() != Op::MatMul || l->op() != Op::Lora || l->operand(0) != m->operand(0)) return nullptr;
+    if (n_users_[m] != 1 || n_users_[l] != 1 || m->type() != add->type() || l->type() != add->type()) return nullptr;
+    if (m->str_attr("place") || l->str_attr("place")) return nullptr;
+    return l;
+  }
+  bool fused_into_add(const Node* l) { return l->op() == Op::Lora && lora_add_of_.count(l) > 0; }
+  std::unordered_map<const Node*, const Node*> lora_add_of_;  // fused lora -> its add
 
   Error fail(const Node* n, const std::string& msg) {
     return make_error("codegen: {} at {}: {}", op_name(n->op()), n->loc(), msg);
@@ -235,6 +253,9 @@ class Lowering {
 
   Status lower_node(const Node* n) {
     const auto& o = n->operands();
+    if (fused_into_add(n)) return Status::success();  // computed by its add
+    if (n->op() == Op::Add)
+      if (const Node* l = fused_lora(n)) return lower_lora_add(n, o[0], l);
     switch (n->op()) {
       case Op::Input: {
         auto name = *n->str_attr("name");
@@ -362,6 +383,23 @@ class Lowering {
         break;
     }
     return fail(n, "not lowered");
+  }
+
+  // y = m + lora(...): reads of m are not hazards (each thread reads the columns it
+  // wrote in the matmul), but m stays recorded as read for later writers.
+  Status lower_lora_add(const Node* n, const Node* m, const Node* l) {
+    const auto& lo = l->operands();
+    const auto& as = lo[1]->type().shape;  // [K, R, in]
+    const auto& bs = lo[2]->type().shape;  // [K, out, R]
+    if (as.size() != 3 || bs.size() != 3) return fail(l, "a and b must be [K,R,in] and [K,out,R]");
+    if (as[1] > 64) return fail(l, fmt::format("rank {} is above the kernel's 64", as[1]));
+    KILN_TRY(place(n));
+    sync(regions_of(lo), {region_[n]});
+    read_.push_back(region_[m]);
+    Value* T = rows_[lo[0]];
+    rows_[n] = T;
+    return call(n, "kiln_lora_add", {ptr_[lo[0]], ptr_[lo[1]], ptr_[lo[2]], ptr_[lo[3]], ptr_[lo[4]], ptr_[m],
+                                     ptr_[n], T, i64c(as[2]), i64c(bs[1]), i64c(as[1])});
   }
 
   llvm::Constant* cstring(const std::string& s, const std::string& name) {
