@@ -11,8 +11,9 @@ How the data is made (all by rule, reproducible):
   3. Each base reply is rewritten by a fixed rule (pirate() and shouting() below) ->
      data/styles/pirate.jsonl and data/styles/shouting.jsonl.
   4. PEFT LoRA (rank 8, alpha 16, q_proj/k_proj/v_proj/o_proj, dropout 0) is trained on
-     (chat prompt -> the first 32 tokens of the styled reply), loss on the reply tokens
-     only, AdamW lr 3e-3, batch 2, 40 steps (about two epochs); the adapter is saved as a PEFT folder with f16 weights:
+     (chat prompt -> the first 20 tokens of the styled reply), loss on the reply tokens
+     only, AdamW lr 1e-2, batch 1, 14 steps (a short run: the shared 2-core machine
+     trains at about 30 s a step); the adapter is saved as a PEFT folder with f16 weights:
      adapters/pirate/ and adapters/shouting/ (adapter_config.json +
      adapter_model.safetensors).
 
@@ -36,7 +37,7 @@ CACHE = os.environ.get("KILN_CACHE", os.path.expanduser("~/.cache/kiln"))
 GGUF = os.path.join(CACHE, "models", "SmolLM2-135M-Instruct.F32.gguf")
 DATA = os.path.join(REPO, "data", "styles")
 HELD_OUT = 6
-MAX_REPLY = 32  # reply tokens trained on per example
+MAX_REPLY = 20  # reply tokens trained on per example
 
 # ---- the style rules ------------------------------------------------------------------
 
@@ -128,7 +129,7 @@ def base_replies(tok, model, prompts, kiln):
 # ---- training -------------------------------------------------------------------------------
 
 
-def train(tok, name, rows, steps, seed=0):
+def train(tok, name, rows, steps, lr, seed=0):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
     torch.manual_seed(seed)
@@ -146,9 +147,9 @@ def train(tok, name, rows, steps, seed=0):
         # (2 CPU cores must finish in minutes).
         reply = tok(r["styled"], add_special_tokens=False)["input_ids"][:MAX_REPLY]
         examples.append((prompt, reply))
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3, weight_decay=0.0)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
     model.train()
-    batch = 2
+    batch = 1
     t0 = time.time()
     order = []
     for step in range(steps):
@@ -169,7 +170,7 @@ def train(tok, name, rows, steps, seed=0):
         loss.backward()
         opt.step()
         opt.zero_grad()
-        if step % 10 == 0 or step == steps - 1:
+        if step % 2 == 0 or step == steps - 1:
             print(f"[{name}] step {step + 1}/{steps} loss {loss.item():.3f} ({time.time() - t0:.0f} s)", flush=True)
     return model
 
@@ -202,7 +203,8 @@ def show(tok, model, prompts, name):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--steps", type=int, default=14)
+    ap.add_argument("--lr", type=float, default=1e-2)
     ap.add_argument("--only", choices=sorted(STYLES))
     default_kiln = os.path.join(REPO, "build", "tools", "kiln", "kiln")
     ap.add_argument("--kiln", default=default_kiln if os.path.exists(default_kiln) else "",
@@ -220,7 +222,7 @@ def main():
         with open(os.path.join(DATA, f"{name}.jsonl"), "w") as f:
             for r in styled:
                 f.write(json.dumps(r) + "\n")
-        m = train(tok, name, styled[HELD_OUT:], args.steps)
+        m = train(tok, name, styled[HELD_OUT:], args.steps, args.lr)
         out = save_f16(m, name)
         print(f"[{name}] saved {out}", flush=True)
         show(tok, m, prompts, name)
