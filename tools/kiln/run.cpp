@@ -158,10 +158,10 @@ static int run_streams(const Args& args, const Tokenizer& tok, const GgufFile& g
   for (int32_t i = 0; i < S; ++i) fmt::print("[{}] {}\n\n", labels[(size_t)i], replies[(size_t)i]);
   std::fflush(stdout);
   auto secs = [](auto a, auto b) { return std::chrono::duration<double>(b - a).count(); };
-  fmt::print(stderr, "[kiln] engine: compiled, {} streams | load {:.2f} s | prompts {} tokens ({} shared, prefilled once) "
+  fmt::print(stderr, "[kiln] engine: compiled, {} streams | load {:.2f} s | prompts {} tokens ({} shared, prefilled once{}) "
              "in {:.2f} s | generated {} tokens in {:.2f} s ({:.1f} tok/s over all streams)\n",
              S, secs(t0, t1), shared + [&] { size_t n = 0; for (auto& p : prompts) n += p.size() - shared; return n; }(),
-             shared, secs(t1, t2), generated, secs(t2, t3), generated / std::max(1e-9, secs(t2, t3)));
+             shared, by_adapter ? " per adapter" : "", secs(t1, t2), generated, secs(t2, t3), generated / std::max(1e-9, secs(t2, t3)));
   return 0;
 }
 
