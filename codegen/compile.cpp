@@ -64,6 +64,8 @@ std::string header_of(const CompileRequest& req, const Graph& g, const TargetPro
   out += fmt::format("#define KILN_MODEL_ARENA_BYTES {}ull\n", attr("arena_bytes"));
   out += fmt::format("#define KILN_MODEL_KV_BYTES {}ull\n", attr("kv_bytes"));
   out += fmt::format("#define KILN_MODEL_KV_STREAM_BYTES {}ull\n", attr("kv_stream_bytes"));
+  out += fmt::format("#define KILN_MODEL_LORA_SLOTS {}\n", attr("lora_slots"));
+  out += fmt::format("#define KILN_MODEL_LORA_RANK {}\n", attr("lora_rank"));
   out += fmt::format("\n#endif /* {} */\n", guard);
   return out;
 }
@@ -142,6 +144,12 @@ Result<CompileSummary> compile_model(const CompileRequest& req) {
   progress.stage("running passes");
   PassManager pm(req.pass_options);
   if (req.quantize != "none") KILN_TRY(pm.add_pipeline("quantize-int4"));
+  if (req.lora_slots > 0) {  // adapters as runtime inputs (passes/lora_as_input.cpp)
+    g.set_attr("lora_slots", req.lora_slots);
+    g.set_attr("lora_rank", req.lora_rank);
+    g.set_attr("lora_targets", req.lora_targets);
+    KILN_TRY(pm.add_pipeline("lora-as-input"));
+  }
   if (!req.extra_passes.empty()) KILN_TRY(pm.add_pipeline(req.extra_passes));
   KILN_TRY(pm.add_pipeline(kBackendPipeline));
   KILN_TRY(pm.run(g));

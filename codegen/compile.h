@@ -29,6 +29,9 @@ struct CompileRequest {
   std::string quantize = "none";     // int4|q4_0|q4_1|none: quantize-int4 on float weights
   int64_t group_size = 0;            // elements per INT4 scale; 0: the profile's
   std::string quantize_head = "q8_0";  // embedding/LM head policy: q8_0|int4
+  int64_t lora_slots = 0;            // LoRA slots K (slot 0 the zero adapter); 0: no LoRA
+  int64_t lora_rank = 16;            // the compiled maximum adapter rank R
+  std::string lora_targets = "q,k,v,o,gate,up,down";  // modules that take adapters
   std::string symbol = "kiln_model_code";  // = kDefaultModelSymbol (codegen/loaded_artifact.h)
   bool emit_assembly = false;        // also write model.s
   bool emit_llvm = false;            // also write model.ll

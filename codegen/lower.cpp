@@ -32,6 +32,7 @@
 
 #include "codegen/codegen.h"
 #include "codegen/kernels/kernel_bitcode.h"
+#include "codegen/lora_table.h"
 #include "runtime/include/kiln/model_abi.h"
 
 namespace kiln {
@@ -78,6 +79,9 @@ class Lowering {
     for (int f = 0; f < kNumStepArgs; ++f)
       field_[f] = b_.CreateLoad(fields[f], b_.CreateStructGEP(step_args_ty_, args_, f));
 
+    for (auto& [n, us] : g_.users()) n_users_[n] = us.size();
+    for (const Node* n : g_.nodes())
+      if (const Node* l = fused_lora(n)) lora_add_of_[l] = n;
     for (const Node* n : g_.nodes()) KILN_TRY(lower_node(n));
     b_.CreateRetVoid();
 
@@ -101,6 +105,21 @@ class Lowering {
   std::unordered_map<const Node*, Region> region_;
   std::map<std::string, llvm::Function*> wrappers_;
   std::vector<Region> written_, read_;  // since the last barrier
+  std::unordered_map<const Node*, size_t> n_users_;
+
+  // add(matmul(x, W), lora(x, ...)) with the matmul and the lora used only there: lowered
+  // as one kiln_lora_add (the lora node emits nothing). Returns the lora node, or null.
+  const Node* fused_lora(const Node* add) {
+    if (add->op() != Op::Add || add->operands().size() != 2) return nullptr;
+    const Node* m = add->operand(0);
+    const Node* l = add->operand(1);
+    if (m->op() != Op::MatMul || l->op() != Op::Lora || l->operand(0) != m->operand(0)) return nullptr;
+    if (n_users_[m] != 1 || n_users_[l] != 1 || m->type() != add->type() || l->type() != add->type()) return nullptr;
+    if (m->str_attr("place") || l->str_attr("place")) return nullptr;
+    return l;
+  }
+  bool fused_into_add(const Node* l) { return l->op() == Op::Lora && lora_add_of_.count(l) > 0; }
+  std::unordered_map<const Node*, const Node*> lora_add_of_;  // fused lora -> its add
 
   Error fail(const Node* n, const std::string& msg) {
     return make_error("codegen: {} at {}: {}", op_name(n->op()), n->loc(), msg);
@@ -234,6 +253,9 @@ class Lowering {
 
   Status lower_node(const Node* n) {
     const auto& o = n->operands();
+    if (fused_into_add(n)) return Status::success();  // computed by its add
+    if (n->op() == Op::Add)
+      if (const Node* l = fused_lora(n)) return lower_lora_add(n, o[0], l);
     switch (n->op()) {
       case Op::Input: {
         auto name = *n->str_attr("name");
@@ -382,6 +404,23 @@ class Lowering {
     return fail(n, "not lowered");
   }
 
+  // y = m + lora(...): reads of m are not hazards (each thread reads the columns it
+  // wrote in the matmul), but m stays recorded as read for later writers.
+  Status lower_lora_add(const Node* n, const Node* m, const Node* l) {
+    const auto& lo = l->operands();
+    const auto& as = lo[1]->type().shape;  // [K, R, in]
+    const auto& bs = lo[2]->type().shape;  // [K, out, R]
+    if (as.size() != 3 || bs.size() != 3) return fail(l, "a and b must be [K,R,in] and [K,out,R]");
+    if (as[1] > 64) return fail(l, fmt::format("rank {} is above the kernel's 64", as[1]));
+    KILN_TRY(place(n));
+    sync(regions_of(lo), {region_[n]});
+    read_.push_back(region_[m]);
+    Value* T = rows_[lo[0]];
+    rows_[n] = T;
+    return call(n, "kiln_lora_add", {ptr_[lo[0]], ptr_[lo[1]], ptr_[lo[2]], ptr_[lo[3]], ptr_[lo[4]], ptr_[m],
+                                     ptr_[n], T, i64c(as[2]), i64c(bs[1]), i64c(as[1])});
+  }
+
   llvm::Constant* cstring(const std::string& s, const std::string& name) {
     auto* init = llvm::ConstantDataArray::getString(ctx_, s);
     auto* gv = new llvm::GlobalVariable(m_, init->getType(), true, llvm::GlobalValue::PrivateLinkage, init, name);
@@ -394,7 +433,8 @@ class Lowering {
     auto* i64 = b_.getInt64Ty();
     // kiln_compiled_model, field for field (model_abi.h).
     auto* ty = llvm::StructType::create(ctx_, {i32, i32, i64, ptr, ptr, ptr, i64, i64, i64, i64, i64, i64,
-                                               i64, i64, i64, i64, ptr, i64, ptr, i64}, "kiln_compiled_model");
+                                               i64, i64, i64, i64, ptr, i64, ptr, i64,
+                                               i64, i64, i64, i64, ptr}, "kiln_compiled_model");
     // kiln_kv_block table: each state buffer's offset and row size within a stream.
     auto* block_ty = llvm::StructType::get(ctx_, {i64, i64});
     std::vector<llvm::Constant*> blocks;
@@ -407,6 +447,19 @@ class Lowering {
     auto* blocks_ty = llvm::ArrayType::get(block_ty, blocks.size());
     auto* blocks_gv = new llvm::GlobalVariable(m_, blocks_ty, true, llvm::GlobalValue::PrivateLinkage,
                                                llvm::ConstantArray::get(blocks_ty, blocks), "kv_blocks");
+    // kiln_lora_target table (codegen/lora_table.h).
+    KILN_ASSIGN(LoraTable lt, lora_table(g_));
+    auto* lora_ty = llvm::StructType::get(ctx_, {i32, i32, i64, i64, i64, i64, i64, i64});
+    std::vector<llvm::Constant*> lora_rows;
+    for (const kiln_lora_target& e : lt.targets) {
+      auto u = [&](uint64_t v) { return llvm::ConstantInt::get(i64, v); };
+      lora_rows.push_back(llvm::ConstantStruct::get(
+          lora_ty, {llvm::ConstantInt::get(i32, e.layer), llvm::ConstantInt::get(i32, e.module), u(e.in), u(e.out),
+                    u(e.a_offset), u(e.b_offset), u(e.a_slot_stride), u(e.b_slot_stride)}));
+    }
+    auto* lora_arr_ty = llvm::ArrayType::get(lora_ty, lora_rows.size());
+    auto* lora_gv = new llvm::GlobalVariable(m_, lora_arr_ty, true, llvm::GlobalValue::PrivateLinkage,
+                                             llvm::ConstantArray::get(lora_arr_ty, lora_rows), "lora_targets");
     auto attr = [&](const char* k) -> Result<int64_t> {
       auto v = g_.int_attr(k);
       if (!v) return make_error("codegen: the graph lacks attribute {} (run freeze-base and plan-memory)", k);
@@ -430,7 +483,8 @@ class Lowering {
              cstring(p_.name, "profile"), c64(logits->type().shape.back()), c64(n_layer), c64(max_rows),
              c64(streams), c64(ctxlen), c64(max_threads), c64(weights_bytes), c64(arena_bytes), c64(kv_bytes),
              c64(kv_stream_bytes), step_, c64((int64_t)blocks.size()), blocks_gv,
-             c64(g_.int_attr("adapter_bytes").value_or(0))});
+             c64(g_.int_attr("adapter_bytes").value_or(0)), c64(lt.slots), c64(lt.rank),
+             c64((int64_t)lt.scale_offset), c64((int64_t)lt.targets.size()), lora_gv});
     auto* gv = new llvm::GlobalVariable(m_, ty, true, llvm::GlobalValue::ExternalLinkage, init, opts.symbol);
     gv->setAlignment(llvm::Align(8));
     return Status::success();

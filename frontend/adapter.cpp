@@ -14,10 +14,11 @@
 #include <optional>
 
 #include <fmt/ranges.h>
-#include <llvm/Support/JSON.h>
 
 #include "frontend/lora_names.h"
 #include "ir/dtype.h"
+#include "support/file.h"
+#include "support/json.h"
 
 namespace kiln {
 namespace {
@@ -80,7 +81,7 @@ Result<std::vector<float>> side_values(const std::string& path, const Side& s, c
 
 // Checks the pairs against the base model and converts them into `out.targets`.
 Status finish(LoraAdapter& out, std::map<PairKey, Pair>& pairs, const SafetensorsFile* st,
-              const LlamaConfig& base, const GgufFile& base_file, const LoraOptions& opts,
+              const LoraBase& base, const LoraOptions& opts,
               std::optional<int64_t> config_rank) {
   const std::string& path = out.path;
   if (pairs.empty()) return make_error("{}: the adapter has no LoRA tensors", path);
@@ -97,12 +98,9 @@ Status finish(LoraAdapter& out, std::map<PairKey, Pair>& pairs, const Safetensor
     t.layer = layer;
     t.module = mi;
     t.base_tensor = gguf_names::layer_tensor(m.gguf, layer);
-    const GgufTensor* w = base_file.tensor(t.base_tensor);
-    if (!w || w->ne.size() != 2)
-      return make_error("{}: tensor '{}': the base model {} has no matrix '{}' (adapter made for another base?)",
-                        path, a.name, base_file.path(), t.base_tensor);
-    t.in = (int64_t)w->ne[0];
-    t.out = (int64_t)w->ne[1];
+    auto shape = base.shape(layer, mi);
+    if (!shape) return make_error("{}: tensor '{}': {}", path, a.name, shape.error().message);
+    std::tie(t.in, t.out) = *shape;
     if (a.shape.size() != 2)
       return make_error("{}: tensor '{}': shape {}, expected [rank, {}]", path, a.name, shape_str(a.shape), t.in);
     if (b.shape.size() != 2)
@@ -156,8 +154,7 @@ void rope_permute_rows(std::vector<float>& m, int64_t rows, int64_t cols, int64_
                     (size_t)cols * sizeof(float));
 }
 
-Result<LoraAdapter> lora_from_gguf(const GgufFile& f, const LlamaConfig& base, const GgufFile& base_file,
-                                   const LoraOptions& opts) {
+Result<LoraAdapter> lora_from_gguf(const GgufFile& f, const LoraBase& base, const LoraOptions& opts) {
   LoraAdapter out;
   out.path = f.path();
   out.name = stem_of(out.path, false);
@@ -169,7 +166,7 @@ Result<LoraAdapter> lora_from_gguf(const GgufFile& f, const LlamaConfig& base, c
   KILN_ASSIGN(std::string_view atype, f.get_string(ln::kAdapterType));
   if (atype != "lora") return make_error("{}: {} is '{}', expected 'lora'", f.path(), ln::kAdapterType, atype);
   KILN_ASSIGN(std::string_view arch, f.get_string(gguf_names::kArchitecture));
-  if (arch != base.arch)
+  if (!base.arch.empty() && arch != base.arch)
     return make_error("{}: adapter architecture '{}' does not match the base model's '{}'", f.path(), arch, base.arch);
   KILN_ASSIGN(double alpha, f.get_float(ln::kAdapterLoraAlpha));
   if (!std::isfinite(alpha)) return make_error("{}: {} is not finite", f.path(), ln::kAdapterLoraAlpha);
@@ -206,7 +203,7 @@ Result<LoraAdapter> lora_from_gguf(const GgufFile& f, const LlamaConfig& base, c
     if (slot) return make_error("{}: tensor '{}' appears twice", f.path(), name);
     slot = std::move(s);
   }
-  KILN_TRY(finish(out, pairs, nullptr, base, base_file, opts, std::nullopt));
+  KILN_TRY(finish(out, pairs, nullptr, base, opts, std::nullopt));
   // llama.cpp scales each target by alpha / (its own rank), or 1 when alpha is 0. Keep one
   // adapter scale and fold any target's different factor into its B.
   out.scale = out.alpha != 0.0f ? out.alpha / (float)out.rank : 1.0f;
@@ -219,8 +216,7 @@ Result<LoraAdapter> lora_from_gguf(const GgufFile& f, const LlamaConfig& base, c
 }
 
 Result<LoraAdapter> lora_from_peft(std::string_view config_json, const std::string& config_path,
-                                   const SafetensorsFile& weights, const LlamaConfig& base, const GgufFile& base_file,
-                                   const LoraOptions& opts) {
+                                   const SafetensorsFile& weights, const LoraBase& base, const LoraOptions& opts) {
   LoraAdapter out;
   out.path = std::filesystem::path(config_path).parent_path().string();
   if (out.path.empty()) out.path = config_path;
@@ -228,34 +224,32 @@ Result<LoraAdapter> lora_from_peft(std::string_view config_json, const std::stri
   out.format = LoraFormat::Peft;
   const std::string& cp = config_path;
 
-  KILN_TRY(check_json_nesting(config_json, cp, 64));
-  auto parsed = llvm::json::parse(llvm::StringRef(config_json.data(), config_json.size()));
-  if (!parsed) return make_error("{}: not valid JSON: {}", cp, llvm::toString(parsed.takeError()));
-  const llvm::json::Object* cfg = parsed->getAsObject();
-  if (!cfg) return make_error("{}: not a JSON object", cp);
-  auto key = [](std::string_view k) { return llvm::StringRef(k.data(), k.size()); };
-  auto present = [&](std::string_view k) {
-    const llvm::json::Value* v = cfg->get(key(k));
-    return v && v->kind() != llvm::json::Value::Null ? v : nullptr;
+  auto parsed = Json::parse(config_json, 64);
+  if (!parsed) return make_error("{}: not valid JSON: {}", cp, parsed.error().message);
+  const Json& cfg = *parsed;
+  if (!cfg.as_object()) return make_error("{}: not a JSON object", cp);
+  auto present = [&](std::string_view k) -> const Json* {
+    const Json* v = cfg.get(k);
+    return v && !v->is_null() ? v : nullptr;
   };
   auto optional_bool = [&](std::string_view k) -> Result<bool> {
-    const llvm::json::Value* v = present(k);
+    const Json* v = present(k);
     if (!v) return false;
-    if (auto b = v->getAsBoolean()) return *b;
+    if (auto b = v->as_bool()) return *b;
     return make_error("{}: '{}' is not true or false", cp, k);
   };
 
-  if (const auto* v = present(ln::kCfgPeftType)) {
-    auto s = v->getAsString();
+  if (const Json* v = present(ln::kCfgPeftType)) {
+    const std::string* s = v->as_string();
     if (!s || *s != "LORA") return make_error("{}: '{}' is not \"LORA\"", cp, ln::kCfgPeftType);
   }
-  const llvm::json::Value* r = present(ln::kCfgRank);
+  const Json* r = present(ln::kCfgRank);
   if (!r) return make_error("{}: missing key '{}' (the LoRA rank)", cp, ln::kCfgRank);
-  auto rank = r->getAsInteger();
+  auto rank = r->as_int();
   if (!rank || *rank <= 0) return make_error("{}: '{}' is not a positive integer", cp, ln::kCfgRank);
-  const llvm::json::Value* a = present(ln::kCfgAlpha);
+  const Json* a = present(ln::kCfgAlpha);
   if (!a) return make_error("{}: missing key '{}'", cp, ln::kCfgAlpha);
-  auto alpha = a->getAsNumber();
+  auto alpha = a->as_number();
   if (!alpha || !std::isfinite(*alpha)) return make_error("{}: '{}' is not a number", cp, ln::kCfgAlpha);
   KILN_ASSIGN(out.rslora, optional_bool(ln::kCfgRsLora));
   // fan_in_fan_out concerns GPT-2 style Conv1D base layers; PEFT ignores it for the
@@ -264,43 +258,43 @@ Result<LoraAdapter> lora_from_peft(std::string_view config_json, const std::stri
   (void)fan_in_fan_out;
   KILN_ASSIGN(bool dora, optional_bool(ln::kCfgUseDora));
   if (dora) return make_error("{}: '{}' is true: DoRA adapters are not supported", cp, ln::kCfgUseDora);
-  if (const auto* v = present(ln::kCfgBias)) {
-    auto s = v->getAsString();
+  if (const Json* v = present(ln::kCfgBias)) {
+    const std::string* s = v->as_string();
     if (!s || *s != "none")
       return make_error("{}: '{}' must be \"none\": LoRA bias terms are not supported", cp, ln::kCfgBias);
   }
-  if (const auto* v = present(ln::kCfgModulesToSave)) {
-    const llvm::json::Array* arr = v->getAsArray();
+  if (const Json* v = present(ln::kCfgModulesToSave)) {
+    const auto* arr = v->as_array();
     if (!arr || !arr->empty())
       return make_error("{}: '{}' is set: adapters that replace whole modules are not supported", cp,
                         ln::kCfgModulesToSave);
   }
   for (std::string_view k : {ln::kCfgRankPattern, ln::kCfgAlphaPattern}) {
-    if (const auto* v = present(k)) {
-      const llvm::json::Object* o = v->getAsObject();
+    if (const Json* v = present(k)) {
+      const auto* o = v->as_object();
       if (!o || !o->empty()) return make_error("{}: '{}' is set: per-module ranks or alphas are not supported", cp, k);
     }
   }
-  if (const auto* v = present(ln::kCfgBaseModel)) {
-    if (auto s = v->getAsString()) out.base_model = s->str();
+  if (const Json* v = present(ln::kCfgBaseModel)) {
+    if (const std::string* s = v->as_string()) out.base_model = *s;
   }
-  const llvm::json::Value* tm = present(ln::kCfgTargetModules);
+  const Json* tm = present(ln::kCfgTargetModules);
   if (!tm) return make_error("{}: missing key '{}'", cp, ln::kCfgTargetModules);
   bool targeted[kNumModules] = {};
-  if (auto s = tm->getAsString()) {
-    if (*s != key(ln::kPeftAllLinear))
+  if (const std::string* s = tm->as_string()) {
+    if (*s != ln::kPeftAllLinear)
       return make_error("{}: '{}' is the pattern \"{}\": only a list of module names or \"{}\" is supported", cp,
-                        ln::kCfgTargetModules, s->str(), ln::kPeftAllLinear);
+                        ln::kCfgTargetModules, *s, ln::kPeftAllLinear);
     std::fill(std::begin(targeted), std::end(targeted), true);
-  } else if (const llvm::json::Array* arr = tm->getAsArray()) {
-    for (const auto& e : *arr) {
-      auto s = e.getAsString();
+  } else if (const auto* arr = tm->as_array()) {
+    for (const Json& e : *arr) {
+      const std::string* s = e.as_string();
       if (!s) return make_error("{}: '{}' holds a value that is not a string", cp, ln::kCfgTargetModules);
       size_t mi = 0;
-      while (mi < kNumModules && key(ln::kModules[mi].peft) != *s) ++mi;
+      while (mi < kNumModules && ln::kModules[mi].peft != *s) ++mi;
       if (mi == kNumModules)
         return make_error("{}: unknown target module '{}' (kiln supports q_proj, k_proj, v_proj, o_proj, gate_proj, "
-                          "up_proj, down_proj)", cp, s->str());
+                          "up_proj, down_proj)", cp, *s);
       targeted[mi] = true;
     }
   } else {
@@ -343,15 +337,14 @@ Result<LoraAdapter> lora_from_peft(std::string_view config_json, const std::stri
   // Messages about tensors name the safetensors file.
   std::string folder = out.path;
   out.path = wp;
-  KILN_TRY(finish(out, pairs, &weights, base, base_file, opts, *rank));
+  KILN_TRY(finish(out, pairs, &weights, base, opts, *rank));
   out.path = folder;
   out.rank = *rank;
   out.scale = out.rslora ? out.alpha / std::sqrt((float)out.rank) : out.alpha / (float)out.rank;
   return out;
 }
 
-Result<LoraAdapter> load_lora_adapter(const std::string& path, const LlamaConfig& base, const GgufFile& base_file,
-                                      const LoraOptions& opts) {
+Result<LoraAdapter> load_lora_adapter(const std::string& path, const LoraBase& base, const LoraOptions& opts) {
   namespace fs = std::filesystem;
   std::error_code ec;
   fs::path p(path);
@@ -362,7 +355,7 @@ Result<LoraAdapter> load_lora_adapter(const std::string& path, const LlamaConfig
     dir = p.parent_path().empty() ? fs::path(".") : p.parent_path();
   } else {
     KILN_ASSIGN(auto f, GgufFile::open(path));
-    return lora_from_gguf(*f, base, base_file, opts);
+    return lora_from_gguf(*f, base, opts);
   }
   fs::path weights = fs::is_directory(p, ec) ? dir / std::string(ln::kPeftWeightsFile) : p;
   if (!fs::exists(weights, ec) && fs::exists(dir / std::string(ln::kPeftWeightsBinFile), ec))
@@ -371,7 +364,7 @@ Result<LoraAdapter> load_lora_adapter(const std::string& path, const LlamaConfig
   std::string config_path = (dir / std::string(ln::kPeftConfigFile)).string();
   KILN_ASSIGN(std::string config, read_file(config_path));
   KILN_ASSIGN(auto st, SafetensorsFile::open(weights.string()));
-  KILN_ASSIGN(LoraAdapter a, lora_from_peft(config, config_path, *st, base, base_file, opts));
+  KILN_ASSIGN(LoraAdapter a, lora_from_peft(config, config_path, *st, base, opts));
   a.path = path;
   a.name = stem_of(dir.string(), true);
   return a;

@@ -14,8 +14,10 @@
 #include <string_view>
 #include <vector>
 
+#include <functional>
+#include <utility>
+
 #include "frontend/gguf.h"
-#include "frontend/llama.h"
 #include "frontend/safetensors.h"
 #include "support/result.h"
 
@@ -48,6 +50,24 @@ struct LoraAdapter {
   std::vector<LoraTarget> targets;  // sorted by (layer, module)
 };
 
+struct LlamaConfig;  // frontend/llama.h
+
+// What the readers check an adapter against: the base's architecture, layer and head
+// counts, and the [out, in] shape of each target matrix. The compiler builds it from the
+// base GGUF (lora_base_of); the runtime from the compiled model's LoRA descriptor, where a
+// target may also be missing because it was not compiled (the error says why).
+struct LoraBase {
+  std::string path;  // names the base in messages
+  std::string arch;
+  int64_t n_layer = 0, n_head = 0, n_head_kv = 0;
+  // {in, out} of the base matrix of (layer, module index into lora_names::kModules), or
+  // an error message saying why the adapter cannot target it.
+  std::function<Result<std::pair<int64_t, int64_t>>(int64_t layer, int module)> shape;
+};
+
+// The base as the GGUF model file describes it (frontend/adapter_base.cpp).
+LoraBase lora_base_of(const LlamaConfig& base, const GgufFile& base_file);
+
 struct LoraOptions {
   int64_t max_rank = 16;  // the compiled maximum rank R; larger adapters are rejected
 };
@@ -56,6 +76,12 @@ struct LoraOptions {
 // file (its adapter_config.json is read from the same folder).
 Result<LoraAdapter> load_lora_adapter(const std::string& path, const LlamaConfig& base,
                                       const GgufFile& base_file, const LoraOptions& opts = {});
+
+// The same against any LoraBase (the runtime's compiled descriptor).
+Result<LoraAdapter> load_lora_adapter(const std::string& path, const LoraBase& base, const LoraOptions& opts = {});
+Result<LoraAdapter> lora_from_gguf(const GgufFile& adapter, const LoraBase& base, const LoraOptions& opts = {});
+Result<LoraAdapter> lora_from_peft(std::string_view config_json, const std::string& config_path,
+                                   const SafetensorsFile& weights, const LoraBase& base, const LoraOptions& opts = {});
 
 // The same from parsed inputs (tests, fuzzers). `config_path` names the JSON in messages.
 Result<LoraAdapter> lora_from_gguf(const GgufFile& adapter, const LlamaConfig& base,

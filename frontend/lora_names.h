@@ -6,7 +6,10 @@
 // else that maps between the two namings, read this table only.
 #pragma once
 
+#include <cstdint>
+#include <optional>
 #include <string_view>
+#include <utility>
 
 #include "frontend/gguf_names.h"
 
@@ -19,6 +22,7 @@ enum class RopePermute : uint8_t {
 };
 
 struct LoraModule {
+  std::string_view name;    // kiln's short name (kiln compile --lora-targets): "q"
   std::string_view peft;    // PEFT target_modules entry: "q_proj"
   std::string_view hf;      // module path inside a decoder layer: "self_attn.q_proj"
   std::string_view gguf;    // GGUF tensor pattern, "{}" is the layer: "blk.{}.attn_q.weight"
@@ -26,14 +30,45 @@ struct LoraModule {
 };
 
 inline constexpr LoraModule kModules[] = {
-    {"q_proj", "self_attn.q_proj", gguf_names::kAttnQ, RopePermute::Heads},
-    {"k_proj", "self_attn.k_proj", gguf_names::kAttnK, RopePermute::KvHeads},
-    {"v_proj", "self_attn.v_proj", gguf_names::kAttnV, RopePermute::None},
-    {"o_proj", "self_attn.o_proj", gguf_names::kAttnOut, RopePermute::None},
-    {"gate_proj", "mlp.gate_proj", gguf_names::kFfnGate, RopePermute::None},
-    {"up_proj", "mlp.up_proj", gguf_names::kFfnUp, RopePermute::None},
-    {"down_proj", "mlp.down_proj", gguf_names::kFfnDown, RopePermute::None},
+    {"q", "q_proj", "self_attn.q_proj", gguf_names::kAttnQ, RopePermute::Heads},
+    {"k", "k_proj", "self_attn.k_proj", gguf_names::kAttnK, RopePermute::KvHeads},
+    {"v", "v_proj", "self_attn.v_proj", gguf_names::kAttnV, RopePermute::None},
+    {"o", "o_proj", "self_attn.o_proj", gguf_names::kAttnOut, RopePermute::None},
+    {"gate", "gate_proj", "mlp.gate_proj", gguf_names::kFfnGate, RopePermute::None},
+    {"up", "up_proj", "mlp.up_proj", gguf_names::kFfnUp, RopePermute::None},
+    {"down", "down_proj", "mlp.down_proj", gguf_names::kFfnDown, RopePermute::None},
 };
+
+inline constexpr int kNumModules = (int)(sizeof(kModules) / sizeof(kModules[0]));
+
+// The module index of a short name ("q", ..., "down") or a PEFT name ("q_proj"); -1 if none.
+inline int module_index(std::string_view name) {
+  for (int i = 0; i < kNumModules; ++i)
+    if (kModules[i].name == name || kModules[i].peft == name) return i;
+  return -1;
+}
+
+// "blk.<layer>.<module>.weight" of a target module -> {layer, module index}.
+inline std::optional<std::pair<int64_t, int>> parse_target(std::string_view tensor) {
+  for (int i = 0; i < kNumModules; ++i) {
+    std::string_view p = kModules[i].gguf;
+    size_t at = p.find("{}");
+    std::string_view pre = p.substr(0, at), post = p.substr(at + 2);
+    if (tensor.size() <= pre.size() + post.size() || tensor.substr(0, pre.size()) != pre ||
+        tensor.substr(tensor.size() - post.size()) != post)
+      continue;
+    std::string_view digits = tensor.substr(pre.size(), tensor.size() - pre.size() - post.size());
+    if (digits.size() > 9) continue;
+    int64_t layer = 0;
+    bool ok = true;
+    for (char c : digits) {
+      if (c < '0' || c > '9') { ok = false; break; }
+      layer = layer * 10 + (c - '0');
+    }
+    if (ok) return std::pair<int64_t, int>{layer, i};
+  }
+  return std::nullopt;
+}
 
 // PEFT tensor names: "{kPeftPrefix}{layer}.{hf}{kPeftA|kPeftB}".
 inline constexpr std::string_view kPeftPrefix = "base_model.model.model.layers.";

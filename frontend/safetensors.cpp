@@ -1,7 +1,7 @@
 // frontend/safetensors.cpp — safetensors parsing with every offset and shape checked.
 //
-// The JSON header goes through llvm::json after a nesting-depth pre-scan (the LLVM parser
-// recurses, so hostile nesting would otherwise exhaust the stack). The data section is
+// The JSON header goes through support/json.h (bounded nesting, repeated keys kept so
+// that they can be rejected). The data section is
 // never trusted: each tensor's byte range must lie inside it, match its shape and dtype
 // exactly, and not overlap another tensor's.
 #include "frontend/safetensors.h"
@@ -9,9 +9,10 @@
 #include <algorithm>
 #include <cstring>
 
-#include <llvm/Support/JSON.h>
+#include <set>
 
 #include "support/half.h"
+#include "support/json.h"
 
 namespace kiln {
 namespace {
@@ -35,36 +36,6 @@ const DTypeEntry* find_dtype(std::string_view name) {
   for (const auto& e : kDTypes)
     if (e.name == name) return &e;
   return nullptr;
-}
-
-// A non-negative integer from JSON (integers, or floats with an exact integer value).
-std::optional<uint64_t> as_u64(const llvm::json::Value& v) {
-  if (auto i = v.getAsUINT64()) return *i;
-  if (auto i = v.getAsInteger()) return *i >= 0 ? std::optional<uint64_t>((uint64_t)*i) : std::nullopt;
-  return std::nullopt;
-}
-
-// The raw (still escaped) keys of the top-level JSON object, for finding repeated names:
-// llvm::json keeps only one value per key. Call on text that parsed as an object.
-std::vector<std::string_view> top_level_keys(std::string_view text) {
-  std::vector<std::string_view> keys;
-  int depth = 0;
-  for (size_t i = 0; i < text.size(); ++i) {
-    char c = text[i];
-    if (c == '"') {
-      size_t start = ++i;
-      while (i < text.size() && text[i] != '"') i += text[i] == '\\' ? 2 : 1;
-      if (depth != 1) continue;
-      size_t j = i + 1;
-      while (j < text.size() && (text[j] == ' ' || text[j] == '\t' || text[j] == '\n' || text[j] == '\r')) ++j;
-      if (j < text.size() && text[j] == ':') keys.push_back(text.substr(start, std::min(i, text.size()) - start));
-    } else if (c == '[' || c == '{') {
-      ++depth;
-    } else if (c == ']' || c == '}') {
-      --depth;
-    }
-  }
-  return keys;
 }
 
 }  // namespace
@@ -113,52 +84,51 @@ Result<std::unique_ptr<SafetensorsFile>> SafetensorsFile::parse(MappedFile file)
   std::string_view header(reinterpret_cast<const char*>(p + 8), n);
   // Trailing spaces are allowed by the format (writers pad the header for alignment).
   while (!header.empty() && header.back() == ' ') header.remove_suffix(1);
-  KILN_TRY(check_json_nesting(header, path + ": safetensors header", 64));
-  auto parsed = llvm::json::parse(llvm::StringRef(header.data(), header.size()));
-  if (!parsed) return make_error("{}: safetensors header is not valid JSON: {}", path, llvm::toString(parsed.takeError()));
-  const llvm::json::Object* root = parsed->getAsObject();
+  auto parsed = Json::parse(header, 64);
+  if (!parsed) return make_error("{}: safetensors header is not valid JSON: {}", path, parsed.error().message);
+  const std::vector<Json::Member>* root = parsed->as_object();
   if (!root) return make_error("{}: safetensors header is not a JSON object", path);
-
-  if (auto keys = top_level_keys(header); keys.size() != root->size()) {
-    std::sort(keys.begin(), keys.end());
-    auto dup = std::adjacent_find(keys.begin(), keys.end());
-    return make_error("{}: tensor '{}' appears twice in the safetensors header", path,
-                      dup != keys.end() ? *dup : std::string_view("?"));
+  {
+    std::set<std::string_view> seen;
+    for (const auto& [key, value] : *root)
+      if (!seen.insert(key).second)
+        return make_error("{}: tensor '{}' appears twice in the safetensors header", path, key);
   }
 
   auto out = std::unique_ptr<SafetensorsFile>(new SafetensorsFile());
   const uint64_t data_start = 8 + n;
   const uint64_t data_size = size - data_start;
   for (const auto& [key, value] : *root) {
-    std::string name = key.str();
+    const std::string& name = key;
     if (name == "__metadata__") {
-      const llvm::json::Object* md = value.getAsObject();
+      const std::vector<Json::Member>* md = value.as_object();
       if (!md) return make_error("{}: '__metadata__' is not an object", path);
       for (const auto& [mk, mv] : *md) {
-        auto s = mv.getAsString();
-        if (!s) return make_error("{}: '__metadata__' value for '{}' is not a string", path, mk.str());
-        out->metadata_[mk.str()] = s->str();
+        const std::string* s = mv.as_string();
+        if (!s) return make_error("{}: '__metadata__' value for '{}' is not a string", path, mk);
+        out->metadata_[mk] = *s;
       }
       continue;
     }
     auto bad = [&](std::string_view why) {
       return make_error("{}: tensor '{}': {}", path, name, why);
     };
-    const llvm::json::Object* t = value.getAsObject();
-    if (!t) return bad("entry is not an object");
+    if (!value.as_object()) return bad("entry is not an object");
     StTensor st;
     st.name = name;
-    auto dtype = t->getString("dtype");
+    const Json* dt = value.get("dtype");
+    const std::string* dtype = dt ? dt->as_string() : nullptr;
     if (!dtype) return bad("missing string 'dtype'");
-    const DTypeEntry* de = find_dtype(std::string_view(dtype->data(), dtype->size()));
-    if (!de) return bad(fmt::format("unknown dtype '{}'", dtype->str()));
+    const DTypeEntry* de = find_dtype(*dtype);
+    if (!de) return bad(fmt::format("unknown dtype '{}'", *dtype));
     st.dtype = de->type;
-    const llvm::json::Array* shape = t->getArray("shape");
+    const Json* sh = value.get("shape");
+    const std::vector<Json>* shape = sh ? sh->as_array() : nullptr;
     if (!shape) return bad("missing array 'shape'");
     if (shape->size() > kMaxDims) return bad(fmt::format("{} dimensions (at most {})", shape->size(), kMaxDims));
     uint64_t elements = 1;
     for (const auto& d : *shape) {
-      auto v = as_u64(d);
+      auto v = d.as_u64();
       if (!v) return bad("shape holds a value that is not a non-negative integer");
       if (*v > kMaxElements || (*v != 0 && elements > kMaxElements / *v))
         return bad(fmt::format("shape has more than {} elements", kMaxElements));
@@ -166,9 +136,10 @@ Result<std::unique_ptr<SafetensorsFile>> SafetensorsFile::parse(MappedFile file)
       st.shape.push_back((int64_t)*v);
     }
     st.elements = elements;
-    const llvm::json::Array* offs = t->getArray("data_offsets");
+    const Json* of = value.get("data_offsets");
+    const std::vector<Json>* offs = of ? of->as_array() : nullptr;
     if (!offs || offs->size() != 2) return bad("'data_offsets' is not an array of two integers");
-    auto b = as_u64((*offs)[0]), e = as_u64((*offs)[1]);
+    auto b = (*offs)[0].as_u64(), e = (*offs)[1].as_u64();
     if (!b || !e) return bad("'data_offsets' holds a value that is not a non-negative integer");
     if (*b > *e) return bad(fmt::format("data_offsets [{}, {}] end before they begin", *b, *e));
     if (*e > data_size)

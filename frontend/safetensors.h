@@ -58,8 +58,8 @@ class SafetensorsFile {
   std::map<std::string, std::string> metadata_;
 };
 
-// Fails if `text` nests JSON arrays/objects deeper than `max_depth` (checked before
-// llvm::json::parse, which recurses). `what` names the file in the message.
+// Fails if `text` nests JSON arrays/objects deeper than `max_depth`. `what` names the
+// file in the message.
 Status check_json_nesting(std::string_view text, const std::string& what, int max_depth = 64);
 
 }  // namespace kiln

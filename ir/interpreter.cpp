@@ -371,6 +371,11 @@ Result<std::map<std::string, Tensor>> Interpreter::run(const std::map<std::strin
           int32_t s = slots->i32[t];
           if (s < 0 || s >= K)
             return where(fmt::format("adapter slot {} of row {} is outside the {} slots", s, t, K));
+          // Slot 0 is the zero adapter, whatever its factors hold.
+          if (s == 0) {
+            for (int64_t o = 0; o < Out; ++o) out->f32[t * Out + o] = 0.0f;
+            continue;
+          }
           // Shrink: h = a[s] @ x[t] (R values), then expand: y[t] = scale[s] * b[s] @ h.
           const float* xt = x->f32.data() + t * In;
           for (int64_t r = 0; r < R; ++r) {

@@ -19,10 +19,9 @@
 // K (graph attribute lora_slots, default 4) adapters are resident at once; R (lora_rank,
 // default 16) is the compiled maximum rank, lower ranks are zero-padded. Each row picks
 // its slot, so streams with different adapters share one forward pass; slot 0 is by
-// convention the zero adapter (the base model). The pass records both attributes on the
+// convention the zero adapter (the base model). The graph attribute lora_targets ("q,v";
+// default: all seven) picks the modules. The pass records lora_slots and lora_rank on the
 // graph and does nothing if the graph already has lora nodes.
-#include <cctype>
-
 #include <fmt/format.h>
 
 #include "frontend/lora_names.h"  // header-only name table; passes still link kiln_ir only
@@ -33,20 +32,22 @@ namespace {
 
 constexpr int64_t kDefaultSlots = 4;
 constexpr int64_t kDefaultRank = 16;
+constexpr int64_t kMaxRank = 64;  // KILN_LORA_MAX_RANK in codegen/kernels/lora.c
 
-// True if `name` is "blk.<layer>.<module>.weight" for one of the LoRA target modules.
-bool is_lora_target(std::string_view name) {
-  constexpr std::string_view kBlk = "blk.";
-  if (name.substr(0, kBlk.size()) != kBlk) return false;
-  size_t i = kBlk.size();
-  int64_t layer = 0;
-  size_t digits = 0;
-  while (i < name.size() && std::isdigit((unsigned char)name[i]) && digits < 9)
-    layer = layer * 10 + (name[i++] - '0'), ++digits;
-  if (digits == 0) return false;
-  for (const auto& m : lora_names::kModules)
-    if (fmt::format(fmt::runtime(m.gguf), layer) == name) return true;
-  return false;
+// The modules named in a "q,k,v,..." list (short or PEFT names); all when empty.
+Result<std::vector<bool>> parse_targets(std::string_view list) {
+  std::vector<bool> on(lora_names::kNumModules, list.empty());
+  for (size_t b = 0; b < list.size();) {
+    size_t e = list.find(',', b);
+    if (e == std::string_view::npos) e = list.size();
+    std::string_view name = list.substr(b, e - b);
+    int m = lora_names::module_index(name);
+    if (m < 0)
+      return make_error("unknown LoRA target '{}' (expected q, k, v, o, gate, up, down)", name);
+    on[(size_t)m] = true;
+    b = e + 1;
+  }
+  return on;
 }
 
 class LoraAsInputPass final : public Pass {
@@ -59,6 +60,11 @@ class LoraAsInputPass final : public Pass {
     int64_t R = g.int_attr("lora_rank").value_or(kDefaultRank);
     if (K < 1) return make_error("lora_slots must be at least 1, got {}", K);
     if (R < 1) return make_error("lora_rank must be at least 1, got {}", R);
+    if (R > kMaxRank) return make_error("lora_rank {} is above {}, the most the LoRA kernel holds", R, kMaxRank);
+    std::string_view list;
+    if (auto it = g.attrs().find("lora_targets"); it != g.attrs().end())
+      if (auto* str = std::get_if<std::string>(&it->second)) list = *str;
+    KILN_ASSIGN(std::vector<bool> wanted, parse_targets(list));
 
     std::vector<Node*> nodes = g.nodes();
     std::vector<std::pair<size_t, Node*>> targets;  // (index in `nodes`, matmul)
@@ -68,7 +74,9 @@ class LoraAsInputPass final : public Pass {
       Node* wn = n->operand(1)->op() == Op::Dequant ? n->operand(1)->operand(0) : n->operand(1);
       if (wn->op() != Op::Weight) continue;
       auto w = wn->str_attr("name");
-      if (w && is_lora_target(*w)) targets.emplace_back(i, n);
+      if (!w) continue;
+      auto t = lora_names::parse_target(*w);
+      if (t && wanted[(size_t)t->second]) targets.emplace_back(i, n);
     }
     if (targets.empty()) return false;
 

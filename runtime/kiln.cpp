@@ -24,6 +24,7 @@
 
 #include "frontend/chat_template.h"
 #include "frontend/tokenizer.h"
+#include "runtime/adapters.h"
 #include "runtime/model_file.h"
 #include "runtime/sampler.h"
 #include "runtime/thread_pool.h"
@@ -139,7 +140,8 @@ struct kiln_session {
   const kiln_compiled_model* code = nullptr;
   Region arena, kv;
   Region adapters;                     // adapter_bytes, zero: every slot the zero adapter
-  std::vector<int32_t> adapter_slots;  // max_rows, all 0 (no adapter load API yet)
+  std::vector<int32_t> adapter_slots;  // max_rows: each row's slot, from its stream's
+  kiln::SessionAdapters lora;          // slots and each stream's adapter (adapters.cpp)
   std::unique_ptr<kiln::ThreadPool> pool;
   std::vector<int32_t> pos;   // tokens held by each stream
   std::vector<uint8_t> seen;  // decode: streams listed so far
@@ -197,6 +199,7 @@ kiln_status check_code(const kiln_compiled_model* c) {
         blk.offset > c->kv_stream_bytes)
       bad = "a KV block lies outside the stream's KV region";
   }
+  if (!bad) bad = kiln::check_lora_descriptor(c);
   if (bad)
     return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_model_load: compiled model '%s': %s", name, bad);
   return KILN_OK;
@@ -216,6 +219,14 @@ kiln_status status_of(ModelFileErrc e) {
 bool token_ok(const kiln_model* m, int32_t t) { return t >= 0 && t < m->n_vocab; }
 
 }  // namespace
+
+namespace kiln {
+SessionAdapters* session_adapters(kiln_session* s) { return &s->lora; }
+const SessionAdapters* session_adapters(const kiln_session* s) { return &s->lora; }
+kiln_status set_last_error(kiln_status st, const std::string& message) {
+  return fail(st, "%s", message.c_str());
+}
+}  // namespace kiln
 
 extern "C" {
 
@@ -306,6 +317,8 @@ int32_t kiln_model_max_context(const kiln_model* m) {
 }
 int32_t kiln_model_max_rows(const kiln_model* m) { return m ? (int32_t)m->code->max_rows : 0; }
 const char* kiln_model_name(const kiln_model* m) { return m ? m->name.c_str() : ""; }
+int32_t kiln_model_lora_slots(const kiln_model* m) { return m ? (int32_t)m->code->lora_slots : 0; }
+int32_t kiln_model_lora_rank(const kiln_model* m) { return m ? (int32_t)m->code->lora_rank : 0; }
 
 // ---- session --------------------------------------------------------------------------
 
@@ -340,6 +353,12 @@ kiln_status kiln_session_init(const kiln_model* model, const kiln_session_params
                   "adapter region of '%s'", (unsigned long long)c->adapter_bytes, model->name.c_str());
     const auto rows = static_cast<size_t>(c->max_rows);
     s->adapter_slots.assign(rows, 0);
+    s->lora.code = c;
+    s->lora.file = &model->file;
+    s->lora.region = s->adapters.data();
+    s->lora.stream_slot.assign(static_cast<size_t>(c->max_streams), 0);
+    s->lora.stream_scale.assign(static_cast<size_t>(c->max_streams), 1.0f);
+    s->lora.slots.assign(static_cast<size_t>(c->lora_slots), kiln::AdapterSlot{});
     s->pos.assign(static_cast<size_t>(c->max_streams), 0);
     s->seen.assign(static_cast<size_t>(c->max_streams), 0);
     s->tokens.assign(rows, 0);
@@ -399,6 +418,7 @@ kiln_status prefill(const char* fn, kiln_session* s, const int32_t* tokens, int3
         s->tokens[r] = tokens[done + r];
         s->positions[r] = pos + r;
         s->streams[r] = stream;
+        s->adapter_slots[r] = s->lora.stream_slot[static_cast<size_t>(stream)];
       }
       if (all) {
         for (int32_t r = 0; r < rows; ++r) s->logit_rows[r] = r;
@@ -465,6 +485,7 @@ kiln_status kiln_decode(kiln_session* s, const int32_t* tokens, const int32_t* s
       s->tokens[r] = tokens[r];
       s->positions[r] = s->pos[static_cast<size_t>(streams[r])];
       s->streams[r] = streams[r];
+      s->adapter_slots[r] = s->lora.stream_slot[static_cast<size_t>(streams[r])];
       s->logit_rows[r] = r;
     }
     step(s, n, logits ? n : 0, logits);

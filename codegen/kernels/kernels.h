@@ -105,6 +105,11 @@ void kiln_attention(const float* q, const float* kc, const float* vc, const int3
 void kiln_lora(const float* x, const float* a, const float* b, const float* scale,
                const int32_t* slots, float* y, int64_t T, int64_t in, int64_t out, int64_t R,
                int32_t tid, int32_t nth);
+/* y = m + the same, m the projection's output [T, out], split by columns as the matmul
+ * kernels split it (so no barrier is needed after the matmul). */
+void kiln_lora_add(const float* x, const float* a, const float* b, const float* scale,
+                   const int32_t* slots, const float* m, float* y, int64_t T, int64_t in,
+                   int64_t out, int64_t R, int32_t tid, int32_t nth);
 
 #ifdef __cplusplus
 }

@@ -10,6 +10,7 @@
 #include "frontend/adapter.h"
 #include "frontend/gguf.h"
 #include "frontend/safetensors.h"
+#include "support/json.h"
 #include "tests/unit/tiny_model.h"
 
 namespace {
@@ -51,6 +52,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   if (auto g = GgufFile::parse(MappedFile::borrow(data, size, "fuzz.gguf")); g.ok())
     (void)lora_from_gguf(**g, base.cfg, *base.file, opts);
+  // The JSON reader itself (support/json.h), then the input as adapter_config.json.
+  if (auto j = Json::parse(std::string_view(reinterpret_cast<const char*>(data), size)); j.ok()) {
+    (void)j->as_int();
+    (void)j->as_u64();
+    (void)j->get("r");
+  }
   (void)lora_from_peft(std::string_view(reinterpret_cast<const char*>(data), size), "fuzz/adapter_config.json",
                        *st_valid, base.cfg, *base.file, opts);
   return 0;

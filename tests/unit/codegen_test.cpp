@@ -441,6 +441,38 @@ TEST(Codegen, LoraMatchesInterpreter) {
   }
 }
 
+// The pattern lora-as-input makes, add(matmul(x, W), lora(x, ...)), lowered as one fused
+// kiln_lora_add that reads the matmul's columns without a barrier: q and v projections
+// side by side (as in attention, no barrier between them), f32 and q4_1 weights (float
+// activations, as the interpreter computes), rows on the zero adapter and on adapters.
+TEST(Codegen, LoraFusedWithProjectionMatchesInterpreter) {
+  for (DType dt : {DType::F32, DType::Q4_1}) {
+    SCOPED_TRACE(dtype_name(dt));
+    const LoraShape q = {3, 8, 64, 72}, v = {3, 8, 64, 40};
+    Builder b("lora_fused");
+    Node* x = b.activations("x", 30, q.in);
+    auto proj = [&](const std::string& w, const LoraShape& c) {
+      Node* m = b.op(Op::MatMul, {x, b.random_weight(w, dt, {c.out, c.in}, 1.0f / std::sqrt((float)c.in))});
+      return b.op(Op::Add, {m, lora_node(b, x, w, c)});
+    };
+    Node* yq = proj("blk.0.attn_q.weight", q);
+    Node* yv = proj("blk.0.attn_v.weight", v);
+    Node* wsel = b.random_weight("sel", DType::F32, {q.out, v.out}, 0.2f);
+    b.output(b.op(Op::Add, {yq, b.op(Op::MatMul, {yv, wsel})}));
+    std::map<std::string, Tensor> adapters;
+    fill_adapter(b.rng, "blk.0.attn_q.weight", q, {8, 3, 8}, adapters);
+    fill_adapter(b.rng, "blk.0.attn_v.weight", v, {8, 8, 1}, adapters);
+    adapters.insert_or_assign("lora.scale", Tensor::f32_of({q.K}, {5.0f, 2.0f, -0.75f}));
+    auto steps = row_sets(b.rng, 30);
+    for (StepRows& s : steps) {
+      for (int64_t t = 0; t < s.n_rows(); ++t) s.adapter_slots.push_back((int32_t)((t * 2 + 1) % q.K));
+      s.adapters = adapters;
+    }
+    b.g.set_attr("int8_activations", int64_t{0});  // the interpreter's float matmul: exact comparison
+    check_graph(b, steps, kFloatBound);
+  }
+}
+
 // Two targets sharing scale and slots (two adapter-region offsets), rows of one step on
 // different slots: the zero adapter (slot 0, the base model), and adapters of ranks below
 // the compiled R, zero-padded.

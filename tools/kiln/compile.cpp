@@ -20,6 +20,9 @@ static const std::vector<OptionSpec> kCompileOptions = {
     {"group-size", "N", "elements per INT4 scale, a multiple of 32 (default: the profile's group_size)"},
     {"quantize-head", "TYPE", "embedding and LM head with --quantize: q8_0 (default) or int4"},
     {"float-activations", "", "keep activations float in quantized matmuls (exact; slower decode)"},
+    {"lora-slots", "K", "LoRA adapters resident at once, slot 0 the zero adapter (default 0: no LoRA)"},
+    {"lora-rank", "R", "the largest adapter rank the model takes (default 16)"},
+    {"lora-targets", "LIST", "projections that take adapters (default q,k,v,o,gate,up,down)"},
     {"symbol", "NAME", "C name of the compiled model in model.h (default kiln_model_code)"},
     {"emit", "KINDS", "also write asm (model.s) and/or llvm (model.ll), comma-separated"},
     {"passes", "LIST", "extra graph passes to run before the backend's own"},
@@ -60,12 +63,17 @@ int cmd_compile(int argc, char** argv) {
   auto streams = args->get_int("streams", 1, 1, 256);
   auto ctx = args->get_int("ctx", 2048, 16, 1 << 20);
   auto threads = args->get_int("threads", 0, 0, 256);
-  for (auto* r : {&rows, &streams, &ctx, &threads})
+  auto lora_slots = args->get_int("lora-slots", 0, 0, 256);
+  auto lora_rank = args->get_int("lora-rank", 16, 1, 64);
+  for (auto* r : {&rows, &streams, &ctx, &threads, &lora_slots, &lora_rank})
     if (!r->ok()) { fmt::print(stderr, "kiln compile: {}\n", r->error().message); return 2; }
   req.max_rows = *rows;
   req.max_streams = *streams;
   req.max_context = *ctx;
   req.threads = *threads;
+  req.lora_slots = *lora_slots;
+  req.lora_rank = *lora_rank;
+  if (auto t = args->get("lora-targets")) req.lora_targets = *t;
   req.symbol = args->get("symbol").value_or("kiln_model_code");
   req.int8_activations = !args->flag("float-activations");
   req.quantize = args->get("quantize").value_or("none");

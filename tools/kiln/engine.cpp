@@ -72,6 +72,14 @@ class CompiledEngine final : public Engine {
     if (s != KILN_OK) return make_error("{}: {}", kiln_status_str(s), kiln_last_error());
     return {};
   }
+  Result<std::string> set_adapter(const std::string& path, float scale) override {
+    if (kiln_adapter_load(c_->session, path.c_str(), 1) != KILN_OK ||
+        kiln_stream_set_adapter(c_->session, stream_, 1, scale) != KILN_OK)
+      return make_error("{}", kiln_last_error());
+    kiln_adapter_info info;
+    if (kiln_adapter_query(c_->session, 1, &info) != KILN_OK) return make_error("{}", kiln_last_error());
+    return std::string(info.name);
+  }
   std::unique_ptr<LoadedArtifact> c_;
   int32_t stream_ = 0;
 };
@@ -84,6 +92,7 @@ Result<std::string> cache_key(const EngineOptions& o) {
   std::string id = fmt::format("{}|{}|{}|{}|{}|{}|{}|{}|{:016x}", fs::absolute(o.model_path).string(), st.st_size,
                                st.st_mtime, o.max_context, o.max_streams, o.max_rows, o.threads,
                                o.int8_activations, xxh64(self.data(), self.size()));
+  if (o.lora_slots > 0) id += fmt::format("|lora {} {}", o.lora_slots, o.lora_rank);
   return fmt::format("{:016x}", xxh64(id.data(), id.size()));
 }
 
@@ -125,6 +134,8 @@ Result<std::unique_ptr<LoadedArtifact>> open_compiled_session(const EngineOption
       req.max_rows = o.max_rows;
       req.threads = o.threads;
       req.int8_activations = o.int8_activations;
+      req.lora_slots = o.lora_slots;
+      req.lora_rank = o.lora_rank;
       req.progress = o.progress;
       KILN_ASSIGN(CompileSummary sum, compile_model(req));
       (void)sum;
@@ -134,6 +145,9 @@ Result<std::unique_ptr<LoadedArtifact>> open_compiled_session(const EngineOption
   if (kiln_model_max_streams(a->model) < o.max_streams)
     return make_error("{}: compiled for {} streams, {} asked for (compile with --streams {})", dir,
                       kiln_model_max_streams(a->model), o.max_streams, o.max_streams);
+  if (kiln_model_lora_slots(a->model) < o.lora_slots)
+    return make_error("{}: compiled with {} LoRA slots, {} needed (compile with --lora-slots {})", dir,
+                      kiln_model_lora_slots(a->model), o.lora_slots, o.lora_slots);
   return a;
 }
 

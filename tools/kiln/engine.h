@@ -25,6 +25,10 @@ class Engine {
   virtual Result<std::vector<float>> step_all_logits(const std::vector<int32_t>& tokens) = 0;
   // Empties the stream: the next step starts at position 0 with an empty KV cache.
   virtual Status reset() = 0;
+  // Loads a LoRA adapter into slot 1 and applies it; returns its name.
+  virtual Result<std::string> set_adapter(const std::string& path, float scale) {
+    return make_error("{}: this engine takes no adapters", path);
+  }
 };
 
 struct EngineOptions {
@@ -35,6 +39,8 @@ struct EngineOptions {
   int64_t max_rows = 64;     // tokens per compiled step (prefill chunk)
   int64_t threads = 2;
   bool int8_activations = true;
+  int64_t lora_slots = 0;  // > 0: compile with LoRA slots (all targets, rank lora_rank)
+  int64_t lora_rank = 16;
   bool progress = true;
 };
 

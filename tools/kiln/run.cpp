@@ -40,6 +40,9 @@ static const std::vector<OptionSpec> kRunOptions = {
     {"float-activations", "", "compile with float activations in quantized matmuls (exact, slower)"},
     {"streams", "S", "generate S replies in one forward pass per token (default 1)"},
     {"style", "TEXT", "with --streams: one reply style per stream, e.g. formal (repeatable)", true},
+    {"adapter", "PATH", "LoRA adapter (PEFT folder or GGUF LoRA) applied at run time"},
+    {"stream-adapter", "PATH", "with --streams: stream i's adapter, or none (repeatable)", true},
+    {"adapter-scale", "F", "multiplies the adapters' own scale (default 1)"},
 };
 
 // Reply styles for --streams when --style is not given.
@@ -53,8 +56,12 @@ static int run_streams(const Args& args, const Tokenizer& tok, const GgufFile& g
                        const SamplerParams& sp, int64_t max_tokens) {
   auto fail = [](const std::string& m) { fmt::print(stderr, "kiln run: {}\n", m); return 1; };
   std::vector<std::string> styles = args.all("style");
+  // With --stream-adapter, the adapters give the style: no style request unless --style.
+  std::vector<std::string> adapters = args.all("stream-adapter");
+  adapters.resize((size_t)eo.max_streams, "none");
+  const bool by_adapter = !args.all("stream-adapter").empty();
   for (size_t i = styles.size(); i < (size_t)eo.max_streams; ++i)
-    styles.push_back(kDefaultStyles[i % (sizeof kDefaultStyles / sizeof *kDefaultStyles)]);
+    styles.push_back(by_adapter ? "" : kDefaultStyles[i % (sizeof kDefaultStyles / sizeof *kDefaultStyles)]);
   styles.resize((size_t)eo.max_streams);
   const GgufValue* tmpl = gguf.find("tokenizer.chat_template");
   if (!tmpl || !tmpl->as_string()) return fail(fmt::format("{}: --streams needs a chat template", gguf.path()));
@@ -63,7 +70,7 @@ static int run_streams(const Args& args, const Tokenizer& tok, const GgufFile& g
   for (auto& style : styles) {
     std::vector<ChatMessage> msgs;
     if (auto sys = args.get("system")) msgs.push_back({"system", *sys});
-    msgs.push_back({"user", *args.get("prompt") + fmt::format("\n\nReply in a {} style.", style)});
+    msgs.push_back({"user", *args.get("prompt") + (style.empty() ? "" : fmt::format("\n\nReply in a {} style.", style))});
     auto text = apply_chat_template(*tmpl->as_string(), msgs, true);
     if (!text.ok()) return fail(text.error().message);
     prompts.push_back(tok.encode(*text, true, true));
@@ -77,6 +84,7 @@ static int run_streams(const Args& args, const Tokenizer& tok, const GgufFile& g
   shared = std::min(shared, prompts[0].size() - 1);  // every stream prefills at least one token
 
   auto t0 = std::chrono::steady_clock::now();
+  if (by_adapter) eo.lora_slots = eo.max_streams + 1;
   auto cs = open_compiled_session(eo);
   if (!cs.ok()) return fail(cs.error().message);
   kiln_session* sess = (*cs)->session;
@@ -84,10 +92,41 @@ static int run_streams(const Args& args, const Tokenizer& tok, const GgufFile& g
   const int32_t S = (int32_t)eo.max_streams;
   std::vector<float> logits((size_t)V * S);
   auto check = [&](kiln_status st) { return st == KILN_OK ? 0 : fail(kiln_last_error()); };
+  // Stream i reads slot i + 1 (each adapter loaded once per path) or slot 0 for "none".
+  std::vector<int32_t> slot_of((size_t)S, 0);
+  std::vector<std::string> labels = styles;
+  if (by_adapter) {
+    auto scale = args.get_float("adapter-scale", 1.0, -100.0, 100.0);
+    if (!scale.ok()) return fail(scale.error().message);
+    int32_t next_slot = 1;
+    for (int32_t i = 0; i < S; ++i) {
+      const std::string& path = adapters[(size_t)i];
+      if (path == "none") { labels[(size_t)i] = styles[(size_t)i].empty() ? "base" : styles[(size_t)i]; continue; }
+      for (int32_t j = 0; j < i; ++j)
+        if (adapters[(size_t)j] == path) slot_of[(size_t)i] = slot_of[(size_t)j];
+      if (slot_of[(size_t)i] == 0) {
+        if (check(kiln_adapter_load(sess, path.c_str(), next_slot))) return 1;
+        slot_of[(size_t)i] = next_slot++;
+      }
+      if (check(kiln_stream_set_adapter(sess, i, slot_of[(size_t)i], (float)*scale))) return 1;
+      kiln_adapter_info info;
+      if (check(kiln_adapter_query(sess, slot_of[(size_t)i], &info))) return 1;
+      labels[(size_t)i] = styles[(size_t)i].empty() ? std::string(info.name)
+                                                    : fmt::format("{} + {}", info.name, styles[(size_t)i]);
+    }
+  }
   auto t1 = std::chrono::steady_clock::now();
-  if (shared > 0 && check(kiln_prefill(sess, prompts[0].data(), (int32_t)shared, 0, nullptr))) return 1;
-  for (int32_t i = 1; i < S; ++i)
-    if (shared > 0 && check(kiln_session_copy_stream(sess, 0, i, (int32_t)shared))) return 1;
+  // The shared prompt tokens are prefilled once per adapter slot (their KV depends on it),
+  // on the first stream of that slot, and copied to the others.
+  for (int32_t i = 0; i < S && shared > 0; ++i) {
+    int32_t first = 0;
+    while (slot_of[(size_t)first] != slot_of[(size_t)i]) ++first;
+    if (first == i) {
+      if (check(kiln_prefill(sess, prompts[(size_t)i].data(), (int32_t)shared, i, nullptr))) return 1;
+    } else if (check(kiln_session_copy_stream(sess, first, i, (int32_t)shared))) {
+      return 1;
+    }
+  }
   for (int32_t i = 0; i < S; ++i)
     if (check(kiln_prefill(sess, prompts[(size_t)i].data() + shared, (int32_t)(prompts[(size_t)i].size() - shared), i,
                            logits.data() + (size_t)i * V)))
@@ -116,13 +155,13 @@ static int run_streams(const Args& args, const Tokenizer& tok, const GgufFile& g
     if (check(kiln_decode(sess, toks.data(), active.data(), (int32_t)active.size(), step_logits.data()))) return 1;
   }
   auto t3 = std::chrono::steady_clock::now();
-  for (int32_t i = 0; i < S; ++i) fmt::print("[{}] {}\n\n", styles[(size_t)i], replies[(size_t)i]);
+  for (int32_t i = 0; i < S; ++i) fmt::print("[{}] {}\n\n", labels[(size_t)i], replies[(size_t)i]);
   std::fflush(stdout);
   auto secs = [](auto a, auto b) { return std::chrono::duration<double>(b - a).count(); };
-  fmt::print(stderr, "[kiln] engine: compiled, {} streams | load {:.2f} s | prompts {} tokens ({} shared, prefilled once) "
+  fmt::print(stderr, "[kiln] engine: compiled, {} streams | load {:.2f} s | prompts {} tokens ({} shared, prefilled once{}) "
              "in {:.2f} s | generated {} tokens in {:.2f} s ({:.1f} tok/s over all streams)\n",
              S, secs(t0, t1), shared + [&] { size_t n = 0; for (auto& p : prompts) n += p.size() - shared; return n; }(),
-             shared, secs(t1, t2), generated, secs(t2, t3), generated / std::max(1e-9, secs(t2, t3)));
+             shared, by_adapter ? " per adapter" : "", secs(t1, t2), generated, secs(t2, t3), generated / std::max(1e-9, secs(t2, t3)));
   return 0;
 }
 
@@ -175,11 +214,22 @@ int cmd_run(int argc, char** argv) {
   eo.threads = *threads;
   eo.max_streams = *streams;
   eo.int8_activations = !args->flag("float-activations");
+  if (!args->all("stream-adapter").empty() && *streams < 2) return fail("--stream-adapter needs --streams S >= 2");
+  if (args->get("adapter") && *streams > 1) return fail("with --streams, give --stream-adapter for each stream");
+  if (args->get("adapter") && args->flag("interpreter")) return fail("--adapter runs on compiled code, not --interpreter");
+  if (args->get("adapter")) eo.lora_slots = 2;
   if (*streams > 1)
     return run_streams(*args, *tok, *gguf, eo, {(float)*temp, (int32_t)*top_k, (float)*top_p, (uint64_t)*seed},
                        *max_tokens);
   auto engine = args->flag("interpreter") ? make_interpreter_engine(eo) : make_compiled_engine(eo);
   if (!engine.ok()) return fail(engine.error().message);
+  if (auto path = args->get("adapter")) {
+    auto scale = args->get_float("adapter-scale", 1.0, -100.0, 100.0);
+    if (!scale.ok()) return fail(scale.error().message);
+    auto adapter = (*engine)->set_adapter(*path, (float)*scale);
+    if (!adapter.ok()) return fail(adapter.error().message);
+    fmt::print("[{}] ", *adapter);
+  }
 
   std::string prompt = *args->get("prompt");
   if (args->flag("chat")) {

@@ -128,6 +128,48 @@ KILN_API kiln_status kiln_session_copy_stream(kiln_session* session, int32_t src
 /* Tokens held by `stream`, or -1 (with kiln_last_error) for a bad session or stream. */
 KILN_API int32_t kiln_session_position(const kiln_session* session, int32_t stream);
 
+/* ---- LoRA adapters (models compiled with `kiln compile --lora-slots K`) --------------- */
+
+/* A model compiled with LoRA slots takes adapters at run time: each session holds K slots
+ * (slot 0 is the zero adapter, the base model; slots 1..K-1 take adapters), and each
+ * stream reads one slot. Streams on different slots still share one forward pass.
+ * Switching a stream's adapter is an index change: no recompilation, no weight copy.
+ * Adapters are PEFT folders (adapter_config.json + adapter_model.safetensors), an
+ * adapter_model.safetensors path, or llama.cpp GGUF LoRA files, checked against the
+ * model's compiled LoRA descriptor: targets, dims, rank <= lora_rank, dtypes. */
+
+KILN_API int32_t kiln_model_lora_slots(const kiln_model* model); /* K; 0: no LoRA */
+KILN_API int32_t kiln_model_lora_rank(const kiln_model* model);  /* the largest rank R */
+
+/* Reads the adapter at `path` into `slot` (1..K-1), replacing what the slot held. On any
+ * error the slot is left as it was and the message names the file and tensor. */
+KILN_API kiln_status kiln_adapter_load(kiln_session* session, const char* path, int32_t slot);
+
+/* Empties `slot` (it becomes the zero adapter); streams reading it fall back to slot 0. */
+KILN_API kiln_status kiln_adapter_free(kiln_session* session, int32_t slot);
+
+/* Makes `stream` read `slot` (0: no adapter) from its next step on, with the adapter's
+ * own scale (alpha / r) times `scale` (1 = as trained). The scale is held per slot: two
+ * streams on one slot with different scales are refused (load the adapter twice). */
+KILN_API kiln_status kiln_stream_set_adapter(kiln_session* session, int32_t stream, int32_t slot,
+                                             float scale);
+
+/* The slot `stream` reads, or -1 (with kiln_last_error) for a bad session or stream. */
+KILN_API int32_t kiln_stream_adapter(const kiln_session* session, int32_t stream);
+
+typedef struct kiln_adapter_info {
+  int32_t loaded;         /* 0: the slot holds the zero adapter */
+  int32_t rank;           /* the adapter's rank (<= lora_rank) */
+  int32_t n_targets;      /* projections it adapts */
+  float scale;            /* the slot's scale now (adapter scale times stream scale) */
+  uint64_t weight_bytes;  /* the adapter's own factors, f32: sum of rank * (in + out) * 4 */
+  uint64_t slot_bytes;    /* what every slot reserves in the session (rank padded to R) */
+  char name[64];          /* the folder or file name, truncated */
+} kiln_adapter_info;
+
+KILN_API kiln_status kiln_adapter_query(const kiln_session* session, int32_t slot,
+                                        kiln_adapter_info* info);
+
 /* ---- sampling ----------------------------------------------------------------------- */
 
 typedef struct kiln_sampler kiln_sampler;

@@ -49,6 +49,20 @@ typedef struct kiln_kv_block {
   uint64_t row_bytes;
 } kiln_kv_block;
 
+/* One LoRA target of a model compiled with LoRA slots (kiln compile --lora-slots): the
+ * factors of projection `module` in layer `layer` live in the adapter region as
+ *   A: f32 [lora_slots][lora_rank][in]  at a_offset, slot s at a_offset + s * a_slot_stride
+ *   B: f32 [lora_slots][out][lora_rank] at b_offset, slot s at b_offset + s * b_slot_stride
+ * (ranks below lora_rank zero-padded; B rows in the base GGUF's order). The runtime fills
+ * slots from adapter files with this table alone, without knowing the model. */
+typedef struct kiln_lora_target {
+  int32_t layer;
+  int32_t module;             /* 0 q, 1 k, 2 v, 3 o, 4 gate, 5 up, 6 down (frontend/lora_names.h) */
+  int64_t in, out;            /* the base matrix is [out, in] */
+  uint64_t a_offset, b_offset;
+  uint64_t a_slot_stride, b_slot_stride;
+} kiln_lora_target;
+
 typedef struct kiln_compiled_model {
   uint32_t abi_version;       /* KILN_ABI_VERSION */
   uint32_t format_version;    /* the model.kiln format version this code reads */
@@ -70,6 +84,12 @@ typedef struct kiln_compiled_model {
   int64_t n_kv_blocks;            /* entries of kv_blocks: one per state buffer (K and V per layer) */
   const kiln_kv_block* kv_blocks;
   uint64_t adapter_bytes;         /* size of the adapter region (0: no LoRA inputs) */
+  /* LoRA descriptor (all zero without LoRA). Slot 0 is the zero adapter. */
+  int64_t lora_slots;             /* K: resident adapters, slot 0 included */
+  int64_t lora_rank;              /* R: the compiled maximum rank */
+  uint64_t lora_scale_offset;     /* f32 [lora_slots] scale of each slot in the adapter region */
+  int64_t n_lora_targets;
+  const kiln_lora_target* lora_targets;
 } kiln_compiled_model;
 
 #ifdef __cplusplus
