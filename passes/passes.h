@@ -13,5 +13,6 @@ std::unique_ptr<Pass> create_constant_fold_pass();  // constant_fold.cpp
 std::unique_ptr<Pass> create_freeze_base_pass();    // freeze_base.cpp
 std::unique_ptr<Pass> create_plan_memory_pass();    // plan_memory.cpp
 std::unique_ptr<Pass> create_lora_as_input_pass();  // lora_as_input.cpp
+std::unique_ptr<Pass> create_ds2d_unroll_pass();    // ds2d_unroll.cpp
 
 }  // namespace kiln
