@@ -15,6 +15,9 @@
 
 #include "frontend/gguf_names.h"
 #include "frontend/gguf_writer.h"
+#include "ir/text.h"
+
+#include <set>
 
 namespace kiln {
 
@@ -212,6 +215,32 @@ Result<Graph> build_llama_graph(std::shared_ptr<const GgufFile> f, const LlamaCo
   }
   KILN_ASSIGN(Node* logits, g.build(Op::MatMul, {x, head}, {}, "output"));
   KILN_TRY(g.build(Op::Output, {logits}, Attrs{{"name", std::string("logits")}}, "logits"));
+  return g;
+}
+
+Result<Graph> llama_draft_graph(const Graph& step, int64_t layers) {
+  int64_t n_layer = (int64_t)step.nodes_of(Op::Attention).size();
+  if (layers < 1 || layers >= n_layer)
+    return make_error("draft layers {} must be in 1..{} (the model has {} layers)", layers, n_layer - 1, n_layer);
+  KILN_ASSIGN(Graph g, clone_graph(step));
+  std::string exit_loc = fmt::format("blk.{}.ffn_residual", layers - 1);
+  Node *exit = nullptr, *norm = nullptr;
+  for (Node* n : g.nodes()) {
+    if (n->loc() == exit_loc && n->op() == Op::Add) exit = n;
+    if (n->loc() == "output_norm" && n->op() == Op::RmsNorm) norm = n;
+  }
+  if (!exit || !norm)
+    return make_error("graph @{} has no {} to draft from ({} and output_norm)", step.name(),
+                      !exit ? "layer exit" : "output norm", exit_loc);
+  norm->set_operand(0, exit);
+  // Keep what the outputs need; later layers (their kv_writes too) go.
+  std::set<const Node*> live;
+  auto nodes = g.nodes();
+  for (auto it = nodes.rbegin(); it != nodes.rend(); ++it)
+    if ((*it)->op() == Op::Output || live.count(*it))
+      for (const Node* o : (*it)->operands()) live.insert(o), live.insert(*it);
+  g.erase_if([&](const Node* n) { return !live.count(n) && n->op() != Op::Output; });
+  g.set_name(step.name());
   return g;
 }
 

@@ -17,6 +17,13 @@ static const std::vector<OptionSpec> kCompileOptions = {
     {"ctx", "N", "context length: KV cache rows per stream (default 2048)"},
     {"threads", "N", "most threads the step runs on (default: the profile's)"},
     {"float-activations", "", "keep activations float in quantized matmuls (exact; slower decode)"},
+    {"ds2d-templates", "LIST", "DS2D tree verify entry points: node budgets, e.g. 4,8,16,32 (the default); "
+                               "none for no templates. Each must fit --max-rows; S streams use those with "
+                               "S*nodes <= max-rows"},
+    {"ds2d-topology", "T", "shape of the DS2D templates: tree (default: a long chain with branches near the "
+                           "root), chain, or per-rank acceptance probabilities such as 0.5,0.2,0.1"},
+    {"ds2d-draft-layers", "K", "DS2D early-exit draft entry through the first K layers and the LM head "
+                               "(default: a quarter of the layers; 0: none)"},
     {"symbol", "NAME", "C name of the compiled model in model.h (default kiln_model_code)"},
     {"emit", "KINDS", "also write asm (model.s) and/or llvm (model.ll), comma-separated"},
     {"passes", "LIST", "extra graph passes to run before the backend's own"},
@@ -82,6 +89,11 @@ int cmd_compile(int argc, char** argv) {
       b = e + 1;
     }
   }
+  req.ds2d_templates = args->get("ds2d-templates").value_or(req.ds2d_templates);
+  req.ds2d_topology = args->get("ds2d-topology").value_or(req.ds2d_topology);
+  auto draft = args->get_int("ds2d-draft-layers", -1, -1, 1024);
+  if (!draft.ok()) { fmt::print(stderr, "kiln compile: {}\n", draft.error().message); return 2; }
+  req.ds2d_draft_layers = *draft;
   req.extra_passes = args->get("passes").value_or("");
   req.pass_options.verify_each = args->flag("verify-each");
   req.pass_options.print_after_all = args->flag("print-after-all");
@@ -96,6 +108,10 @@ int cmd_compile(int argc, char** argv) {
              req.model_path, sum->triple, sum->cpu, sum->seconds, sum->kernels, sum->object_bytes / 1024.0,
              sum->weights_bytes / 1048576.0, sum->arena_bytes / 1048576.0, sum->kv_bytes / 1048576.0,
              sum->model_hash);
+  if (!sum->tree_templates.empty() || sum->draft_layers)
+    fmt::print(stderr, "[kiln] DS2D: verify templates of {} nodes, draft through {} layers\n",
+               sum->tree_templates.empty() ? "no" : fmt::format("{}", fmt::join(sum->tree_templates, ",")),
+               sum->draft_layers);
   return 0;
 }
 
