@@ -58,8 +58,11 @@ std::vector<Candidate> NgramDrafter::draft(int max_len, int max_candidates) cons
       if (!merged) conts.emplace_back(std::move(c), 1);
     }
     if (conts.empty()) continue;
+    std::stable_sort(conts.begin(), conts.end(),  // most frequent first, then most recent
+                     [](const auto& a, const auto& b) { return a.second > b.second; });
     // Longer matches predict better; the share of occurrences splits the chance.
     const float per_token = std::min(0.9f, 0.35f + 0.15f * (float)n);
+    bool first = true;
     for (auto& [toks, cnt] : conts) {
       if ((int)out.size() >= max_candidates) break;
       bool dup = false;
@@ -67,6 +70,10 @@ std::vector<Candidate> NgramDrafter::draft(int max_len, int max_candidates) cons
       if (dup) continue;
       Candidate c;
       c.tokens = toks;
+      c.source = n;
+      c.weight = (float)cnt / (float)total;
+      c.top = first;
+      first = false;
       float p = trust * (float)cnt / (float)total;
       for (size_t i = 0; i < toks.size(); ++i) c.prob.push_back(p *= per_token);
       out.push_back(std::move(c));
@@ -101,8 +108,10 @@ void DraftTree::add(const Candidate& c) {
       nodes.push_back(n);
       nodes[(size_t)u].children.push_back(next);
     } else {
+      // Drafts that agree are not independent evidence (the n-gram matches of several
+      // lengths mostly propose the same continuation): the likelier one counts.
       Node& n = nodes[(size_t)next];
-      n.prob = std::min(n.prob + p, nodes[(size_t)u].prob);
+      n.prob = std::min(std::max(n.prob, p), nodes[(size_t)u].prob);
     }
     u = next;
   }
@@ -217,12 +226,14 @@ struct Template {
 
 struct StreamState {
   kiln::ds2d::NgramDrafter ngram;
-  // Calibration of the drafts' probabilities: running averages of the expected and the
-  // actually accepted drafts per verify pass (start equal: trust the estimate).
-  double predicted = 1.0, accepted = 1.0;
-  double early_exit_accepted = 1.0;  // drafts accepted from the early-exit chain per pass
   explicit StreamState(int n_min, int n_max) : ngram(n_min, n_max) {}
-  double calibration() const { return (accepted + 0.05) / (predicted + 0.05); }
+};
+
+// How often a source's drafts are right lately: the first token, and each next token
+// given the ones before were right. Learnt from every step (a plain step still tells
+// whether the first drafted token was the one decoded), shared by all streams.
+struct Rate {
+  double first = 0.5, next = 0.7;
 };
 
 struct EntryCtx {
@@ -250,7 +261,7 @@ struct kiln_ds2d {
   std::vector<float> logits;          // max_rows x n_vocab
   std::vector<uint8_t> seen;
   int32_t max_step_tokens = 1;
-  int64_t since_verify = 0;           // plain steps since the last verify (exploration)
+  std::vector<Rate> rates;            // by draft source (0: early exit, n: n-gram of n)
   kiln_ds2d_stats stats{};
 
   // Runs `fn` over the session's first `rows` scratch rows; returns its seconds.
@@ -428,6 +439,8 @@ kiln_status kiln_ds2d_init(kiln_session* s, const kiln_ds2d_params* params, kiln
                   d->templates.size());
     d->plain_cost.assign(max_n + 1, 0.0);
     d->draft_cost.assign(max_n + 1, 0.0);
+    d->rates.assign(17, Rate{});
+    d->rates[0] = Rate{0.4, 0.5};  // early exit: a guess until it has run
     for (int64_t k = 0; k < c->max_streams; ++k) d->streams.emplace_back(p.ngram_min, p.ngram_max);
     d->logits.assign((size_t)c->max_rows * (size_t)s->model->n_vocab, 0.0f);
     d->seen.assign((size_t)c->max_streams, 0);
@@ -498,87 +511,110 @@ kiln_status kiln_ds2d_step(kiln_ds2d* d, const int32_t* roots, const int32_t* st
       return samplers && samplers[k] ? &samplers[k]->sampler : nullptr;
     };
 
-    // 1. Draft: n-gram continuations of each stream's text, root included.
+    // 1. Draft: n-gram continuations of each stream's text, root included. A draft's
+    // tokens get the chance of being accepted that its source's recent accuracy gives.
     const auto t_draft = Clock::now();
     int32_t deepest = 0;
     for (auto& t : d->templates) deepest = std::max(deepest, t.max_depth);
     std::vector<kiln::ds2d::DraftTree> trees;
+    std::vector<std::vector<kiln::ds2d::Candidate>> tops((size_t)n);  // learnt on below
     trees.reserve((size_t)n);
-    bool any_draft = false;
+    auto add = [&](int32_t k, kiln::ds2d::Candidate& cand) {
+      const Rate& r = d->rates[(size_t)cand.source];
+      double pr = cand.weight * r.first;
+      for (float& x : cand.prob) { x = (float)pr; pr *= r.next; }
+      trees[(size_t)k].add(cand);
+      if (cand.top) tops[(size_t)k].push_back(cand);
+    };
     for (int32_t k = 0; k < n; ++k) {
       StreamState& ss = d->streams[(size_t)streams[k]];
       ss.ngram.append(roots[k]);
       trees.emplace_back(roots[k]);
       if (deepest == 0) continue;
-      const double cal = ss.calibration();
-      for (auto cand : ss.ngram.draft(deepest, d->p.max_candidates)) {
-        for (float& pr : cand.prob) pr = (float)std::min(1.0, pr * cal);
-        trees.back().add(cand);
-        any_draft = true;
-      }
+      for (auto& cand : ss.ngram.draft(deepest, d->p.max_candidates)) add(k, cand);
     }
     d->stats.draft_seconds += std::chrono::duration<double>(Clock::now() - t_draft).count();
 
-    // 2. Early exit, when the compiled model has it, there is room, and it paid lately:
-    // the chain's accepted tokens per pass against the cost of drafting it.
+    // 2. Choose: the tokens per second each template is expected to give (1 + the
+    // expected accepted drafts per stream, over the measured cost of its verify entry)
+    // against plain decoding.
+    struct Choice {
+      int32_t t = -1;
+      double value = 0;
+      std::vector<kiln::ds2d::Filled> fills;
+    };
+    auto choose = [&](double extra_cost, const Rate* ee, int32_t ee_len) {
+      Choice best;
+      best.value = n / d->plain(n);
+      for (int32_t t = 0; t < (int32_t)d->templates.size(); ++t) {
+        const Template& tm = d->templates[(size_t)t];
+        if ((int64_t)n * tm.shape.n_nodes > c->max_rows) continue;
+        if (d->p.template_index >= 0 && t != d->p.template_index) continue;
+        bool fits = true;
+        for (int32_t k = 0; k < n; ++k)
+          fits = fits && s->pos[(size_t)streams[k]] + tm.shape.n_nodes <= c->max_context;
+        if (!fits) continue;
+        std::vector<kiln::ds2d::Filled> fills;
+        double expect = 0;
+        double chain = 0;  // what an early-exit chain would add along the template's chain
+        if (ee) {
+          double pr = ee->first;
+          for (int32_t i = 0; i < std::min(ee_len, tm.max_depth); ++i) { chain += pr; pr *= ee->next; }
+        }
+        for (int32_t k = 0; k < n; ++k) {
+          fills.push_back(kiln::ds2d::fill(trees[(size_t)k], tm.shape));
+          expect += 1.0 + std::max<double>(fills.back().expected, chain);
+        }
+        const double value = expect / (d->cost(tm, n) + extra_cost);
+        if (d->p.template_index >= 0 || value > best.value) {
+          best.value = value;
+          best.t = t;
+          best.fills = std::move(fills);
+        }
+      }
+      return best;
+    };
+    for (auto& t : trees) t.sort();
+    Choice pick = choose(0.0, nullptr, 0);
+
+    // 3. Early exit, when the compiled model has it, there is room, and its recent
+    // accuracy says a chain of its drafts would pay for the passes that draft it (now and
+    // then regardless, to keep that accuracy current).
     std::vector<kiln::ds2d::Candidate> ee;
     const int32_t ee_len = d->p.early_exit_len;
     bool room = true;
     for (int32_t k = 0; k < n; ++k) room = room && s->pos[(size_t)streams[k]] + ee_len <= c->max_context;
-    if (d->draft && !d->templates.empty() && room && d->p.template_index < 0) {
-      double gain = 0;
-      for (int32_t k = 0; k < n; ++k) gain += d->streams[(size_t)streams[k]].early_exit_accepted;
+    if (d->draft && !d->templates.empty() && room) {
       const double dcost = (d->draft_cost[(size_t)n] > 0 ? d->draft_cost[(size_t)n] : d->draft_cost[1]) * ee_len;
-      // worth it if the extra tokens are produced faster than plain decoding would
-      if (gain / n * d->plain(n) > dcost || (d->stats.steps % 32) == 0) {
+      const Choice with = choose(dcost, &d->rates[0], ee_len);
+      if (with.t >= 0 && (with.value > pick.value || d->stats.steps % 64 == 1 || d->p.template_index >= 0)) {
         early_exit_drafts(d, roots, streams, n, ee_len, ee);
         for (int32_t k = 0; k < n; ++k) {
-          trees[(size_t)k].add(ee[(size_t)k]);
-          any_draft = true;
+          ee[(size_t)k].source = 0;
+          add(k, ee[(size_t)k]);
+        }
+        for (auto& t : trees) t.sort();
+        pick = choose(0.0, nullptr, 0);  // the drafts are paid for now
+      }
+    }
+    const int32_t best = pick.t;
+    std::vector<kiln::ds2d::Filled>& best_fill = pick.fills;
+
+    // Learn each source's accuracy from what was decoded: `truth` continues the root.
+    auto learn = [&](int32_t k, std::span<const int32_t> truth) {
+      const double w = d->p.ewma;
+      for (const auto& cand : tops[(size_t)k]) {
+        Rate& r = d->rates[(size_t)cand.source];
+        if (truth.empty() || cand.tokens.empty()) continue;
+        const bool ok = cand.tokens[0] == truth[0];
+        r.first = (1 - w) * r.first + w * (ok ? 1.0 : 0.0);
+        for (size_t i = 1; ok && i < truth.size() && i < cand.tokens.size(); ++i) {
+          const bool hit = cand.tokens[i] == truth[i];
+          r.next = (1 - w) * r.next + w * (hit ? 1.0 : 0.0);
+          if (!hit) break;
         }
       }
-    } else if (d->draft && d->p.template_index >= 0 && room && !d->templates.empty()) {
-      early_exit_drafts(d, roots, streams, n, ee_len, ee);
-      for (int32_t k = 0; k < n; ++k) trees[(size_t)k].add(ee[(size_t)k]);
-      any_draft = true;
-    }
-    for (auto& t : trees) t.sort();
-
-    // 3. Choose: tokens per second expected from each template against plain decode.
-    int32_t best = -1;
-    std::vector<kiln::ds2d::Filled> best_fill;
-    double best_value = n / d->plain(n);
-    double explore_value = 0;
-    int32_t explore = -1;
-    std::vector<kiln::ds2d::Filled> explore_fill;
-    for (int32_t t = 0; t < (int32_t)d->templates.size(); ++t) {
-      const Template& tm = d->templates[(size_t)t];
-      if ((int64_t)n * tm.shape.n_nodes > c->max_rows) continue;
-      bool fits = true;
-      for (int32_t k = 0; k < n; ++k)
-        fits = fits && s->pos[(size_t)streams[k]] + tm.shape.n_nodes <= c->max_context;
-      if (!fits) continue;
-      if (d->p.template_index >= 0 && t != d->p.template_index) continue;
-      std::vector<kiln::ds2d::Filled> fills;
-      double expect = 0;
-      for (int32_t k = 0; k < n; ++k) {
-        fills.push_back(kiln::ds2d::fill(trees[(size_t)k], tm.shape));
-        expect += 1.0 + fills.back().expected;
-      }
-      const double value = expect / d->cost(tm, n);
-      if (d->p.template_index >= 0 || value > best_value) {
-        best_value = value;
-        best = t;
-        best_fill = fills;
-      }
-      if (value > explore_value) { explore_value = value; explore = t; explore_fill = fills; }
-    }
-    // Now and then verify a tree even when plain looks better, so that the acceptance
-    // estimates can recover after a bad stretch.
-    if (best < 0 && any_draft && explore >= 0 && ++d->since_verify >= 16) {
-      best = explore;
-      best_fill = std::move(explore_fill);
-    }
+    };
 
     if (best < 0) {
       // 4a. Plain decode.
@@ -598,6 +634,7 @@ kiln_status kiln_ds2d_step(kiln_ds2d* d, const int32_t* roots, const int32_t* st
         auto lg = d->row_logits(k);
         out[(size_t)k * (size_t)out_stride] = sp ? sp->sample(lg) : kiln::Sampler::argmax(lg);
         out_n[k] = 1;
+        learn(k, std::span<const int32_t>(out + (size_t)k * (size_t)out_stride, 1));
         ++d->stats.tokens;
       }
       return KILN_OK;
@@ -605,7 +642,6 @@ kiln_status kiln_ds2d_step(kiln_ds2d* d, const int32_t* roots, const int32_t* st
 
     // 4b. Verify: block k of rows is stream k's tree; logits for the nodes holding a draft
     // (and the root).
-    d->since_verify = 0;
     Template& tm = d->templates[(size_t)best];
     const int32_t nn = tm.shape.n_nodes;
     std::vector<int64_t> logit_row((size_t)n * (size_t)nn, -1);
@@ -655,17 +691,7 @@ kiln_status kiln_ds2d_step(kiln_ds2d* d, const int32_t* roots, const int32_t* st
       }
       o[acc] = a.bonus;
       out_n[k] = acc + 1;
-      // Learn: predicted (uncalibrated) vs accepted drafts; the early-exit chain's share.
-      const double cal = ss.calibration();
-      ss.predicted = ewma(ss.predicted, f.expected / cal, d->p.ewma);
-      ss.accepted = ewma(ss.accepted, acc, d->p.ewma);
-      if (!ee.empty()) {
-        int32_t m = 0;
-        while (m < acc && m < (int32_t)ee[(size_t)k].tokens.size() &&
-               ee[(size_t)k].tokens[(size_t)m] == o[m])
-          ++m;
-        ss.early_exit_accepted = ewma(ss.early_exit_accepted, m, d->p.ewma);
-      }
+      learn(k, std::span<const int32_t>(o, (size_t)acc + 1));
       int32_t drafted = 0;
       for (int32_t j = 1; j < nn; ++j) drafted += f.valid[(size_t)j];
       d->stats.drafted += drafted;

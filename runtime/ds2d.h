@@ -24,12 +24,16 @@ namespace kiln::ds2d {
 struct Candidate {
   std::vector<int32_t> tokens;
   std::vector<float> prob;
+  int32_t source = 0;   // who drafted it: n for an n-gram match of n tokens, 0 early exit
+  float weight = 1.0f;  // its share among the drafts of its source (occurrence counts)
+  bool top = true;      // the source's best draft this step (the one its accuracy is learnt on)
 };
 
 // Prompt lookup: the text so far (prompt, accepted tokens, the root) is indexed by its
 // n-grams, n_min <= n <= n_max. A draft takes the longest suffix of the text that
 // occurred before and proposes what followed it then — several continuations when the
-// suffix occurred several times (most recent first, identical ones merged and counted);
+// suffix occurred several times (identical ones merged and counted; the most frequent
+// first, then the most recent);
 // shorter suffixes add continuations until max_candidates are found.
 class NgramDrafter {
  public:
@@ -63,8 +67,8 @@ struct DraftTree {
 
   explicit DraftTree(int32_t root_token = 0) { reset(root_token); }
   void reset(int32_t root_token);
-  // Merges c under the root: a shared prefix keeps one node whose prob is the sum of
-  // the candidates' (capped by its parent's).
+  // Merges c under the root: a shared prefix keeps one node whose prob is the largest
+  // of the candidates' (capped by its parent's).
   void add(const Candidate& c);
   void sort();  // orders children by prob (call once all candidates are in)
 };

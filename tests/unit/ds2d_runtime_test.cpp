@@ -33,15 +33,22 @@ TEST(Ds2dNgram, LongestSuffixMatchProposesWhatFollowed) {
   EXPECT_EQ(ce[0].tokens, (std::vector<int32_t>{8, 7}));
 }
 
-TEST(Ds2dNgram, SeveralContinuationsMostRecentFirstAndMerged) {
+TEST(Ds2dNgram, SeveralContinuationsMergedMostFrequentFirst) {
   NgramDrafter d(1, 2);
-  // "5 6" is followed by 1 (twice) and by 2 (most recently).
-  d.append(std::vector<int32_t>{5, 6, 1, 0, 5, 6, 1, 0, 5, 6, 2, 0, 5, 6});
+  // "5 6" is followed by 1 (twice) and by 2 (most recently), "3 6" by 4.
+  d.append(std::vector<int32_t>{5, 6, 1, 0, 5, 6, 1, 0, 3, 6, 4, 5, 6, 2, 0, 5, 6});
   auto c = d.draft(1, 4);
-  ASSERT_GE(c.size(), 2u);
-  EXPECT_EQ(c[0].tokens, (std::vector<int32_t>{2}));
-  EXPECT_EQ(c[1].tokens, (std::vector<int32_t>{1}));
-  EXPECT_GT(c[1].prob[0], c[0].prob[0]);  // seen twice: more likely
+  ASSERT_GE(c.size(), 3u);
+  EXPECT_EQ(c[0].tokens, (std::vector<int32_t>{1}));  // seen twice: first
+  EXPECT_EQ(c[1].tokens, (std::vector<int32_t>{2}));
+  EXPECT_EQ(c[2].tokens, (std::vector<int32_t>{4}));  // from the 1-token match "6"
+  EXPECT_GT(c[0].prob[0], c[1].prob[0]);
+  EXPECT_EQ(c[0].source, 2);
+  EXPECT_TRUE(c[0].top);
+  EXPECT_FALSE(c[1].top);
+  EXPECT_EQ(c[2].source, 1);
+  EXPECT_TRUE(c[2].top);
+  EXPECT_NEAR(c[0].weight, 2.0f / 3.0f, 1e-6);
   // Nothing to propose for a suffix never seen before.
   NgramDrafter none(1, 3);
   none.append(std::vector<int32_t>{1, 2, 3, 4});
@@ -70,7 +77,7 @@ TEST(Ds2dTree, CandidatesMergeIntoAPrefixTreeAndFillByLikelihood) {
   t.sort();
   ASSERT_EQ(t.nodes.size(), 6u);  // root, 5, 6, 7, 8, 9
   ASSERT_EQ(t.nodes[0].children.size(), 2u);
-  EXPECT_NEAR(t.nodes[1].prob, 0.9f, 1e-6);  // shared prefix: the candidates' sum
+  EXPECT_NEAR(t.nodes[1].prob, 0.6f, 1e-6);  // shared prefix: the likelier candidate's
 
   Shape s = Shape::from_parents(kParents);
   EXPECT_EQ(s.depth, (std::vector<int32_t>{0, 1, 2, 3, 1, 2}));
