@@ -181,12 +181,13 @@ int main(int argc, char** argv) {
         "{}\"{}\": {{\"prompts\": {}, \"identical_outputs\": {}, \"decode_tokens\": {}, \"plain_tok_s\": {:.2f}, "
         "\"ds2d_tok_s\": {:.2f}, \"speedup\": {:.3f}, \"accepted_per_verify_pass\": {:.3f}, \"tokens_per_step\": {:.3f}, "
         "\"drafted_per_verify_pass\": {:.3f}, \"steps\": {}, \"verify_passes\": {}, \"plain_steps\": {}, "
-        "\"early_exit_drafts\": {}, \"template_uses\": {{{}}}}}",
+        "\"early_exit_drafts\": {}, \"seconds_drafting\": {:.3f}, \"seconds_verifying\": {:.3f}, "
+        "\"seconds_plain_steps\": {:.3f}, \"template_uses\": {{{}}}}}",
         kinds_json.empty() ? "" : ", ", kind, prompts.size(), identical, n_plain, plain_tps, ds2d_tps, ds2d_tps / plain_tps,
         st.stream_passes ? (double)st.accepted / (double)st.stream_passes : 0.0,
         st.steps ? (double)st.tokens / (double)st.steps : 0.0,
         st.stream_passes ? (double)st.drafted / (double)st.stream_passes : 0.0, st.steps, st.verify_passes,
-        st.plain_steps, st.early_exit_drafts, uses);
+        st.plain_steps, st.early_exit_drafts, st.draft_seconds, st.verify_seconds, st.plain_seconds, uses);
   }
   std::printf("{\"model\": \"%s\", \"threads\": %d, \"max_tokens\": %d, \"templates_option\": \"%s\", "
               "\"early_exit\": %s, \"draft_layers\": %lld, %s, \"kinds\": {%s}}\n",

@@ -221,7 +221,9 @@ struct Template {
   kiln::ds2d::Shape shape;
   StepFn verify = nullptr;
   int32_t max_depth = 0;
-  std::vector<double> cost;  // seconds per pass by stream count (EWMA; 0: not measured)
+  // Cost of a pass relative to a plain decode step, by stream count (running average;
+  // 0: not measured). Ratios, not seconds: load on the machine moves both alike.
+  std::vector<double> ratio;
 };
 
 struct StreamState {
@@ -256,7 +258,7 @@ struct kiln_ds2d {
   std::vector<Template> templates;
   StepFn draft = nullptr;             // early-exit entry (nullptr: none)
   std::vector<double> plain_cost;     // seconds per decode step by stream count
-  std::vector<double> draft_cost;     // seconds per early-exit pass by stream count
+  std::vector<double> draft_ratio;    // early-exit pass / decode step, by stream count
   std::vector<StreamState> streams;
   std::vector<float> logits;          // max_rows x n_vocab
   std::vector<uint8_t> seen;
@@ -275,15 +277,20 @@ struct kiln_ds2d {
     s->pool->run(run_entry, &ctx);
     return std::chrono::duration<double>(Clock::now() - t0).count();
   }
-  // Cost of template t for n streams: measured, else scaled from one stream by rows.
-  double cost(const Template& t, int32_t n) const {
-    if (t.cost[(size_t)n] > 0) return t.cost[(size_t)n];
-    const double one = t.cost[1] > 0 ? t.cost[1] : 1e-3 * t.shape.n_nodes;
-    return one * (1.0 + 0.35 * (n - 1));  // rows of a step share the weight reads
-  }
+  // Seconds of a plain decode step for n streams: measured, else scaled from one.
   double plain(int32_t n) const {
     if (plain_cost[(size_t)n] > 0) return plain_cost[(size_t)n];
     return (plain_cost[1] > 0 ? plain_cost[1] : 1e-3) * (1.0 + 0.25 * (n - 1));
+  }
+  // Seconds of template t's verify pass for n streams.
+  double cost(const Template& t, int32_t n) const {
+    double r = t.ratio[(size_t)n] > 0 ? t.ratio[(size_t)n] : t.ratio[1];
+    if (r <= 0) r = 0.6 + 0.4 * t.shape.n_nodes;  // never measured: a guess by rows
+    return r * plain(n);
+  }
+  double draft_cost(int32_t n) const {
+    const double r = draft_ratio[(size_t)n] > 0 ? draft_ratio[(size_t)n] : draft_ratio[1];
+    return (r > 0 ? r : 0.5) * plain(n);
   }
   std::span<const float> row_logits(int64_t r) const {
     const size_t v = (size_t)s->model->n_vocab;
@@ -293,9 +300,10 @@ struct kiln_ds2d {
 
 namespace {
 
-// Times each entry once on rows no stream has written: past the end of the emptiest
-// stream's tokens, at the end of its context (the rows are overwritten before any step
-// reads them).
+// Times each entry against the plain step on rows no stream has written: past the end
+// of the emptiest stream's tokens, at the end of its context (the rows are overwritten
+// before any step reads them). Five rounds of plain step, then each entry; the median
+// ratio per entry.
 void calibrate(kiln_ds2d* d) {
   kiln_session* s = d->s;
   const kiln_compiled_model* c = s->code;
@@ -311,31 +319,37 @@ void calibrate(kiln_ds2d* d) {
     }
   };
   const int32_t pos = s->pos[(size_t)stream];
-  for (auto& t : d->templates) {
-    const int32_t base = (int32_t)c->max_context - t.shape.n_nodes;
-    if (base < pos || t.shape.n_nodes > c->max_rows) continue;
-    double best = 1e9;
-    for (int rep = 0; rep < 3; ++rep) {  // the first run pays page faults
-      fill_rows(t.shape, base);
-      best = std::min(best, d->run(t.verify, t.shape.n_nodes, t.shape.n_nodes));
+  const kiln::ds2d::Shape one = kiln::ds2d::Shape::from_parents(std::vector<int32_t>{-1});
+  const int32_t last = (int32_t)c->max_context - 1;
+  if (last < pos) return;
+  const size_t T = d->templates.size();
+  std::vector<std::vector<double>> ratios(T + 1);  // [T]: the draft entry
+  std::vector<double> plains;
+  for (int rep = 0; rep < 6; ++rep) {  // the first round pays page faults: not counted
+    fill_rows(one, last);
+    const double p = d->run(c->step, 1, 1);
+    if (rep > 0) plains.push_back(p);
+    for (size_t t = 0; t < T; ++t) {
+      const Template& tm = d->templates[t];
+      const int32_t base = (int32_t)c->max_context - tm.shape.n_nodes;
+      if (base < pos || tm.shape.n_nodes > c->max_rows) continue;
+      fill_rows(tm.shape, base);
+      const double v = d->run(tm.verify, tm.shape.n_nodes, tm.shape.n_nodes);
+      if (rep > 0) ratios[t].push_back(v / p);
     }
-    t.cost[1] = best;
-  }
-  const int32_t base = (int32_t)c->max_context - 1;
-  if (base >= pos) {
-    kiln::ds2d::Shape one = kiln::ds2d::Shape::from_parents(std::vector<int32_t>{-1});
-    double best = 1e9, best_draft = 1e9;
-    for (int rep = 0; rep < 3; ++rep) {
-      fill_rows(one, base);
-      best = std::min(best, d->run(c->step, 1, 1));
-      if (d->draft) {
-        fill_rows(one, base);
-        best_draft = std::min(best_draft, d->run(d->draft, 1, 1));
-      }
+    if (d->draft) {
+      fill_rows(one, last);
+      const double v = d->run(d->draft, 1, 1);
+      if (rep > 0) ratios[T].push_back(v / p);
     }
-    d->plain_cost[1] = best;
-    if (d->draft) d->draft_cost[1] = best_draft;
   }
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v.empty() ? 0.0 : v[v.size() / 2];
+  };
+  d->plain_cost[1] = median(plains);
+  for (size_t t = 0; t < T; ++t) d->templates[t].ratio[1] = median(ratios[t]);
+  if (d->draft) d->draft_ratio[1] = median(ratios[T]);
 }
 
 // Early-exit drafts: a chain of `len` tokens per stream, each the argmax of the draft
@@ -356,7 +370,7 @@ void early_exit_drafts(kiln_ds2d* d, const int32_t* roots, const int32_t* stream
     const double secs = d->run(d->draft, n, n);
     d->stats.draft_seconds += secs;
     ++d->stats.early_exit_drafts;
-    d->draft_cost[(size_t)n] = ewma(d->draft_cost[(size_t)n], secs, d->p.ewma);
+    d->draft_ratio[(size_t)n] = ewma(d->draft_ratio[(size_t)n], secs / d->plain(n), d->p.ewma);
     for (int32_t i = 0; i < n; ++i) {
       auto lg = d->row_logits(i);
       const int32_t best = kiln::Sampler::argmax(lg);
@@ -427,7 +441,7 @@ kiln_status kiln_ds2d_init(kiln_session* s, const kiln_ds2d_params* params, kiln
       tm.shape = kiln::ds2d::Shape::from_parents(std::span<const int32_t>(tt.parent, (size_t)tt.n_nodes));
       tm.verify = tt.verify;
       for (int32_t dep : tm.shape.depth) tm.max_depth = std::max(tm.max_depth, dep);
-      tm.cost.assign(max_n + 1, 0.0);
+      tm.ratio.assign(max_n + 1, 0.0);
       d->max_step_tokens = std::max(d->max_step_tokens, tm.max_depth + 1);
       d->templates.push_back(std::move(tm));
     }
@@ -438,7 +452,7 @@ kiln_status kiln_ds2d_init(kiln_session* s, const kiln_ds2d_params* params, kiln
                   "model '%s' has %zu tree templates", p.template_index, s->model->name.c_str(),
                   d->templates.size());
     d->plain_cost.assign(max_n + 1, 0.0);
-    d->draft_cost.assign(max_n + 1, 0.0);
+    d->draft_ratio.assign(max_n + 1, 0.0);
     d->rates.assign(17, Rate{});
     d->rates[0] = Rate{0.4, 0.5};  // early exit: a guess until it has run
     for (int64_t k = 0; k < c->max_streams; ++k) d->streams.emplace_back(p.ngram_min, p.ngram_max);
@@ -545,7 +559,9 @@ kiln_status kiln_ds2d_step(kiln_ds2d* d, const int32_t* roots, const int32_t* st
     };
     auto choose = [&](double extra_cost, const Rate* ee, int32_t ee_len) {
       Choice best;
-      best.value = n / d->plain(n);
+      // A verify pass must beat plain decoding by a margin: the estimates are noisy, and
+      // a pass that only breaks even on paper loses in practice.
+      best.value = 1.1 * n / d->plain(n);
       for (int32_t t = 0; t < (int32_t)d->templates.size(); ++t) {
         const Template& tm = d->templates[(size_t)t];
         if ((int64_t)n * tm.shape.n_nodes > c->max_rows) continue;
@@ -585,7 +601,7 @@ kiln_status kiln_ds2d_step(kiln_ds2d* d, const int32_t* roots, const int32_t* st
     bool room = true;
     for (int32_t k = 0; k < n; ++k) room = room && s->pos[(size_t)streams[k]] + ee_len <= c->max_context;
     if (d->draft && !d->templates.empty() && room) {
-      const double dcost = (d->draft_cost[(size_t)n] > 0 ? d->draft_cost[(size_t)n] : d->draft_cost[1]) * ee_len;
+      const double dcost = d->draft_cost(n) * ee_len;
       const Choice with = choose(dcost, &d->rates[0], ee_len);
       if (with.t >= 0 && (with.value > pick.value || d->stats.steps % 64 == 1 || d->p.template_index >= 0)) {
         early_exit_drafts(d, roots, streams, n, ee_len, ee);
@@ -661,7 +677,7 @@ kiln_status kiln_ds2d_step(kiln_ds2d* d, const int32_t* roots, const int32_t* st
       }
     }
     const double secs = d->run(tm.verify, (int64_t)n * nn, n_logits);
-    tm.cost[(size_t)n] = ewma(tm.cost[(size_t)n], secs, d->p.ewma);
+    tm.ratio[(size_t)n] = ewma(tm.ratio[(size_t)n], secs / d->plain(n), d->p.ewma);
     d->stats.verify_seconds += secs;
     ++d->stats.verify_passes;
     if (best < KILN_DS2D_MAX_TEMPLATES) ++d->stats.template_uses[best];
@@ -710,9 +726,9 @@ kiln_status kiln_ds2d_get_stats(const kiln_ds2d* d, kiln_ds2d_stats* out) {
     out->n_templates = (int32_t)std::min<size_t>(d->templates.size(), KILN_DS2D_MAX_TEMPLATES);
     for (int32_t t = 0; t < out->n_templates; ++t) {
       out->template_nodes[t] = d->templates[(size_t)t].shape.n_nodes;
-      out->template_seconds[t] = d->templates[(size_t)t].cost[1];
+      out->template_seconds[t] = d->cost(d->templates[(size_t)t], 1);
     }
-    out->plain_step_seconds = d->plain_cost[1];
+    out->plain_step_seconds = d->plain(1);
     return KILN_OK;
   });
 }
