@@ -43,8 +43,32 @@ Result<std::string> archive_of(const std::string& object) {
 
 }  // namespace
 
+Status plan_draft(const Graph& g, Graph& d) {
+  PassManager pm;
+  KILN_TRY(pm.add_pipeline("plan-memory"));
+  KILN_TRY(pm.run(d));
+  // The draft's state buffers are some of g's: they keep g's offsets and KV sizes.
+  std::map<std::string, int64_t, std::less<>> kv;
+  for (const Node* s : g.nodes_of(Op::State)) kv[std::string(*s->str_attr("name"))] = *s->int_attr("kv_offset");
+  for (Node* s : d.nodes_of(Op::State)) {
+    auto it = kv.find(*s->str_attr("name"));
+    if (it == kv.end()) return make_error("internal: the draft has a state buffer the step lacks at {}", s->loc());
+    s->set_attr("kv_offset", it->second);
+  }
+  d.set_attr("kv_stream_bytes", *g.int_attr("kv_stream_bytes"));
+  d.set_attr("kv_bytes", *g.int_attr("kv_bytes"));
+  return verify(d);
+}
+
 Result<Ds2dGraphs> ds2d_graphs(const Graph& g, std::string_view templates, std::string_view topology,
                                int64_t k) {
+  std::vector<int64_t> first;
+  for (int64_t l = 0; l < k; ++l) first.push_back(l);
+  return ds2d_graphs(g, templates, topology, first);
+}
+
+Result<Ds2dGraphs> ds2d_graphs(const Graph& g, std::string_view templates, std::string_view topology,
+                               const std::vector<int64_t>& draft) {
   Ds2dGraphs out;
   if (!templates.empty() && templates != "none") {
     KILN_ASSIGN(std::vector<int64_t> budgets, ds2d_budgets(templates));
@@ -62,21 +86,11 @@ Result<Ds2dGraphs> ds2d_graphs(const Graph& g, std::string_view templates, std::
       out.verify.push_back(std::move(v));
     }
   }
-  if (k > 0) {
-    KILN_ASSIGN(Graph d, llama_draft_graph(g, k));
-    PassManager pm;
-    KILN_TRY(pm.add_pipeline("plan-memory"));
-    KILN_TRY(pm.run(d));
-    std::map<std::string, int64_t> kv;
-    for (const Node* s : g.nodes_of(Op::State)) kv[std::string(*s->str_attr("name"))] = *s->int_attr("kv_offset");
-    for (const Node* s : d.nodes_of(Op::State))
-      if (kv.at(std::string(*s->str_attr("name"))) != *s->int_attr("kv_offset"))
-        return make_error("internal: the draft graph's KV layout differs from the step's at {}", s->loc());
-    d.set_attr("kv_stream_bytes", *g.int_attr("kv_stream_bytes"));
-    d.set_attr("kv_bytes", *g.int_attr("kv_bytes"));
-    KILN_TRY(verify(d));
+  if (!draft.empty()) {
+    KILN_ASSIGN(Graph d, llama_draft_graph(g, draft));
+    KILN_TRY(plan_draft(g, d));
+    out.draft_layers = (int64_t)d.nodes_of(Op::Attention).size();
     out.draft = std::move(d);
-    out.draft_layers = k;
   }
   return out;
 }
@@ -196,9 +210,19 @@ Result<CompileSummary> compile_model(const CompileRequest& req) {
   auto* frozen = dynamic_cast<const FrozenWeights*>(g.weights().get());
   if (!frozen) return make_error("internal: freeze-base did not freeze the weights");
 
-  KILN_ASSIGN(Ds2dGraphs ds2d, ds2d_graphs(g, req.ds2d_templates, req.ds2d_topology,
-                                           req.ds2d_draft_layers < 0 ? default_draft_layers(cfg.n_layer)
-                                                                     : req.ds2d_draft_layers));
+  std::vector<int64_t> draft = req.ds2d_draft_keep;
+  if (draft.empty())
+    for (int64_t l = 0; l < (req.ds2d_draft_layers < 0 ? default_draft_layers(cfg.n_layer) : req.ds2d_draft_layers); ++l)
+      draft.push_back(l);
+  std::string templates = req.ds2d_templates;
+  if (templates == kDefaultDs2dTemplates) {  // the defaults that fit max_rows (explicit ones must)
+    templates.clear();
+    std::vector<int64_t> budgets = ds2d_budgets(kDefaultDs2dTemplates).value();
+    for (int64_t n : budgets)
+      if (n <= req.max_rows) templates += (templates.empty() ? "" : ",") + std::to_string(n);
+    if (templates.empty()) templates = "none";
+  }
+  KILN_ASSIGN(Ds2dGraphs ds2d, ds2d_graphs(g, templates, req.ds2d_topology, draft));
   if (ds2d.draft)  // one arena serves every entry point
     g.set_attr("arena_bytes", std::max(*g.int_attr("arena_bytes"), *ds2d.draft->int_attr("arena_bytes")));
 

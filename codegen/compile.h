@@ -35,10 +35,12 @@ struct CompileRequest {
   // budgets; "" or "none": none) with this topology (passes/ds2d_unroll.h), and the
   // early-exit draft entry through the first ds2d_draft_layers layers (-1: a quarter of
   // the layers; 0: none). A template must fit max_rows; with S streams the runtime can
-  // use the templates of S * n_nodes <= max_rows.
-  std::string ds2d_templates = "4,8,16,32";
+  // use the templates of S * n_nodes <= max_rows. (Of the default list, those that fit.)
+  std::string ds2d_templates = "4,8,16,32";  // = kDefaultDs2dTemplates
   std::string ds2d_topology = "tree";
   int64_t ds2d_draft_layers = -1;
+  std::vector<int64_t> ds2d_draft_keep;  // if set: the draft runs these layers instead
+                                         // (middle layers skipped, e.g. 0-9 and 20-29)
   std::string extra_passes;          // run before the backend's own (e.g. "cse,dce")
   PassManagerOptions pass_options;   // dumps, verify-each, timing
   bool progress = true;
@@ -68,9 +70,15 @@ Result<CompileSummary> compile_model(const CompileRequest& req);
 struct Ds2dGraphs {
   std::vector<Graph> verify;  // ascending template size
   std::optional<Graph> draft;
-  int64_t draft_layers = 0;
+  int64_t draft_layers = 0;  // layers the draft runs
 };
 Result<Ds2dGraphs> ds2d_graphs(const Graph& g, std::string_view templates, std::string_view topology,
                                int64_t draft_layers);
+// The same with the draft running `draft_layers` (any proper subset; empty: no draft).
+Result<Ds2dGraphs> ds2d_graphs(const Graph& g, std::string_view templates, std::string_view topology,
+                               const std::vector<int64_t>& draft_layers);
+// Plans a draft graph `d` made from the planned step graph `g` (llama_draft_graph): its
+// own arena, g's KV offsets and sizes.
+Status plan_draft(const Graph& g, Graph& d);
 
 }  // namespace kiln

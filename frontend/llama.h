@@ -74,6 +74,9 @@ Result<Graph> build_llama_graph(std::shared_ptr<const GgufFile> f, const LlamaCo
 // "blk.{layers-1}.ffn_residual" feeds "output_norm"); nodes of later layers are dropped.
 // The result keeps the input's attributes (a planned graph needs plan-memory again).
 Result<Graph> llama_draft_graph(const Graph& step, int64_t layers);
+// The draft that runs only `layers` (any proper subset, e.g. with middle layers skipped,
+// as in Draft & Verify): a skipped layer passes its input on unchanged and writes no KV.
+Result<Graph> llama_draft_graph(const Graph& step, const std::vector<int64_t>& layers);
 // The default draft depth: a quarter of the layers (at least 1).
 inline int64_t default_draft_layers(int64_t n_layer) { return std::max<int64_t>(1, n_layer / 4); }
 

@@ -411,5 +411,51 @@ TEST(Ds2dCodegen, VerifyAndDraftEntriesMatchInterpreterAndPlainSteps) {
   }
 }
 
+// A draft with layers skipped (here layer 0 of two): the skipped layer passes its input on
+// and writes no KV; the compiled draft entry equals the interpreter on the draft graph.
+TEST(Ds2dCodegen, DraftWithSkippedLayers) {
+  TinyModel m = tiny();
+  auto built = build_llama_graph(m.file, m.cfg, {.max_context = 16, .max_streams = 2});
+  ASSERT_TRUE(built.ok()) << built.error().message;
+  Graph g = std::move(built).value();
+  ASSERT_TRUE(testing::plan_for_codegen(g, 4, 2, "cse,dce,freeze-base,plan-memory").ok());
+  auto ds = ds2d_graphs(g, "none", "tree", std::vector<int64_t>{1});
+  ASSERT_TRUE(ds.ok()) << ds.error().message;
+  EXPECT_TRUE(ds->verify.empty());
+  EXPECT_EQ(ds->draft_layers, 1);
+  std::vector<std::string> states;
+  for (const Node* s : ds->draft->nodes_of(Op::State)) states.emplace_back(*s->str_attr("name"));
+  EXPECT_EQ(states, (std::vector<std::string>{"kv.1.k", "kv.1.v"}));
+  // The embedding feeds layer 1's norm directly.
+  for (const Node* n : ds->draft->nodes())
+    if (n->loc() == "blk.1.attn_norm") EXPECT_EQ(n->operand(0)->op(), Op::Embed);
+  EXPECT_FALSE(ds2d_graphs(g, "none", "tree", std::vector<int64_t>{0, 1}).ok());  // not a proper subset
+  EXPECT_FALSE(ds2d_graphs(g, "none", "tree", std::vector<int64_t>{2}).ok());     // no such layer
+
+  CodegenOptions opts;
+  opts.draft = &*ds->draft;
+  opts.draft_layers = ds->draft_layers;
+  auto runner = testing::StepRunner::create(g, opts);
+  ASSERT_TRUE(runner.ok()) << runner.error().message;
+  testing::StepRunner& r = **runner;
+  Interpreter id(*ds->draft);
+  testing::StepRows d;
+  d.tokens = {3, 9, 4};
+  d.positions = {0, 1, 0};
+  d.streams = {0, 0, 1};
+  d.logit_rows = {1, 2};
+  auto want = id.run(d.interpreter_inputs());
+  ASSERT_TRUE(want.ok()) << want.error().message;
+  auto got = r.step(d, {2}, (size_t)(2 * m.cfg.n_vocab), r.model().draft);
+  ASSERT_TRUE(got.ok()) << got.error().message;
+  EXPECT_LT(testing::nmse(*got, want->at("logits").f32), 1e-10);
+  for (const Node* st : g.nodes_of(Op::State)) {
+    std::string name(*st->str_attr("name"));
+    std::vector<float> kv = r.state(st);
+    bool zero = std::all_of(kv.begin(), kv.end(), [](float x) { return x == 0; });
+    EXPECT_EQ(zero, name.rfind("kv.0.", 0) == 0) << name;
+  }
+}
+
 }  // namespace
 }  // namespace kiln

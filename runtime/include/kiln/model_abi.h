@@ -92,7 +92,9 @@ typedef struct kiln_compiled_model {
   int64_t draft_layers;                       /* 0: no early-exit draft entry */
   void (*draft)(const kiln_step_args* args, int32_t tid, int32_t n_threads);
     /* ordinary causal step through the first draft_layers layers, then the final norm and
-       LM head; writes those layers' KV at positions (the verify pass overwrites them) */
+       LM head; writes those layers' KV at positions (the verify pass overwrites them).
+       (Compiled with a layer list, kiln compile --ds2d-draft-layers=0-9,20-29, it runs
+       draft_layers layers with the middle ones skipped instead.) */
 } kiln_compiled_model;
 
 #ifdef __cplusplus
