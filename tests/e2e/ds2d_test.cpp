@@ -82,6 +82,17 @@ std::vector<std::vector<int32_t>> prompts(std::mt19937& rng, int64_t V, int stre
   return p;
 }
 
+// Rows of one step: tokens at positions of streams, logits for logit_rows.
+testing::StepRows step_rows(std::vector<int32_t> tokens, std::vector<int32_t> positions, std::vector<int32_t> streams,
+                            std::vector<int32_t> logit_rows) {
+  testing::StepRows r;
+  r.tokens = std::move(tokens);
+  r.positions = std::move(positions);
+  r.streams = std::move(streams);
+  r.logit_rows = std::move(logit_rows);
+  return r;
+}
+
 struct TreeRun {
   std::vector<float> logits;  // [streams * N, V]
   std::vector<std::vector<int32_t>> node_tok;
@@ -96,7 +107,7 @@ TreeRun run_tree(Compiled& c, int ti, const std::vector<std::vector<int32_t>>& p
   r.reset_kv();
   for (int64_t s = 0; s < S; ++s)
     for (size_t i = 0; i + 1 < prompt[(size_t)s].size(); ++i) {
-      testing::StepRows one{{prompt[(size_t)s][i]}, {(int32_t)i}, {(int32_t)s}, {0}};
+      testing::StepRows one = step_rows({prompt[(size_t)s][i]}, {(int32_t)i}, {(int32_t)s}, {0});
       EXPECT_TRUE(r.step(one, {2}, (size_t)V).ok());
     }
   std::uniform_int_distribution<int32_t> tok(100, (int32_t)V - 1);
@@ -132,7 +143,7 @@ double check_paths(Compiled& c, int ti, const std::vector<std::vector<int32_t>>&
       for (int64_t k = j; k >= 0; k = t.parent[k]) path.insert(path.begin(), tr.node_tok[s][(size_t)k]);
       std::vector<float> last;
       for (size_t i = 0; i < path.size(); ++i) {
-        testing::StepRows one{{path[i]}, {base + (int32_t)i}, {(int32_t)s}, {0}};
+        testing::StepRows one = step_rows({path[i]}, {base + (int32_t)i}, {(int32_t)s}, {0});
         auto got = r.step(one, {2}, (size_t)V);
         EXPECT_TRUE(got.ok()) << got.error().message;
         if (got.ok()) last = std::move(got).value();
@@ -212,7 +223,8 @@ TEST(Ds2dCompiled, VerifyAndDraftMatchInterpreter) {
   ASSERT_TRUE(c->ds2d.draft);
   Interpreter id(*c->ds2d.draft);
   id.share_state(ip);
-  testing::StepRows d{{p[0].back(), p[1].back()}, {(int32_t)p[0].size() - 1, (int32_t)p[1].size() - 1}, {0, 1}, {0, 1}};
+  testing::StepRows d = step_rows({p[0].back(), p[1].back()}, {(int32_t)p[0].size() - 1, (int32_t)p[1].size() - 1},
+                                  {0, 1}, {0, 1});
   auto dw = id.run(d.interpreter_inputs());
   ASSERT_TRUE(dw.ok()) << dw.error().message;
   auto dg = c->runner->step(d, {2}, (size_t)(2 * c->n_vocab), c->runner->model().draft);

@@ -236,8 +236,9 @@ TEST(Ds2dUnroll, MarksEveryKvWriteAndAttentionAndRoundTrips) {
     if (n->op() == Op::Attention) {
       EXPECT_EQ(n->str_attr("tree_mask"), "1000/1100/1110/1001");
     }
-    if (n->op() == Op::KvWrite || n->op() == Op::Attention)
+    if (n->op() == Op::KvWrite || n->op() == Op::Attention) {
       EXPECT_EQ(n->dense_attr("tree_parent")->i32, (std::vector<int32_t>{-1, 0, 1, 0}));
+    }
   }
   std::string text = print_graph(step);
   auto back = parse_graph(text);
@@ -428,7 +429,9 @@ TEST(Ds2dCodegen, DraftWithSkippedLayers) {
   EXPECT_EQ(states, (std::vector<std::string>{"kv.1.k", "kv.1.v"}));
   // The embedding feeds layer 1's norm directly.
   for (const Node* n : ds->draft->nodes())
-    if (n->loc() == "blk.1.attn_norm") EXPECT_EQ(n->operand(0)->op(), Op::Embed);
+    if (n->loc() == "blk.1.attn_norm") {
+      EXPECT_EQ(n->operand(0)->op(), Op::Embed);
+    }
   EXPECT_FALSE(ds2d_graphs(g, "none", "tree", std::vector<int64_t>{0, 1}).ok());  // not a proper subset
   EXPECT_FALSE(ds2d_graphs(g, "none", "tree", std::vector<int64_t>{2}).ok());     // no such layer
 
