@@ -161,8 +161,8 @@ TEST(Ds2dE2E, GreedyEqualsPlainDecodingOnEveryPrompt) {
       ++i;
     }
   ASSERT_EQ(kiln_ds2d_get_stats(d, &st), KILN_OK);
-  EXPECT_GT(st.verify_passes, 0);
-  EXPECT_GT(st.accepted, 0);
+  // (How often it verifies depends on measured costs; the pinned-template tests below
+  // make sure verification itself is exercised.)
   std::printf("[ds2d] %d prompts: %lld steps, %lld verify passes, %.2f accepted drafts per pass\n", i,
               (long long)st.steps, (long long)st.verify_passes,
               st.stream_passes ? (double)st.accepted / (double)st.stream_passes : 0.0);
@@ -201,21 +201,28 @@ TEST(Ds2dE2E, ThreeStreamsTogetherEqualPlainDecoding) {
   Prompts p;
   const std::vector<std::vector<std::string>> groups = {
       {p.grounded[1], p.grounded[3], p.chat[0]}, {p.chat[2], p.grounded[5], p.chat[4]}};
-  kiln_ds2d* d = nullptr;
-  ASSERT_EQ(kiln_ds2d_init(a->session, nullptr, &d), KILN_OK);
-  for (const auto& g : groups) {
-    std::vector<std::vector<int32_t>> prompts, want;
-    for (auto& t : g) {
-      prompts.push_back(chat_tokens(*a, t));
-      want.push_back(plain(*a, prompts.back()));
+  // The controller's own choice (timing-dependent: it may decode plainly throughout on a
+  // loaded machine), then the 4- and 16-node templates pinned (3 x 16 rows in one pass).
+  for (int32_t tmpl : {-1, 0, 2}) {
+    kiln_ds2d_params prm = kiln_ds2d_default_params();
+    prm.template_index = tmpl;
+    kiln_ds2d* d = nullptr;
+    ASSERT_EQ(kiln_ds2d_init(a->session, &prm, &d), KILN_OK) << kiln_last_error();
+    for (const auto& g : groups) {
+      std::vector<std::vector<int32_t>> prompts, want;
+      for (auto& t : g) {
+        prompts.push_back(chat_tokens(*a, t));
+        want.push_back(plain(*a, prompts.back()));
+      }
+      auto got = ds2d(*a, d, prompts);
+      for (size_t k = 0; k < g.size(); ++k)
+        EXPECT_EQ(got[k], want[k]) << "template " << tmpl << ", stream " << k << ": " << g[k].substr(0, 50);
     }
-    auto got = ds2d(*a, d, prompts);
-    for (size_t k = 0; k < g.size(); ++k) EXPECT_EQ(got[k], want[k]) << "stream " << k << ": " << g[k].substr(0, 50);
+    kiln_ds2d_stats st{};
+    ASSERT_EQ(kiln_ds2d_get_stats(d, &st), KILN_OK);
+    if (tmpl >= 0) EXPECT_GT(st.template_uses[tmpl], 0);
+    kiln_ds2d_free(d);
   }
-  kiln_ds2d_stats st{};
-  ASSERT_EQ(kiln_ds2d_get_stats(d, &st), KILN_OK);
-  EXPECT_GT(st.verify_passes, 0);
-  kiln_ds2d_free(d);
 }
 
 TEST(Ds2dE2E, SamplingRunsWithinTheSamplersSupport) {
