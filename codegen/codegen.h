@@ -23,6 +23,12 @@ struct CodegenOptions {
   uint32_t format_version = 1;        // the model.kiln format the code reads
   bool want_assembly = false;
   bool want_llvm_ir = false;          // optimised LLVM IR text
+  // DS2D entry points (ABI 4) lowered into the same module as the step and sharing its
+  // weights and KV layout: verify graphs (ds2d-unroll output, ascending template size)
+  // and the early-exit draft graph (its own arena plan; arena_bytes becomes the largest).
+  std::vector<const Graph*> tree_verify;
+  const Graph* draft = nullptr;
+  int64_t draft_layers = 0;
 };
 
 struct CompiledCode {

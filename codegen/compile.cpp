@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 #include <unistd.h>
 
 #include <fmt/format.h>
@@ -18,6 +19,7 @@
 #include "frontend/tokenizer.h"
 #include "ir/text.h"
 #include "ir/verifier.h"
+#include "passes/ds2d_unroll.h"
 #include "passes/freeze_base.h"
 #include "runtime/hash64.h"
 #include "runtime/include/kiln/model_abi.h"
@@ -39,8 +41,64 @@ Result<std::string> archive_of(const std::string& object) {
   return std::string((*buf)->getBufferStart(), (*buf)->getBufferSize());
 }
 
+}  // namespace
+
+Status plan_draft(const Graph& g, Graph& d) {
+  PassManager pm;
+  KILN_TRY(pm.add_pipeline("plan-memory"));
+  KILN_TRY(pm.run(d));
+  // The draft's state buffers are some of g's: they keep g's offsets and KV sizes.
+  std::map<std::string, int64_t, std::less<>> kv;
+  for (const Node* s : g.nodes_of(Op::State)) kv[std::string(*s->str_attr("name"))] = *s->int_attr("kv_offset");
+  for (Node* s : d.nodes_of(Op::State)) {
+    auto it = kv.find(*s->str_attr("name"));
+    if (it == kv.end()) return make_error("internal: the draft has a state buffer the step lacks at {}", s->loc());
+    s->set_attr("kv_offset", it->second);
+  }
+  d.set_attr("kv_stream_bytes", *g.int_attr("kv_stream_bytes"));
+  d.set_attr("kv_bytes", *g.int_attr("kv_bytes"));
+  return verify(d);
+}
+
+Result<Ds2dGraphs> ds2d_graphs(const Graph& g, std::string_view templates, std::string_view topology,
+                               int64_t k) {
+  std::vector<int64_t> first;
+  for (int64_t l = 0; l < k; ++l) first.push_back(l);
+  return ds2d_graphs(g, templates, topology, first);
+}
+
+Result<Ds2dGraphs> ds2d_graphs(const Graph& g, std::string_view templates, std::string_view topology,
+                               const std::vector<int64_t>& draft) {
+  Ds2dGraphs out;
+  if (!templates.empty() && templates != "none") {
+    KILN_ASSIGN(std::vector<int64_t> budgets, ds2d_budgets(templates));
+    for (int64_t n : budgets) {
+      if (n > *g.int_attr("max_rows"))
+        return make_error("--ds2d-templates: a {}-node template does not fit --max-rows {} (a verify step has "
+                          "n_streams * n_nodes rows)", n, *g.int_attr("max_rows"));
+      KILN_ASSIGN(Graph v, clone_graph(g));
+      v.set_attr("ds2d_nodes", n);
+      v.set_attr("ds2d_topology", std::string(topology));
+      PassManager pm;
+      KILN_TRY(pm.add_pipeline("ds2d-unroll"));
+      KILN_TRY(pm.run(v));
+      KILN_TRY(verify(v));
+      out.verify.push_back(std::move(v));
+    }
+  }
+  if (!draft.empty()) {
+    KILN_ASSIGN(Graph d, llama_draft_graph(g, draft));
+    KILN_TRY(plan_draft(g, d));
+    out.draft_layers = (int64_t)d.nodes_of(Op::Attention).size();
+    out.draft = std::move(d);
+  }
+  return out;
+}
+
+namespace {
+
 std::string header_of(const CompileRequest& req, const Graph& g, const TargetProfile& p, uint64_t hash,
-                      int64_t n_vocab) {
+                      int64_t n_vocab, const Ds2dGraphs& ds2d) {
   std::string guard = "KILN_MODEL_" + req.symbol + "_H";
   for (auto& c : guard) c = (char)std::toupper((unsigned char)c);
   auto attr = [&](const char* k) { return g.int_attr(k).value_or(0); };
@@ -66,6 +124,15 @@ std::string header_of(const CompileRequest& req, const Graph& g, const TargetPro
   out += fmt::format("#define KILN_MODEL_KV_STREAM_BYTES {}ull\n", attr("kv_stream_bytes"));
   out += fmt::format("#define KILN_MODEL_LORA_SLOTS {}\n", attr("lora_slots"));
   out += fmt::format("#define KILN_MODEL_LORA_RANK {}\n", attr("lora_rank"));
+  // DS2D: the templates' parent arrays (the same as model->tree_templates) and the draft depth.
+  out += fmt::format("#define KILN_MODEL_DS2D_DRAFT_LAYERS {}\n", ds2d.draft_layers);
+  out += fmt::format("#define KILN_MODEL_DS2D_TEMPLATES {}\n", ds2d.verify.size());
+  for (const Graph& v : ds2d.verify) {
+    const DenseData* p = nullptr;
+    if (auto it = v.attrs().find("ds2d_parent"); it != v.attrs().end()) p = std::get_if<DenseData>(&it->second);
+    if (p)
+      out += fmt::format("/* tree of {} nodes, parent[]: {{{}}} */\n", p->i32.size(), fmt::join(p->i32, ", "));
+  }
   out += fmt::format("\n#endif /* {} */\n", guard);
   return out;
 }
@@ -157,8 +224,26 @@ Result<CompileSummary> compile_model(const CompileRequest& req) {
   auto* frozen = dynamic_cast<const FrozenWeights*>(g.weights().get());
   if (!frozen) return make_error("internal: freeze-base did not freeze the weights");
 
+  std::vector<int64_t> draft = req.ds2d_draft_keep;
+  if (draft.empty())
+    for (int64_t l = 0; l < (req.ds2d_draft_layers < 0 ? default_draft_layers(cfg.n_layer) : req.ds2d_draft_layers); ++l)
+      draft.push_back(l);
+  std::string templates = req.ds2d_templates;
+  if (templates == kDefaultDs2dTemplates) {  // the defaults that fit max_rows (explicit ones must)
+    templates.clear();
+    std::vector<int64_t> budgets = ds2d_budgets(kDefaultDs2dTemplates).value();
+    for (int64_t n : budgets)
+      if (n <= req.max_rows) templates += (templates.empty() ? "" : ",") + std::to_string(n);
+    if (templates.empty()) templates = "none";
+  }
+  KILN_ASSIGN(Ds2dGraphs ds2d, ds2d_graphs(g, templates, req.ds2d_topology, draft));
+  if (ds2d.draft)  // one arena serves every entry point
+    g.set_attr("arena_bytes", std::max(*g.int_attr("arena_bytes"), *ds2d.draft->int_attr("arena_bytes")));
+
   // The identity shared by model.o and model.kiln: the planned graph and every weight byte.
   std::string ir = print_graph(g);
+  for (const Graph& v : ds2d.verify) ir += print_graph(v);
+  if (ds2d.draft) ir += print_graph(*ds2d.draft);
   uint64_t hash = xxh64(ir.data(), ir.size(), xxh64(frozen->blob().data(), frozen->blob().size()));
 
   progress.stage(fmt::format("LLVM O3 + codegen for {} ({})", profile.triple, profile.cpu));
@@ -168,6 +253,9 @@ Result<CompileSummary> compile_model(const CompileRequest& req) {
   copts.format_version = kModelFileVersion;
   copts.want_assembly = req.emit_assembly;
   copts.want_llvm_ir = req.emit_llvm;
+  for (const Graph& v : ds2d.verify) copts.tree_verify.push_back(&v);
+  copts.draft = ds2d.draft ? &*ds2d.draft : nullptr;
+  copts.draft_layers = ds2d.draft_layers;
   KILN_ASSIGN(CompiledCode code, compile_graph(g, profile, copts));
 
   progress.stage("writing " + req.out_dir);
@@ -196,7 +284,7 @@ Result<CompileSummary> compile_model(const CompileRequest& req) {
   KILN_ASSIGN(std::string archive, archive_of(code.object));
   std::vector<std::pair<std::string, std::string>> files = {
       {"model.o", code.object}, {"libmodel.a", archive},
-      {"model.h", header_of(req, g, profile, hash, cfg.n_vocab)}, {"model.kiln", std::move(kiln_bytes)}};
+      {"model.h", header_of(req, g, profile, hash, cfg.n_vocab, ds2d)}, {"model.kiln", std::move(kiln_bytes)}};
   if (req.emit_assembly) files.emplace_back("model.s", code.assembly);
   if (req.emit_llvm) files.emplace_back("model.ll", code.llvm_ir);
   KILN_TRY(publish(req.out_dir, files));
@@ -208,6 +296,8 @@ Result<CompileSummary> compile_model(const CompileRequest& req) {
   sum.kv_bytes = (uint64_t)g.int_attr("kv_bytes").value_or(0);
   sum.object_bytes = code.object.size();
   sum.kernels = code.kernels;
+  for (const Graph& v : ds2d.verify) sum.tree_templates.push_back(*v.int_attr("ds2d_nodes"));
+  sum.draft_layers = ds2d.draft_layers;
   sum.triple = profile.triple;
   sum.cpu = profile.cpu;
   sum.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

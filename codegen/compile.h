@@ -7,6 +7,8 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
+#include <string_view>
 #include <string>
 #include <vector>
 
@@ -35,6 +37,16 @@ struct CompileRequest {
   std::string symbol = "kiln_model_code";  // = kDefaultModelSymbol (codegen/loaded_artifact.h)
   bool emit_assembly = false;        // also write model.s
   bool emit_llvm = false;            // also write model.ll
+  // DS2D (docs/architecture.md): verify entry points for these tree templates (node
+  // budgets; "" or "none": none) with this topology (passes/ds2d_unroll.h), and the
+  // early-exit draft entry through the first ds2d_draft_layers layers (-1: a quarter of
+  // the layers; 0: none). A template must fit max_rows; with S streams the runtime can
+  // use the templates of S * n_nodes <= max_rows. (Of the default list, those that fit.)
+  std::string ds2d_templates = "4,8,16,32";  // = kDefaultDs2dTemplates
+  std::string ds2d_topology = "tree";
+  int64_t ds2d_draft_layers = -1;
+  std::vector<int64_t> ds2d_draft_keep;  // if set: the draft runs these layers instead
+                                         // (middle layers skipped, e.g. 0-9 and 20-29)
   std::string extra_passes;          // run before the backend's own (e.g. "cse,dce")
   PassManagerOptions pass_options;   // dumps, verify-each, timing
   bool progress = true;
@@ -44,6 +56,8 @@ struct CompileSummary {
   uint64_t model_hash = 0;
   uint64_t weights_bytes = 0, arena_bytes = 0, kv_bytes = 0, object_bytes = 0;
   size_t kernels = 0;
+  std::vector<int64_t> tree_templates;  // node counts of the DS2D verify entry points
+  int64_t draft_layers = 0;
   double seconds = 0;
   std::string triple, cpu;
 };
@@ -56,5 +70,25 @@ inline constexpr const char* kBackendPipeline =
     "fuse-dequant-matmul,fuse-matmul-swiglu,fuse-rmsnorm-matmul,cse,dce,freeze-base,plan-memory";
 
 Result<CompileSummary> compile_model(const CompileRequest& req);
+
+// The DS2D entry graphs made from the planned step graph `g` (after kBackendPipeline):
+// one verify graph per template of `templates` ("4,8,16"; "" or "none": none) with
+// `topology` — `g` with the template unrolled into its attention (ds2d-unroll), so it
+// shares g's memory plan — and the draft graph through the first `draft_layers` layers
+// (0: none): g's first layers, planned again for their arena, with g's KV offsets and
+// KV sizes (its state buffers are g's first ones, in the same order).
+struct Ds2dGraphs {
+  std::vector<Graph> verify;  // ascending template size
+  std::optional<Graph> draft;
+  int64_t draft_layers = 0;  // layers the draft runs
+};
+Result<Ds2dGraphs> ds2d_graphs(const Graph& g, std::string_view templates, std::string_view topology,
+                               int64_t draft_layers);
+// The same with the draft running `draft_layers` (any proper subset; empty: no draft).
+Result<Ds2dGraphs> ds2d_graphs(const Graph& g, std::string_view templates, std::string_view topology,
+                               const std::vector<int64_t>& draft_layers);
+// Plans a draft graph `d` made from the planned step graph `g` (llama_draft_graph): its
+// own arena, g's KV offsets and sizes.
+Status plan_draft(const Graph& g, Graph& d);
 
 }  // namespace kiln

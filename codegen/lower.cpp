@@ -9,7 +9,15 @@
 // A barrier is emitted before a node only when it reads bytes written since the last
 // barrier, or writes bytes read or written since then (arena slots are reused), so
 // independent nodes (the q/k/v projections, gate and up) run without one between them.
+//
+// DS2D entry points (ABI 4) are more graphs lowered into the same module the same way:
+// one verify function per tree template (graphs from ds2d-unroll; their kv_write and
+// attention call the tree kernels through wrappers that bind the template's depth and
+// ancestor-mask arrays as constants) and the early-exit draft function. They share the
+// step's weight offsets and KV layout, and the kernel wrappers the step already has.
 #include <map>
+#include <optional>
+#include <set>
 #include <unordered_map>
 
 #include <fmt/format.h>
@@ -33,6 +41,7 @@
 #include "codegen/codegen.h"
 #include "codegen/kernels/kernel_bitcode.h"
 #include "codegen/lora_table.h"
+#include "ir/tree.h"
 #include "runtime/include/kiln/model_abi.h"
 
 namespace kiln {
@@ -56,34 +65,28 @@ std::string kernel_suffix(DType t) { return std::string(dtype_name(t)); }
 class Lowering {
  public:
   Lowering(llvm::LLVMContext& ctx, llvm::Module& m, const Graph& g, const TargetProfile& p)
-      : ctx_(ctx), m_(m), g_(g), p_(p), b_(ctx) {}
+      : ctx_(ctx), m_(m), main_(g), g_(&g), p_(p), b_(ctx) {}
 
   Status lower(const CodegenOptions& opts, size_t* kernels) {
     auto* ptr = llvm::PointerType::get(ctx_, 0);
     auto* i64 = llvm::Type::getInt64Ty(ctx_);
-    auto* i32 = llvm::Type::getInt32Ty(ctx_);
     std::vector<llvm::Type*> fields(kNumStepArgs, ptr);
     fields[kNRows] = fields[kNLogitRows] = i64;
+    fields_ = fields;
     step_args_ty_ = llvm::StructType::create(ctx_, fields, "kiln_step_args");
 
-    auto* step_ty = llvm::FunctionType::get(llvm::Type::getVoidTy(ctx_), {ptr, i32, i32}, false);
-    step_ = llvm::Function::Create(step_ty, llvm::Function::InternalLinkage, "kiln_step." + g_.name(), m_);
-    step_->addFnAttr("no-builtins");
-    args_ = step_->getArg(0);
-    tid_ = step_->getArg(1);
-    nth_ = step_->getArg(2);
-    args_->setName("args");
-    tid_->setName("tid");
-    nth_->setName("nth");
-    b_.SetInsertPoint(llvm::BasicBlock::Create(ctx_, "entry", step_));
-    for (int f = 0; f < kNumStepArgs; ++f)
-      field_[f] = b_.CreateLoad(fields[f], b_.CreateStructGEP(step_args_ty_, args_, f));
-
-    for (auto& [n, us] : g_.users()) n_users_[n] = us.size();
-    for (const Node* n : g_.nodes())
-      if (const Node* l = fused_lora(n)) lora_add_of_[l] = n;
-    for (const Node* n : g_.nodes()) KILN_TRY(lower_node(n));
-    b_.CreateRetVoid();
+    KILN_ASSIGN(step_, lower_function(main_, "kiln_step." + main_.name()));
+    for (const Graph* v : opts.tree_verify) {
+      KILN_TRY(same_layout(*v, "a DS2D verify graph"));
+      KILN_ASSIGN(TreeShape tree, graph_tree(*v));
+      KILN_ASSIGN(llvm::Function* f, lower_function(*v, fmt::format("kiln_verify{}.{}", tree.size(), main_.name())));
+      verify_.push_back({tree, f});
+    }
+    if (opts.draft) {
+      KILN_TRY(same_layout(*opts.draft, "the DS2D draft graph"));
+      KILN_ASSIGN(draft_, lower_function(*opts.draft, "kiln_draft." + main_.name()));
+    }
+    g_ = &main_;
 
     KILN_TRY(emit_descriptor(opts));
     *kernels = wrappers_.size();
@@ -93,11 +96,18 @@ class Lowering {
  private:
   llvm::LLVMContext& ctx_;
   llvm::Module& m_;
-  const Graph& g_;
+  const Graph& main_;  // the step graph: its limits and layout go in the descriptor
+  const Graph* g_;     // the graph being lowered
   const TargetProfile& p_;
   llvm::IRBuilder<> b_;
+  std::vector<llvm::Type*> fields_;
   llvm::StructType* step_args_ty_ = nullptr;
   llvm::Function* step_ = nullptr;
+  llvm::Function* draft_ = nullptr;
+  std::vector<std::pair<TreeShape, llvm::Function*>> verify_;  // in the order given (ascending)
+  // Constant depth / ancestor-mask arrays of each tree, bound into the tree kernels' wrappers.
+  std::map<std::vector<int32_t>, std::pair<llvm::GlobalVariable*, llvm::GlobalVariable*>> tree_consts_;
+  int64_t max_arena_ = 0;
   Value *args_ = nullptr, *tid_ = nullptr, *nth_ = nullptr;
   Value* field_[kNumStepArgs] = {};
   std::unordered_map<const Node*, Value*> ptr_;   // data pointer of each value
@@ -121,6 +131,79 @@ class Lowering {
   bool fused_into_add(const Node* l) { return l->op() == Op::Lora && lora_add_of_.count(l) > 0; }
   std::unordered_map<const Node*, const Node*> lora_add_of_;  // fused lora -> its add
 
+  // One entry function (void (const kiln_step_args*, i32 tid, i32 nth)) running `g`.
+  Result<llvm::Function*> lower_function(const Graph& g, const std::string& name) {
+    g_ = &g;
+    ptr_.clear();
+    rows_.clear();
+    region_.clear();
+    written_.clear();
+    read_.clear();
+    auto* i32 = b_.getInt32Ty();
+    auto* fn_ty = llvm::FunctionType::get(b_.getVoidTy(), {b_.getPtrTy(), i32, i32}, false);
+    llvm::Function* fn = llvm::Function::Create(fn_ty, llvm::Function::InternalLinkage, name, m_);
+    fn->addFnAttr("no-builtins");
+    args_ = fn->getArg(0);
+    tid_ = fn->getArg(1);
+    nth_ = fn->getArg(2);
+    args_->setName("args");
+    tid_->setName("tid");
+    nth_->setName("nth");
+    b_.SetInsertPoint(llvm::BasicBlock::Create(ctx_, "entry", fn));
+    for (int f = 0; f < kNumStepArgs; ++f)
+      field_[f] = b_.CreateLoad(fields_[f], b_.CreateStructGEP(step_args_ty_, args_, f));
+    n_users_.clear();
+    lora_add_of_.clear();
+    for (auto& [n, us] : g.users()) n_users_[n] = us.size();
+    for (const Node* n : g.nodes())
+      if (const Node* l = fused_lora(n)) lora_add_of_[l] = n;
+    for (const Node* n : g.nodes()) KILN_TRY(lower_node(n));
+    b_.CreateRetVoid();
+    max_arena_ = std::max(max_arena_, g.int_attr("arena_bytes").value_or(0));
+    return fn;
+  }
+
+  // Entry points share the step's weights, KV cache and thread count.
+  Status same_layout(const Graph& g, std::string_view what) {
+    for (const char* k : {"kv_stream_bytes", "kv_bytes", "weights_bytes", "max_threads", "max_rows"})
+      if (g.int_attr(k) != main_.int_attr(k))
+        return make_error("codegen: {} differs from the step graph in {} ({} vs {})", what, k,
+                          g.int_attr(k).value_or(-1), main_.int_attr(k).value_or(-1));
+    if (g.weights() != main_.weights())
+      return make_error("codegen: {} does not share the step graph's frozen weights", what);
+    return Status::success();
+  }
+
+  // The one tree of a verify graph (every kv_write and attention must carry it).
+  static Result<TreeShape> graph_tree(const Graph& g) {
+    std::optional<TreeShape> tree;
+    for (const Node* n : g.nodes()) {
+      if (n->op() != Op::KvWrite && n->op() != Op::Attention) continue;
+      KILN_ASSIGN(TreeShape t, node_tree(n));
+      if (!t.size() || (tree && t.parent != tree->parent))
+        return make_error("codegen: a verify graph needs the same tree_parent on every kv_write and attention (at {})", n->loc());
+      tree = t;
+    }
+    if (!tree) return make_error("codegen: the verify graph has no attention");
+    return *tree;
+  }
+
+  std::pair<llvm::GlobalVariable*, llvm::GlobalVariable*> tree_constants(const TreeShape& t) {
+    auto& c = tree_consts_[t.parent];
+    if (!c.first) {
+      std::string prefix = fmt::format("tree{}.{}", t.size(), tree_consts_.size());
+      auto make = [&](llvm::Constant* init, const std::string& n) {
+        auto* gv = new llvm::GlobalVariable(m_, init->getType(), true, llvm::GlobalValue::PrivateLinkage, init, n);
+        gv->setAlignment(llvm::Align(64));
+        bound_.insert(gv);
+        return gv;
+      };
+      c.first = make(llvm::ConstantDataArray::get(ctx_, llvm::ArrayRef<int32_t>(t.depth)), prefix + ".depth");
+      c.second = make(llvm::ConstantDataArray::get(ctx_, llvm::ArrayRef<uint64_t>(t.ancestors)), prefix + ".anc");
+    }
+    return c;
+  }
+
   Error fail(const Node* n, const std::string& msg) {
     return make_error("codegen: {} at {}: {}", op_name(n->op()), n->loc(), msg);
   }
@@ -129,8 +212,12 @@ class Lowering {
   Value* byte_ptr(Value* base, int64_t offset) { return b_.CreateConstInBoundsGEP1_64(b_.getInt8Ty(), base, offset); }
 
   // Scalars known at compile time are bound into the wrapper; everything else (pointers,
-  // including those to constant data, and run-time counts) stays a parameter.
-  static bool is_static(Value* v) { return llvm::isa<llvm::ConstantInt>(v) || llvm::isa<llvm::ConstantFP>(v); }
+  // including those to constant data, and run-time counts) stays a parameter — except a
+  // tree's depth and mask arrays, bound so LLVM specialises the tree kernels on them.
+  std::set<const Value*> bound_;
+  bool is_static(Value* v) const {
+    return llvm::isa<llvm::ConstantInt>(v) || llvm::isa<llvm::ConstantFP>(v) || bound_.count(v);
+  }
 
   // Calls `kernel` through a wrapper specialised on the arguments that are constants.
   Status call(const Node* n, const std::string& kernel, std::vector<Value*> args) {
@@ -149,6 +236,8 @@ class Lowering {
         dyn.push_back(args[i]);
       } else if (auto* ci = llvm::dyn_cast<llvm::ConstantInt>(args[i])) {
         key += fmt::format(".{}", ci->getSExtValue());
+      } else if (auto* gv = llvm::dyn_cast<llvm::GlobalVariable>(args[i])) {
+        key += "." + gv->getName().str();
       } else {
         key += fmt::format(".{}", llvm::cast<llvm::ConstantFP>(args[i])->getValueAPF().convertToFloat());
       }
@@ -209,7 +298,7 @@ class Lowering {
     if (!off) return fail(n, "has no arena_offset: run plan-memory first");
     ptr_[n] = byte_ptr(field_[kArena], *off);
     KILN_ASSIGN(int64_t c, cols(n));
-    int64_t max_rows = g_.int_attr("max_rows").value_or(1);
+    int64_t max_rows = g_->int_attr("max_rows").value_or(1);
     int64_t r = n->type().shape[0] == kDynamic ? max_rows : n->type().shape[0];
     region_[n] = {0, *off, *off + r * c * 4};
     return Status::success();
@@ -231,7 +320,7 @@ class Lowering {
   std::string matmul_kernel(DType wt, int64_t K) const {
     std::string base = "kiln_matmul_" + kernel_suffix(wt);
     bool quant = wt == DType::Q4_0 || wt == DType::Q4_1 || wt == DType::Q8_0;
-    if (!quant || g_.int_attr("int8_activations").value_or(1) == 0 || K % 32 != 0) return base;
+    if (!quant || g_->int_attr("int8_activations").value_or(1) == 0 || K % 32 != 0) return base;
     auto has = [&](std::string_view f) {
       std::string_view s = p_.features;
       for (size_t i = 0; i <= s.size();) {
@@ -306,8 +395,14 @@ class Lowering {
         ptr_[n] = ptr_[o[0]];
         region_[n] = region_[o[0]];
         if (o.size() < 4) return fail(n, "needs a streams operand ([S,C,F] cache)");
-        int64_t stride = *g_.int_attr("kv_stream_bytes") / 4;
+        int64_t stride = *g_->int_attr("kv_stream_bytes") / 4;
         sync(regions_of(o), {region_[o[0]]});
+        auto tree = node_tree(n);
+        if (!tree.ok()) return fail(n, tree.error().message);
+        if (tree->size())
+          return call(n, "kiln_kv_write_tree", {ptr_[o[0]], ptr_[o[1]], ptr_[o[2]], ptr_[o[3]], rows_[o[1]],
+                                                i64c(o[0]->type().shape[2]), i64c(stride), i64c(tree->size()),
+                                                tree_constants(*tree).first});
         return call(n, "kiln_kv_write", {ptr_[o[0]], ptr_[o[1]], ptr_[o[2]], ptr_[o[3]], rows_[o[1]],
                                          i64c(o[0]->type().shape[2]), i64c(stride)});
       }
@@ -332,7 +427,7 @@ class Lowering {
       auto soff = n->int_attr("scratch_offset");
       if (!soff) return fail(n, "has no scratch_offset: run plan-memory first");
       int64_t C = o[1]->type().shape[1];
-      writes.push_back({0, *soff, *soff + g_.int_attr("max_threads").value_or(1) * C * 4});
+      writes.push_back({0, *soff, *soff + g_->int_attr("max_threads").value_or(1) * C * 4});
     }
     sync(regions_of(o), writes);
     KILN_ASSIGN(int64_t F, cols(n));
@@ -390,8 +485,17 @@ class Lowering {
       case Op::Attention: {
         if (o.size() < 5) return fail(n, "needs a streams operand ([S,C,F] cache)");
         int64_t C = o[1]->type().shape[1];
-        int64_t stride = *g_.int_attr("kv_stream_bytes") / 4;
+        int64_t stride = *g_->int_attr("kv_stream_bytes") / 4;
         Value* scratch = byte_ptr(field_[kArena], *n->int_attr("scratch_offset"));
+        auto tree = node_tree(n);
+        if (!tree.ok()) return fail(n, tree.error().message);
+        if (tree->size()) {
+          auto [depth, anc] = tree_constants(*tree);
+          return call(n, "kiln_tree_attention",
+                      {ptr_[o[0]], ptr_[o[1]], ptr_[o[2]], ptr_[o[3]], ptr_[o[4]], y, scratch, T, i64c(C),
+                       i64c(*n->int_attr("n_head")), i64c(*n->int_attr("n_kv_head")),
+                       i64c(*n->int_attr("head_dim")), i64c(stride), i64c(tree->size()), depth, anc});
+        }
         return call(n, "kiln_attention",
                     {ptr_[o[0]], ptr_[o[1]], ptr_[o[2]], ptr_[o[3]], ptr_[o[4]], y, scratch, T, i64c(C),
                      i64c(*n->int_attr("n_head")), i64c(*n->int_attr("n_kv_head")),
@@ -434,11 +538,29 @@ class Lowering {
     // kiln_compiled_model, field for field (model_abi.h).
     auto* ty = llvm::StructType::create(ctx_, {i32, i32, i64, ptr, ptr, ptr, i64, i64, i64, i64, i64, i64,
                                                i64, i64, i64, i64, ptr, i64, ptr, i64,
-                                               i64, i64, i64, i64, ptr}, "kiln_compiled_model");
+                                               i64, i64, i64, i64, ptr, i64, ptr, i64, ptr},
+                                        "kiln_compiled_model");
+    // kiln_tree_template table {n_nodes, parent, depth, verify}, ascending n_nodes.
+    auto* tmpl_ty = llvm::StructType::get(ctx_, {i32, ptr, ptr, ptr});
+    std::vector<llvm::Constant*> tmpls;
+    for (size_t i = 0; i < verify_.size(); ++i) {
+      const TreeShape& t = verify_[i].first;
+      if (i && t.size() <= verify_[i - 1].first.size())
+        return make_error("codegen: DS2D verify graphs must come in ascending template size");
+      auto* parent = new llvm::GlobalVariable(m_, llvm::ArrayType::get(i32, t.parent.size()), true,
+                                              llvm::GlobalValue::PrivateLinkage,
+                                              llvm::ConstantDataArray::get(ctx_, llvm::ArrayRef<int32_t>(t.parent)),
+                                              fmt::format("tree{}.parent", t.size()));
+      tmpls.push_back(llvm::ConstantStruct::get(
+          tmpl_ty, {llvm::ConstantInt::get(i32, t.size()), parent, tree_constants(t).first, verify_[i].second}));
+    }
+    auto* tmpls_ty = llvm::ArrayType::get(tmpl_ty, tmpls.size());
+    auto* tmpls_gv = new llvm::GlobalVariable(m_, tmpls_ty, true, llvm::GlobalValue::PrivateLinkage,
+                                              llvm::ConstantArray::get(tmpls_ty, tmpls), "tree_templates");
     // kiln_kv_block table: each state buffer's offset and row size within a stream.
     auto* block_ty = llvm::StructType::get(ctx_, {i64, i64});
     std::vector<llvm::Constant*> blocks;
-    for (const Node* s : g_.nodes_of(Op::State)) {
+    for (const Node* s : g_->nodes_of(Op::State)) {
       auto off = s->int_attr("kv_offset");
       if (!off) return make_error("codegen: state at {} has no kv_offset (run plan-memory)", s->loc());
       blocks.push_back(llvm::ConstantStruct::get(
@@ -448,7 +570,7 @@ class Lowering {
     auto* blocks_gv = new llvm::GlobalVariable(m_, blocks_ty, true, llvm::GlobalValue::PrivateLinkage,
                                                llvm::ConstantArray::get(blocks_ty, blocks), "kv_blocks");
     // kiln_lora_target table (codegen/lora_table.h).
-    KILN_ASSIGN(LoraTable lt, lora_table(g_));
+    KILN_ASSIGN(LoraTable lt, lora_table(main_));
     auto* lora_ty = llvm::StructType::get(ctx_, {i32, i32, i64, i64, i64, i64, i64, i64});
     std::vector<llvm::Constant*> lora_rows;
     for (const kiln_lora_target& e : lt.targets) {
@@ -461,30 +583,33 @@ class Lowering {
     auto* lora_gv = new llvm::GlobalVariable(m_, lora_arr_ty, true, llvm::GlobalValue::PrivateLinkage,
                                              llvm::ConstantArray::get(lora_arr_ty, lora_rows), "lora_targets");
     auto attr = [&](const char* k) -> Result<int64_t> {
-      auto v = g_.int_attr(k);
+      auto v = g_->int_attr(k);
       if (!v) return make_error("codegen: the graph lacks attribute {} (run freeze-base and plan-memory)", k);
       return *v;
     };
-    const Node* logits = g_.find_output("logits");
+    const Node* logits = g_->find_output("logits");
     if (!logits) return make_error("codegen: the graph has no output \"logits\"");
-    int64_t n_layer = (int64_t)g_.nodes_of(Op::Attention).size();
+    int64_t n_layer = (int64_t)g_->nodes_of(Op::Attention).size();
     int64_t streams = 1, ctxlen = 0;
-    for (const Node* s : g_.nodes_of(Op::State)) streams = s->type().shape[0], ctxlen = s->type().shape[1];
+    for (const Node* s : g_->nodes_of(Op::State)) streams = s->type().shape[0], ctxlen = s->type().shape[1];
     KILN_ASSIGN(int64_t max_rows, attr("max_rows"));
     KILN_ASSIGN(int64_t max_threads, attr("max_threads"));
     KILN_ASSIGN(int64_t weights_bytes, attr("weights_bytes"));
     KILN_ASSIGN(int64_t arena_bytes, attr("arena_bytes"));
+    arena_bytes = std::max(arena_bytes, max_arena_);  // the draft graph has its own plan
     KILN_ASSIGN(int64_t kv_bytes, attr("kv_bytes"));
     KILN_ASSIGN(int64_t kv_stream_bytes, attr("kv_stream_bytes"));
     auto c64 = [&](int64_t v) { return llvm::ConstantInt::get(i64, v); };
     llvm::Constant* init = llvm::ConstantStruct::get(
         ty, {llvm::ConstantInt::get(i32, KILN_ABI_VERSION), llvm::ConstantInt::get(i32, opts.format_version),
-             llvm::ConstantInt::get(i64, opts.model_hash), cstring(g_.name(), "name"), cstring(p_.triple, "target"),
+             llvm::ConstantInt::get(i64, opts.model_hash), cstring(g_->name(), "name"), cstring(p_.triple, "target"),
              cstring(p_.name, "profile"), c64(logits->type().shape.back()), c64(n_layer), c64(max_rows),
              c64(streams), c64(ctxlen), c64(max_threads), c64(weights_bytes), c64(arena_bytes), c64(kv_bytes),
              c64(kv_stream_bytes), step_, c64((int64_t)blocks.size()), blocks_gv,
-             c64(g_.int_attr("adapter_bytes").value_or(0)), c64(lt.slots), c64(lt.rank),
-             c64((int64_t)lt.scale_offset), c64((int64_t)lt.targets.size()), lora_gv});
+             c64(g_->int_attr("adapter_bytes").value_or(0)), c64(lt.slots), c64(lt.rank),
+             c64((int64_t)lt.scale_offset), c64((int64_t)lt.targets.size()), lora_gv, c64((int64_t)tmpls.size()),
+             tmpls.empty() ? (llvm::Constant*)llvm::ConstantPointerNull::get(ptr) : tmpls_gv, c64(opts.draft_layers),
+             draft_ ? (llvm::Constant*)draft_ : llvm::ConstantPointerNull::get(ptr)});
     auto* gv = new llvm::GlobalVariable(m_, ty, true, llvm::GlobalValue::ExternalLinkage, init, opts.symbol);
     gv->setAlignment(llvm::Align(8));
     return Status::success();

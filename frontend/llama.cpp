@@ -15,6 +15,10 @@
 
 #include "frontend/gguf_names.h"
 #include "frontend/gguf_writer.h"
+#include "ir/text.h"
+
+#include <algorithm>
+#include <set>
 
 namespace kiln {
 
@@ -219,6 +223,52 @@ Result<Graph> build_llama_graph(std::shared_ptr<const GgufFile> f, const LlamaCo
   KILN_ASSIGN(Node* logits, g.build(Op::MatMul, {x, mat(head)}, {}, "output"));
   KILN_TRY(g.build(Op::Output, {logits}, Attrs{{"name", std::string("logits")}}, "logits"));
   return g;
+}
+
+Result<Graph> llama_draft_graph(const Graph& step, const std::vector<int64_t>& layers) {
+  int64_t n_layer = (int64_t)step.nodes_of(Op::Attention).size();
+  std::vector<bool> keep((size_t)n_layer, false);
+  for (int64_t l : layers) {
+    if (l < 0 || l >= n_layer) return make_error("draft layer {} is not a layer of the model (0..{})", l, n_layer - 1);
+    keep[(size_t)l] = true;
+  }
+  if (layers.empty() || (int64_t)std::count(keep.begin(), keep.end(), true) == n_layer)
+    return make_error("a draft runs some but not all of the {} layers", n_layer);
+  KILN_ASSIGN(Graph g, clone_graph(step));
+  std::map<std::string, Node*, std::less<>> by_loc;
+  for (Node* n : g.nodes())
+    if (n->op() == Op::Add) by_loc[n->loc()] = n;
+  // A skipped layer passes its input through: every use of its output (the FFN residual
+  // add) becomes a use of its input (the attention residual add's first operand). In
+  // layer order, so runs of skipped layers chain back to the last kept one.
+  for (int64_t l = 0; l < n_layer; ++l) {
+    if (keep[(size_t)l]) continue;
+    auto out = by_loc.find(fmt::format("blk.{}.ffn_residual", l));
+    auto mid = by_loc.find(fmt::format("blk.{}.attn_residual", l));
+    if (out == by_loc.end() || mid == by_loc.end() || out->second->operand(0) != mid->second)
+      return make_error("graph @{}: layer {} is not shaped as build_llama_graph makes it (no {} over {})",
+                        step.name(), l, fmt::format("blk.{}.ffn_residual", l), fmt::format("blk.{}.attn_residual", l));
+    g.replace_all_uses(out->second, mid->second->operand(0));
+  }
+  // Keep what the outputs need; skipped layers (their kv_writes too) go.
+  std::set<const Node*> live;
+  auto nodes = g.nodes();
+  for (auto it = nodes.rbegin(); it != nodes.rend(); ++it)
+    if ((*it)->op() == Op::Output || live.count(*it)) {
+      live.insert(*it);
+      for (const Node* o : (*it)->operands()) live.insert(o);
+    }
+  g.erase_if([&](const Node* n) { return !live.count(n); });
+  return g;
+}
+
+Result<Graph> llama_draft_graph(const Graph& step, int64_t layers) {
+  int64_t n_layer = (int64_t)step.nodes_of(Op::Attention).size();
+  if (layers < 1 || layers >= n_layer)
+    return make_error("draft layers {} must be in 1..{} (the model has {} layers)", layers, n_layer - 1, n_layer);
+  std::vector<int64_t> first((size_t)layers);
+  for (int64_t l = 0; l < layers; ++l) first[(size_t)l] = l;
+  return llama_draft_graph(step, first);
 }
 
 std::map<std::string, Tensor> single_stream_inputs(const std::vector<int32_t>& tokens,

@@ -1,6 +1,7 @@
 // frontend/llama.h — LLaMA hyperparameters from GGUF and the lowering into graph IR.
 #pragma once
 
+#include <algorithm>
 #include <memory>
 #include <string>
 
@@ -65,6 +66,19 @@ std::vector<int64_t> logical_shape(const GgufTensor& t);
 // the tensor and the expected shape.
 Result<Graph> build_llama_graph(std::shared_ptr<const GgufFile> f, const LlamaConfig& cfg,
                                 const LlamaBuildOptions& opts);
+
+// The early-exit draft of a step graph (DS2D self-drafting): the first `layers` decoder
+// layers, then the shared final norm and LM head — the same nodes, weights and KV state
+// buffers, so the draft writes the KV of those layers where the step would. Works on
+// any graph build_llama_graph made, also after passes (it finds the nodes by location:
+// "blk.{layers-1}.ffn_residual" feeds "output_norm"); nodes of later layers are dropped.
+// The result keeps the input's attributes (a planned graph needs plan-memory again).
+Result<Graph> llama_draft_graph(const Graph& step, int64_t layers);
+// The draft that runs only `layers` (any proper subset, e.g. with middle layers skipped,
+// as in Draft & Verify): a skipped layer passes its input on unchanged and writes no KV.
+Result<Graph> llama_draft_graph(const Graph& step, const std::vector<int64_t>& layers);
+// The default draft depth: a quarter of the layers (at least 1).
+inline int64_t default_draft_layers(int64_t n_layer) { return std::max<int64_t>(1, n_layer / 4); }
 
 // Interpreter inputs for one step of one stream: `tokens` at positions start, start+1, ...
 // of `stream`; logits for the last row (or, for a graph built with all_logits, every row).

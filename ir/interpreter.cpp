@@ -9,6 +9,8 @@
 
 #include <fmt/format.h>
 
+#include "ir/tree.h"
+
 namespace kiln {
 
 Tensor Tensor::f32_of(std::vector<int64_t> shape, std::vector<float> data) {
@@ -135,6 +137,35 @@ Status check_row_broadcast(const Tensor& a, const Tensor& b, std::string_view op
   if (a.elements() == b.elements() || b.elements() == a.cols()) return Status::success();
   return make_error("{}: shapes [{}] and [{}] do not broadcast", op, fmt::join(a.shape, ","),
                     fmt::join(b.shape, ","));
+}
+
+// For a tree node (tree_parent), the cache row of each row t: node j = t % N of its block
+// goes to positions[t] - depth[j] + j, and a block must be one stream at one base (the
+// tokens before the tree). For an ordinary node, the cache row is positions[t].
+Result<std::vector<int64_t>> kv_rows(const TreeShape& tree, const Tensor& pos, const CacheView& cv,
+                                     int64_t T, const std::function<Error(const std::string&)>& where) {
+  std::vector<int64_t> rows((size_t)T);
+  int64_t N = tree.size();
+  if (N && T % N)
+    return where(fmt::format("{} rows are not whole blocks of the {}-node tree", T, N));
+  for (int64_t t = 0; t < T; ++t) {
+    int64_t p = pos.i32[t];
+    if (N) {
+      int64_t j = t % N, b = t - j;
+      p = p - tree.depth[(size_t)j] + j;
+      int64_t base = pos.i32[t] - tree.depth[(size_t)j];
+      if (base != pos.i32[b] || (cv.streams && cv.streams->i32[t] != cv.streams->i32[b]))
+        return where(fmt::format("row {} (node {}) has position {} and stream {}, but its tree's root "
+                                 "(row {}) implies position {} + depth {} on stream {}",
+                                 t, j, pos.i32[t], cv.streams ? cv.streams->i32[t] : 0, b, pos.i32[b],
+                                 tree.depth[(size_t)j], cv.streams ? cv.streams->i32[b] : 0));
+    }
+    if (pos.i32[t] < 0 || p < 0 || p >= cv.C)
+      return where(N ? fmt::format("position {} (cache row {}) is outside the cache of {} rows", pos.i32[t], p, cv.C)
+                     : fmt::format("position {} is outside the cache of {} rows", p, cv.C));
+    rows[(size_t)t] = p;
+  }
+  return rows;
 }
 
 }  // namespace
@@ -472,10 +503,10 @@ Result<std::map<std::string, Tensor>> Interpreter::run(const std::map<std::strin
         KILN_ASSIGN(CacheView cv, cache_view(*cache, n->operands().size() > 3 ? get(n->operand(3)) : Result<TensorPtr>(TensorPtr()), *pos, x->rows(), where));
         if (x->cols() != cv.F)
           return where(fmt::format("x has {} columns, the cache {}", x->cols(), cv.F));
+        KILN_ASSIGN(TreeShape tree, node_tree(n));
+        KILN_ASSIGN(std::vector<int64_t> rows, kv_rows(tree, *pos, cv, x->rows(), where));
         for (int64_t t = 0; t < x->rows(); ++t) {
-          int32_t p = pos->i32[t];
-          if (p < 0 || p >= cv.C)
-            return where(fmt::format("position {} is outside the cache of {} rows", p, cv.C));
+          int64_t p = rows[(size_t)t];
           std::copy(x->f32.begin() + t * cv.F, x->f32.begin() + (t + 1) * cv.F,
                     cache->f32.begin() + cv.row(t, p));
         }
@@ -496,30 +527,41 @@ Result<std::map<std::string, Tensor>> Interpreter::run(const std::map<std::strin
                                    q->cols(), cv.F, H * hd, KVH * hd));
         double scale = 1.0 / std::sqrt((double)hd);
         out = std::make_shared<Tensor>(Tensor::f32_of({T, H * hd}));
+        KILN_ASSIGN(TreeShape tree, node_tree(n));
+        KILN_ASSIGN(std::vector<int64_t> own, kv_rows(tree, *pos, cv, T, where));
+        std::vector<int64_t> seen;  // the cache rows row t attends to, ascending
         for (int64_t t = 0; t < T; ++t) {
-          int32_t p = pos->i32[t];
-          if (p < 0 || p >= cv.C)
-            return where(fmt::format("position {} is outside the cache of {} rows", p, cv.C));
+          seen.clear();
+          if (tree.size()) {
+            // Tree: the rows before the block, then the block rows of ancestors-or-self.
+            int64_t j = t % tree.size(), base = own[(size_t)t] - j;
+            for (int64_t r = 0; r < base; ++r) seen.push_back(r);
+            for (int64_t i = 0; i <= j; ++i)
+              if (tree.ancestors[(size_t)j] >> i & 1) seen.push_back(base + i);
+          } else {
+            // Causal: a query at position p sees rows 0..p of its stream's cache.
+            for (int64_t r = 0; r <= own[(size_t)t]; ++r) seen.push_back(r);
+          }
           int64_t base = cv.row(t, 0);  // row 0 of this row's stream
-          std::vector<double> score((size_t)p + 1);
+          std::vector<double> score(seen.size());
           for (int64_t h = 0; h < H; ++h) {
             int64_t kvh = h / (H / KVH);
             const float* qv = q->f32.data() + t * H * hd + h * hd;
             double mx = -INFINITY;
-            // Causal: a query at position p sees rows 0..p of its stream's cache.
-            for (int64_t j = 0; j <= p; ++j) {
-              const float* kv = kc->f32.data() + base + j * cv.F + kvh * hd;
+            for (size_t m = 0; m < seen.size(); ++m) {
+              const float* kv = kc->f32.data() + base + seen[m] * cv.F + kvh * hd;
               double s = 0;
               for (int64_t d = 0; d < hd; ++d) s += (double)qv[d] * kv[d];
-              score[j] = s * scale;
-              mx = std::max(mx, score[j]);
+              score[m] = s * scale;
+              mx = std::max(mx, score[m]);
             }
             double sum = 0;
-            for (int64_t j = 0; j <= p; ++j) sum += (score[j] = std::exp(score[j] - mx));
+            for (auto& sc : score) sum += (sc = std::exp(sc - mx));
             float* o = out->f32.data() + t * H * hd + h * hd;
             for (int64_t d = 0; d < hd; ++d) {
               double acc = 0;
-              for (int64_t j = 0; j <= p; ++j) acc += score[j] * vc->f32[base + j * cv.F + kvh * hd + d];
+              for (size_t m = 0; m < seen.size(); ++m)
+                acc += score[m] * vc->f32[base + seen[m] * cv.F + kvh * hd + d];
               o[d] = (float)(acc / sum);
             }
           }

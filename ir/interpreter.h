@@ -44,6 +44,9 @@ class Interpreter {
   void reset_state();
   // Named state buffers (created on first run).
   const std::map<std::string, std::shared_ptr<Tensor>>& state() const { return state_; }
+  // Uses the state buffers `other` has (call after its first run): two graphs
+  // over one KV cache, as a step and a DS2D verify entry point share it.
+  void share_state(const Interpreter& other) { state_ = other.state_; }
 
  private:
   const Graph& g_;

@@ -296,3 +296,13 @@ Result<Graph> parse_graph(std::string_view text, std::string_view filename) {
 }
 
 }  // namespace kiln
+
+namespace kiln {
+
+Result<Graph> clone_graph(const Graph& g) {
+  KILN_ASSIGN(Graph c, parse_graph(print_graph(g), "<clone of @" + g.name() + ">"));
+  c.set_weights(g.weights());
+  return c;
+}
+
+}  // namespace kiln

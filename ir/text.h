@@ -24,5 +24,8 @@ std::string print_graph(const Graph& g);
 // Parses one graph; errors read "FILE:LINE:COL: message".
 Result<Graph> parse_graph(std::string_view text, std::string_view filename = "<input>");
 std::string graph_to_dot(const Graph& g);
+// A copy of `g` through its text (every node, attribute and graph attribute) sharing g's
+// weight source: e.g. the DS2D verify and draft graphs made from the planned step graph.
+Result<Graph> clone_graph(const Graph& g);
 
 }  // namespace kiln

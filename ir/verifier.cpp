@@ -6,6 +6,8 @@
 
 #include <fmt/format.h>
 
+#include "ir/tree.h"
+
 namespace kiln {
 
 Status verify(const Graph& g) {
@@ -92,6 +94,8 @@ Status verify(const Graph& g) {
         else if (*t != n->type())
           report(n, i, fmt::format("declared type {} but the operands give {}", n->type().str(),
                                    t->str()));
+        if (n->op() == Op::KvWrite || n->op() == Op::Attention)
+          if (auto tree = node_tree(n); !tree.ok()) report(n, i, tree.error().message);
         break;
       }
     }

@@ -26,132 +26,19 @@
 #include "frontend/tokenizer.h"
 #include "runtime/adapters.h"
 #include "runtime/model_file.h"
+#include "runtime/session.h"
 #include "runtime/sampler.h"
 #include "runtime/thread_pool.h"
 
 using kiln::ModelFile;
 using kiln::ModelFileErrc;
 
-namespace {
+thread_local char kiln::rt::g_last_error[1024];
 
-// ---- errors -------------------------------------------------------------------------
-
-// A fixed buffer, so that reporting an error (even "out of memory") cannot fail.
-thread_local char g_last_error[1024];
-
-[[gnu::format(printf, 2, 3)]] kiln_status fail(kiln_status s, const char* fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  std::vsnprintf(g_last_error, sizeof g_last_error, fmt, ap);
-  va_end(ap);
-  return s;
-}
-
-template <typename F>
-kiln_status guarded(const char* fn, F&& f) noexcept {
-  try {
-    return f();
-  } catch (const std::bad_alloc&) {
-    return fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of memory", fn);
-  } catch (const std::system_error& e) {
-    return fail(KILN_ERR_OUT_OF_MEMORY, "%s: out of system resources: %s", fn, e.what());
-  } catch (const std::exception& e) {
-    return fail(KILN_ERR_INTERNAL, "%s: internal error: %s", fn, e.what());
-  } catch (...) {
-    return fail(KILN_ERR_INTERNAL, "%s: internal error", fn);
-  }
-}
-
-// Copies `s` to a caller buffer by the convention of kiln.h.
-kiln_status copy_out(const char* fn, std::string_view s, char* buf, size_t buf_size, size_t* len) {
-  if (!len) return fail(KILN_ERR_INVALID_ARGUMENT, "%s: len is NULL", fn);
-  *len = s.size();
-  if (buf_size <= s.size())
-    return fail(KILN_ERR_BUFFER_TOO_SMALL, "%s: the result needs %zu bytes (with the NUL), the "
-                "buffer has %zu", fn, s.size() + 1, buf_size);
-  if (!buf)
-    return fail(KILN_ERR_INVALID_ARGUMENT, "%s: buf is NULL but buf_size is %zu", fn, buf_size);
-  std::memcpy(buf, s.data(), s.size());
-  buf[s.size()] = '\0';
-  return KILN_OK;
-}
-
-// ---- zeroed, 64-byte aligned regions -------------------------------------------------
-
-// Anonymous mappings: page-aligned, zero, and (for the KV cache, which is mostly unused
-// until a stream grows) backed by memory only where written.
-class Region {
- public:
-  Region() = default;
-  Region(const Region&) = delete;
-  Region& operator=(const Region&) = delete;
-  ~Region() {
-    if (p_) munmap(p_, size_);
-  }
-  bool allocate(uint64_t bytes) {
-    if (bytes > SIZE_MAX / 2) return false;  // 32-bit hosts
-    size_ = bytes == 0 ? 64 : static_cast<size_t>(bytes);
-    void* p = mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) return false;
-    p_ = static_cast<uint8_t*>(p);
-    return true;
-  }
-  uint8_t* data() const { return p_; }
-
-  // Zeroes [off, off + n): whole pages are given back to the kernel (they read as zero
-  // again and cost no memory), the partial pages at the ends are cleared.
-  void zero(uint64_t off, uint64_t n) {
-    uint8_t* b = p_ + off;
-    uint8_t* e = b + n;
-#if defined(__linux__)
-    const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
-    const uintptr_t up = (reinterpret_cast<uintptr_t>(b) + page - 1) & ~(page - 1);
-    auto* pb = reinterpret_cast<uint8_t*>(up);
-    auto* pe = reinterpret_cast<uint8_t*>(reinterpret_cast<uintptr_t>(e) & ~(page - 1));
-    if (pb < pe && madvise(pb, static_cast<size_t>(pe - pb), MADV_DONTNEED) == 0) {
-      std::memset(b, 0, static_cast<size_t>(pb - b));
-      std::memset(pe, 0, static_cast<size_t>(e - pe));
-      return;
-    }
-#endif
-    std::memset(b, 0, static_cast<size_t>(n));
-  }
-
- private:
-  uint8_t* p_ = nullptr;
-  size_t size_ = 0;
-};
-
-}  // namespace
-
-// ---- objects --------------------------------------------------------------------------
-
-struct kiln_model {
-  const kiln_compiled_model* code = nullptr;
-  ModelFile file;
-  std::optional<kiln::Tokenizer> tokenizer;
-  std::string chat_template;
-  std::string name;
-  int32_t n_vocab = 0;
-};
-
-struct kiln_session {
-  const kiln_model* model = nullptr;
-  const kiln_compiled_model* code = nullptr;
-  Region arena, kv;
-  Region adapters;                     // adapter_bytes, zero: every slot the zero adapter
-  std::vector<int32_t> adapter_slots;  // max_rows: each row's slot, from its stream's
-  kiln::SessionAdapters lora;          // slots and each stream's adapter (adapters.cpp)
-  std::unique_ptr<kiln::ThreadPool> pool;
-  std::vector<int32_t> pos;   // tokens held by each stream
-  std::vector<uint8_t> seen;  // decode: streams listed so far
-  std::vector<int32_t> tokens, positions, streams, logit_rows;  // max_rows each
-  kiln_step_args args{};
-};
-
-struct kiln_sampler {
-  kiln::Sampler sampler;
-};
+using kiln::rt::fail;
+using kiln::rt::g_last_error;
+using kiln::rt::guarded;
+using kiln::rt::copy_out;
 
 namespace {
 

@@ -16,16 +16,24 @@ int32_t Sampler::argmax(std::span<const float> logits) {
   return best;
 }
 
-int32_t Sampler::sample(std::span<const float> logits) {
-  if (p_.temperature <= 0.0f || logits.size() < 2) return argmax(logits);
-  std::vector<int32_t> idx(logits.size());
+void Sampler::distribution(std::span<const float> logits, TokenDistribution& out) const {
+  out.ids.clear();
+  out.probs.clear();
+  if (greedy() || logits.size() < 2) {
+    out.ids.push_back(argmax(logits));
+    out.probs.push_back(1.0);
+    return;
+  }
+  std::vector<int32_t>& idx = out.ids;
+  idx.resize(logits.size());
   std::iota(idx.begin(), idx.end(), 0);
   size_t k = idx.size();
   if (p_.top_k > 0 && (size_t)p_.top_k < k) k = (size_t)p_.top_k;
   std::partial_sort(idx.begin(), idx.begin() + (long)k, idx.end(),
                     [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); });
   idx.resize(k);
-  std::vector<double> prob(k);
+  std::vector<double>& prob = out.probs;
+  prob.resize(k);
   double mx = logits[idx[0]], sum = 0;
   for (size_t i = 0; i < k; ++i) sum += prob[i] = std::exp((logits[idx[i]] - mx) / p_.temperature);
   for (auto& p : prob) p /= sum;
@@ -39,8 +47,19 @@ int32_t Sampler::sample(std::span<const float> logits) {
     prob.resize(keep);
     idx.resize(keep);
   }
-  std::discrete_distribution<size_t> dist(prob.begin(), prob.end());
-  return idx[dist(rng_)];
+}
+
+int32_t Sampler::draw(const TokenDistribution& d) {
+  if (d.ids.size() == 1) return d.ids[0];
+  std::discrete_distribution<size_t> dist(d.probs.begin(), d.probs.end());
+  return d.ids[dist(rng_)];
+}
+
+int32_t Sampler::sample(std::span<const float> logits) {
+  if (greedy() || logits.size() < 2) return argmax(logits);
+  TokenDistribution d;
+  distribution(logits, d);
+  return draw(d);
 }
 
 }  // namespace kiln

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <random>
 #include <span>
+#include <vector>
 
 namespace kiln {
 
@@ -14,12 +15,27 @@ struct SamplerParams {
   uint64_t seed = 0;
 };
 
+// The distribution a sampler draws from, sparse: ids[i] has probability probs[i] (sum 1).
+struct TokenDistribution {
+  std::vector<int32_t> ids;
+  std::vector<double> probs;
+};
+
 class Sampler {
  public:
   explicit Sampler(SamplerParams p) : p_(p), rng_(p.seed) {}
   // Picks a token from logits. Greedy ties resolve to the lowest id.
   int32_t sample(std::span<const float> logits);
   static int32_t argmax(std::span<const float> logits);
+
+  bool greedy() const { return p_.temperature <= 0.0f; }
+  // The distribution sample() draws from (top-k, temperature, top-p); for a greedy
+  // sampler the argmax with probability 1. Speculative sampling works on it directly.
+  void distribution(std::span<const float> logits, TokenDistribution& out) const;
+  // A draw from d (probabilities need not be normalised; their sum must be > 0).
+  int32_t draw(const TokenDistribution& d);
+  // A uniform number in [0, 1) from this sampler's generator.
+  double uniform() { return std::uniform_real_distribution<double>(0.0, 1.0)(rng_); }
 
  private:
   SamplerParams p_;

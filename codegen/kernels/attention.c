@@ -106,3 +106,109 @@ void kiln_attention(const float* restrict q, const float* restrict kc, const flo
     for (int64_t d = 0; d < hd; ++d) o[d] /= sum;
   }
 }
+
+/* ---- DS2D tree verification (ir/tree.h) ---------------------------------------------
+ *
+ * Rows come in blocks of N tree nodes per stream; row t is node j = t % N, at position
+ * pos[t] = base + depth[j]. Its K/V row is base + j = pos[t] - depth[j] + j, and it
+ * attends to cache rows 0..base-1, then to base + i for each ancestor-or-self i of j
+ * (bit i of anc[j]), in ascending order. depth and anc are constant arrays the wrapper
+ * binds (codegen/lower.cpp), so N, the depths and the masks are compile-time constants.
+ *
+ * The attended rows, numbered m = 0..n-1 (n = base + depth[j] + 1), are exactly the rows
+ * a plain causal step over the root-to-j path attends to, and every sum below runs over
+ * m in the same order and grouping as kiln_attention: a node's result is bit for bit
+ * what the causal kernel gives for its path. */
+
+void kiln_kv_write_tree(float* restrict cache, const float* restrict x, const int32_t* restrict pos,
+                        const int32_t* restrict streams, int64_t T, int64_t F, int64_t stream_stride,
+                        int64_t N, const int32_t* restrict depth, int32_t tid, int32_t nth) {
+  int64_t t0, t1;
+  kiln_split(T, 1, tid, nth, &t0, &t1);
+  for (int64_t t = t0; t < t1; ++t) {
+    const int64_t j = t % N;
+    float* dst = cache + (streams ? streams[t] : 0) * stream_stride + (pos[t] - depth[j] + j) * F;
+    const float* src = x + t * F;
+    int64_t k = 0;
+    for (; k + 8 <= F; k += 8) kiln_store8(dst + k, kiln_load8(src + k));
+    for (; k < F; ++k) dst[k] = src[k];
+  }
+}
+
+/* As rows4, with four rows anywhere. */
+KILN_INLINE void rows4p(float* restrict o, const float* v0, const float* v1, const float* v2,
+                        const float* v3, const float* restrict e, int64_t hd, int accumulate) {
+  for (int64_t d = 0; d < hd; ++d) {
+    const float t = (e[0] * v0[d] + e[1] * v1[d]) + (e[2] * v2[d] + e[3] * v3[d]);
+    o[d] = accumulate ? o[d] + t : t;
+  }
+}
+
+void kiln_tree_attention(const float* restrict q, const float* restrict kc, const float* restrict vc,
+                         const int32_t* restrict pos, const int32_t* restrict streams,
+                         float* restrict out, float* restrict scratch, int64_t T, int64_t C, int64_t H,
+                         int64_t KVH, int64_t hd, int64_t stream_stride, int64_t N,
+                         const int32_t* restrict depth, const uint64_t* restrict anc, int32_t tid,
+                         int32_t nth) {
+  int64_t i0, i1;
+  kiln_split(T * H, 1, tid, nth, &i0, &i1);
+  const int64_t F = KVH * hd, group = H / KVH;
+  const float scale = (float)(1.0 / __builtin_sqrt((double)hd));
+  float* s = scratch + tid * C;
+  for (int64_t i = i0; i < i1; ++i) {
+    const int64_t t = i / H, h = i % H, j = t % N;
+    const int64_t base_row = (int64_t)pos[t] - depth[j];  /* rows before the tree */
+    /* Tree rows of j's ancestors-or-self, ascending: at most N <= 64 of them. */
+    int64_t tree[64];
+    int64_t nt = 0;
+    for (uint64_t m = anc[j]; m; m &= m - 1) tree[nt++] = base_row + __builtin_ctzll(m);
+    const int64_t n = base_row + nt;
+    const int64_t base = (streams ? streams[t] : 0) * stream_stride + (h / group) * hd;
+    const float* kb = kc + base;
+    const float* vb = vc + base;
+#define KILN_ROW(m) ((m) < base_row ? (m) : tree[(m) - base_row])
+    const float* qv = q + t * H * hd + h * hd;
+    float* o = out + t * H * hd + h * hd;
+
+    float mx = -__builtin_inff();
+    int64_t m = 0;
+    for (; m < base_row; ++m) {
+      s[m] = dot(qv, kb + m * F, hd) * scale;
+      mx = s[m] > mx ? s[m] : mx;
+    }
+    for (; m < n; ++m) {
+      s[m] = dot(qv, kb + tree[m - base_row] * F, hd) * scale;
+      mx = s[m] > mx ? s[m] : mx;
+    }
+    float part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    m = 0;
+    for (; m + 8 <= n; m += 8)
+      for (int l = 0; l < 8; ++l) part[l] += (s[m + l] = kiln_expf(s[m + l] - mx));
+    for (; m < n; ++m) part[0] += (s[m] = kiln_expf(s[m] - mx));
+    const float sum = ((part[0] + part[4]) + (part[2] + part[6])) +
+                      ((part[1] + part[5]) + (part[3] + part[7]));
+
+    /* The cache part in groups of four contiguous rows, as kiln_attention does; groups
+     * that reach into the tree rows gather their four rows. */
+    if (n >= 4) {
+      if (base_row >= 4) rows4(o, vb, F, s, hd, 0);
+      else rows4p(o, vb + KILN_ROW(0) * F, vb + KILN_ROW(1) * F, vb + KILN_ROW(2) * F, vb + KILN_ROW(3) * F, s, hd, 0);
+      m = 4;
+    } else {
+      const float* v0 = vb + KILN_ROW(0) * F;
+      for (int64_t d = 0; d < hd; ++d) o[d] = s[0] * v0[d];
+      m = 1;
+    }
+    for (; m + 4 <= base_row; m += 4) rows4(o, vb + m * F, F, s + m, hd, 1);
+    for (; m + 4 <= n; m += 4)
+      rows4p(o, vb + KILN_ROW(m) * F, vb + KILN_ROW(m + 1) * F, vb + KILN_ROW(m + 2) * F,
+             vb + KILN_ROW(m + 3) * F, s + m, hd, 1);
+    for (; m < n; ++m) {
+      const float e = s[m];
+      const float* v = vb + KILN_ROW(m) * F;
+      for (int64_t d = 0; d < hd; ++d) o[d] += e * v[d];
+    }
+#undef KILN_ROW
+    for (int64_t d = 0; d < hd; ++d) o[d] /= sum;
+  }
+}

@@ -99,6 +99,17 @@ void kiln_attention(const float* q, const float* kc, const float* vc, const int3
                     const int32_t* streams, float* out, float* scratch, int64_t T, int64_t C,
                     int64_t H, int64_t KVH, int64_t hd, int64_t stream_stride, int32_t tid,
                     int32_t nth);
+/* DS2D tree verification (ir/tree.h): rows are blocks of N tree nodes; node j = t % N
+ * writes row pos[t] - depth[j] + j and attends rows below its block's base plus the block
+ * rows of its ancestors-or-self (bit i of anc[j]); a node's result is bit for bit the
+ * causal kernel's for its root-to-node path. N <= 64. */
+void kiln_kv_write_tree(float* cache, const float* x, const int32_t* pos, const int32_t* streams,
+                        int64_t T, int64_t F, int64_t stream_stride, int64_t N, const int32_t* depth,
+                        int32_t tid, int32_t nth);
+void kiln_tree_attention(const float* q, const float* kc, const float* vc, const int32_t* pos,
+                         const int32_t* streams, float* out, float* scratch, int64_t T, int64_t C,
+                         int64_t H, int64_t KVH, int64_t hd, int64_t stream_stride, int64_t N,
+                         const int32_t* depth, const uint64_t* anc, int32_t tid, int32_t nth);
 
 /* LoRA side path: y[t, :] = scale[s] * b[s] @ (a[s] @ x[t, :]) with s = slots[t];
  * a [K, R, in], b [K, out, R], scale [K], R <= 64. Threads split the output columns. */

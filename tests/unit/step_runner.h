@@ -136,7 +136,10 @@ class StepRunner {
   // Runs one step and returns the first `n_out` floats of the logits buffer. An Error says
   // what else went wrong: a guard zone or the weights were written, or the step wrote
   // logits past n_out.
-  Result<std::vector<float>> step(const StepRows& rows, const Schedule& s, size_t n_out) {
+  // `entry` runs another entry point of the model instead of its step (a DS2D verify or
+  // draft function), on the same weights, arena and KV cache.
+  using Entry = void (*)(const kiln_step_args*, int32_t, int32_t);
+  Result<std::vector<float>> step(const StepRows& rows, const Schedule& s, size_t n_out, Entry entry = nullptr) {
     const kiln_compiled_model& m = model();
     size_t cap = std::max(n_out, (size_t)(m.max_rows * m.n_vocab));
     if (!logits_ || logits_->size() < cap * 4) logits_ = std::make_unique<GuardedBuffer>(cap * 4);
@@ -174,7 +177,7 @@ class StepRunner {
     auto run = [&](int32_t tid) {
       t_tid() = tid;
       sync.lag();
-      m.step(&a, tid, s.nth);
+      (entry ? entry : m.step)(&a, tid, s.nth);
     };
     if (s.nth == 1) {
       run(0);

@@ -23,6 +23,14 @@ static const std::vector<OptionSpec> kCompileOptions = {
     {"lora-slots", "K", "LoRA adapters resident at once, slot 0 the zero adapter (default 0: no LoRA)"},
     {"lora-rank", "R", "the largest adapter rank the model takes (default 16)"},
     {"lora-targets", "LIST", "projections that take adapters (default q,k,v,o,gate,up,down)"},
+    {"ds2d-templates", "LIST", "DS2D tree verify entry points: node budgets, e.g. 4,8,16,32 (the default); "
+                               "none for no templates. Each must fit --max-rows; S streams use those with "
+                               "S*nodes <= max-rows"},
+    {"ds2d-topology", "T", "shape of the DS2D templates: tree (default: a long chain with branches near the "
+                           "root), chain, or per-rank acceptance probabilities such as 0.5,0.2,0.1"},
+    {"ds2d-draft-layers", "K|LIST", "DS2D self-draft entry: the first K layers, then the final norm and LM "
+                                    "head (default: a quarter of the layers; 0: none), or the layers of LIST "
+                                    "(e.g. 0-9,20-29: middle layers skipped)"},
     {"symbol", "NAME", "C name of the compiled model in model.h (default kiln_model_code)"},
     {"emit", "KINDS", "also write asm (model.s) and/or llvm (model.ll), comma-separated"},
     {"passes", "LIST", "extra graph passes to run before the backend's own"},
@@ -107,6 +115,28 @@ int cmd_compile(int argc, char** argv) {
       b = e + 1;
     }
   }
+  req.ds2d_templates = args->get("ds2d-templates").value_or(req.ds2d_templates);
+  req.ds2d_topology = args->get("ds2d-topology").value_or(req.ds2d_topology);
+  if (auto spec = args->get("ds2d-draft-layers"); spec && spec->find_first_of(",-") != std::string::npos) {
+    // A layer list: "0-9,20-29".
+    for (size_t b = 0; b <= spec->size();) {
+      size_t e = std::min(spec->find(',', b), spec->size());
+      std::string item = spec->substr(b, e - b);
+      char* end = nullptr;
+      long lo = std::strtol(item.c_str(), &end, 10), hi = lo;
+      if (*end == '-') hi = std::strtol(end + 1, &end, 10);
+      if (item.empty() || *end || lo < 0 || hi < lo || hi > 4096) {
+        fmt::print(stderr, "kiln compile: --ds2d-draft-layers: '{}' is not a layer or a range A-B\n", item);
+        return 2;
+      }
+      for (long l = lo; l <= hi; ++l) req.ds2d_draft_keep.push_back(l);
+      b = e + 1;
+    }
+  } else {
+    auto draft = args->get_int("ds2d-draft-layers", -1, 0, 1024);
+    if (!draft.ok()) { fmt::print(stderr, "kiln compile: {}\n", draft.error().message); return 2; }
+    req.ds2d_draft_layers = *draft;
+  }
   req.extra_passes = args->get("passes").value_or("");
   req.pass_options.verify_each = args->flag("verify-each");
   req.pass_options.print_after_all = args->flag("print-after-all");
@@ -121,6 +151,10 @@ int cmd_compile(int argc, char** argv) {
              req.model_path, sum->triple, sum->cpu, sum->seconds, sum->kernels, sum->object_bytes / 1024.0,
              sum->weights_bytes / 1048576.0, sum->arena_bytes / 1048576.0, sum->kv_bytes / 1048576.0,
              sum->model_hash);
+  if (!sum->tree_templates.empty() || sum->draft_layers)
+    fmt::print(stderr, "[kiln] DS2D: verify templates of {} nodes, a draft of {} layers\n",
+               sum->tree_templates.empty() ? "no" : fmt::format("{}", fmt::join(sum->tree_templates, ",")),
+               sum->draft_layers);
   return 0;
 }
 

@@ -43,6 +43,10 @@ static const std::vector<OptionSpec> kRunOptions = {
     {"adapter", "PATH", "LoRA adapter (PEFT folder or GGUF LoRA) applied at run time"},
     {"stream-adapter", "PATH", "with --streams: stream i's adapter, or none (repeatable)", true},
     {"adapter-scale", "F", "multiplies the adapters' own scale (default 1)"},
+    {"ds2d", "", "decode with DS2D self-speculative tree decoding; prints its statistics"},
+    {"ds2d-template", "N", "with --ds2d: always verify with tree template N (default: chosen each step)"},
+    {"ds2d-no-early-exit", "", "with --ds2d: draft with n-gram lookup only"},
+    {"ds2d-compare", "", "with --ds2d: also decode plainly, report the speedup and check the output"},
 };
 
 // Reply styles for --streams when --style is not given.
@@ -165,6 +169,108 @@ static int run_streams(const Args& args, const Tokenizer& tok, const GgufFile& g
   return 0;
 }
 
+// --ds2d: prefill, then kiln_ds2d_step until max_tokens or the end of generation; each
+// step may produce several tokens. Statistics (accepted drafts per verify pass, template
+// use, tokens/s) go to stderr; --ds2d-compare decodes the same prompt plainly afterwards
+// and reports the speedup and whether the text is the same.
+static int run_ds2d(const Args& args, const Tokenizer& tok, EngineOptions eo, const SamplerParams& sp,
+                    int64_t max_tokens, const std::vector<int32_t>& prompt) {
+  auto fail = [](const std::string& m) { fmt::print(stderr, "kiln run: {}\n", m); return 1; };
+  auto cs = open_compiled_session(eo);
+  if (!cs.ok()) return fail(cs.error().message);
+  kiln_session* sess = (*cs)->session;
+  auto check = [&](kiln_status st) { return st == KILN_OK ? 0 : fail(kiln_last_error()); };
+  kiln_ds2d_params dp = kiln_ds2d_default_params();
+  auto tmpl = args.get_int("ds2d-template", -1, -1, 1 << 20);
+  if (!tmpl.ok()) return fail(tmpl.error().message);
+  dp.template_index = (int32_t)*tmpl;
+  dp.early_exit = args.flag("ds2d-no-early-exit") ? 0 : 1;
+  kiln_ds2d* ds = nullptr;
+  if (check(kiln_ds2d_init(sess, &dp, &ds))) return 1;
+  std::unique_ptr<kiln_ds2d, void (*)(kiln_ds2d*)> guard(ds, kiln_ds2d_free);
+  kiln_sampler_params kp{sp.temperature, sp.top_k, sp.top_p, sp.seed};
+  kiln_sampler* smp = nullptr;
+  if (check(kiln_sampler_init(&kp, &smp))) return 1;
+  std::unique_ptr<kiln_sampler, void (*)(kiln_sampler*)> sguard(smp, kiln_sampler_free);
+  const int32_t V = kiln_model_n_vocab((*cs)->model);
+  std::vector<float> logits((size_t)V);
+  const bool ignore_eos = args.flag("ignore-eos");
+  int32_t zero = 0;
+
+  auto t0 = std::chrono::steady_clock::now();
+  if (check(kiln_prefill(sess, prompt.data(), (int32_t)prompt.size(), 0, logits.data()))) return 1;
+  auto t1 = std::chrono::steady_clock::now();
+  int32_t root = 0;
+  if (check(kiln_sampler_sample(smp, logits.data(), V, &root))) return 1;
+  if (check(kiln_ds2d_begin(ds, 0, prompt.data(), (int32_t)prompt.size()))) return 1;
+  std::vector<int32_t> generated, buf((size_t)kiln_ds2d_max_step_tokens(ds));
+  auto emit = [&](int32_t id) {
+    if ((tok.is_eog(id) && !ignore_eos) || (int64_t)generated.size() >= max_tokens) return false;
+    generated.push_back(id);
+    const std::string& piece = tok.piece(id);
+    std::fwrite(piece.data(), 1, piece.size(), stdout);
+    std::fflush(stdout);
+    return true;
+  };
+  bool going = emit(root);
+  while (going && (int64_t)generated.size() < max_tokens) {
+    int32_t n_out = 0;
+    kiln_sampler* const samplers[1] = {smp};
+    if (check(kiln_ds2d_step(ds, &root, &zero, 1, samplers, buf.data(), (int32_t)buf.size(), &n_out))) return 1;
+    for (int32_t i = 0; i < n_out && going; ++i) going = emit(buf[(size_t)i]);
+    root = buf[(size_t)n_out - 1];
+  }
+  auto t2 = std::chrono::steady_clock::now();
+  std::fputc('\n', stdout);
+  std::fflush(stdout);
+  auto secs = [](auto a, auto b) { return std::chrono::duration<double>(b - a).count(); };
+  kiln_ds2d_stats st{};
+  if (check(kiln_ds2d_get_stats(ds, &st))) return 1;
+  // Tokens after the first (which comes from the prefill's logits), as plain decode counts.
+  const double decode_s = secs(t1, t2);
+  const double tps = generated.size() > 1 ? (generated.size() - 1) / decode_s : 0.0;
+  if (args.flag("print-tokens")) fmt::print(stderr, "tokens: {}\n", fmt::join(generated, " "));
+  fmt::print(stderr, "[kiln] engine: compiled + DS2D | prompt {} tokens in {:.2f} s | generated {} tokens in "
+             "{:.2f} s ({:.2f} tok/s)\n", prompt.size(), secs(t0, t1), generated.size(), decode_s, tps);
+  fmt::print(stderr, "[ds2d] steps {} (verify {}, plain {}) | accepted drafts per verify pass {:.2f} "
+             "({} of {} drafted) | tokens per step {:.2f}\n",
+             st.steps, st.verify_passes, st.plain_steps,
+             st.stream_passes ? (double)st.accepted / (double)st.stream_passes : 0.0, st.accepted, st.drafted,
+             st.steps ? (double)st.tokens / (double)st.steps : 0.0);
+  std::string uses;
+  for (int32_t t = 0; t < st.n_templates; ++t)
+    uses += fmt::format(" {}-node: {} passes ({:.2f} ms)", st.template_nodes[t], st.template_uses[t],
+                        st.template_seconds[t] * 1e3);
+  fmt::print(stderr, "[ds2d] templates:{} | plain step {:.2f} ms | early-exit drafts {} | time: draft {:.3f} s, "
+             "verify {:.3f} s, plain {:.3f} s\n", uses.empty() ? " none (the model has no tree templates)" : uses,
+             st.plain_step_seconds * 1e3, st.early_exit_drafts, st.draft_seconds, st.verify_seconds, st.plain_seconds);
+  if (args.flag("ds2d-compare")) {
+    if (check(kiln_session_reset(sess, 0))) return 1;
+    kiln_sampler* ps = nullptr;
+    if (check(kiln_sampler_init(&kp, &ps))) return 1;
+    std::unique_ptr<kiln_sampler, void (*)(kiln_sampler*)> pguard(ps, kiln_sampler_free);
+    if (check(kiln_prefill(sess, prompt.data(), (int32_t)prompt.size(), 0, logits.data()))) return 1;
+    auto p1 = std::chrono::steady_clock::now();
+    std::vector<int32_t> plain;
+    for (int64_t i = 0; i < max_tokens; ++i) {
+      int32_t id = 0;
+      if (check(kiln_sampler_sample(ps, logits.data(), V, &id))) return 1;
+      if (tok.is_eog(id) && !ignore_eos) break;
+      plain.push_back(id);
+      if (i + 1 == max_tokens) break;
+      if (check(kiln_decode(sess, &id, &zero, 1, logits.data()))) return 1;
+    }
+    auto p2 = std::chrono::steady_clock::now();
+    const double plain_tps = plain.size() > 1 ? (plain.size() - 1) / secs(p1, p2) : 0.0;
+    fmt::print(stderr, "[ds2d] plain decode: {} tokens in {:.2f} s ({:.2f} tok/s) | speedup {:.2f}x | output {}\n",
+               plain.size(), secs(p1, p2), plain_tps, plain_tps > 0 ? tps / plain_tps : 0.0,
+               plain == generated ? "identical"
+                                  : (sp.temperature > 0 ? "differs (sampling)" : "DIFFERS"));
+    if (sp.temperature <= 0 && plain != generated) return 1;
+  }
+  return 0;
+}
+
 int cmd_run(int argc, char** argv) {
   auto args = Args::parse(argc, argv, 2, kRunOptions);
   if (!args.ok()) { fmt::print(stderr, "kiln run: {}\n", args.error().message); return 2; }
@@ -221,15 +327,6 @@ int cmd_run(int argc, char** argv) {
   if (*streams > 1)
     return run_streams(*args, *tok, *gguf, eo, {(float)*temp, (int32_t)*top_k, (float)*top_p, (uint64_t)*seed},
                        *max_tokens);
-  auto engine = args->flag("interpreter") ? make_interpreter_engine(eo) : make_compiled_engine(eo);
-  if (!engine.ok()) return fail(engine.error().message);
-  if (auto path = args->get("adapter")) {
-    auto scale = args->get_float("adapter-scale", 1.0, -100.0, 100.0);
-    if (!scale.ok()) return fail(scale.error().message);
-    auto adapter = (*engine)->set_adapter(*path, (float)*scale);
-    if (!adapter.ok()) return fail(adapter.error().message);
-    fmt::print("[{}] ", *adapter);
-  }
 
   std::string prompt = *args->get("prompt");
   if (args->flag("chat")) {
@@ -250,6 +347,21 @@ int cmd_run(int argc, char** argv) {
     return fail(fmt::format("prompt ({} tokens) plus --max-tokens {} exceeds the context of {} (raise --ctx)",
                             tokens.size(), *max_tokens, *ctx));
   spdlog::info("prompt: {} tokens", tokens.size());
+  if (args->flag("ds2d")) {
+    if (args->flag("interpreter")) return fail("--ds2d runs on compiled code, not --interpreter");
+    if (args->get("adapter")) return fail("kiln run does not combine --ds2d with --adapter yet (the C API does)");
+    return run_ds2d(*args, *tok, eo, {(float)*temp, (int32_t)*top_k, (float)*top_p, (uint64_t)*seed},
+                    *max_tokens, tokens);
+  }
+  auto engine = args->flag("interpreter") ? make_interpreter_engine(eo) : make_compiled_engine(eo);
+  if (!engine.ok()) return fail(engine.error().message);
+  if (auto path = args->get("adapter")) {
+    auto scale = args->get_float("adapter-scale", 1.0, -100.0, 100.0);
+    if (!scale.ok()) return fail(scale.error().message);
+    auto adapter = (*engine)->set_adapter(*path, (float)*scale);
+    if (!adapter.ok()) return fail(adapter.error().message);
+    fmt::print("[{}] ", *adapter);
+  }
 
   auto step = [&](const std::vector<int32_t>& toks, int32_t) { return (*engine)->step(toks); };
 

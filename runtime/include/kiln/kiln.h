@@ -189,6 +189,89 @@ KILN_API void kiln_sampler_free(kiln_sampler* sampler);
 KILN_API kiln_status kiln_sampler_sample(kiln_sampler* sampler, const float* logits,
                                          int32_t n_vocab, int32_t* token);
 
+/* ---- DS2D: self-speculative tree decoding --------------------------------------------
+ *
+ * A faster kiln_decode with the same output (docs/ds2d.md). Each step drafts likely
+ * continuations of every stream without a draft model (n-gram lookup over the stream's
+ * own text; the compiled early-exit entry when the artifact has one), merges them into a
+ * token tree, fills one of the compiled tree templates with it, and checks the whole tree
+ * in one forward pass (the template's verify entry). The longest path that decoding
+ * would have produced is accepted, its KV rows moved into place, the rest dropped. Greedy
+ * samplers give token-for-token the output of kiln_decode; samplers with temperature > 0
+ * keep their exact distribution (speculative sampling over the tree).
+ * The template is chosen each step from recent acceptance and the measured cost of each
+ * verify entry; when drafts do not pay the step is a plain kiln_decode.
+ *
+ *   kiln_prefill(s, prompt, n, stream, logits);  root = sample(logits);
+ *   kiln_ds2d_begin(d, stream, prompt, n);
+ *   loop: kiln_ds2d_step(d, &root, &stream, 1, NULL, out, cap, &n_out);
+ *         emit out[0..n_out);  root = out[n_out - 1];
+ */
+
+typedef struct kiln_ds2d kiln_ds2d;
+
+typedef struct kiln_ds2d_params {
+  int32_t ngram_min;       /* shortest suffix the n-gram drafter matches (default 1) */
+  int32_t ngram_max;       /* longest (default 4); longer matches are tried first */
+  int32_t max_candidates;  /* continuations drafted per stream and step (default 6) */
+  int32_t early_exit;      /* 1: also draft with the early-exit entry when the compiled model
+                              has one and it pays (default 1) */
+  int32_t early_exit_len;  /* tokens an early-exit draft proposes (default 3) */
+  int32_t template_index;  /* -1: choose each step (default); >= 0: always this template
+                              (plain decode only where it does not fit) */
+  float ewma;              /* weight of the newest observation in the running averages of
+                              acceptance and cost (default 0.1) */
+} kiln_ds2d_params;
+
+#define KILN_DS2D_MAX_TEMPLATES 16
+
+typedef struct kiln_ds2d_stats {
+  int64_t steps;             /* kiln_ds2d_step calls */
+  int64_t verify_passes;     /* steps that ran a verify entry */
+  int64_t plain_steps;       /* steps that fell back to plain decode */
+  int64_t stream_passes;     /* (stream, verify pass) pairs */
+  int64_t tokens;            /* tokens produced over all streams */
+  int64_t drafted;           /* draft tokens checked (tree nodes holding a draft) */
+  int64_t accepted;          /* draft tokens accepted */
+  int64_t early_exit_drafts; /* early-exit draft passes run */
+  double draft_seconds, verify_seconds, plain_seconds;
+  int32_t n_templates;
+  int32_t template_nodes[KILN_DS2D_MAX_TEMPLATES];
+  int64_t template_uses[KILN_DS2D_MAX_TEMPLATES];      /* verify passes per template */
+  double template_seconds[KILN_DS2D_MAX_TEMPLATES];    /* measured cost of one pass, 1 stream */
+  double plain_step_seconds;                           /* measured cost of a decode step */
+} kiln_ds2d_stats;
+
+KILN_API kiln_ds2d_params kiln_ds2d_default_params(void);
+
+/* A DS2D controller over `session` (which it uses until kiln_ds2d_free; free it first).
+ * Works with any compiled model; without tree templates (compiled before DS2D, or with
+ * none) every step is a plain decode. Times each verify entry once (on rows past the
+ * end of the emptiest stream, which no stream has written). params may be NULL. */
+KILN_API kiln_status kiln_ds2d_init(kiln_session* session, const kiln_ds2d_params* params,
+                                    kiln_ds2d** out);
+KILN_API void kiln_ds2d_free(kiln_ds2d* ds2d);
+
+/* Tokens one step may produce per stream at most (out_stride for kiln_ds2d_step). */
+KILN_API int32_t kiln_ds2d_max_step_tokens(const kiln_ds2d* ds2d);
+
+/* Starts the drafter's text of `stream` over: the tokens it holds (e.g. the prompt just
+ * prefilled). The drafter then follows what kiln_ds2d_step accepts. */
+KILN_API kiln_status kiln_ds2d_begin(kiln_ds2d* ds2d, int32_t stream, const int32_t* tokens,
+                                     int32_t n);
+
+/* One step for n distinct streams (as kiln_decode): roots[i] is the token last chosen for
+ * streams[i], not yet in its cache. The root and the accepted drafts enter the cache; row
+ * i of out (out + i * out_stride) receives the tokens produced — the accepted drafts, then
+ * the token chosen after them, which is the next root — and out_n[i] their count (1 or
+ * more). samplers: NULL for greedy, or one sampler per stream (samplers[i] may be NULL:
+ * greedy). out_stride must be >= kiln_ds2d_max_step_tokens. */
+KILN_API kiln_status kiln_ds2d_step(kiln_ds2d* ds2d, const int32_t* roots, const int32_t* streams,
+                                    int32_t n, kiln_sampler* const* samplers, int32_t* out,
+                                    int32_t out_stride, int32_t* out_n);
+
+KILN_API kiln_status kiln_ds2d_get_stats(const kiln_ds2d* ds2d, kiln_ds2d_stats* out);
+
 /* ---- tokenizer and chat template ---------------------------------------------------- */
 
 /* Text (text_len bytes, UTF-8) to token ids. add_special: add BOS/EOS as the vocabulary

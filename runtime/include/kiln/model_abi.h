@@ -19,7 +19,7 @@
 extern "C" {
 #endif
 
-#define KILN_ABI_VERSION 3u
+#define KILN_ABI_VERSION 4u
 
 typedef struct kiln_step_args {
   const int32_t* tokens;      /* [n_rows] token ids, each < n_vocab */
@@ -63,6 +63,22 @@ typedef struct kiln_lora_target {
   uint64_t a_slot_stride, b_slot_stride;
 } kiln_lora_target;
 
+/* DS2D tree verification (docs/architecture.md, "DS2D"). A verify entry point is the step
+ * over a token tree: rows come in blocks of n_nodes per stream (block b is the tree of
+ * stream streams[b * n_nodes]); row j of a block is node j, node 0 the root (the last
+ * accepted token, not yet in the cache). For a stream whose cache holds `base` tokens,
+ * node j has position base + depth[j] (args->positions) and writes its K/V to KV row
+ * base + j (= positions[row] - depth[j] + j, so no new step argument); it attends to
+ * cache rows [0, base) and to rows base + i of its ancestors-or-self i (a constant mask
+ * compiled into the entry point). base + n_nodes must not exceed max_context. */
+typedef struct kiln_tree_template {
+  int32_t n_nodes;          /* nodes per stream; node 0 is the root */
+  const int32_t* parent;    /* [n_nodes]; parent[0] = -1, parent[j] < j */
+  const int32_t* depth;     /* [n_nodes]; depth[0] = 0 */
+  void (*verify)(const kiln_step_args* args, int32_t tid, int32_t n_threads);
+    /* args->n_rows = n_streams * n_nodes (<= max_rows); logits for args->logit_rows */
+} kiln_tree_template;
+
 typedef struct kiln_compiled_model {
   uint32_t abi_version;       /* KILN_ABI_VERSION */
   uint32_t format_version;    /* the model.kiln format version this code reads */
@@ -90,6 +106,15 @@ typedef struct kiln_compiled_model {
   uint64_t lora_scale_offset;     /* f32 [lora_slots] scale of each slot in the adapter region */
   int64_t n_lora_targets;
   const kiln_lora_target* lora_targets;
+  /* DS2D (ABI 4); no templates and draft_layers = 0 when compiled without DS2D: */
+  int64_t n_tree_templates;
+  const kiln_tree_template* tree_templates;   /* ascending n_nodes */
+  int64_t draft_layers;                       /* 0: no early-exit draft entry */
+  void (*draft)(const kiln_step_args* args, int32_t tid, int32_t n_threads);
+    /* ordinary causal step through the first draft_layers layers, then the final norm and
+       LM head; writes those layers' KV at positions (the verify pass overwrites them).
+       (Compiled with a layer list, kiln compile --ds2d-draft-layers=0-9,20-29, it runs
+       draft_layers layers with the middle ones skipped instead.) */
 } kiln_compiled_model;
 
 #ifdef __cplusplus

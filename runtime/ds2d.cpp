@@ -1,0 +1,740 @@
+// runtime/ds2d.cpp — DS2D: the pieces of ds2d.h, and the controller behind the kiln_ds2d_*
+// C API (kiln.h), which drafts, picks a tree template, runs its compiled verify entry over
+// the session's streams, accepts and compacts the KV cache. docs/ds2d.md has the design.
+#include "runtime/ds2d.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+
+namespace kiln::ds2d {
+
+// ---- n-gram drafter -------------------------------------------------------------------
+
+uint64_t NgramDrafter::key(size_t end, int n) const {
+  uint64_t h = 0x9e3779b97f4a7c15ull ^ (uint64_t)n;
+  for (size_t i = end - (size_t)n; i < end; ++i) {
+    h ^= (uint64_t)(uint32_t)text_[i] + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
+    h *= 0xff51afd7ed558ccdull;
+  }
+  return h;
+}
+
+void NgramDrafter::append(std::span<const int32_t> tokens) {
+  for (int32_t t : tokens) {
+    text_.push_back(t);
+    const size_t end = text_.size();
+    for (int n = n_min_; n <= n_max_ && (size_t)n <= end; ++n)
+      index_[key(end, n)].push_back((int32_t)end);
+  }
+}
+
+std::vector<Candidate> NgramDrafter::draft(int max_len, int max_candidates) const {
+  std::vector<Candidate> out;
+  const size_t size = text_.size();
+  if (max_len < 1 || max_candidates < 1) return out;
+  float trust = 1.0f;  // shorter matches than the longest one found are trusted less
+  for (int n = n_max_; n >= n_min_ && (int)out.size() < max_candidates; --n) {
+    if ((size_t)n > size) continue;
+    auto it = index_.find(key(size, n));
+    if (it == index_.end()) continue;
+    // The occurrences of the suffix (most recent first), their continuations merged.
+    std::vector<std::pair<std::vector<int32_t>, int>> conts;
+    int total = 0, scanned = 0;
+    for (auto p = it->second.rbegin(); p != it->second.rend() && scanned < 64; ++p) {
+      const size_t at = (size_t)*p;
+      if (at >= size) continue;  // the suffix itself
+      if (!std::equal(text_.begin() + (long)(at - (size_t)n), text_.begin() + (long)at,
+                      text_.begin() + (long)(size - (size_t)n)))
+        continue;  // a hash collision
+      ++scanned;
+      std::vector<int32_t> c(text_.begin() + (long)at,
+                             text_.begin() + (long)std::min(size, at + (size_t)max_len));
+      ++total;
+      bool merged = false;
+      for (auto& [t, cnt] : conts)
+        if (t == c) { ++cnt; merged = true; break; }
+      if (!merged) conts.emplace_back(std::move(c), 1);
+    }
+    if (conts.empty()) continue;
+    std::stable_sort(conts.begin(), conts.end(),  // most frequent first, then most recent
+                     [](const auto& a, const auto& b) { return a.second > b.second; });
+    // Longer matches predict better; the share of occurrences splits the chance.
+    const float per_token = std::min(0.9f, 0.35f + 0.15f * (float)n);
+    bool first = true;
+    for (auto& [toks, cnt] : conts) {
+      if ((int)out.size() >= max_candidates) break;
+      bool dup = false;
+      for (auto& o : out) dup = dup || o.tokens == toks;
+      if (dup) continue;
+      Candidate c;
+      c.tokens = toks;
+      c.source = n;
+      c.weight = (float)cnt / (float)total;
+      c.top = first;
+      first = false;
+      float p = trust * (float)cnt / (float)total;
+      for (size_t i = 0; i < toks.size(); ++i) c.prob.push_back(p *= per_token);
+      out.push_back(std::move(c));
+    }
+    trust *= 0.5f;
+  }
+  return out;
+}
+
+// ---- draft tree -----------------------------------------------------------------------
+
+void DraftTree::reset(int32_t root_token) {
+  nodes.clear();
+  Node r;
+  r.token = root_token;
+  nodes.push_back(r);
+}
+
+void DraftTree::add(const Candidate& c) {
+  int32_t u = 0;
+  for (size_t i = 0; i < c.tokens.size(); ++i) {
+    int32_t next = -1;
+    for (int32_t k : nodes[(size_t)u].children)
+      if (nodes[(size_t)k].token == c.tokens[i]) { next = k; break; }
+    const float p = i < c.prob.size() ? c.prob[i] : 0.0f;
+    if (next < 0) {
+      Node n;
+      n.token = c.tokens[i];
+      n.parent = u;
+      n.prob = std::min(p, nodes[(size_t)u].prob);
+      next = (int32_t)nodes.size();
+      nodes.push_back(n);
+      nodes[(size_t)u].children.push_back(next);
+    } else {
+      // Drafts that agree are not independent evidence (the n-gram matches of several
+      // lengths mostly propose the same continuation): the likelier one counts.
+      Node& n = nodes[(size_t)next];
+      n.prob = std::min(std::max(n.prob, p), nodes[(size_t)u].prob);
+    }
+    u = next;
+  }
+}
+
+void DraftTree::sort() {
+  for (auto& n : nodes)
+    std::stable_sort(n.children.begin(), n.children.end(),
+                     [&](int32_t a, int32_t b) { return nodes[(size_t)a].prob > nodes[(size_t)b].prob; });
+}
+
+Shape Shape::from_parents(std::span<const int32_t> parent) {
+  Shape s;
+  s.n_nodes = (int32_t)parent.size();
+  s.parent.assign(parent.begin(), parent.end());
+  s.depth.assign(parent.size(), 0);
+  s.children.assign(parent.size(), {});
+  for (size_t j = 1; j < parent.size(); ++j) {
+    s.depth[j] = s.depth[(size_t)parent[j]] + 1;
+    s.children[(size_t)parent[j]].push_back((int32_t)j);
+  }
+  return s;
+}
+
+Filled fill(const DraftTree& tree, const Shape& shape) {
+  const size_t n = (size_t)shape.n_nodes;
+  Filled f;
+  f.tokens.assign(n, tree.nodes[0].token);
+  f.valid.assign(n, 0);
+  f.prob.assign(n, 0.0f);
+  std::vector<int32_t> at(n, -1);         // tree node held by template node j
+  std::vector<size_t> used(tree.nodes.size(), 0);  // children of a tree node handed out
+  at[0] = 0;
+  f.valid[0] = 1;
+  f.prob[0] = 1.0f;
+  for (size_t j = 1; j < n; ++j) {
+    const int32_t tp = at[(size_t)shape.parent[j]];
+    if (tp < 0) continue;
+    const auto& kids = tree.nodes[(size_t)tp].children;
+    if (used[(size_t)tp] >= kids.size()) continue;
+    const int32_t k = kids[used[(size_t)tp]++];
+    at[j] = k;
+    f.tokens[j] = tree.nodes[(size_t)k].token;
+    f.valid[j] = 1;
+    f.prob[j] = tree.nodes[(size_t)k].prob;
+    f.expected += f.prob[j];
+    f.max_depth = std::max(f.max_depth, shape.depth[j]);
+  }
+  return f;
+}
+
+// ---- acceptance -----------------------------------------------------------------------
+
+int32_t accept_children(TokenDistribution& d, std::span<const int32_t> kids, Sampler& sampler,
+                        int32_t* accepted_index) {
+  *accepted_index = -1;
+  double mass = 0;  // the probabilities stay unnormalised; mass is their sum
+  for (double p : d.probs) mass += p;
+  for (size_t i = 0; i < kids.size(); ++i) {
+    size_t at = d.ids.size();
+    for (size_t j = 0; j < d.ids.size(); ++j)
+      if (d.ids[j] == kids[i]) { at = j; break; }
+    if (at == d.ids.size() || d.probs[at] <= 0) continue;  // p(x) = 0: always rejected
+    if (sampler.uniform() * mass < d.probs[at]) {
+      *accepted_index = (int32_t)i;
+      return kids[i];
+    }
+    mass -= d.probs[at];
+    d.probs[at] = 0;
+    if (mass <= 0) break;
+  }
+  if (mass <= 1e-300) {  // every token with probability was drafted and rejected: cannot
+    return kids.empty() ? d.ids[0] : kids.back();  // happen with exact arithmetic
+  }
+  return sampler.draw(d);
+}
+
+// ---- KV compaction --------------------------------------------------------------------
+
+void compact_kv(uint8_t* stream_kv, std::span<const kiln_kv_block> blocks, int32_t base,
+                std::span<const int32_t> path) {
+  for (size_t m = 1; m < path.size(); ++m) {
+    if (path[m] == (int32_t)m) continue;
+    for (const kiln_kv_block& b : blocks) {
+      uint8_t* rows = stream_kv + b.offset;
+      std::memmove(rows + (uint64_t)(base + (int32_t)m) * b.row_bytes,
+                   rows + (uint64_t)(base + path[m]) * b.row_bytes, (size_t)b.row_bytes);
+    }
+  }
+}
+
+}  // namespace kiln::ds2d
+
+// ---- the controller (kiln_ds2d_* in kiln.h) -------------------------------------------
+
+#include "runtime/session.h"
+
+using kiln::rt::fail;
+using kiln::rt::guarded;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+using StepFn = void (*)(const kiln_step_args*, int32_t, int32_t);
+
+struct Template {
+  kiln::ds2d::Shape shape;
+  StepFn verify = nullptr;
+  int32_t max_depth = 0;
+  // Cost of a pass relative to a plain decode step, by stream count (running average;
+  // 0: not measured). Ratios, not seconds: load on the machine moves both alike.
+  std::vector<double> ratio;
+};
+
+struct StreamState {
+  kiln::ds2d::NgramDrafter ngram;
+  explicit StreamState(int n_min, int n_max) : ngram(n_min, n_max) {}
+};
+
+// How often a source's drafts are right lately: the first token, and each next token
+// given the ones before were right. Learnt from every step (a plain step still tells
+// whether the first drafted token was the one decoded), shared by all streams.
+struct Rate {
+  double first = 0.5, next = 0.7;
+};
+
+struct EntryCtx {
+  const kiln_step_args* args;
+  StepFn fn;
+};
+
+void run_entry(void* ctx, int32_t tid, int32_t n) {
+  auto* e = static_cast<EntryCtx*>(ctx);
+  e->fn(e->args, tid, n);
+}
+
+double ewma(double old, double x, double w) { return old <= 0 ? x : (1 - w) * old + w * x; }
+
+}  // namespace
+
+struct kiln_ds2d {
+  kiln_session* s = nullptr;
+  kiln_ds2d_params p{};
+  std::vector<Template> templates;
+  StepFn draft = nullptr;             // early-exit entry (nullptr: none)
+  std::vector<double> plain_cost;     // seconds per decode step by stream count
+  std::vector<double> draft_ratio;    // early-exit pass / decode step, by stream count
+  std::vector<StreamState> streams;
+  std::vector<float> logits;          // max_rows x n_vocab
+  std::vector<uint8_t> seen;
+  int32_t max_step_tokens = 1;
+  std::vector<Rate> rates;            // by draft source (0: early exit, n: n-gram of n)
+  kiln_ds2d_stats stats{};
+
+  // Runs `fn` over the session's first `rows` scratch rows; returns its seconds.
+  double run(StepFn fn, int64_t rows, int64_t logit_rows) {
+    kiln_step_args& a = s->args;
+    a.n_rows = rows;
+    a.n_logit_rows = logit_rows;
+    a.logits = logit_rows > 0 ? logits.data() : nullptr;
+    EntryCtx ctx{&a, fn};
+    const auto t0 = Clock::now();
+    s->pool->run(run_entry, &ctx);
+    return std::chrono::duration<double>(Clock::now() - t0).count();
+  }
+  // Seconds of a plain decode step for n streams: measured, else scaled from one.
+  double plain(int32_t n) const {
+    if (plain_cost[(size_t)n] > 0) return plain_cost[(size_t)n];
+    return (plain_cost[1] > 0 ? plain_cost[1] : 1e-3) * (1.0 + 0.25 * (n - 1));
+  }
+  // Seconds of template t's verify pass for n streams.
+  double cost(const Template& t, int32_t n) const {
+    double r = t.ratio[(size_t)n] > 0 ? t.ratio[(size_t)n] : t.ratio[1];
+    if (r <= 0) r = 0.6 + 0.4 * t.shape.n_nodes;  // never measured: a guess by rows
+    return r * plain(n);
+  }
+  double draft_cost(int32_t n) const {
+    const double r = draft_ratio[(size_t)n] > 0 ? draft_ratio[(size_t)n] : draft_ratio[1];
+    return (r > 0 ? r : 0.5) * plain(n);
+  }
+  std::span<const float> row_logits(int64_t r) const {
+    const size_t v = (size_t)s->model->n_vocab;
+    return {logits.data() + (size_t)r * v, v};
+  }
+};
+
+namespace {
+
+// Times each entry against the plain step on rows no stream has written: past the end
+// of the emptiest stream's tokens, at the end of its context (the rows are overwritten
+// before any step reads them). Five rounds of plain step, then each entry; the median
+// ratio per entry.
+void calibrate(kiln_ds2d* d) {
+  kiln_session* s = d->s;
+  const kiln_compiled_model* c = s->code;
+  int32_t stream = 0;
+  for (int32_t k = 1; k < (int32_t)s->pos.size(); ++k)
+    if (s->pos[(size_t)k] < s->pos[(size_t)stream]) stream = k;
+  auto fill_rows = [&](const kiln::ds2d::Shape& sh, int32_t base) {
+    for (int32_t j = 0; j < sh.n_nodes; ++j) {
+      s->tokens[(size_t)j] = 0;
+      s->positions[(size_t)j] = base + sh.depth[(size_t)j];
+      s->streams[(size_t)j] = stream;
+      s->adapter_slots[(size_t)j] = s->lora.stream_slot[(size_t)(stream)];
+      s->logit_rows[(size_t)j] = j;
+    }
+  };
+  const int32_t pos = s->pos[(size_t)stream];
+  const kiln::ds2d::Shape one = kiln::ds2d::Shape::from_parents(std::vector<int32_t>{-1});
+  const int32_t last = (int32_t)c->max_context - 1;
+  if (last < pos) return;
+  const size_t T = d->templates.size();
+  std::vector<std::vector<double>> ratios(T + 1);  // [T]: the draft entry
+  std::vector<double> plains;
+  for (int rep = 0; rep < 6; ++rep) {  // the first round pays page faults: not counted
+    fill_rows(one, last);
+    const double p = d->run(c->step, 1, 1);
+    if (rep > 0) plains.push_back(p);
+    for (size_t t = 0; t < T; ++t) {
+      const Template& tm = d->templates[t];
+      const int32_t base = (int32_t)c->max_context - tm.shape.n_nodes;
+      if (base < pos || tm.shape.n_nodes > c->max_rows) continue;
+      fill_rows(tm.shape, base);
+      const double v = d->run(tm.verify, tm.shape.n_nodes, tm.shape.n_nodes);
+      if (rep > 0) ratios[t].push_back(v / p);
+    }
+    if (d->draft) {
+      fill_rows(one, last);
+      const double v = d->run(d->draft, 1, 1);
+      if (rep > 0) ratios[T].push_back(v / p);
+    }
+  }
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v.empty() ? 0.0 : v[v.size() / 2];
+  };
+  d->plain_cost[1] = median(plains);
+  for (size_t t = 0; t < T; ++t) d->templates[t].ratio[1] = median(ratios[t]);
+  if (d->draft) d->draft_ratio[1] = median(ratios[T]);
+}
+
+// Early-exit drafts: a chain of `len` tokens per stream, each the argmax of the draft
+// entry's logits (first draft_layers layers, then the final norm and LM head), with the
+// softmax probability of the chain so far as its estimated chance of acceptance.
+void early_exit_drafts(kiln_ds2d* d, const int32_t* roots, const int32_t* streams, int32_t n,
+                       int32_t len, std::vector<kiln::ds2d::Candidate>& out) {
+  kiln_session* s = d->s;
+  out.assign((size_t)n, {});
+  std::vector<float> chain_p((size_t)n, 1.0f);
+  for (int32_t step = 0; step < len; ++step) {
+    for (int32_t i = 0; i < n; ++i) {
+      s->tokens[(size_t)i] = step == 0 ? roots[i] : out[(size_t)i].tokens.back();
+      s->positions[(size_t)i] = s->pos[(size_t)streams[i]] + step;
+      s->streams[(size_t)i] = streams[i];
+      s->adapter_slots[(size_t)i] = s->lora.stream_slot[(size_t)(streams[i])];
+      s->logit_rows[(size_t)i] = i;
+    }
+    const double secs = d->run(d->draft, n, n);
+    d->stats.draft_seconds += secs;
+    ++d->stats.early_exit_drafts;
+    d->draft_ratio[(size_t)n] = ewma(d->draft_ratio[(size_t)n], secs / d->plain(n), d->p.ewma);
+    for (int32_t i = 0; i < n; ++i) {
+      auto lg = d->row_logits(i);
+      const int32_t best = kiln::Sampler::argmax(lg);
+      double z = 0;
+      for (float v : lg) z += std::exp((double)(v - lg[(size_t)best]));
+      chain_p[(size_t)i] *= (float)(1.0 / z);
+      out[(size_t)i].tokens.push_back(best);
+      out[(size_t)i].prob.push_back(chain_p[(size_t)i]);
+    }
+  }
+}
+
+}  // namespace
+
+extern "C" {
+
+kiln_ds2d_params kiln_ds2d_default_params(void) {
+  kiln_ds2d_params p;
+  p.ngram_min = 1;
+  p.ngram_max = 4;
+  p.max_candidates = 6;
+  p.early_exit = 1;
+  p.early_exit_len = 3;
+  p.template_index = -1;
+  p.ewma = 0.1f;
+  return p;
+}
+
+kiln_status kiln_ds2d_init(kiln_session* s, const kiln_ds2d_params* params, kiln_ds2d** out) {
+  return guarded("kiln_ds2d_init", [&]() -> kiln_status {
+    if (!out) return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_ds2d_init: out is NULL");
+    *out = nullptr;
+    if (!s) return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_ds2d_init: session is NULL");
+    kiln_ds2d_params p = params ? *params : kiln_ds2d_default_params();
+    if (p.ngram_min < 1 || p.ngram_max < p.ngram_min || p.ngram_max > 16)
+      return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_ds2d_init: n-gram lengths %d..%d, expected "
+                  "1 <= ngram_min <= ngram_max <= 16", p.ngram_min, p.ngram_max);
+    if (p.max_candidates < 1 || p.max_candidates > 64)
+      return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_ds2d_init: max_candidates %d, expected 1..64",
+                  p.max_candidates);
+    if (p.early_exit_len < 1 || p.early_exit_len > 16)
+      return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_ds2d_init: early_exit_len %d, expected 1..16",
+                  p.early_exit_len);
+    if (!(p.ewma > 0.0f && p.ewma <= 1.0f))
+      return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_ds2d_init: ewma %g, expected (0, 1]",
+                  (double)p.ewma);
+    const kiln_compiled_model* c = s->code;
+    auto d = std::make_unique<kiln_ds2d>();
+    d->s = s;
+    d->p = p;
+    const size_t max_n = (size_t)std::min(c->max_streams, c->max_rows);
+#if KILN_ABI_VERSION >= 4
+    if (c->n_tree_templates < 0 || (c->n_tree_templates > 0 && !c->tree_templates))
+      return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_ds2d_init: compiled model '%s': the tree "
+                  "template table is missing", s->model->name.c_str());
+    for (int64_t t = 0; t < c->n_tree_templates && t < KILN_DS2D_MAX_TEMPLATES; ++t) {
+      const kiln_tree_template& tt = c->tree_templates[t];
+      const char* bad = nullptr;
+      if (tt.n_nodes < 1 || !tt.parent || !tt.depth || !tt.verify) bad = "is incomplete";
+      for (int32_t j = 0; !bad && j < tt.n_nodes; ++j)
+        if (j == 0 ? tt.parent[0] != -1 || tt.depth[0] != 0
+                   : tt.parent[j] < 0 || tt.parent[j] >= j || tt.depth[j] != tt.depth[tt.parent[j]] + 1)
+          bad = "has a parent or depth array that is not a tree in node order";
+      if (bad)
+        return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_ds2d_init: compiled model '%s': tree template "
+                    "%lld %s", s->model->name.c_str(), (long long)t, bad);
+      Template tm;
+      tm.shape = kiln::ds2d::Shape::from_parents(std::span<const int32_t>(tt.parent, (size_t)tt.n_nodes));
+      tm.verify = tt.verify;
+      for (int32_t dep : tm.shape.depth) tm.max_depth = std::max(tm.max_depth, dep);
+      tm.ratio.assign(max_n + 1, 0.0);
+      d->max_step_tokens = std::max(d->max_step_tokens, tm.max_depth + 1);
+      d->templates.push_back(std::move(tm));
+    }
+    if (c->draft && c->draft_layers > 0 && p.early_exit) d->draft = c->draft;
+#endif
+    if (p.template_index >= (int32_t)d->templates.size())
+      return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_ds2d_init: template_index %d, the compiled "
+                  "model '%s' has %zu tree templates", p.template_index, s->model->name.c_str(),
+                  d->templates.size());
+    d->plain_cost.assign(max_n + 1, 0.0);
+    d->draft_ratio.assign(max_n + 1, 0.0);
+    d->rates.assign(17, Rate{});
+    d->rates[0] = Rate{0.4, 0.5};  // early exit: a guess until it has run
+    for (int64_t k = 0; k < c->max_streams; ++k) d->streams.emplace_back(p.ngram_min, p.ngram_max);
+    d->logits.assign((size_t)c->max_rows * (size_t)s->model->n_vocab, 0.0f);
+    d->seen.assign((size_t)c->max_streams, 0);
+    calibrate(d.get());
+    *out = d.release();
+    return KILN_OK;
+  });
+}
+
+void kiln_ds2d_free(kiln_ds2d* d) { delete d; }
+
+int32_t kiln_ds2d_max_step_tokens(const kiln_ds2d* d) { return d ? d->max_step_tokens : 0; }
+
+kiln_status kiln_ds2d_begin(kiln_ds2d* d, int32_t stream, const int32_t* tokens, int32_t n) {
+  return guarded("kiln_ds2d_begin", [&]() -> kiln_status {
+    if (!d) return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_ds2d_begin: ds2d is NULL");
+    if (stream < 0 || stream >= (int32_t)d->streams.size())
+      return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_ds2d_begin: stream %d is out of range [0, %zu)",
+                  stream, d->streams.size());
+    if (n < 0 || (n > 0 && !tokens))
+      return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_ds2d_begin: tokens is NULL or n %d < 0", n);
+    StreamState& st = d->streams[(size_t)stream];
+    st.ngram.reset();
+    st.ngram.append(std::span<const int32_t>(tokens, (size_t)n));
+    return KILN_OK;
+  });
+}
+
+kiln_status kiln_ds2d_step(kiln_ds2d* d, const int32_t* roots, const int32_t* streams, int32_t n,
+                           kiln_sampler* const* samplers, int32_t* out, int32_t out_stride,
+                           int32_t* out_n) {
+  return guarded("kiln_ds2d_step", [&]() -> kiln_status {
+    if (!d) return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_ds2d_step: ds2d is NULL");
+    if (!roots || !streams || !out || !out_n)
+      return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_ds2d_step: roots, streams, out or out_n is NULL");
+    kiln_session* s = d->s;
+    const kiln_compiled_model* c = s->code;
+    const int32_t V = s->model->n_vocab;
+    const int32_t max_n = (int32_t)std::min(c->max_streams, c->max_rows);
+    if (n < 1 || n > max_n)
+      return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_ds2d_step: n is %d, expected 1..%d", n, max_n);
+    if (out_stride < d->max_step_tokens)
+      return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_ds2d_step: out_stride %d is below "
+                  "kiln_ds2d_max_step_tokens (%d)", out_stride, d->max_step_tokens);
+    kiln_status st = KILN_OK;
+    int32_t i = 0;
+    for (; i < n && st == KILN_OK; ++i) {
+      const int32_t sm = streams[i];
+      if (sm < 0 || sm >= c->max_streams)
+        st = fail(KILN_ERR_INVALID_ARGUMENT, "kiln_ds2d_step: streams[%d] = %d is out of range "
+                  "[0, %lld)", i, sm, (long long)c->max_streams);
+      else if (d->seen[(size_t)sm])
+        st = fail(KILN_ERR_INVALID_ARGUMENT, "kiln_ds2d_step: streams[%d] = %d is listed twice", i, sm);
+      else if (roots[i] < 0 || roots[i] >= V)
+        st = fail(KILN_ERR_INVALID_ARGUMENT, "kiln_ds2d_step: roots[%d] = %d is not a token id "
+                  "(n_vocab %d)", i, roots[i], V);
+      else if (s->pos[(size_t)sm] >= c->max_context)
+        st = fail(KILN_ERR_CONTEXT_FULL, "kiln_ds2d_step: stream %d is full (max_context %lld)", sm,
+                  (long long)c->max_context);
+      else
+        d->seen[(size_t)sm] = 1;
+    }
+    for (int32_t j = 0; j < i; ++j)
+      if (streams[j] >= 0 && streams[j] < c->max_streams) d->seen[(size_t)streams[j]] = 0;
+    if (st != KILN_OK) return st;
+    ++d->stats.steps;
+    auto sampler_of = [&](int32_t k) -> kiln::Sampler* {
+      return samplers && samplers[k] ? &samplers[k]->sampler : nullptr;
+    };
+
+    // 1. Draft: n-gram continuations of each stream's text, root included. A draft's
+    // tokens get the chance of being accepted that its source's recent accuracy gives.
+    const auto t_draft = Clock::now();
+    int32_t deepest = 0;
+    for (auto& t : d->templates) deepest = std::max(deepest, t.max_depth);
+    std::vector<kiln::ds2d::DraftTree> trees;
+    std::vector<std::vector<kiln::ds2d::Candidate>> tops((size_t)n);  // learnt on below
+    trees.reserve((size_t)n);
+    auto add = [&](int32_t k, kiln::ds2d::Candidate& cand) {
+      const Rate& r = d->rates[(size_t)cand.source];
+      double pr = cand.weight * r.first;
+      for (float& x : cand.prob) { x = (float)pr; pr *= r.next; }
+      trees[(size_t)k].add(cand);
+      if (cand.top) tops[(size_t)k].push_back(cand);
+    };
+    for (int32_t k = 0; k < n; ++k) {
+      StreamState& ss = d->streams[(size_t)streams[k]];
+      ss.ngram.append(roots[k]);
+      trees.emplace_back(roots[k]);
+      if (deepest == 0) continue;
+      for (auto& cand : ss.ngram.draft(deepest, d->p.max_candidates)) add(k, cand);
+    }
+    d->stats.draft_seconds += std::chrono::duration<double>(Clock::now() - t_draft).count();
+
+    // 2. Choose: the tokens per second each template is expected to give (1 + the
+    // expected accepted drafts per stream, over the measured cost of its verify entry)
+    // against plain decoding.
+    struct Choice {
+      int32_t t = -1;
+      double value = 0;
+      std::vector<kiln::ds2d::Filled> fills;
+    };
+    auto choose = [&](double extra_cost, const Rate* ee, int32_t ee_len) {
+      Choice best;
+      // A verify pass must beat plain decoding by a margin: the estimates are noisy, and
+      // a pass that only breaks even on paper loses in practice.
+      best.value = 1.1 * n / d->plain(n);
+      for (int32_t t = 0; t < (int32_t)d->templates.size(); ++t) {
+        const Template& tm = d->templates[(size_t)t];
+        if ((int64_t)n * tm.shape.n_nodes > c->max_rows) continue;
+        if (d->p.template_index >= 0 && t != d->p.template_index) continue;
+        bool fits = true;
+        for (int32_t k = 0; k < n; ++k)
+          fits = fits && s->pos[(size_t)streams[k]] + tm.shape.n_nodes <= c->max_context;
+        if (!fits) continue;
+        std::vector<kiln::ds2d::Filled> fills;
+        double expect = 0;
+        double chain = 0;  // what an early-exit chain would add along the template's chain
+        if (ee) {
+          double pr = ee->first;
+          for (int32_t i = 0; i < std::min(ee_len, tm.max_depth); ++i) { chain += pr; pr *= ee->next; }
+        }
+        for (int32_t k = 0; k < n; ++k) {
+          fills.push_back(kiln::ds2d::fill(trees[(size_t)k], tm.shape));
+          expect += 1.0 + std::max<double>(fills.back().expected, chain);
+        }
+        const double value = expect / (d->cost(tm, n) + extra_cost);
+        if (d->p.template_index >= 0 || value > best.value) {
+          best.value = value;
+          best.t = t;
+          best.fills = std::move(fills);
+        }
+      }
+      return best;
+    };
+    for (auto& t : trees) t.sort();
+    Choice pick = choose(0.0, nullptr, 0);
+
+    // 3. Early exit, when the compiled model has it, there is room, and its recent
+    // accuracy says a chain of its drafts would pay for the passes that draft it (now and
+    // then regardless, to keep that accuracy current).
+    std::vector<kiln::ds2d::Candidate> ee;
+    const int32_t ee_len = d->p.early_exit_len;
+    bool room = true;
+    for (int32_t k = 0; k < n; ++k) room = room && s->pos[(size_t)streams[k]] + ee_len <= c->max_context;
+    if (d->draft && !d->templates.empty() && room) {
+      const double dcost = d->draft_cost(n) * ee_len;
+      const Choice with = choose(dcost, &d->rates[0], ee_len);
+      if (with.t >= 0 && (with.value > pick.value || d->stats.steps % 64 == 1 || d->p.template_index >= 0)) {
+        early_exit_drafts(d, roots, streams, n, ee_len, ee);
+        for (int32_t k = 0; k < n; ++k) {
+          ee[(size_t)k].source = 0;
+          add(k, ee[(size_t)k]);
+        }
+        for (auto& t : trees) t.sort();
+        pick = choose(0.0, nullptr, 0);  // the drafts are paid for now
+      }
+    }
+    const int32_t best = pick.t;
+    std::vector<kiln::ds2d::Filled>& best_fill = pick.fills;
+
+    // Learn each source's accuracy from what was decoded: `truth` continues the root.
+    auto learn = [&](int32_t k, std::span<const int32_t> truth) {
+      const double w = d->p.ewma;
+      for (const auto& cand : tops[(size_t)k]) {
+        Rate& r = d->rates[(size_t)cand.source];
+        if (truth.empty() || cand.tokens.empty()) continue;
+        const bool ok = cand.tokens[0] == truth[0];
+        r.first = (1 - w) * r.first + w * (ok ? 1.0 : 0.0);
+        for (size_t i = 1; ok && i < truth.size() && i < cand.tokens.size(); ++i) {
+          const bool hit = cand.tokens[i] == truth[i];
+          r.next = (1 - w) * r.next + w * (hit ? 1.0 : 0.0);
+          if (!hit) break;
+        }
+      }
+    };
+
+    if (best < 0) {
+      // 4a. Plain decode.
+      for (int32_t k = 0; k < n; ++k) {
+        s->tokens[(size_t)k] = roots[k];
+        s->positions[(size_t)k] = s->pos[(size_t)streams[k]];
+        s->streams[(size_t)k] = streams[k];
+        s->adapter_slots[(size_t)k] = s->lora.stream_slot[(size_t)(streams[k])];
+        s->logit_rows[(size_t)k] = k;
+      }
+      const double secs = d->run(c->step, n, n);
+      d->plain_cost[(size_t)n] = ewma(d->plain_cost[(size_t)n], secs, d->p.ewma);
+      d->stats.plain_seconds += secs;
+      ++d->stats.plain_steps;
+      for (int32_t k = 0; k < n; ++k) {
+        ++s->pos[(size_t)streams[k]];
+        kiln::Sampler* sp = sampler_of(k);
+        auto lg = d->row_logits(k);
+        out[(size_t)k * (size_t)out_stride] = sp ? sp->sample(lg) : kiln::Sampler::argmax(lg);
+        out_n[k] = 1;
+        learn(k, std::span<const int32_t>(out + (size_t)k * (size_t)out_stride, 1));
+        ++d->stats.tokens;
+      }
+      return KILN_OK;
+    }
+
+    // 4b. Verify: block k of rows is stream k's tree; logits for the nodes holding a draft
+    // (and the root).
+    Template& tm = d->templates[(size_t)best];
+    const int32_t nn = tm.shape.n_nodes;
+    std::vector<int64_t> logit_row((size_t)n * (size_t)nn, -1);
+    int64_t n_logits = 0;
+    for (int32_t k = 0; k < n; ++k) {
+      const int32_t base = s->pos[(size_t)streams[k]];
+      const auto& f = best_fill[(size_t)k];
+      for (int32_t j = 0; j < nn; ++j) {
+        const size_t r = (size_t)k * (size_t)nn + (size_t)j;
+        s->tokens[r] = f.tokens[(size_t)j];
+        s->positions[r] = base + tm.shape.depth[(size_t)j];
+        s->streams[r] = streams[k];
+        s->adapter_slots[(size_t)r] = s->lora.stream_slot[(size_t)(streams[k])];
+        if (f.valid[(size_t)j]) {
+          s->logit_rows[(size_t)n_logits] = (int32_t)r;
+          logit_row[r] = n_logits++;
+        }
+      }
+    }
+    const double secs = d->run(tm.verify, (int64_t)n * nn, n_logits);
+    tm.ratio[(size_t)n] = ewma(tm.ratio[(size_t)n], secs / d->plain(n), d->p.ewma);
+    d->stats.verify_seconds += secs;
+    ++d->stats.verify_passes;
+    if (best < KILN_DS2D_MAX_TEMPLATES) ++d->stats.template_uses[best];
+
+    // 5. Accept and compact, stream by stream.
+    uint8_t* kv = s->kv.data();
+    const std::span<const kiln_kv_block> blocks(c->kv_blocks, (size_t)c->n_kv_blocks);
+    for (int32_t k = 0; k < n; ++k) {
+      const int32_t sm = streams[k];
+      const int32_t base = s->pos[(size_t)sm];
+      const auto& f = best_fill[(size_t)k];
+      auto node_logits = [&](int32_t j) {
+        return d->row_logits(logit_row[(size_t)k * (size_t)nn + (size_t)j]);
+      };
+      kiln::Sampler* sp = sampler_of(k);
+      kiln::ds2d::Accepted a = sp && !sp->greedy()
+          ? kiln::ds2d::accept_sampled(tm.shape, f, *sp, node_logits)
+          : kiln::ds2d::accept_greedy(tm.shape, f, node_logits);
+      kiln::ds2d::compact_kv(kv + (uint64_t)sm * c->kv_stream_bytes, blocks, base, a.path);
+      s->pos[(size_t)sm] = base + (int32_t)a.path.size();
+      const int32_t acc = (int32_t)a.path.size() - 1;
+      int32_t* o = out + (size_t)k * (size_t)out_stride;
+      StreamState& ss = d->streams[(size_t)sm];
+      for (int32_t m = 1; m <= acc; ++m) {
+        o[m - 1] = f.tokens[(size_t)a.path[(size_t)m]];
+        ss.ngram.append(o[m - 1]);
+      }
+      o[acc] = a.bonus;
+      out_n[k] = acc + 1;
+      learn(k, std::span<const int32_t>(o, (size_t)acc + 1));
+      int32_t drafted = 0;
+      for (int32_t j = 1; j < nn; ++j) drafted += f.valid[(size_t)j];
+      d->stats.drafted += drafted;
+      d->stats.accepted += acc;
+      d->stats.tokens += acc + 1;
+      ++d->stats.stream_passes;
+    }
+    return KILN_OK;
+  });
+}
+
+kiln_status kiln_ds2d_get_stats(const kiln_ds2d* d, kiln_ds2d_stats* out) {
+  return guarded("kiln_ds2d_get_stats", [&]() -> kiln_status {
+    if (!d || !out) return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_ds2d_get_stats: ds2d or out is NULL");
+    *out = d->stats;
+    out->n_templates = (int32_t)std::min<size_t>(d->templates.size(), KILN_DS2D_MAX_TEMPLATES);
+    for (int32_t t = 0; t < out->n_templates; ++t) {
+      out->template_nodes[t] = d->templates[(size_t)t].shape.n_nodes;
+      out->template_seconds[t] = d->cost(d->templates[(size_t)t], 1);
+    }
+    out->plain_step_seconds = d->plain(1);
+    return KILN_OK;
+  });
+}
+
+}  // extern "C"
