@@ -282,7 +282,7 @@ TEST(Ds2dCodegen, VerifyAndDraftEntriesMatchInterpreterAndPlainSteps) {
   ASSERT_TRUE(built.ok()) << built.error().message;
   Graph g = std::move(built).value();
   const int64_t kRows = 16;
-  Status s = testing::plan_for_codegen(g, kRows, 3, "cse,dce,freeze-base,plan-memory");
+  Status s = testing::plan_for_codegen(g, kRows, 3, "fuse-dequant-matmul,cse,dce,freeze-base,plan-memory");
   ASSERT_TRUE(s.ok()) << s.error().message;
   // "4,8" with the default topology, plus a hand-made 8-node tree through ds2d_parent.
   auto ds = ds2d_graphs(g, "4,8", "tree", 1);
@@ -419,7 +419,7 @@ TEST(Ds2dCodegen, DraftWithSkippedLayers) {
   auto built = build_llama_graph(m.file, m.cfg, {.max_context = 16, .max_streams = 2});
   ASSERT_TRUE(built.ok()) << built.error().message;
   Graph g = std::move(built).value();
-  ASSERT_TRUE(testing::plan_for_codegen(g, 4, 2, "cse,dce,freeze-base,plan-memory").ok());
+  ASSERT_TRUE(testing::plan_for_codegen(g, 4, 2, "fuse-dequant-matmul,cse,dce,freeze-base,plan-memory").ok());
   auto ds = ds2d_graphs(g, "none", "tree", std::vector<int64_t>{1});
   ASSERT_TRUE(ds.ok()) << ds.error().message;
   EXPECT_TRUE(ds->verify.empty());
