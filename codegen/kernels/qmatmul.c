@@ -36,6 +36,8 @@
  *   kiln_matmul_<wt>_q8_avxvnni  x86 AVX-VNNI: vpdpbusd (VEX, ymm)
  *   kiln_matmul_<wt>_q8_vnni     x86 AVX512-VNNI + VL: vpdpbusd (EVEX, ymm)
  *   kiln_matmul_<wt>_q8_dotprod  aarch64 +dotprod: sdot
+ *   kiln_matmul_<wt>_q8_i8mm     aarch64 +i8mm (+dotprod): smmla for pairs of rows of x,
+ *                                sdot for a row alone; its own float order (see below)
  * In the bitcode the per-function target attributes are stripped like all others and
  * codegen gives every function the profile's features, so codegen only names a variant
  * whose features the profile has. In the native build (tests) the attributes stay.
@@ -81,11 +83,18 @@
  * (its row loops unroll and the accumulators stay in registers), hence the switch below.
  * The 1.3x-llama.cpp decode target (bench/run_backend_bench.sh, Q4_1, 2 threads; 1.26x
  * before these passes on a quiet machine) needs that quiet run to be confirmed.
- * Not done: an smmla (+i8mm) variant. smmla gives 2x2 row x column block sums of 8-byte
- * chunks, not the 8 lanes of 4 elements every other variant sums per block, so its
- * float accumulation order differs and it would not give the reference's bits (the
- * cross test holds the AArch64 build to the host's greedy text); it needs either a
- * reference in smmla's order or a tolerance in that test.
+ * smmla (+i8mm, kiln_*_q8_i8mm): smmla gives 2x2 row x column sums of 8-byte chunks, not
+ * the 8 lanes of 4 elements every other variant sums per block, so it cannot give the
+ * reference's bits without a horizontal add per block and row (which the x86 variants
+ * would have to pay too). It keeps its own order instead, documented at qmm_group_i8mm
+ * and checked bit for bit against a scalar version under qemu (tests/cross/
+ * qmatmul_i8mm_check.c); per matmul it is NMSE ~1e-13 from sdot. Whole-model logits move
+ * further (int8 re-rounding of every matmul's input: about as far as int8 is from float
+ * activations), which tests/cross/aarch64_test.sh bounds against the host. Speed: only
+ * qemu was available, whose timings say nothing about a phone (smmla does 32 MACs, sdot
+ * 16: prefill should gain up to ~2x in the integer part, decode (one row: sdot) not at
+ * all). Loading each weight pair needs 4 zips per block: pack-weights (interleaving rows
+ * in pairs at compile time) would remove them; not done.
  */
 #include "common.h"
 
