@@ -90,11 +90,18 @@
  * and checked bit for bit against a scalar version under qemu (tests/cross/
  * qmatmul_i8mm_check.c); per matmul it is NMSE ~1e-13 from sdot. Whole-model logits move
  * further (int8 re-rounding of every matmul's input: about as far as int8 is from float
- * activations), which tests/cross/aarch64_test.sh bounds against the host. Speed: only
- * qemu was available, whose timings say nothing about a phone (smmla does 32 MACs, sdot
- * 16: prefill should gain up to ~2x in the integer part, decode (one row: sdot) not at
- * all). Loading each weight pair needs 4 zips per block: pack-weights (interleaving rows
- * in pairs at compile time) would remove them; not done.
+ * activations), which tests/cross/aarch64_test.sh bounds against the host. Speed: no
+ * Arm hardware here, and qemu's timings say nothing about a phone. A static estimate
+ * (bench/qmatmul_aarch64_mca.sh: llvm-mca-16, straight-line code of one block of 32 for
+ * 2 weight rows, q4_1, accumulators behind pointers in both; LLVM 16 gives the same
+ * figures for neoverse-v2, cortex-x3 and neoverse-n2, so one model serves all three):
+ *                         sdot variant   smmla variant
+ *   R = 8 rows (prefill)  89.5 cycles    45.5 cycles   (~2x: smmla does 32 MACs, sdot 16)
+ *   R = 1 row  (decode)   12.5 cycles    10.0 cycles   (both sdot; one float convert and
+ *                                                       FMA per 2 outputs instead of 2 per 1)
+ * Decode on a phone is bound by memory, so expect the gain in prefill. Each weight pair
+ * needs 4 zips per block: pack-weights (rows interleaved in pairs at compile time) would
+ * remove them; not done.
  */
 #include "common.h"
 
