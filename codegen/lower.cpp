@@ -313,7 +313,7 @@ class Lowering {
 
   // The matmul kernel for weights of type wt: for q4_0/q4_1/q8_0 the int8-activation
   // variant (codegen/kernels/qmatmul.c) with the best integer dot product the profile's
-  // features have — avx512vnni+avx512vl > avxvnni > avx2 on x86-64, dotprod on aarch64 —
+  // features have — avx512vnni+avx512vl > avxvnni > avx2 on x86-64, i8mm (smmla) > dotprod on aarch64 —
   // unless the graph sets int8_activations = 0; otherwise, and for float weights, the
   // float-activation kernel (matmul.c). Targets without an int8 dot keep the float
   // kernel: the portable int8 variant (_q8_ref) is only the tests' reference.
@@ -335,6 +335,8 @@ class Lowering {
       if (has("+avxvnni") && has("+avx2")) return base + "_q8_avxvnni";
       if (has("+avx2")) return base + "_q8_avx2";
     } else if (p_.triple.rfind("aarch64", 0) == 0) {
+      // smmla needs sdot too (a row of x without a partner takes sdot; qmatmul.c).
+      if (has("+i8mm") && has("+dotprod")) return base + "_q8_i8mm";
       if (has("+dotprod")) return base + "_q8_dotprod";
     }
     return base;

@@ -6,6 +6,8 @@
  * greedily up to N_TOKENS tokens (default 64), stopping early at an end-of-generation
  * token, and streams the text to stdout followed by a newline: the same text as
  * `kiln run MODEL --chat --prompt PROMPT --max-tokens N_TOKENS`. Statistics go to stderr.
+ * With KILN_GENERATE_LOGITS=FILE in the environment, every logits vector it samples from
+ * (n_vocab floats, native byte order) is appended to FILE: tests/cross compares builds.
  * Exits 0, or prints kiln_last_error() and exits 1.
  *
  * Plain C: it sees only model.h (the compiled model) and kiln/kiln.h (the runtime).
@@ -49,6 +51,7 @@ int main(int argc, char** argv) {
   int32_t* tokens = NULL;
   float* logits = NULL;
   char* piece = NULL;
+  FILE* dump = NULL; /* KILN_GENERATE_LOGITS */
   size_t piece_cap = 64;
   kiln_status s;
   const double t_load = now_s();
@@ -112,9 +115,16 @@ int main(int argc, char** argv) {
     goto done;
   }
   const double t1 = now_s();
+  const char* dump_path = getenv("KILN_GENERATE_LOGITS");
+  if (dump_path && *dump_path) dump = fopen(dump_path, "wb");
+  if (dump_path && *dump_path && !dump) {
+    fprintf(stderr, "generate: cannot write %s (KILN_GENERATE_LOGITS)\n", dump_path);
+    goto done;
+  }
   long generated = 0;
   for (long i = 0; i < n_gen; ++i) {
     int32_t next;
+    if (dump) fwrite(logits, sizeof(float), (size_t)n_vocab, dump);
     if ((s = kiln_sampler_sample(sampler, logits, n_vocab, &next)) != KILN_OK) {
       rc = fail("sampling", s);
       goto done;
@@ -153,6 +163,7 @@ int main(int argc, char** argv) {
 oom:
   fprintf(stderr, "generate: out of memory\n");
 done:
+  if (dump) fclose(dump);
   free(piece);
   free(logits);
   free(tokens);

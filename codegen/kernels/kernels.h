@@ -45,7 +45,7 @@ KILN_WEIGHT_TYPES(KILN_DECLARE_MATMUL)
 
 /* The same y for q4_0/q4_1/q8_0 weights with x quantized to int8 blocks of 32 first
  * (qmatmul.c): kiln_matmul_<wt>_q8_<isa>, isa = ref (portable), avx2, avxvnni, vnni
- * (avx512vnni+vl) on x86-64, dotprod on aarch64. Results differ from kiln_matmul_<wt>
+ * (avx512vnni+vl) on x86-64, dotprod and i8mm (smmla; its own float order) on aarch64. Results differ from kiln_matmul_<wt>
  * by the int8 rounding of x (NMSE ~1e-5). Call only a variant the CPU supports. */
 #define KILN_QUANT_WEIGHT_TYPES(X, isa, attr) X(q4_0, isa, attr) X(q4_1, isa, attr) X(q8_0, isa, attr)
 #define KILN_DECLARE_QMATMUL(wt, isa, attr)                                                  \
@@ -55,7 +55,7 @@ KILN_WEIGHT_TYPES(KILN_DECLARE_MATMUL)
   void kiln_rms_matmul_##wt##_q8_##isa(const float* x, const float* nw, const void* w,      \
                                        float* y, int64_t T, int64_t K, int64_t N, float eps, \
                                        int32_t tid, int32_t nth);
-#define KILN_QMATMUL_ISAS(X) X(ref) X(avx2) X(avxvnni) X(vnni) X(dotprod)
+#define KILN_QMATMUL_ISAS(X) X(ref) X(avx2) X(avxvnni) X(vnni) X(dotprod) X(i8mm)
 #define KILN_DECLARE_QMATMUL_ISA(isa) KILN_QUANT_WEIGHT_TYPES(KILN_DECLARE_QMATMUL, isa, )
 KILN_QMATMUL_ISAS(KILN_DECLARE_QMATMUL_ISA)
 /* y[t, n] = silu(x wg[n]) * (x wu[n]) with x quantized as above (matmul_swiglu op). */

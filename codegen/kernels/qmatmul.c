@@ -36,6 +36,8 @@
  *   kiln_matmul_<wt>_q8_avxvnni  x86 AVX-VNNI: vpdpbusd (VEX, ymm)
  *   kiln_matmul_<wt>_q8_vnni     x86 AVX512-VNNI + VL: vpdpbusd (EVEX, ymm)
  *   kiln_matmul_<wt>_q8_dotprod  aarch64 +dotprod: sdot
+ *   kiln_matmul_<wt>_q8_i8mm     aarch64 +i8mm (+dotprod): smmla for pairs of rows of x,
+ *                                sdot for a row alone; its own float order (see below)
  * In the bitcode the per-function target attributes are stripped like all others and
  * codegen gives every function the profile's features, so codegen only names a variant
  * whose features the profile has. In the native build (tests) the attributes stay.
@@ -81,11 +83,25 @@
  * (its row loops unroll and the accumulators stay in registers), hence the switch below.
  * The 1.3x-llama.cpp decode target (bench/run_backend_bench.sh, Q4_1, 2 threads; 1.26x
  * before these passes on a quiet machine) needs that quiet run to be confirmed.
- * Not done: an smmla (+i8mm) variant. smmla gives 2x2 row x column block sums of 8-byte
- * chunks, not the 8 lanes of 4 elements every other variant sums per block, so its
- * float accumulation order differs and it would not give the reference's bits (the
- * cross test holds the AArch64 build to the host's greedy text); it needs either a
- * reference in smmla's order or a tolerance in that test.
+ * smmla (+i8mm, kiln_*_q8_i8mm): smmla gives 2x2 row x column sums of 8-byte chunks, not
+ * the 8 lanes of 4 elements every other variant sums per block, so it cannot give the
+ * reference's bits without a horizontal add per block and row (which the x86 variants
+ * would have to pay too). It keeps its own order instead, documented at qmm_group_i8mm
+ * and checked bit for bit against a scalar version under qemu (tests/cross/
+ * qmatmul_i8mm_check.c); per matmul it is NMSE ~1e-13 from sdot. Whole-model logits move
+ * further (int8 re-rounding of every matmul's input: about as far as int8 is from float
+ * activations), which tests/cross/aarch64_test.sh bounds against the host. Speed: no
+ * Arm hardware here, and qemu's timings say nothing about a phone. A static estimate
+ * (bench/qmatmul_aarch64_mca.sh: llvm-mca-16, straight-line code of one block of 32 for
+ * 2 weight rows, q4_1, accumulators behind pointers in both; LLVM 16 gives the same
+ * figures for neoverse-v2, cortex-x3 and neoverse-n2, so one model serves all three):
+ *                         sdot variant   smmla variant
+ *   R = 8 rows (prefill)  89.5 cycles    45.5 cycles   (~2x: smmla does 32 MACs, sdot 16)
+ *   R = 1 row  (decode)   12.5 cycles    10.0 cycles   (both sdot; one float convert and
+ *                                                       FMA per 2 outputs instead of 2 per 1)
+ * Decode on a phone is bound by memory, so expect the gain in prefill. Each weight pair
+ * needs 4 zips per block: pack-weights (rows interleaved in pairs at compile time) would
+ * remove them; not done.
  */
 #include "common.h"
 
@@ -94,7 +110,9 @@
 /* Floats of stack for rms_matmul's normalised rows (K <= this). */
 #define KILN_QMM_NORM_FLOATS 8192
 
-enum kiln_isa { KILN_ISA_ref, KILN_ISA_avx2, KILN_ISA_avxvnni, KILN_ISA_vnni, KILN_ISA_dotprod };
+enum kiln_isa {
+  KILN_ISA_ref, KILN_ISA_avx2, KILN_ISA_avxvnni, KILN_ISA_vnni, KILN_ISA_dotprod, KILN_ISA_i8mm
+};
 
 typedef int32_t kiln_i32x8 __attribute__((vector_size(32)));
 typedef int8_t kiln_i8x32 __attribute__((vector_size(32)));
@@ -233,7 +251,143 @@ static inline KILN_DOTPROD void qdot_dotprod(enum kiln_wt wt, const kiln_qw* w, 
   vst1q_s32(t + 4, hi);
   *p = (kiln_i32x8){t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7]};
 }
+/* +i8mm: smmla (vmmlaq_s32) takes two rows of 8 bytes from each side and adds the 2x2
+ * matrix of their dot products to an int32x4. Two weight rows (n, n+1) and two rows of x
+ * (r, r+1) per call, four calls per block of 32: the int32x4 then holds the four block
+ * dot products {r.n, r.n+1, r+1.n, r+1.n+1}, exact (|sum| < 32 * 128 * 127). A row of x
+ * without a partner (R odd: decode's R = 1) takes sdot instead, whose lanes are summed
+ * to the same exact block dots ({n, n+1, n, n+1}), so the float arithmetic after the
+ * integer dot is the same element for element in both paths and a row's result does not
+ * depend on T or the grouping (tests/cross/qmatmul_i8mm_check.c checks the bits).
+ *
+ * The float order differs from every other variant: they convert 8 lanes of 4-element
+ * sums per block and sum the lanes at the end; here each block's whole dot is converted
+ * and, per output, acc = fma(f32(dot), dw * d, acc) with blocks alternating between two
+ * accumulators (even and odd blocks: the FMA latency chain halves), offsets dw-free
+ * (off * s) in a chain of their own; y = (acc_even + acc_odd) + (off_even + off_odd).
+ * So results are not the bits of the host's variants (NMSE of the difference ~1e-13:
+ * the roundings of float sums; the cross test says what that means for the tokens). */
+#define KILN_I8MM __attribute__((target("dotprod,i8mm")))
+
+/* Block ib of a weight row: elements 0..15 in lo, 16..31 in hi (q4: nibbles 0..15). */
+static inline KILN_I8MM void i8mm_wload(enum kiln_wt wt, const void* row, int64_t ib,
+                                        int8x16_t* lo, int8x16_t* hi, float* dw, float* off) {
+  kiln_qw o;
+  const uint8_t* qs;
+  qw_scales(wt, row, ib, &o, &qs);
+  *dw = o.dw;
+  *off = o.off;
+  if (wt == KILN_WT_q8_0) {
+    *lo = vld1q_s8((const int8_t*)qs);
+    *hi = vld1q_s8((const int8_t*)qs + 16);
+  } else {
+    const uint8x16_t raw = vld1q_u8(qs);
+    *lo = vreinterpretq_s8_u8(vandq_u8(raw, vdupq_n_u8(15)));
+    *hi = vreinterpretq_s8_u8(vshrq_n_u8(raw, 4));
+  }
+}
+/* 8-byte chunk c of two 16-byte halves side by side: {a[8c..8c+7], b[8c..8c+7]}. */
+static inline KILN_I8MM int8x16_t i8mm_zip1(int8x16_t a, int8x16_t b) {
+  return vreinterpretq_s8_s64(vzip1q_s64(vreinterpretq_s64_s8(a), vreinterpretq_s64_s8(b)));
+}
+static inline KILN_I8MM int8x16_t i8mm_zip2(int8x16_t a, int8x16_t b) {
+  return vreinterpretq_s8_s64(vzip2q_s64(vreinterpretq_s64_s8(a), vreinterpretq_s64_s8(b)));
+}
+
+/* One block for the rows of x at qa and qb (qa == qb for a row alone) and the weight rows
+ * (lo0, hi0), (lo1, hi1): the exact dots {a.0, a.1, b.0, b.1}. */
+static inline KILN_I8MM int32x4_t i8mm_dots(const int8_t* qa, const int8_t* qb, int pair,
+                                            int8x16_t lo0, int8x16_t hi0, int8x16_t lo1,
+                                            int8x16_t hi1) {
+  const int8x16_t alo = vld1q_s8(qa), ahi = vld1q_s8(qa + 16);
+  if (!pair) {
+    const int32x4_t z = vdupq_n_s32(0);
+    const int32x4_t d0 = vdotq_s32(vdotq_s32(z, lo0, alo), hi0, ahi);
+    const int32x4_t d1 = vdotq_s32(vdotq_s32(z, lo1, alo), hi1, ahi);
+    const int32x4_t p = vpaddq_s32(d0, d1); /* {d0 01, d0 23, d1 01, d1 23} */
+    return vpaddq_s32(p, p);                /* {dot0, dot1, dot0, dot1} */
+  }
+  const int8x16_t blo = vld1q_s8(qb), bhi = vld1q_s8(qb + 16);
+  int32x4_t acc = vdupq_n_s32(0);
+  acc = vmmlaq_s32(acc, i8mm_zip1(alo, blo), i8mm_zip1(lo0, lo1));
+  acc = vmmlaq_s32(acc, i8mm_zip2(alo, blo), i8mm_zip2(lo0, lo1));
+  acc = vmmlaq_s32(acc, i8mm_zip1(ahi, bhi), i8mm_zip1(hi0, hi1));
+  acc = vmmlaq_s32(acc, i8mm_zip2(ahi, bhi), i8mm_zip2(hi0, hi1));
+  return acc;
+}
+
+/* One block ib into the accumulators of the P row pairs (R rows). */
+static inline KILN_I8MM __attribute__((always_inline)) void i8mm_block(
+    enum kiln_wt wt, const int8_t* restrict q, const float* restrict d,
+    const float* restrict s, const void* w0, const void* w1, int64_t K, int64_t nb,
+    int64_t ib, int R, float32x4_t* acc, float32x4_t* off) {
+  int8x16_t lo0, hi0, lo1, hi1;
+  float dw0, dw1, of0, of1;
+  i8mm_wload(wt, w0, ib, &lo0, &hi0, &dw0, &of0);
+  i8mm_wload(wt, w1, ib, &lo1, &hi1, &dw1, &of1);
+  const float32x4_t dwv = {dw0, dw1, dw0, dw1}, ofv = {of0, of1, of0, of1};
+  for (int ra = 0; ra < R; ra += 2) {
+    const int rb = ra + 1 < R ? ra + 1 : ra, p = ra / 2;
+    const int32x4_t dots = i8mm_dots(q + ra * K + ib * KILN_QK, q + rb * K + ib * KILN_QK,
+                                     rb != ra, lo0, hi0, lo1, hi1);
+    const float da = d[ra * nb + ib], db = d[rb * nb + ib];
+    const float32x4_t dv = {da, da, db, db};
+    acc[p] = vfmaq_f32(acc[p], vcvtq_f32_s32(dots), vmulq_f32(dwv, dv));
+    if (wt != KILN_WT_q8_0) {
+      const float sa = s[ra * nb + ib], sb = s[rb * nb + ib];
+      const float32x4_t sv = {sa, sa, sb, sb};
+      off[p] = vfmaq_f32(off[p], ofv, sv);
+    }
+  }
+}
+
+/* qmm_group for +i8mm (R constant, as qmm_group needs): columns in pairs (the last one
+ * alone is computed twice and stored once), rows of x in pairs with an odd last row alone. */
+static inline KILN_I8MM __attribute__((always_inline)) void qmm_group_i8mm_r(
+    enum kiln_wt wt, const int8_t* restrict q, const float* restrict d,
+    const float* restrict s, const void* restrict w, float* restrict y, int64_t K, int64_t N,
+    int64_t n0, int64_t n1, int R) {
+  const int64_t nb = K / KILN_QK, rb = kiln_row_bytes(wt, K);
+  for (int64_t n = n0; n < n1; n += 2) {
+    const int has1 = n + 1 < n1;
+    const void* w0 = (const char*)w + n * rb;
+    const void* w1 = (const char*)w + (has1 ? n + 1 : n) * rb;
+    /* even blocks into acc0/off0, odd into acc1/off1: two independent FMA chains */
+    float32x4_t acc0[4], acc1[4], off0[4], off1[4];
+    for (int p = 0; p < 4; ++p) acc0[p] = acc1[p] = off0[p] = off1[p] = vdupq_n_f32(0.0f);
+    int64_t ib = 0;
+    for (; ib + 2 <= nb; ib += 2) {
+      i8mm_block(wt, q, d, s, w0, w1, K, nb, ib, R, acc0, off0);
+      i8mm_block(wt, q, d, s, w0, w1, K, nb, ib + 1, R, acc1, off1);
+    }
+    if (ib < nb) i8mm_block(wt, q, d, s, w0, w1, K, nb, ib, R, acc0, off0);
+    for (int ra = 0; ra < R; ra += 2) {
+      const int p = ra / 2;
+      const float32x4_t v = vaddq_f32(vaddq_f32(acc0[p], acc1[p]), vaddq_f32(off0[p], off1[p]));
+      y[ra * N + n] = vgetq_lane_f32(v, 0);
+      if (has1) y[ra * N + n + 1] = vgetq_lane_f32(v, 1);
+      if (ra + 1 < R) {
+        y[(ra + 1) * N + n] = vgetq_lane_f32(v, 2);
+        if (has1) y[(ra + 1) * N + n + 1] = vgetq_lane_f32(v, 3);
+      }
+    }
+  }
+}
+static inline KILN_I8MM void qmm_group_i8mm(enum kiln_wt wt, const int8_t* restrict q,
+                                            const float* restrict d, const float* restrict s,
+                                            const void* restrict w, float* restrict y,
+                                            int64_t K, int64_t N, int64_t n0, int64_t n1,
+                                            int R) {
+  switch (R) {
+    case 8: qmm_group_i8mm_r(wt, q, d, s, w, y, K, N, n0, n1, 8); return;
+    case 4: qmm_group_i8mm_r(wt, q, d, s, w, y, K, N, n0, n1, 4); return;
+    case 3: qmm_group_i8mm_r(wt, q, d, s, w, y, K, N, n0, n1, 3); return;
+    case 2: qmm_group_i8mm_r(wt, q, d, s, w, y, K, N, n0, n1, 2); return;
+    default: qmm_group_i8mm_r(wt, q, d, s, w, y, K, N, n0, n1, 1); return;
+  }
+}
 #endif
+
 
 KILN_INLINE void qw_load(enum kiln_isa isa, enum kiln_wt wt, const void* row, int64_t ib,
                          kiln_qw* o) {
@@ -304,6 +458,12 @@ KILN_INLINE void qmm_group(enum kiln_isa isa, enum kiln_wt wt, const int8_t* res
                            const float* restrict d, const float* restrict s,
                            const void* restrict w, float* restrict y, int64_t K, int64_t N,
                            int64_t n0, int64_t n1, int R) {
+#if defined(__aarch64__)
+  if (isa == KILN_ISA_i8mm) {
+    qmm_group_i8mm(wt, q, d, s, w, y, K, N, n0, n1, R);
+    return;
+  }
+#endif
   const int64_t nb = K / KILN_QK, rb = kiln_row_bytes(wt, K);
   for (int64_t n = n0; n < n1; ++n) {
     const void* wr = (const char*)w + n * rb;
@@ -465,6 +625,7 @@ KILN_QUANT_WEIGHT_TYPES(KILN_DEFINE_QMATMUL_SWIGLU, vnni, KILN_VNNI)
 #endif
 #if defined(__aarch64__)
 KILN_QUANT_WEIGHT_TYPES(KILN_DEFINE_QMATMUL_SWIGLU, dotprod, KILN_DOTPROD)
+KILN_QUANT_WEIGHT_TYPES(KILN_DEFINE_QMATMUL_SWIGLU, i8mm, KILN_I8MM)
 #endif
 
 #define KILN_DEFINE_QMATMUL(wt, isa, attr)                                                 \
@@ -486,4 +647,5 @@ KILN_QUANT_WEIGHT_TYPES(KILN_DEFINE_QMATMUL, vnni, KILN_VNNI)
 #endif
 #if defined(__aarch64__)
 KILN_QUANT_WEIGHT_TYPES(KILN_DEFINE_QMATMUL, dotprod, KILN_DOTPROD)
+KILN_QUANT_WEIGHT_TYPES(KILN_DEFINE_QMATMUL, i8mm, KILN_I8MM)
 #endif

@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
-# tests/cross/aarch64_test.sh KILN MODEL RUNTIME_DIR — the sm8650 profile end to end:
+# tests/cross/aarch64_test.sh KILN MODEL RUNTIME_DIR HOST_RT — the sm8650 profile end to end:
 #
 #   1. `kiln compile --profile=sm8650` gives an AArch64 model.o / libmodel.a;
 #   2. libkiln_rt.a is cross-built (scripts/build-runtime.sh sm8650 RUNTIME_DIR; reused);
 #   3. examples/generate.c is linked with aarch64-linux-gnu-g++ and run under
-#      `qemu-aarch64 -cpu max`: it must print the same greedy text as `kiln run` on a
-#      host compile of the same model;
+#      `qemu-aarch64 -cpu max`, and natively against a host compile (HOST_RT: the host's
+#      libkiln_rt.a), both writing the logits they sample from (KILN_GENERATE_LOGITS).
+#      sm8650 has +i8mm, so its matmuls are the smmla kernels, whose float sums run in
+#      another order than the host's (qmatmul.c): at every step the logits must be no
+#      further from the host's than twice the host's own int8 rounding (its logits with
+#      --float-activations; why: compare_logits.py)
+#      at every step and give the same greedy tokens, unless the host's two best logits
+#      were closer than the builds' difference (compare_logits.py says so if it happens);
+#      the text must also be `kiln run`'s on the host compile;
 #   4. the disassembly of model.o (llvm-objdump-16) uses NEON: fmla on v-registers, every
-#      matmul kernel (k.matmul_*) uses sdot (int8 activations, +dotprod), and no SVE
-#      (the Snapdragon parts do not enable it). smmla (+i8mm) is counted, not required:
-#      no kernel uses it yet.
+#      matmul kernel (k.matmul_*) uses sdot and smmla (int8 activations, +dotprod +i8mm),
+#      and no SVE (the Snapdragon parts do not enable it).
 set -euo pipefail
-kiln=$1 model=$2 rt=$3
+kiln=$1 model=$2 rt=$3 host_rt=$4
 src=$(cd "$(dirname "$0")/../.." && pwd)
 prompt="What is the capital of France? Answer in one sentence."
 n_tokens=${KILN_CROSS_TOKENS:-32}
@@ -45,7 +51,7 @@ cmake -S "$src/examples" -B "$work/app" -DCMAKE_TOOLCHAIN_FILE="$src/cmake/aarch
 cmake --build "$work/app" >/dev/null
 [[ $(e_machine "$work/app/generate") == 183 ]] || { echo "FAIL: generate is not an AArch64 program" >&2; exit 1; }
 t0=$(secs)
-qemu-aarch64 -cpu max -L "$sysroot" "$work/app/generate" "$work/arm/model.kiln" "$prompt" "$n_tokens" \
+KILN_GENERATE_LOGITS=$work/arm.logits qemu-aarch64 -cpu max -L "$sysroot" "$work/app/generate" "$work/arm/model.kiln" "$prompt" "$n_tokens" \
   > "$work/arm.txt" 2> "$work/arm.err" || { cat "$work/arm.err" >&2; echo "FAIL: generate under qemu" >&2; exit 1; }
 t1=$(secs)
 "$kiln" run "$model" --artifact "$work/host" --ctx 512 --chat --prompt "$prompt" --max-tokens "$n_tokens" \
@@ -54,7 +60,29 @@ t2=$(secs)
 echo "aarch64 under qemu ($(elapsed "$t0" "$t1") s): $(cat "$work/arm.txt")"
 echo "host kiln run      ($(elapsed "$t1" "$t2") s): $(cat "$work/host.txt")"
 sed 's/^/  qemu stderr: /' "$work/arm.err"
-if ! diff <(tr -d '\n' < "$work/arm.txt") <(tr -d '\n' < "$work/host.txt"); then
+# The same app on the host, for its logits.
+cmake -S "$src/examples" -B "$work/app-host" -DKILN_ARTIFACT_DIR="$work/host" \
+  -DKILN_RUNTIME_LIB="$host_rt" -DKILN_INCLUDE_DIR="$src/runtime/include" >/dev/null
+cmake --build "$work/app-host" >/dev/null
+KILN_GENERATE_LOGITS=$work/host.logits "$work/app-host/generate" "$work/host/model.kiln" "$prompt" \
+  "$n_tokens" > "$work/host-app.txt" 2>/dev/null
+if ! diff <(tr -d '\n' < "$work/host-app.txt") <(tr -d '\n' < "$work/host.txt"); then
+  echo "FAIL: the example app on the host and kiln run generate different text" >&2
+  exit 1
+fi
+# The yardstick: the host build with float activations.
+"$kiln" compile "$model" --ctx 512 --float-activations -o "$work/host-f32" --quiet
+cmake -S "$src/examples" -B "$work/app-host-f32" -DKILN_ARTIFACT_DIR="$work/host-f32" \
+  -DKILN_RUNTIME_LIB="$host_rt" -DKILN_INCLUDE_DIR="$src/runtime/include" >/dev/null
+cmake --build "$work/app-host-f32" >/dev/null
+KILN_GENERATE_LOGITS=$work/host-f32.logits "$work/app-host-f32/generate" "$work/host-f32/model.kiln" \
+  "$prompt" "$n_tokens" > /dev/null 2>&1
+n_vocab=$(sed -n 's/^#define KILN_MODEL_N_VOCAB \([0-9]*\).*/\1/p' "$work/host/model.h")
+cmp_out=$(python3 "$src/tests/cross/compare_logits.py" "$work/arm.logits" "$work/host.logits" \
+  "$work/host-f32.logits" "$n_vocab") ||
+  { echo "$cmp_out" >&2; exit 1; }
+echo "$cmp_out"
+if [[ $cmp_out != *"near tie"* ]] && ! diff <(tr -d '\n' < "$work/arm.txt") <(tr -d '\n' < "$work/host.txt"); then
   echo "FAIL: the AArch64 build and the host build generate different text" >&2
   exit 1
 fi
@@ -73,11 +101,11 @@ echo "disassembly of model.o: fmla(v) $fmla_v, sdot $sdot, smmla $smmla, SVE $sv
      "instructions $(grep -cE '^ +[0-9a-f]+:' "$work/arm.dis")"
 [[ $fmla_v -gt 0 ]] || { echo "FAIL: no NEON fmla on v-registers in model.o" >&2; exit 1; }
 # Per matmul kernel: the function's instructions until the next symbol.
-no_sdot=$(awk '/^[0-9a-f]+ </ { if (f != "" && !d) print f; f = ($2 ~ /^<k\.matmul/) ? $2 : ""; d = 0 }
-               /\tsdot\t/ { d = 1 } END { if (f != "" && !d) print f }' "$work/arm.dis")
+no_sdot=$(awk '/^[0-9a-f]+ </ { if (f != "" && !(d && m)) print f; f = ($2 ~ /^<k\.matmul/) ? $2 : ""; d = m = 0 }
+               /\tsdot\t/ { d = 1 } /\tsmmla\t/ { m = 1 } END { if (f != "" && !(d && m)) print f }' "$work/arm.dis")
 n_matmul=$(grep -cE '^[0-9a-f]+ <k\.matmul' "$work/arm.dis" || true)
-echo "matmul kernels: $n_matmul; without sdot: ${no_sdot:-none}"
+echo "matmul kernels: $n_matmul; without sdot and smmla: ${no_sdot:-none}"
 [[ $n_matmul -gt 0 ]] || { echo "FAIL: no matmul kernel symbols (k.matmul_*) in model.o" >&2; exit 1; }
-[[ -z $no_sdot ]] || { echo "FAIL: matmul kernels without sdot on sm8650: $no_sdot" >&2; exit 1; }
+[[ -z $no_sdot ]] || { echo "FAIL: matmul kernels without sdot and smmla on sm8650: $no_sdot" >&2; exit 1; }
 [[ $sve -eq 0 ]] || { echo "FAIL: SVE instructions in code for an SoC without SVE" >&2; exit 1; }
-echo "PASS: same text on AArch64 (qemu) and host; NEON fmla, sdot in every matmul, no SVE"
+echo "PASS: AArch64 (qemu) logits within tolerance of the host's, same text; NEON fmla, sdot and smmla in every matmul, no SVE"

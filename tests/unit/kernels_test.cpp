@@ -204,7 +204,7 @@ TEST(Kernels, BitcodeIsEmbeddedForEachTarget) {
     std::string_view bc = kernel_bitcode(arch);
     const std::vector<std::string> isas =
         arch == "x86_64" ? std::vector<std::string>{"ref", "avx2", "avxvnni", "vnni"}
-                         : std::vector<std::string>{"ref", "dotprod"};
+                         : std::vector<std::string>{"ref", "dotprod", "i8mm"};
     for (const std::string& isa : isas)
       for (const char* wt : {"q4_0", "q4_1", "q8_0"})
         EXPECT_NE(bc.find(fmt::format("kiln_matmul_{}_q8_{}", wt, isa)), std::string_view::npos)
