@@ -25,6 +25,7 @@
 #include <fmt/format.h>
 
 #include "codegen/compile.h"
+#include "bench/prompts/prompt_file.h"
 #include "codegen/loaded_artifact.h"
 #include "runtime/include/kiln/kiln.h"
 
@@ -33,22 +34,7 @@ using clk = std::chrono::steady_clock;
 
 static double secs(clk::time_point a, clk::time_point b) { return std::chrono::duration<double>(b - a).count(); }
 
-static std::vector<std::string> read_prompts(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  std::string all = ss.str(), sep = "\n===\n";
-  std::vector<std::string> out;
-  for (size_t b = 0;;) {
-    size_t e = all.find(sep, b);
-    std::string p = all.substr(b, e == std::string::npos ? std::string::npos : e - b);
-    while (!p.empty() && p.back() == '\n') p.pop_back();
-    if (!p.empty()) out.push_back(p);
-    if (e == std::string::npos) break;
-    b = e + sep.size();
-  }
-  return out;
-}
+static std::vector<std::string> read_prompts(const std::string& path) { return read_prompt_file(path); }
 
 static int32_t argmax(const float* l, int32_t v) {
   int32_t b = 0;

@@ -2,7 +2,10 @@
 // points: greedy output with kiln_ds2d_step is token for token the output of plain
 // kiln_decode, on the 24 prompts of bench/prompts (grounded: summarize, rewrite or
 // extract from a passage; open chat), with one stream and with three streams decoded
-// together; sampling at temperature > 0 runs and stays in the sampler's support.
+// together; sampling at temperature > 0 runs and stays in the sampler's support. With
+// run-time LoRA adapters (the committed adapters/pirate and adapters/shouting): greedy
+// DS2D with an adapter equals plain decoding with it, and three streams on three adapter
+// slots (none, pirate, shouting) in one DS2D step each equal their own single-stream run.
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -10,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/prompts/prompt_file.h"
 #include "codegen/compile.h"
 #include "codegen/loaded_artifact.h"
 #include "runtime/include/kiln/kiln.h"
@@ -38,20 +42,7 @@ std::unique_ptr<LoadedArtifact> open_session() {
 }
 
 std::vector<std::string> read_prompts(const std::string& name) {
-  std::ifstream f(std::string(KILN_SOURCE_DIR) + "/bench/prompts/" + name);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  std::string all = ss.str(), sep = "\n===\n";
-  std::vector<std::string> out;
-  for (size_t b = 0;;) {
-    size_t e = all.find(sep, b);
-    std::string p = all.substr(b, e == std::string::npos ? std::string::npos : e - b);
-    while (!p.empty() && p.back() == '\n') p.pop_back();
-    if (!p.empty()) out.push_back(p);
-    if (e == std::string::npos) break;
-    b = e + sep.size();
-  }
-  return out;
+  return read_prompt_file(std::string(KILN_SOURCE_DIR) + "/bench/prompts/" + name);
 }
 
 std::vector<int32_t> chat_tokens(const LoadedArtifact& a, const std::string& user) {
@@ -73,14 +64,15 @@ int32_t argmax(const float* l, int32_t v) {
   return b;
 }
 
-// Greedy plain decoding on `stream`: up to kTokens tokens, ending at end of generation.
-std::vector<int32_t> plain(LoadedArtifact& a, const std::vector<int32_t>& prompt, int32_t stream = 0) {
+// Greedy plain decoding on `stream`: up to max_tokens tokens, ending at end of generation.
+std::vector<int32_t> plain(LoadedArtifact& a, const std::vector<int32_t>& prompt, int32_t stream = 0,
+                           int max_tokens = kTokens) {
   const int32_t V = a.n_vocab();
   std::vector<float> lg((size_t)V);
   EXPECT_EQ(kiln_session_reset(a.session, stream), KILN_OK);
   EXPECT_EQ(kiln_prefill(a.session, prompt.data(), (int32_t)prompt.size(), stream, lg.data()), KILN_OK);
   std::vector<int32_t> out;
-  for (int i = 0; i < kTokens; ++i) {
+  for (int i = 0; i < max_tokens; ++i) {
     int32_t t = argmax(lg.data(), V);
     if (kiln_token_is_eog(a.model, t)) break;
     out.push_back(t);
@@ -89,10 +81,10 @@ std::vector<int32_t> plain(LoadedArtifact& a, const std::vector<int32_t>& prompt
   return out;
 }
 
-// DS2D on streams 0..n-1 together (greedy unless samplers), up to kTokens tokens each.
+// DS2D on streams 0..n-1 together (greedy unless samplers), up to max_tokens tokens each.
 std::vector<std::vector<int32_t>> ds2d(LoadedArtifact& a, kiln_ds2d* d,
                                        const std::vector<std::vector<int32_t>>& prompts,
-                                       kiln_sampler* const* samplers = nullptr) {
+                                       kiln_sampler* const* samplers = nullptr, int max_tokens = kTokens) {
   const int32_t V = a.n_vocab(), S = (int32_t)prompts.size();
   std::vector<float> lg((size_t)V);
   std::vector<std::vector<int32_t>> out((size_t)S);
@@ -103,7 +95,7 @@ std::vector<std::vector<int32_t>> ds2d(LoadedArtifact& a, kiln_ds2d* d,
     EXPECT_EQ(kiln_prefill(a.session, p.data(), (int32_t)p.size(), k, lg.data()), KILN_OK);
     EXPECT_EQ(kiln_ds2d_begin(d, k, p.data(), (int32_t)p.size()), KILN_OK);
     int32_t t = argmax(lg.data(), V);
-    if (samplers) EXPECT_EQ(kiln_sampler_sample(samplers[k], lg.data(), V, &t), KILN_OK);
+    if (samplers) { EXPECT_EQ(kiln_sampler_sample(samplers[k], lg.data(), V, &t), KILN_OK); }
     if (kiln_token_is_eog(a.model, t)) continue;
     out[(size_t)k].push_back(t);
     roots.push_back(t);
@@ -123,10 +115,10 @@ std::vector<std::vector<int32_t>> ds2d(LoadedArtifact& a, kiln_ds2d* d,
       bool done = false;
       for (int32_t j = 0; j < cnt[i] && !done; ++j) {
         const int32_t t = buf[i * (size_t)stride + (size_t)j];
-        if (kiln_token_is_eog(a.model, t) || (int)o.size() >= kTokens) done = true;
+        if (kiln_token_is_eog(a.model, t) || (int)o.size() >= max_tokens) done = true;
         else o.push_back(t);
       }
-      if (!done && (int)o.size() < kTokens) {
+      if (!done && (int)o.size() < max_tokens) {
         r2.push_back(buf[i * (size_t)stride + (size_t)cnt[i] - 1]);
         s2.push_back(streams[i]);
       }
@@ -220,7 +212,7 @@ TEST(Ds2dE2E, ThreeStreamsTogetherEqualPlainDecoding) {
     }
     kiln_ds2d_stats st{};
     ASSERT_EQ(kiln_ds2d_get_stats(d, &st), KILN_OK);
-    if (tmpl >= 0) EXPECT_GT(st.template_uses[tmpl], 0);
+    if (tmpl >= 0) { EXPECT_GT(st.template_uses[tmpl], 0); }
     kiln_ds2d_free(d);
   }
 }
@@ -239,6 +231,138 @@ TEST(Ds2dE2E, SamplingRunsWithinTheSamplersSupport) {
   for (int32_t t : out[0]) EXPECT_TRUE(t >= 0 && t < a->n_vocab());
   kiln_ds2d_free(d);
   kiln_sampler_free(s);
+}
+
+// ---- with LoRA adapters -------------------------------------------------------------------
+
+constexpr int kAdapterTokens = 32;
+
+// The default model with three LoRA slots (0: none, 1: pirate, 2: shouting) on the modules
+// the committed adapters train (q, k, v, o; rank 8), and the DS2D templates.
+std::unique_ptr<LoadedArtifact> open_lora_session() {
+  static std::string dir = [] {
+    CompileRequest req = testing::default_model_request("ds2d-lora");
+    req.max_context = 512;
+    req.max_streams = kStreams;
+    req.max_rows = 64;  // 3 streams x the 16-node template
+    req.lora_slots = 3;
+    req.lora_rank = 8;
+    req.lora_targets = "q,k,v,o";
+    auto sum = compile_model(req);
+    EXPECT_TRUE(sum.ok()) << sum.error().message;
+    return req.out_dir;
+  }();
+  auto a = load_artifact(dir, 2);
+  EXPECT_TRUE(a.ok()) << a.error().message;
+  if (!a.ok()) return nullptr;
+  auto s = std::move(a).value();
+  for (auto [slot, name] : {std::pair{1, "pirate"}, std::pair{2, "shouting"}}) {
+    const std::string path = std::string(KILN_SOURCE_DIR) + "/adapters/" + name;
+    EXPECT_EQ(kiln_adapter_load(s->session, path.c_str(), slot), KILN_OK) << kiln_last_error();
+  }
+  return s;
+}
+
+// Controllers to compare: the controller's own choice (it may decode plainly throughout
+// on a loaded machine), then templates pinned so that verify passes certainly run: 4 nodes
+// with early-exit drafts, 16 nodes with n-gram drafts only.
+struct Config {
+  int32_t template_index;
+  int early_exit;
+};
+const Config kConfigs[] = {{-1, 1}, {0, 1}, {2, 0}};
+
+// Done when: greedy DS2D on a stream with an adapter gives the tokens of plain decoding
+// with that adapter (verify and early-exit draft rows read the stream's adapter slot).
+TEST(Ds2dE2E, GreedyWithAnAdapterEqualsPlainDecoding) {
+  auto a = open_lora_session();
+  ASSERT_TRUE(a && a->session);
+  ASSERT_EQ(kiln_model_lora_slots(a->model), 3);
+  Prompts p;
+  const std::vector<std::string> texts = {p.grounded[0], p.grounded[2], p.grounded[4],
+                                          p.chat[0], p.chat[1], p.chat[3]};
+  std::vector<std::vector<int32_t>> prompts, base, want;
+  ASSERT_EQ(kiln_stream_set_adapter(a->session, 0, 0, 1.0f), KILN_OK);
+  for (auto& t : texts) {
+    prompts.push_back(chat_tokens(*a, t));
+    base.push_back(plain(*a, prompts.back(), 0, kAdapterTokens));
+  }
+  ASSERT_EQ(kiln_stream_set_adapter(a->session, 0, 1, 1.0f), KILN_OK) << kiln_last_error();
+  int changed = 0;
+  for (size_t k = 0; k < prompts.size(); ++k) {
+    want.push_back(plain(*a, prompts[k], 0, kAdapterTokens));
+    changed += want.back() != base[k];
+  }
+  EXPECT_GE(changed, (int)prompts.size() / 2) << "the pirate adapter barely changes the output: the test would prove little";
+
+  int64_t accepted = 0;
+  for (const Config& cf : kConfigs) {
+    kiln_ds2d_params prm = kiln_ds2d_default_params();
+    prm.template_index = cf.template_index;
+    prm.early_exit = cf.early_exit;
+    kiln_ds2d* d = nullptr;
+    ASSERT_EQ(kiln_ds2d_init(a->session, &prm, &d), KILN_OK) << kiln_last_error();
+    for (size_t k = 0; k < prompts.size(); ++k)
+      EXPECT_EQ(ds2d(*a, d, {prompts[k]}, nullptr, kAdapterTokens)[0], want[k])
+          << "template " << cf.template_index << ", early exit " << cf.early_exit << ", prompt " << k << ": "
+          << texts[k].substr(0, 50);
+    kiln_ds2d_stats st{};
+    ASSERT_EQ(kiln_ds2d_get_stats(d, &st), KILN_OK);
+    if (cf.template_index >= 0) {
+      EXPECT_GT(st.template_uses[cf.template_index], 0);
+      accepted += st.accepted;
+    }
+    if (cf.early_exit && cf.template_index >= 0) { EXPECT_GT(st.early_exit_drafts, 0); }
+    kiln_ds2d_free(d);
+  }
+  EXPECT_GT(accepted, 0) << "no draft was ever accepted: acceptance with an adapter went untested";
+  ASSERT_EQ(kiln_stream_set_adapter(a->session, 0, 0, 1.0f), KILN_OK);
+}
+
+// Done when: three streams on slots 0 (none), 1 (pirate) and 2 (shouting), decoded
+// together by DS2D steps, each give the tokens of their own plain single-stream run with
+// that adapter.
+TEST(Ds2dE2E, ThreeStreamsWithDifferentAdaptersEqualTheirSingleRuns) {
+  auto a = open_lora_session();
+  ASSERT_TRUE(a && a->session);
+  Prompts p;
+  const std::string moon = "Tell me about the moon.";  // held out of the adapters' training
+  const std::vector<std::vector<std::string>> groups = {{moon, moon, moon}, {p.grounded[1], p.chat[2], p.grounded[5]}};
+  for (size_t g = 0; g < groups.size(); ++g) {
+    std::vector<std::vector<int32_t>> prompts, want;
+    // Alone: stream 0 with stream k's adapter.
+    for (int32_t k = 0; k < kStreams; ++k) {
+      prompts.push_back(chat_tokens(*a, groups[g][(size_t)k]));
+      ASSERT_EQ(kiln_stream_set_adapter(a->session, 0, k, 1.0f), KILN_OK) << kiln_last_error();
+      want.push_back(plain(*a, prompts.back(), 0, kAdapterTokens));
+    }
+    if (g == 0) {  // one prompt, three adapters: three different replies
+      EXPECT_NE(want[0], want[1]);
+      EXPECT_NE(want[0], want[2]);
+      EXPECT_NE(want[1], want[2]);
+    }
+    // Together: stream k on slot k.
+    ASSERT_EQ(kiln_stream_set_adapter(a->session, 0, 0, 1.0f), KILN_OK);
+    for (int32_t k = 1; k < kStreams; ++k)
+      ASSERT_EQ(kiln_stream_set_adapter(a->session, k, k, 1.0f), KILN_OK) << kiln_last_error();
+    for (const Config& cf : kConfigs) {
+      kiln_ds2d_params prm = kiln_ds2d_default_params();
+      prm.template_index = cf.template_index;
+      prm.early_exit = cf.early_exit;
+      kiln_ds2d* d = nullptr;
+      ASSERT_EQ(kiln_ds2d_init(a->session, &prm, &d), KILN_OK) << kiln_last_error();
+      auto got = ds2d(*a, d, prompts, nullptr, kAdapterTokens);
+      for (int32_t k = 0; k < kStreams; ++k)
+        EXPECT_EQ(got[(size_t)k], want[(size_t)k]) << "group " << g << ", template " << cf.template_index
+                                                     << ", early exit " << cf.early_exit << ", stream " << k
+                                                     << " (slot " << k << "): " << groups[g][(size_t)k].substr(0, 50);
+      kiln_ds2d_stats st{};
+      ASSERT_EQ(kiln_ds2d_get_stats(d, &st), KILN_OK);
+      if (cf.template_index >= 0) { EXPECT_GT(st.template_uses[cf.template_index], 0); }
+      kiln_ds2d_free(d);
+    }
+    for (int32_t k = 0; k < kStreams; ++k) ASSERT_EQ(kiln_stream_set_adapter(a->session, k, 0, 1.0f), KILN_OK);
+  }
 }
 
 }  // namespace

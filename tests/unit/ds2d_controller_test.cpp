@@ -15,10 +15,10 @@
 #include <string>
 #include <vector>
 
-#include "frontend/unicode.h"
 #include "kiln/kiln.h"
 #include "runtime/model_file.h"
 #include "runtime/model_file_writer.h"
+#include "tests/unit/byte_vocab.h"
 
 namespace kiln {
 namespace {
@@ -28,29 +28,7 @@ namespace {
 constexpr int64_t kV = 300, kRows = 48, kStreams = 3, kCtx = 160;
 constexpr uint64_t kHash = 0x5eedull;
 
-std::string bytechar(char c) {
-  std::string s;
-  unicode::append_utf8(s, unicode::byte_to_cp(uint8_t(c)));
-  return s;
-}
-
-VocabData vocab() {
-  VocabData v;
-  v.model = "gpt2";
-  v.pre = "smollm";
-  v.tokens = {"<|endoftext|>", "<|im_start|>", "<|im_end|>"};
-  v.token_types = {3, 3, 3};
-  for (int b = 0; b < 256; ++b) {
-    v.tokens.push_back(bytechar(char(b)));
-    v.token_types.push_back(1);
-  }
-  v.scores.assign(v.tokens.size(), 0.0f);
-  v.bos = 0;
-  v.eos = 2;
-  v.eot = 2;
-  v.pad = 0;
-  return v;
-}
+VocabData vocab() { return testing::byte_vocab(); }
 
 int32_t next_of(const std::vector<int32_t>& seq, bool exact) {
   const int32_t a = seq.back(), b = seq.size() > 1 ? seq[seq.size() - 2] : 0;

@@ -16,12 +16,12 @@
 #include <thread>
 #include <vector>
 
-#include "frontend/unicode.h"
 #include "kiln/kiln.h"
 #include "runtime/hash64.h"
 #include "runtime/model_file.h"
 #include "runtime/model_file_writer.h"
 #include "runtime/thread_pool.h"
+#include "tests/unit/byte_vocab.h"
 
 namespace kiln {
 namespace {
@@ -31,22 +31,11 @@ namespace fs = std::filesystem;
 // ---------------------------------------------------------------------------------------
 // Fixtures: a tiny byte-level BPE vocabulary, file contents, temp files
 
-std::string bytechar(char c) {
-  std::string s;
-  unicode::append_utf8(s, unicode::byte_to_cp(uint8_t(c)));
-  return s;
-}
+using testing::bytechar;
 
+// The byte vocabulary plus a few merges (so "hello" encodes to fewer tokens than bytes).
 VocabData tiny_vocab() {
-  VocabData v;
-  v.model = "gpt2";
-  v.pre = "smollm";
-  v.tokens = {"<|endoftext|>", "<|im_start|>", "<|im_end|>"};
-  v.token_types = {3, 3, 3};
-  for (int b = 0; b < 256; ++b) {
-    v.tokens.push_back(bytechar(char(b)));
-    v.token_types.push_back(1);
-  }
+  VocabData v = testing::byte_vocab();
   const std::string G = bytechar(' ');
   for (std::string m : {std::string("h e"), std::string("l l"), std::string("he ll"),
                         std::string("hell o"), G + " w", std::string("o r")}) {
@@ -57,10 +46,6 @@ VocabData tiny_vocab() {
   }
   v.scores.assign(v.tokens.size(), 0.0f);
   v.scores[5] = -1.5f;
-  v.bos = 0;
-  v.eos = 2;
-  v.eot = 2;
-  v.pad = 0;
   return v;
 }
 

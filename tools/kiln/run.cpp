@@ -172,7 +172,10 @@ static int run_streams(const Args& args, const Tokenizer& tok, const GgufFile& g
 // --ds2d: prefill, then kiln_ds2d_step until max_tokens or the end of generation; each
 // step may produce several tokens. Statistics (accepted drafts per verify pass, template
 // use, tokens/s) go to stderr; --ds2d-compare decodes the same prompt plainly afterwards
-// and reports the speedup and whether the text is the same.
+// and reports the speedup and whether the text is the same. With --adapter (eo.lora_slots
+// set by cmd_run) the adapter goes into slot 1 and stream 0 reads it, before the DS2D
+// controller is created (its timing passes run on the stream's slot too), and the
+// comparison decode keeps it.
 static int run_ds2d(const Args& args, const Tokenizer& tok, EngineOptions eo, const SamplerParams& sp,
                     int64_t max_tokens, const std::vector<int32_t>& prompt) {
   auto fail = [](const std::string& m) { fmt::print(stderr, "kiln run: {}\n", m); return 1; };
@@ -180,6 +183,16 @@ static int run_ds2d(const Args& args, const Tokenizer& tok, EngineOptions eo, co
   if (!cs.ok()) return fail(cs.error().message);
   kiln_session* sess = (*cs)->session;
   auto check = [&](kiln_status st) { return st == KILN_OK ? 0 : fail(kiln_last_error()); };
+  std::string label;
+  if (auto path = args.get("adapter")) {
+    auto scale = args.get_float("adapter-scale", 1.0, -100.0, 100.0);
+    if (!scale.ok()) return fail(scale.error().message);
+    if (check(kiln_adapter_load(sess, path->c_str(), 1))) return 1;
+    if (check(kiln_stream_set_adapter(sess, 0, 1, (float)*scale))) return 1;
+    kiln_adapter_info info;
+    if (check(kiln_adapter_query(sess, 1, &info))) return 1;
+    label = fmt::format("[{}] ", info.name);
+  }
   kiln_ds2d_params dp = kiln_ds2d_default_params();
   auto tmpl = args.get_int("ds2d-template", -1, -1, 1 << 20);
   if (!tmpl.ok()) return fail(tmpl.error().message);
@@ -204,6 +217,7 @@ static int run_ds2d(const Args& args, const Tokenizer& tok, EngineOptions eo, co
   if (check(kiln_sampler_sample(smp, logits.data(), V, &root))) return 1;
   if (check(kiln_ds2d_begin(ds, 0, prompt.data(), (int32_t)prompt.size()))) return 1;
   std::vector<int32_t> generated, buf((size_t)kiln_ds2d_max_step_tokens(ds));
+  std::fwrite(label.data(), 1, label.size(), stdout);  // as plain `kiln run --adapter` does
   auto emit = [&](int32_t id) {
     if ((tok.is_eog(id) && !ignore_eos) || (int64_t)generated.size() >= max_tokens) return false;
     generated.push_back(id);
@@ -349,7 +363,6 @@ int cmd_run(int argc, char** argv) {
   spdlog::info("prompt: {} tokens", tokens.size());
   if (args->flag("ds2d")) {
     if (args->flag("interpreter")) return fail("--ds2d runs on compiled code, not --interpreter");
-    if (args->get("adapter")) return fail("kiln run does not combine --ds2d with --adapter yet (the C API does)");
     return run_ds2d(*args, *tok, eo, {(float)*temp, (int32_t)*top_k, (float)*top_p, (uint64_t)*seed},
                     *max_tokens, tokens);
   }
