@@ -110,3 +110,6 @@ for kind in ("grounded", "chat"):
           f"{f(p['lookup_tok_s'])} {f(p['lookup_speedup_vs_simple'], 5, 2)} {f(p['lookahead_tok_s'])} "
           f"{f(p['lookahead_speedup_vs_simple'], 5, 2)}")
 PY
+# llama.cpp's speculative decoders against its plain decode at the same thread count
+# (llama-bench, from bench/run_backend_bench.sh), since llama-simple takes no thread option.
+[ -f bench/results/backend.json ] && python3 bench/ds2d_vs_llama_decode.py "$out" bench/results/backend.json

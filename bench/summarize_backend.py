@@ -64,12 +64,20 @@ bandwidth = json.load(open(sys.argv[5])) if len(sys.argv) > 5 else None
 
 
 def llama_rate(model, threads, kind):
+    """llama-bench's tokens/s: the median of its repetitions (samples_ts), as kiln_bench
+    reports the median; the mean (avg_ts) only where a build prints no samples."""
+    def rate(r):
+        samples = sorted(r.get("samples_ts") or [])
+        if not samples:
+            return r["avg_ts"]
+        n = len(samples)
+        return samples[n // 2] if n % 2 else (samples[n // 2 - 1] + samples[n // 2]) / 2
     for r in llama:
         if r["model_filename"].endswith(model) and r["n_threads"] == threads:
             if kind == "pp" and r["n_prompt"] > 0 and r["n_gen"] == 0:
-                return r["avg_ts"]
+                return rate(r)
             if kind == "tg" and r["n_gen"] > 0 and r["n_prompt"] == 0:
-                return r["avg_ts"]
+                return rate(r)
     raise SystemExit(f"no llama-bench {kind} result for {model} at {threads} threads")
 
 
@@ -92,7 +100,7 @@ for k in kiln:
 
 out = {
     "what": "prefill 128 tokens / decode 64 tokens from an empty context, tokens/s, median (kiln) "
-            "and mean (llama-bench) of the repetitions; kiln = compiled code via libkiln_rt; "
+            "and median (llama-bench samples) of the repetitions; kiln = compiled code via libkiln_rt; "
             "llama.cpp = llama-bench of the peer build on the same GGUF",
     "date": datetime.date.today().isoformat(),
     "machine_cores": cores,
