@@ -72,8 +72,9 @@ TEST(Compiled, MatchesGoldensTokenByToken) {
         worst = std::max(worst, (double)std::fabs(logits[id] - ref));
         EXPECT_NEAR(logits[id], ref, kCompiledTol) << "prompt " << p << " position " << t;
       }
-      if (top[0].second - top[1].second > 2 * kCompiledTol)
+      if (top[0].second - top[1].second > 2 * kCompiledTol) {
         EXPECT_EQ(Sampler::argmax(logits), top[0].first) << "prompt " << p << " position " << t;
+      }
     }
     // The same prompt as one chunked prefill lands on the same logits.
     std::vector<float> last = logits;

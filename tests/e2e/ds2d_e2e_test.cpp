@@ -26,19 +26,11 @@ constexpr int kStreams = 3;
 constexpr int kTokens = 40;
 
 std::unique_ptr<LoadedArtifact> open_session() {
-  static std::string dir = [] {
-    CompileRequest req = testing::default_model_request("ds2d");
-    req.max_context = 512;
-    req.max_streams = kStreams;
-    req.max_rows = 64;  // 3 streams x the 16-node template
-    auto sum = compile_model(req);
-    EXPECT_TRUE(sum.ok()) << sum.error().message;
-    return req.out_dir;
-  }();
-  auto a = load_artifact(dir, 2);
-  EXPECT_TRUE(a.ok()) << a.error().message;
-  if (!a.ok()) return nullptr;
-  return std::move(a).value();
+  CompileRequest req = testing::default_model_request("ds2d");
+  req.max_context = 512;
+  req.max_streams = kStreams;
+  req.max_rows = 64;  // 3 streams x the 16-node template
+  return testing::compile_and_load(req);
 }
 
 std::vector<std::string> read_prompts(const std::string& name) {
@@ -240,22 +232,15 @@ constexpr int kAdapterTokens = 32;
 // The default model with three LoRA slots (0: none, 1: pirate, 2: shouting) on the modules
 // the committed adapters train (q, k, v, o; rank 8), and the DS2D templates.
 std::unique_ptr<LoadedArtifact> open_lora_session() {
-  static std::string dir = [] {
-    CompileRequest req = testing::default_model_request("ds2d-lora");
-    req.max_context = 512;
-    req.max_streams = kStreams;
-    req.max_rows = 64;  // 3 streams x the 16-node template
-    req.lora_slots = 3;
-    req.lora_rank = 8;
-    req.lora_targets = "q,k,v,o";
-    auto sum = compile_model(req);
-    EXPECT_TRUE(sum.ok()) << sum.error().message;
-    return req.out_dir;
-  }();
-  auto a = load_artifact(dir, 2);
-  EXPECT_TRUE(a.ok()) << a.error().message;
-  if (!a.ok()) return nullptr;
-  auto s = std::move(a).value();
+  CompileRequest req = testing::default_model_request("ds2d-lora");
+  req.max_context = 512;
+  req.max_streams = kStreams;
+  req.max_rows = 64;  // 3 streams x the 16-node template
+  req.lora_slots = 3;
+  req.lora_rank = 8;
+  req.lora_targets = "q,k,v,o";
+  auto s = testing::compile_and_load(req);
+  if (!s) return nullptr;
   for (auto [slot, name] : {std::pair{1, "pirate"}, std::pair{2, "shouting"}}) {
     const std::string path = std::string(KILN_SOURCE_DIR) + "/adapters/" + name;
     EXPECT_EQ(kiln_adapter_load(s->session, path.c_str(), slot), KILN_OK) << kiln_last_error();

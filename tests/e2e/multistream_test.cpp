@@ -23,19 +23,14 @@ constexpr int kStreams = 3;
 constexpr int kSteps = 24;
 
 std::unique_ptr<LoadedArtifact> open_session() {
-  static std::string dir = [] {
-    CompileRequest req = testing::default_model_request("ms");
-    req.max_context = 256;
-    req.max_streams = kStreams;
-    auto sum = compile_model(req);
-    EXPECT_TRUE(sum.ok()) << sum.error().message;
-    return req.out_dir;
-  }();
-  auto a = load_artifact(dir, 2);
-  EXPECT_TRUE(a.ok()) << a.error().message;
-  if (!a.ok()) return nullptr;
-  EXPECT_EQ(kiln_model_max_streams((*a)->model), kStreams);
-  return std::move(a).value();
+  CompileRequest req = testing::default_model_request("ms");
+  req.max_context = 256;
+  req.max_streams = kStreams;
+  auto a = testing::compile_and_load(req);
+  if (a) {
+    EXPECT_EQ(kiln_model_max_streams(a->model), kStreams);
+  }
+  return a;
 }
 
 std::vector<int32_t> tokenize(const LoadedArtifact& s, const std::string& text) {
