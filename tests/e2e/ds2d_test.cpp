@@ -153,7 +153,7 @@ double check_paths(Compiled& c, int ti, const std::vector<std::vector<int32_t>>&
       double d = 0;
       for (int64_t v = 0; v < V; ++v) d = std::max(d, (double)std::fabs(row[v] - last[v]));
       worst = std::max(worst, d);
-      if (exact) EXPECT_TRUE(testing::same_bits(row, last)) << "stream " << s << " node " << j << " max diff " << d;
+      if (exact) { EXPECT_TRUE(testing::same_bits(row, last)) << "stream " << s << " node " << j << " max diff " << d; }
       else EXPECT_LT(d, 2e-3) << "stream " << s << " node " << j;
       EXPECT_EQ(Sampler::argmax(row), Sampler::argmax(last)) << "stream " << s << " node " << j;
     }

@@ -78,7 +78,7 @@ double compare_row(const float* row, int64_t V, const std::vector<std::pair<int3
   }
   int32_t ours = Sampler::argmax({row, (size_t)V});
   bool clear_margin = top.size() < 2 || top[0].second - top[1].second > 2 * tol;
-  if (strict_top1 || clear_margin) EXPECT_EQ(ours, top[0].first) << "top-1 differs at " << where;
+  if (strict_top1 || clear_margin) { EXPECT_EQ(ours, top[0].first) << "top-1 differs at " << where; }
   return worst;
 }
 

@@ -320,7 +320,7 @@ TEST(Adapter, PeftAndGgufLoadToTheSameTargets) {
     EXPECT_EQ(p.a, ts[i].a);  // A is never permuted
     EXPECT_EQ(p.a, g.a);
     EXPECT_EQ(p.b, g.b);      // exact: the permutation only moves rows
-    if (ts[i].module <= 1) EXPECT_NE(p.b, ts[i].b) << "q/k B must be permuted";
+    if (ts[i].module <= 1) { EXPECT_NE(p.b, ts[i].b) << "q/k B must be permuted"; }
     else EXPECT_EQ(p.b, ts[i].b);
   }
 }

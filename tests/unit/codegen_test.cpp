@@ -214,7 +214,7 @@ double check_steps(const Graph& g, StepRunner& r, const std::vector<StepRows>& s
       if (!y.ok()) return INFINITY;
       double e = nmse(*y, ref[i]);
       worst = std::max(worst, std::isnan(e) ? INFINITY : e);
-      if (bound == kExact) EXPECT_TRUE(*y == ref[i]) << "NMSE " << e;
+      if (bound == kExact) { EXPECT_TRUE(*y == ref[i]) << "NMSE " << e; }
       else EXPECT_LT(e, bound);
       if (first.size() <= i) first.push_back(*y);
       else EXPECT_TRUE(same_bits(*y, first[i])) << "differs from " << describe(kSchedules[0]);
@@ -223,7 +223,7 @@ double check_steps(const Graph& g, StepRunner& r, const std::vector<StepRows>& s
       SCOPED_TRACE(fmt::format("state {}", *st->str_attr("name")));
       const auto& ref_state = in.state().at(std::string(*st->str_attr("name")))->f32;
       std::vector<float> got = r.state(st);
-      if (kv_bound == kExact) EXPECT_TRUE(same_bits(got, ref_state));
+      if (kv_bound == kExact) { EXPECT_TRUE(same_bits(got, ref_state)); }
       else EXPECT_LT(nmse(got, ref_state), kv_bound);
     }
   }

@@ -232,7 +232,7 @@ TEST(Ds2dController, GreedyOutputEqualsPlainDecodingForEveryTemplateChoice) {
         EXPECT_GT(st.template_uses[tmpl], 0);
         EXPECT_GT((double)st.accepted / (double)st.stream_passes, 0.5) << "the toy is predictable";
       }
-      if (early && tmpl >= 0) EXPECT_GT(st.early_exit_drafts, 0);
+      if (early && tmpl >= 0) { EXPECT_GT(st.early_exit_drafts, 0); }
       kiln_ds2d_free(d);
     }
   }

@@ -74,8 +74,8 @@ TEST(QuantizeInt4, FloatWeightsBecomeBlocksReadThroughDequant) {
   ASSERT_TRUE(s.ok()) << s.error().message;
   for (const Node* w : g.nodes_of(Op::Weight)) {
     std::string name(*w->str_attr("name"));
-    if (w->type().rank() == 1) EXPECT_EQ(w->type().dtype, DType::F32) << name;  // norms untouched
-    else if (name == "token_embd.weight" || name == "output.weight") EXPECT_EQ(w->type().dtype, DType::Q8_0) << name;
+    if (w->type().rank() == 1) { EXPECT_EQ(w->type().dtype, DType::F32) << name; }  // norms untouched
+    else if (name == "token_embd.weight" || name == "output.weight") { EXPECT_EQ(w->type().dtype, DType::Q8_0) << name; }
     else EXPECT_EQ(w->type().dtype, DType::Q4_1) << name;
   }
   EXPECT_EQ(count(g, Op::Dequant), count(g, Op::MatMul));  // every matmul reads dequant(Wq)
@@ -94,7 +94,7 @@ TEST(QuantizeInt4, FloatWeightsBecomeBlocksReadThroughDequant) {
   s = run(g0, "quantize-int4");
   ASSERT_TRUE(s.ok()) << s.error().message;
   for (const Node* w : g0.nodes_of(Op::Weight))
-    if (w->type().rank() == 2) EXPECT_EQ(w->type().dtype, DType::Q4_0) << *w->str_attr("name");
+    if (w->type().rank() == 2) { EXPECT_EQ(w->type().dtype, DType::Q4_0) << *w->str_attr("name"); }
   double e0 = testing::nmse(logits(g0), a);
   EXPECT_GT(e0, 0.0);
   EXPECT_LT(e0, 0.15);  // 4-bit embedding and head too
@@ -143,8 +143,9 @@ TEST(QuantizeInt4, GgufBlocksAreRepackedLosslessly) {
   g0.set_attr("quantize", std::string("q4_1"));
   ASSERT_TRUE(run(g0, "quantize-int4").ok());
   for (const Node* w : g0.nodes_of(Op::Weight))
-    if (w->type().rank() == 2 && *w->str_attr("name") != "token_embd.weight")
+    if (w->type().rank() == 2 && *w->str_attr("name") != "token_embd.weight") {
       EXPECT_EQ(w->type().dtype, DType::Q4_1);
+    }
   EXPECT_TRUE(testing::same_bits(logits(g0), logits(ref)));
 }
 
