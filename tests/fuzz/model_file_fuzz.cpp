@@ -46,7 +46,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   sink = sink + f->name().size() + f->arch().size() + f->profile().size() + f->target().size();
   ModelHparams hp = f->hparams();
   ModelLimits lim = f->limits();
-  sink = sink + static_cast<uint64_t>(hp.n_vocab + lim.max_rows);
+  sink = sink + static_cast<uint64_t>(hp.n_vocab) + static_cast<uint64_t>(lim.max_rows);  // unsigned: any values
   for (const TensorRecord& t : f->tensors()) {
     const auto w = f->weights();
     if (t.nbytes) sink = sink + w[t.offset] + w[t.offset + t.nbytes - 1];
