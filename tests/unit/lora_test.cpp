@@ -15,6 +15,7 @@
 #include "ir/interpreter.h"
 #include "ir/verifier.h"
 #include "passes/passes.h"
+#include "tests/unit/merged_model.h"
 #include "tests/unit/tiny_model.h"
 
 namespace kiln {
@@ -111,17 +112,6 @@ Model open_model(std::string bytes, const std::string& name) {
   return m;
 }
 
-// Float values of a GGUF tensor, dequantized row by row.
-std::vector<float> tensor_f32(const GgufTensor& t) {
-  auto shape = logical_shape(t);
-  int64_t cols = shape.back(), rows = (int64_t)t.elements() / cols;
-  std::vector<float> v((size_t)t.elements());
-  uint64_t row_bytes = t.nbytes / (uint64_t)rows;
-  for (int64_t r = 0; r < rows; ++r)
-    dequantize_row(t.type, t.data + r * row_bytes, v.data() + r * cols, (uint64_t)cols);
-  return v;
-}
-
 // A random adapter of rank r on every target of every layer (GGUF conventions).
 LoraAdapter random_adapter(const Model& m, int64_t r, uint32_t seed, float scale) {
   std::mt19937 rng(seed);
@@ -146,32 +136,8 @@ LoraAdapter random_adapter(const Model& m, int64_t r, uint32_t seed, float scale
 }
 
 // The base model with the adapter merged: W + s * B @ A in f32 for every target; every
-// other tensor byte for byte as in the base.
-std::string merged_gguf(const Model& m, const LoraAdapter& ad) {
-  const LlamaConfig& c = m.cfg;
-  GgufWriter w;
-  write_llama_config(w, c);
-  for (const GgufTensor& t : m.file->tensors()) {
-    std::string name(t.name);
-    const LoraTarget* lt = nullptr;
-    for (const auto& x : ad.targets)
-      if (x.base_tensor == name) lt = &x;
-    if (!lt) {
-      w.add_tensor(name, t.type, logical_shape(t),
-                   std::string((const char*)t.data, (size_t)t.nbytes));
-      continue;
-    }
-    std::vector<float> W = tensor_f32(t);
-    for (int64_t o = 0; o < lt->out; ++o)
-      for (int64_t i = 0; i < lt->in; ++i) {
-        double d = 0;
-        for (int64_t k = 0; k < lt->rank; ++k) d += (double)lt->b[o * lt->rank + k] * lt->a[k * lt->in + i];
-        W[o * lt->in + i] += (float)(ad.scale * d);
-      }
-    w.add_tensor_f32(name, DType::F32, {lt->out, lt->in}, W);
-  }
-  return w.bytes();
-}
+// other tensor byte for byte as in the base (tests/unit/merged_model.h).
+std::string merged_gguf(const Model& m, const LoraAdapter& ad) { return testing::merged_model_gguf(*m.file, ad); }
 
 Graph build(const Model& m, int64_t streams, bool lora, int64_t rank = kRank) {
   auto g = build_llama_graph(m.file, m.cfg, {.max_context = 32, .max_streams = streams, .all_logits = true});
