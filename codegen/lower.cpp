@@ -9,6 +9,7 @@
 // A barrier is emitted before a node only when it reads bytes written since the last
 // barrier, or writes bytes read or written since then (arena slots are reused), so
 // independent nodes (the q/k/v projections, gate and up) run without one between them.
+// A fuse-qkv group (three rms_matmuls on one x) is one kiln_rms_matmul3 call.
 //
 // DS2D entry points (ABI 4) are more graphs lowered into the same module the same way:
 // one verify function per tree template (graphs from ds2d-unroll; their kv_write and
@@ -131,6 +132,30 @@ class Lowering {
   bool fused_into_add(const Node* l) { return l->op() == Op::Lora && lora_add_of_.count(l) > 0; }
   std::unordered_map<const Node*, const Node*> lora_add_of_;  // fused lora -> its add
 
+  // fuse-qkv: a leader rms_matmul (attribute qkv = 1) and the two rms_matmuls after it,
+  // on the same x, norm weight, eps, weight type and K, lowered as one kiln_rms_matmul3
+  // call. Anything else (a group broken up by later passes) lowers node by node.
+  std::unordered_map<const Node*, std::pair<const Node*, const Node*>> qkv_group_;
+  std::unordered_map<const Node*, bool> qkv_follower_;
+  void find_qkv_groups(const std::vector<Node*>& ns) {
+    qkv_group_.clear();
+    qkv_follower_.clear();
+    for (size_t i = 0; i + 2 < ns.size(); ++i) {
+      const Node* a = ns[i];
+      if (a->op() != Op::RmsMatMul || a->int_attr("qkv").value_or(0) != 1) continue;
+      bool ok = true;
+      for (size_t j = i + 1; j <= i + 2; ++j) {
+        const Node* b = ns[j];
+        ok &= b->op() == Op::RmsMatMul && b->operand(0) == a->operand(0) && b->operand(1) == a->operand(1) &&
+              b->float_attr("eps") == a->float_attr("eps") && b->operand(2)->type().dtype == a->operand(2)->type().dtype &&
+              b->operand(2)->type().shape[1] == a->operand(2)->type().shape[1] && !b->str_attr("place");
+      }
+      if (!ok || a->str_attr("place")) continue;
+      qkv_group_[a] = {ns[i + 1], ns[i + 2]};
+      qkv_follower_[ns[i + 1]] = qkv_follower_[ns[i + 2]] = true;
+    }
+  }
+
   // One entry function (void (const kiln_step_args*, i32 tid, i32 nth)) running `g`.
   Result<llvm::Function*> lower_function(const Graph& g, const std::string& name) {
     g_ = &g;
@@ -157,6 +182,7 @@ class Lowering {
     for (auto& [n, us] : g.users()) n_users_[n] = us.size();
     for (const Node* n : g.nodes())
       if (const Node* l = fused_lora(n)) lora_add_of_[l] = n;
+    find_qkv_groups(g.nodes());
     for (const Node* n : g.nodes()) KILN_TRY(lower_node(n));
     b_.CreateRetVoid();
     max_arena_ = std::max(max_arena_, g.int_attr("arena_bytes").value_or(0));
@@ -345,6 +371,8 @@ class Lowering {
   Status lower_node(const Node* n) {
     const auto& o = n->operands();
     if (fused_into_add(n)) return Status::success();  // computed by its add
+    if (qkv_follower_.count(n)) return Status::success();  // computed by its group's leader
+    if (auto it = qkv_group_.find(n); it != qkv_group_.end()) return lower_qkv(n, it->second.first, it->second.second);
     if (n->op() == Op::Add)
       if (const Node* l = fused_lora(n)) return lower_lora_add(n, o[0], l);
     switch (n->op()) {
@@ -508,6 +536,28 @@ class Lowering {
         break;
     }
     return fail(n, "not lowered");
+  }
+
+  // Three rms_matmuls of one fuse-qkv group: one call, x normalised and quantized once.
+  Status lower_qkv(const Node* a, const Node* b, const Node* c) {
+    const auto& o = a->operands();
+    if (o[1]->type().dtype != DType::F32) return fail(a, "norm weight must be f32 (freeze-base converts it)");
+    std::string k = matmul_kernel(o[2]->type().dtype, o[2]->type().shape[1]);
+    if (k.find("_q8_") == std::string::npos)
+      return fail(a, "rms_matmul needs int8-activation kernels for its weight type on this profile");
+    k = "kiln_rms_matmul3_" + k.substr(std::string("kiln_matmul_").size());
+    std::vector<Region> writes;
+    for (const Node* n : {a, b, c}) {
+      KILN_TRY(place(n));
+      writes.push_back(region_[n]);
+      rows_[n] = rows_[o[0]];
+    }
+    sync(regions_of({o[0], o[1], o[2], b->operand(2), c->operand(2)}), writes);
+    Value* T = rows_[o[0]];
+    return call(a, k, {ptr_[o[0]], ptr_[o[1]], ptr_[o[2]], ptr_[b->operand(2)], ptr_[c->operand(2)], ptr_[a], ptr_[b],
+                       ptr_[c], T, i64c(o[2]->type().shape[1]), i64c(o[2]->type().shape[0]),
+                       i64c(b->operand(2)->type().shape[0]), i64c(c->operand(2)->type().shape[0]),
+                       f32c(*a->float_attr("eps"))});
   }
 
   // y = m + lora(...): reads of m are not hazards (each thread reads the columns it

@@ -54,7 +54,13 @@ KILN_WEIGHT_TYPES(KILN_DECLARE_MATMUL)
   /* y = rms_norm(x, nw, eps) @ w^T, the norm in the prologue (rms_matmul op) */             \
   void kiln_rms_matmul_##wt##_q8_##isa(const float* x, const float* nw, const void* w,      \
                                        float* y, int64_t T, int64_t K, int64_t N, float eps, \
-                                       int32_t tid, int32_t nth);
+                                       int32_t tid, int32_t nth);                           \
+  /* q, k and v: three rms_matmuls on one x and norm, quantized once (fuse-qkv) */        \
+  void kiln_rms_matmul3_##wt##_q8_##isa(const float* x, const float* nw, const void* w0,   \
+                                        const void* w1, const void* w2, float* y0,         \
+                                        float* y1, float* y2, int64_t T, int64_t K,        \
+                                        int64_t N0, int64_t N1, int64_t N2, float eps,     \
+                                        int32_t tid, int32_t nth);
 #define KILN_QMATMUL_ISAS(X) X(ref) X(avx2) X(avxvnni) X(vnni) X(dotprod) X(i8mm)
 #define KILN_DECLARE_QMATMUL_ISA(isa) KILN_QUANT_WEIGHT_TYPES(KILN_DECLARE_QMATMUL, isa, )
 KILN_QMATMUL_ISAS(KILN_DECLARE_QMATMUL_ISA)

@@ -502,6 +502,33 @@ KILN_INLINE void qmm_group(enum kiln_isa isa, enum kiln_wt wt, const int8_t* res
   }
 }
 
+/* The column tiles [n0, n1) of one weight on `rows` quantized rows (qmatmul's inner loops). */
+KILN_INLINE void qmm_tiles(enum kiln_isa isa, enum kiln_wt wt, const int8_t* q, const float* d,
+                           const float* s, const void* restrict w, float* restrict yc, int64_t K,
+                           int64_t N, int64_t n0, int64_t n1, int64_t rows, int64_t tile) {
+  const int64_t nb = K / KILN_QK;
+  for (int64_t nt = n0; nt < n1; nt += tile) {
+    const int64_t ne = kiln_min(n1, nt + tile);
+    int64_t t = 0;
+    for (; t + 8 <= rows; t += 8)
+      qmm_group(isa, wt, q + t * K, d + t * nb, s + t * nb, w, yc + t * N, K, N, nt, ne, 8);
+    if (rows - t >= 4) {
+      qmm_group(isa, wt, q + t * K, d + t * nb, s + t * nb, w, yc + t * N, K, N, nt, ne, 4);
+      t += 4;
+    }
+    if (rows - t == 3) {  // three streams decoding together: one pass over the weights
+      qmm_group(isa, wt, q + t * K, d + t * nb, s + t * nb, w, yc + t * N, K, N, nt, ne, 3);
+      t += 3;
+    }
+    if (rows - t >= 2) {
+      qmm_group(isa, wt, q + t * K, d + t * nb, s + t * nb, w, yc + t * N, K, N, nt, ne, 2);
+      t += 2;
+    }
+    if (rows - t >= 1)
+      qmm_group(isa, wt, q + t * K, d + t * nb, s + t * nb, w, yc + t * N, K, N, nt, ne, 1);
+  }
+}
+
 /* With nw (rms_matmul), rows are first RMS-normalised with weight nw into a float buffer
  * on the stack (kiln_rms_row: the bits of the rms_norm kernel), by every thread for
  * itself: the norm costs K floats per row per thread, and its barrier goes. */
@@ -535,27 +562,40 @@ KILN_INLINE void qmatmul(enum kiln_isa isa, enum kiln_wt wt, const float* restri
       xc = nbuf;
     }
     quantize_rows(xc, q, d, s, rows, K);
-    float* yc = y + t0 * N;
-    for (int64_t nt = n0; nt < n1; nt += tile) {
-      const int64_t ne = kiln_min(n1, nt + tile);
-      int64_t t = 0;
-      for (; t + 8 <= rows; t += 8)
-        qmm_group(isa, wt, q + t * K, d + t * nb, s + t * nb, w, yc + t * N, K, N, nt, ne, 8);
-      if (rows - t >= 4) {
-        qmm_group(isa, wt, q + t * K, d + t * nb, s + t * nb, w, yc + t * N, K, N, nt, ne, 4);
-        t += 4;
-      }
-      if (rows - t == 3) {  // three streams decoding together: one pass over the weights
-        qmm_group(isa, wt, q + t * K, d + t * nb, s + t * nb, w, yc + t * N, K, N, nt, ne, 3);
-        t += 3;
-      }
-      if (rows - t >= 2) {
-        qmm_group(isa, wt, q + t * K, d + t * nb, s + t * nb, w, yc + t * N, K, N, nt, ne, 2);
-        t += 2;
-      }
-      if (rows - t >= 1)
-        qmm_group(isa, wt, q + t * K, d + t * nb, s + t * nb, w, yc + t * N, K, N, nt, ne, 1);
-    }
+    qmm_tiles(isa, wt, q, d, s, w, y + t0 * N, K, N, n0, n1, rows, tile);
+  }
+}
+
+/* q, k and v as one call (fuse-qkv): rows normalised and quantized once, then each
+ * weight's columns split over the threads exactly as three qmatmul calls split them, so
+ * every output element is computed by the same code on the same int8 rows: the unfused
+ * bits, with two of the three prologues gone. Same weight type and K for all three. */
+KILN_INLINE void qmatmul3(enum kiln_isa isa, enum kiln_wt wt, const float* restrict x,
+                          const float* restrict nw, const void* const w[3], float* const y[3],
+                          int64_t T, int64_t K, const int64_t N[3], float eps, int32_t tid,
+                          int32_t nth) {
+  const int64_t nb = K / KILN_QK, row_bytes = K + 8 * nb;
+  const int64_t chunk = kiln_min(KILN_QMM_STACK / row_bytes, KILN_QMM_NORM_FLOATS / K);
+  if (chunk < 1) { /* the pass checks K; stay correct anyway */
+    for (int m = 0; m < 3; ++m) qmatmul(isa, wt, x, w[m], y[m], T, K, N[m], tid, nth, nw, eps);
+    return;
+  }
+  int64_t n0[3], n1[3];
+  for (int m = 0; m < 3; ++m) kiln_split(N[m], 16, tid, nth, &n0[m], &n1[m]);
+  if (n0[0] >= n1[0] && n0[1] >= n1[1] && n0[2] >= n1[2]) return;
+  _Alignas(64) int8_t buf[KILN_QMM_STACK];
+  _Alignas(64) float nbuf[KILN_QMM_NORM_FLOATS];
+  const int64_t tile = kiln_max(1, kiln_min(16, 16384 / kiln_max(1, kiln_row_bytes(wt, K))));
+  for (int64_t t0 = 0; t0 < T; t0 += chunk) {
+    const int64_t rows = kiln_min(chunk, T - t0);
+    int8_t* q = buf;
+    float* d = (float*)(buf + rows * K);
+    float* s = d + rows * nb;
+    const float* xc = x + t0 * K;
+    for (int64_t r = 0; r < rows; ++r) kiln_rms_row(xc + r * K, nw, nbuf + r * K, K, eps);
+    quantize_rows(nbuf, q, d, s, rows, K);
+    for (int m = 0; m < 3; ++m)
+      if (n0[m] < n1[m]) qmm_tiles(isa, wt, q, d, s, w[m], y[m] + t0 * N[m], K, N[m], n0[m], n1[m], rows, tile);
   }
 }
 
@@ -637,6 +677,15 @@ KILN_QUANT_WEIGHT_TYPES(KILN_DEFINE_QMATMUL_SWIGLU, i8mm, KILN_I8MM)
                                             float* y, int64_t T, int64_t K, int64_t N,     \
                                             float eps, int32_t tid, int32_t nth) {         \
     qmatmul(KILN_ISA_##isa, KILN_WT_##wt, x, w, y, T, K, N, tid, nth, nw, eps);            \
+  }                                                                                        \
+  attr void kiln_rms_matmul3_##wt##_q8_##isa(                                              \
+      const float* x, const float* nw, const void* w0, const void* w1, const void* w2,     \
+      float* y0, float* y1, float* y2, int64_t T, int64_t K, int64_t N0, int64_t N1,       \
+      int64_t N2, float eps, int32_t tid, int32_t nth) {                                   \
+    const void* w[3] = {w0, w1, w2};                                                       \
+    float* y[3] = {y0, y1, y2};                                                            \
+    const int64_t N[3] = {N0, N1, N2};                                                     \
+    qmatmul3(KILN_ISA_##isa, KILN_WT_##wt, x, nw, w, y, T, K, N, eps, tid, nth);           \
   }
 #define KILN_NO_ATTR
 KILN_QUANT_WEIGHT_TYPES(KILN_DEFINE_QMATMUL, ref, KILN_NO_ATTR)

@@ -269,5 +269,34 @@ TEST(FuseRmsNormMatmul, NormsFoldIntoMatmulsSameBitsFewerBarriers) {
   }
 }
 
+// fuse-qkv: q, k and v of every layer as one kiln_rms_matmul3 call; the interpreter
+// ignores the grouping (same bits), the compiled code gives the three calls' bits (prefill
+// of kPrompt: several rows per chunk) for every quantized weight type.
+TEST(FuseQkv, OneCallPerLayerSameBits) {
+  for (DType wt : {DType::Q4_1, DType::Q4_0, DType::Q8_0}) {
+    SCOPED_TRACE(std::string(dtype_name(wt)));
+    Tiny t = tiny(wt, DType::Q8_0);
+    Graph plain = lower(t), fused = lower(t);
+    ASSERT_TRUE(run(plain, "fuse-matmul-swiglu,fuse-rmsnorm-matmul").ok());
+    ASSERT_TRUE(run(fused, "fuse-matmul-swiglu,fuse-rmsnorm-matmul,fuse-qkv").ok());
+    size_t leaders = 0;
+    for (const Node* n : fused.nodes_of(Op::RmsMatMul)) leaders += n->int_attr("qkv").value_or(0) == 1;
+    EXPECT_EQ(leaders, (size_t)t.cfg.n_layer);
+    EXPECT_EQ(count(fused, Op::RmsMatMul), count(plain, Op::RmsMatMul));
+    auto want = logits(plain);
+    EXPECT_TRUE(testing::same_bits(logits(fused), want));
+    for (Graph* g : {&plain, &fused}) {
+      g->set_attr("int8_activations", int64_t{1});
+      Status s = testing::plan_for_codegen(*g, 16, 2, "fuse-dequant-matmul,cse,dce,freeze-base,plan-memory");
+      ASSERT_TRUE(s.ok()) << s.error().message;
+    }
+    int b_plain = 0, b_fused = 0;
+    auto a = compiled_logits(plain, want.size(), &b_plain), b = compiled_logits(fused, want.size(), &b_fused);
+    EXPECT_TRUE(testing::same_bits(a, b));
+    EXPECT_LT(testing::nmse(b, want), 1e-3);
+    EXPECT_LE(b_fused, b_plain);
+  }
+}
+
 }  // namespace
 }  // namespace kiln
