@@ -77,18 +77,7 @@ RandomAdapter random_adapter(const std::vector<std::pair<int64_t, int>>& where, 
   return ad;
 }
 
-// llama.cpp's converter on q/k rows, as the reshape it is: [n_head, 2, half] -> [n_head, half, 2].
-std::vector<float> permute_like_converter(const std::vector<float>& m, int64_t rows, int64_t cols, int64_t n_head) {
-  const int64_t half = rows / n_head / 2;
-  std::vector<float> out(m.size());
-  int64_t dst = 0;
-  for (int64_t h = 0; h < n_head; ++h)
-    for (int64_t j = 0; j < half; ++j)
-      for (int64_t two = 0; two < 2; ++two, ++dst)
-        for (int64_t c = 0; c < cols; ++c)
-          out[(size_t)(dst * cols + c)] = m[(size_t)(((h * 2 + two) * half + j) * cols + c)];
-  return out;
-}
+using testing::permute_like_converter;
 
 std::vector<float> b_gguf(const Target& t, int64_t rank) {
   if (t.module == 0) return permute_like_converter(t.b_hf, t.out, rank, base().n_head);

@@ -16,6 +16,7 @@
 #include "frontend/lora_names.h"
 #include "frontend/safetensors.h"
 #include "support/half.h"
+#include "tests/unit/merged_model.h"
 #include "tests/unit/tiny_model.h"
 
 namespace kiln {
@@ -143,19 +144,7 @@ std::string peft_config(int64_t rank, double alpha, bool rslora = false,
                      rank, alpha, targets, rslora ? "true" : "false");
 }
 
-// The converter's rope permutation written independently, as the reshape it is:
-// rows viewed as [n_head, 2, half] -> [n_head, half, 2].
-std::vector<float> permute_like_converter(const std::vector<float>& m, int64_t rows, int64_t cols, int64_t n_head) {
-  const int64_t half = rows / n_head / 2;
-  std::vector<float> out(m.size());
-  int64_t dst = 0;
-  for (int64_t h = 0; h < n_head; ++h)
-    for (int64_t j = 0; j < half; ++j)
-      for (int64_t two = 0; two < 2; ++two, ++dst)
-        for (int64_t c = 0; c < cols; ++c)
-          out[(size_t)(dst * cols + c)] = m[(size_t)(((h * 2 + two) * half + j) * cols + c)];
-  return out;
-}
+using testing::permute_like_converter;
 
 // The same adapter as llama.cpp's convert_lora_to_gguf.py writes it: q/k B rows permuted.
 std::string gguf_adapter(const Fixture& fx, const std::vector<HfTarget>& ts, int64_t rank, float alpha,

@@ -52,6 +52,20 @@ inline void copy_gguf_metadata(const GgufFile& f, GgufWriter& w) {
   }
 }
 
+// llama.cpp's HF -> GGUF converter on q/k rows, written independently as the reshape it
+// is: rows viewed as [n_head, 2, half] -> [n_head, half, 2] (the rope pairs interleaved).
+inline std::vector<float> permute_like_converter(const std::vector<float>& m, int64_t rows, int64_t cols, int64_t n_head) {
+  const int64_t half = rows / n_head / 2;
+  std::vector<float> out(m.size());
+  int64_t dst = 0;
+  for (int64_t h = 0; h < n_head; ++h)
+    for (int64_t j = 0; j < half; ++j)
+      for (int64_t two = 0; two < 2; ++two, ++dst)
+        for (int64_t c = 0; c < cols; ++c)
+          out[(size_t)(dst * cols + c)] = m[(size_t)(((h * 2 + two) * half + j) * cols + c)];
+  return out;
+}
+
 // The base with `ad` merged (targets in GGUF conventions: B rows in the base's order).
 inline std::string merged_model_gguf(const GgufFile& base, const LoraAdapter& ad) {
   GgufWriter w;

@@ -215,6 +215,19 @@ std::vector<float> compiled_logits(const Graph& g, size_t n, int* barriers = nul
   return got.ok() ? *got : std::vector<float>{};
 }
 
+// Compiles both graphs (int8 activations, 2 threads): the fused kernels must give the
+// unfused kernels' bits, close to the interpreter's `want`; reports each step's barriers.
+void expect_compiled_same(Graph& plain, Graph& fused, const std::vector<float>& want, int* b_plain, int* b_fused) {
+  for (Graph* g : {&plain, &fused}) {
+    g->set_attr("int8_activations", int64_t{1});
+    Status s = testing::plan_for_codegen(*g, 16, 2, "fuse-dequant-matmul,cse,dce,freeze-base,plan-memory");
+    ASSERT_TRUE(s.ok()) << s.error().message;
+  }
+  auto a = compiled_logits(plain, want.size(), b_plain), b = compiled_logits(fused, want.size(), b_fused);
+  EXPECT_TRUE(testing::same_bits(a, b));
+  EXPECT_LT(testing::nmse(b, want), 1e-3);
+}
+
 TEST(FuseMatmulSwiGlu, OneOpPerLayerSameNumbersFewerBarriers) {
   for (DType wt : {DType::Q4_1, DType::Q4_0, DType::Q8_0}) {
     SCOPED_TRACE(std::string(dtype_name(wt)));
@@ -229,15 +242,8 @@ TEST(FuseMatmulSwiGlu, OneOpPerLayerSameNumbersFewerBarriers) {
     EXPECT_TRUE(testing::same_bits(logits(fused), want));
     // Compiled (int8 activations): the fused kernel gives the unfused kernels' bits, close
     // to the interpreter, with two barriers fewer per layer.
-    for (Graph* g : {&plain, &fused}) {
-      g->set_attr("int8_activations", int64_t{1});
-      Status s = testing::plan_for_codegen(*g, 16, 2, "fuse-dequant-matmul,cse,dce,freeze-base,plan-memory");
-      ASSERT_TRUE(s.ok()) << s.error().message;
-    }
     int b_plain = 0, b_fused = 0;
-    auto a = compiled_logits(plain, want.size(), &b_plain), b = compiled_logits(fused, want.size(), &b_fused);
-    EXPECT_TRUE(testing::same_bits(a, b));
-    EXPECT_LT(testing::nmse(b, want), 1e-3);
+    ASSERT_NO_FATAL_FAILURE(expect_compiled_same(plain, fused, want, &b_plain, &b_fused));
     EXPECT_EQ(b_fused, b_plain - 2 * t.cfg.n_layer);
   }
 }
@@ -255,15 +261,8 @@ TEST(FuseRmsNormMatmul, NormsFoldIntoMatmulsSameBitsFewerBarriers) {
     EXPECT_EQ(count(fused, Op::RmsNorm), (size_t)(swiglu ? t.cfg.n_layer + 1 : 1));
     auto want = logits(plain);
     EXPECT_TRUE(testing::same_bits(logits(fused), want));
-    for (Graph* g : {&plain, &fused}) {
-      g->set_attr("int8_activations", int64_t{1});
-      Status s = testing::plan_for_codegen(*g, 16, 2, "fuse-dequant-matmul,cse,dce,freeze-base,plan-memory");
-      ASSERT_TRUE(s.ok()) << s.error().message;
-    }
     int b_plain = 0, b_fused = 0;
-    auto a = compiled_logits(plain, want.size(), &b_plain), b = compiled_logits(fused, want.size(), &b_fused);
-    EXPECT_TRUE(testing::same_bits(a, b));
-    EXPECT_LT(testing::nmse(b, want), 1e-3);
+    ASSERT_NO_FATAL_FAILURE(expect_compiled_same(plain, fused, want, &b_plain, &b_fused));
     EXPECT_LT(b_fused, b_plain);
     RecordProperty(swiglu ? "barriers_swiglu_rms" : "barriers_rms", std::to_string(b_plain) + " -> " + std::to_string(b_fused));
   }
@@ -285,15 +284,8 @@ TEST(FuseQkv, OneCallPerLayerSameBits) {
     EXPECT_EQ(count(fused, Op::RmsMatMul), count(plain, Op::RmsMatMul));
     auto want = logits(plain);
     EXPECT_TRUE(testing::same_bits(logits(fused), want));
-    for (Graph* g : {&plain, &fused}) {
-      g->set_attr("int8_activations", int64_t{1});
-      Status s = testing::plan_for_codegen(*g, 16, 2, "fuse-dequant-matmul,cse,dce,freeze-base,plan-memory");
-      ASSERT_TRUE(s.ok()) << s.error().message;
-    }
     int b_plain = 0, b_fused = 0;
-    auto a = compiled_logits(plain, want.size(), &b_plain), b = compiled_logits(fused, want.size(), &b_fused);
-    EXPECT_TRUE(testing::same_bits(a, b));
-    EXPECT_LT(testing::nmse(b, want), 1e-3);
+    ASSERT_NO_FATAL_FAILURE(expect_compiled_same(plain, fused, want, &b_plain, &b_fused));
     EXPECT_LE(b_fused, b_plain);
   }
 }
