@@ -201,6 +201,16 @@ Result<CompileSummary> compile_model(const CompileRequest& req) {
   g.set_attr("max_rows", req.max_rows);
   g.set_attr("max_threads", profile.threads);
   g.set_attr("int8_activations", int64_t{req.int8_activations ? 1 : 0});
+  {  // pack-weights: on where codegen has packed kernels (int8 activations only)
+    const bool can = req.int8_activations && has_packed_kernels(profile);
+    if (req.pack_weights != "auto" && req.pack_weights != "on" && req.pack_weights != "off")
+      return make_error("pack_weights = \"{}\": expected auto, on or off", req.pack_weights);
+    if (req.pack_weights == "on" && !can)
+      return make_error("--pack-weights=on: profile {} has no packed kernels{} (they need AVX512-VNNI on "
+                        "x86-64 or dotprod on AArch64)",
+                        profile.name, req.int8_activations ? "" : " with float activations");
+    g.set_attr("pack_weights", int64_t{req.pack_weights != "off" && can ? 16 : 0});
+  }
   if (req.quantize != "none") {
     g.set_attr("quantize", req.quantize);
     g.set_attr("group_size", req.group_size > 0 ? req.group_size : profile.group_size);

@@ -31,6 +31,7 @@ struct CompileRequest {
   std::string quantize = "none";     // int4|q4_0|q4_1|none: quantize-int4 on float weights
   int64_t group_size = 0;            // elements per INT4 scale; 0: the profile's
   std::string quantize_head = "q8_0";  // embedding/LM head policy: q8_0|int4
+  std::string pack_weights = "auto";   // auto|on|off: pack-weights (auto: where codegen has packed kernels)
   int64_t lora_slots = 0;            // LoRA slots K (slot 0 the zero adapter); 0: no LoRA
   int64_t lora_rank = 16;            // the compiled maximum adapter rank R
   std::string lora_targets = "q,k,v,o,gate,up,down";  // modules that take adapters
@@ -66,8 +67,10 @@ struct CompileSummary {
 // fuse-dequant-matmul first: codegen has no dequant kernel (quantized matmuls read blocks).
 // The SwiGLU and norm fusions pay for decode (qmatmul.c's header has the measurements)
 // and give the unfused kernels' bits; they do nothing with --float-activations.
+// pack-weights after them (it packs a weight only when all its users have packed kernels),
+// controlled by the graph attribute pack_weights that compile_model sets from the profile.
 inline constexpr const char* kBackendPipeline =
-    "fuse-dequant-matmul,fuse-matmul-swiglu,fuse-rmsnorm-matmul,cse,dce,freeze-base,plan-memory";
+    "fuse-dequant-matmul,fuse-matmul-swiglu,fuse-rmsnorm-matmul,pack-weights,cse,dce,freeze-base,plan-memory";
 
 Result<CompileSummary> compile_model(const CompileRequest& req);
 

@@ -343,29 +343,33 @@ class Lowering {
   // unless the graph sets int8_activations = 0; otherwise, and for float weights, the
   // float-activation kernel (matmul.c). Targets without an int8 dot keep the float
   // kernel: the portable int8 variant (_q8_ref) is only the tests' reference.
-  std::string matmul_kernel(DType wt, int64_t K) const {
-    std::string base = "kiln_matmul_" + kernel_suffix(wt);
+  std::string matmul_kernel(const Node* w) const {
+    const DType wt = w->type().dtype;
+    const int64_t K = w->type().shape[1];
+    const bool packed = w->int_attr("packed_rows").value_or(0) > 0;
+    std::string base = "kiln_matmul_" + kernel_suffix(wt) + (packed ? "x16" : "");
     bool quant = wt == DType::Q4_0 || wt == DType::Q4_1 || wt == DType::Q8_0;
-    if (!quant || g_->int_attr("int8_activations").value_or(1) == 0 || K % 32 != 0) return base;
-    auto has = [&](std::string_view f) {
-      std::string_view s = p_.features;
-      for (size_t i = 0; i <= s.size();) {
-        size_t e = std::min(s.find(',', i), s.size());
-        if (s.substr(i, e - i) == f) return true;
-        i = e + 1;
-      }
-      return false;
-    };
+    if (!quant || g_->int_attr("int8_activations").value_or(1) == 0 || K % 32 != 0) return packed ? "" : base;
+    auto has = [&](std::string_view f) { return has_feature(p_, f); };
     if (p_.triple.rfind("x86_64", 0) == 0) {
       if (has("+avx512vnni") && has("+avx512vl") && has("+avx512bw")) return base + "_q8_vnni";
+      if (packed) return "";
       if (has("+avxvnni") && has("+avx2")) return base + "_q8_avxvnni";
       if (has("+avx2")) return base + "_q8_avx2";
     } else if (p_.triple.rfind("aarch64", 0) == 0) {
+      if (packed) return has("+dotprod") ? base + "_q8_dotprod" : "";
       // smmla needs sdot too (a row of x without a partner takes sdot; qmatmul.c).
       if (has("+i8mm") && has("+dotprod")) return base + "_q8_i8mm";
       if (has("+dotprod")) return base + "_q8_dotprod";
     }
-    return base;
+    return packed ? "" : base;
+  }
+  // Packed weights (pack-weights) have kernels only with int8 activations, on AVX512-VNNI and
+  // AArch64 dotprod (kiln compile packs only there).
+  Status no_packed_kernel(const Node* n, const Node* w) {
+    return fail(n, fmt::format("weight \"{}\" is packed (packed_rows) but profile {} has no packed kernel for {}: "
+                               "compile with --pack-weights=off",
+                               *w->str_attr("name"), p_.name, dtype_name(w->type().dtype)));
   }
 
   Status lower_node(const Node* n) {
@@ -462,17 +466,23 @@ class Lowering {
     sync(regions_of(o), writes);
     KILN_ASSIGN(int64_t F, cols(n));
     switch (n->op()) {
-      case Op::Embed:
-        return call(n, "kiln_embed_" + kernel_suffix(o[0]->type().dtype), {ptr_[o[0]], ptr_[o[1]], y, T, i64c(F)});
+      case Op::Embed: {
+        const bool packed = o[0]->int_attr("packed_rows").value_or(0) > 0;
+        return call(n, "kiln_embed_" + kernel_suffix(o[0]->type().dtype) + (packed ? "x16" : ""),
+                    {ptr_[o[0]], ptr_[o[1]], y, T, i64c(F)});
+      }
       case Op::RmsNorm:
         if (o[1]->type().dtype != DType::F32) return fail(n, "norm weight must be f32 (freeze-base converts it)");
         return call(n, "kiln_rms_norm", {ptr_[o[0]], ptr_[o[1]], y, T, i64c(F), f32c(*n->float_attr("eps"))});
-      case Op::MatMul:
-        return call(n, matmul_kernel(o[1]->type().dtype, o[1]->type().shape[1]),
-                    {ptr_[o[0]], ptr_[o[1]], y, T, i64c(o[1]->type().shape[1]), i64c(o[1]->type().shape[0])});
+      case Op::MatMul: {
+        std::string k = matmul_kernel(o[1]);
+        if (k.empty()) return no_packed_kernel(n, o[1]);
+        return call(n, k, {ptr_[o[0]], ptr_[o[1]], y, T, i64c(o[1]->type().shape[1]), i64c(o[1]->type().shape[0])});
+      }
       case Op::RmsMatMul: {  // only the int8 kernels have the fused form
         if (o[1]->type().dtype != DType::F32) return fail(n, "norm weight must be f32 (freeze-base converts it)");
-        std::string k = matmul_kernel(o[2]->type().dtype, o[2]->type().shape[1]);
+        std::string k = matmul_kernel(o[2]);
+        if (k.empty()) return no_packed_kernel(n, o[2]);
         if (k.find("_q8_") == std::string::npos)
           return fail(n, "rms_matmul needs int8-activation kernels for its weight type on this profile");
         k.replace(0, 5, "kiln_rms_");
@@ -480,7 +490,9 @@ class Lowering {
                            i64c(o[2]->type().shape[0]), f32c(*n->float_attr("eps"))});
       }
       case Op::MatMulSwiGlu: {  // only the int8 kernels have the fused form
-        std::string k = matmul_kernel(o[1]->type().dtype, o[1]->type().shape[1]);
+        std::string k = matmul_kernel(o[1]);
+        if (k.empty()) return no_packed_kernel(n, o[1]);
+        if (k != matmul_kernel(o[2])) return fail(n, "gate and up weights must have one type and layout");
         if (k.find("_q8_") == std::string::npos)
           return fail(n, "matmul_swiglu needs int8-activation kernels for its weight type on this profile");
         k.replace(0, 12, "kiln_matmul_swiglu_");
@@ -542,7 +554,10 @@ class Lowering {
   Status lower_qkv(const Node* a, const Node* b, const Node* c) {
     const auto& o = a->operands();
     if (o[1]->type().dtype != DType::F32) return fail(a, "norm weight must be f32 (freeze-base converts it)");
-    std::string k = matmul_kernel(o[2]->type().dtype, o[2]->type().shape[1]);
+    std::string k = matmul_kernel(o[2]);
+    if (k.empty()) return no_packed_kernel(a, o[2]);
+    if (k != matmul_kernel(b->operand(2)) || k != matmul_kernel(c->operand(2)))
+      return fail(a, "the q, k and v weights of a fuse-qkv group must have one type and layout");
     if (k.find("_q8_") == std::string::npos)
       return fail(a, "rms_matmul needs int8-activation kernels for its weight type on this profile");
     k = "kiln_rms_matmul3_" + k.substr(std::string("kiln_matmul_").size());

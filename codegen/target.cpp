@@ -236,4 +236,20 @@ Result<TargetProfile> find_profile(const std::string& name) {
                     dir.empty() ? "nowhere: no profile folder found" : dir);
 }
 
+bool has_feature(const TargetProfile& p, std::string_view feature) {
+  std::string_view s = p.features;
+  for (size_t i = 0; i <= s.size();) {
+    size_t e = std::min(s.find(',', i), s.size());
+    if (s.substr(i, e - i) == feature) return true;
+    i = e + 1;
+  }
+  return false;
+}
+
+bool has_packed_kernels(const TargetProfile& p) {
+  if (p.triple.rfind("x86_64", 0) == 0)
+    return has_feature(p, "+avx512vnni") && has_feature(p, "+avx512vl") && has_feature(p, "+avx512bw");
+  return p.triple.rfind("aarch64", 0) == 0 && has_feature(p, "+dotprod");
+}
+
 }  // namespace kiln

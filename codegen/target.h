@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "support/result.h"
@@ -24,6 +25,12 @@ struct TargetProfile {
   int64_t group_size = 32;        // INT4 quantization group (weights per scale)
   std::string source;       // the file it came from ("" for the built-in host)
 };
+
+// Whether the profile's feature string enables `feature` (e.g. "+avx512vnni").
+bool has_feature(const TargetProfile& p, std::string_view feature);
+// Whether codegen has packed-weight kernels (pack-weights, ir/packing.h) for the profile:
+// AVX512-VNNI (+VL, +BW) on x86-64, dotprod on AArch64.
+bool has_packed_kernels(const TargetProfile& p);
 
 // The machine kiln runs on, as LLVM detects it.
 TargetProfile host_profile();

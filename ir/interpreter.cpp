@@ -1,5 +1,6 @@
 // ir/interpreter.cpp — one evaluation routine per op, in op table order.
 #include "ir/interpreter.h"
+#include "ir/packing.h"
 
 #include <algorithm>
 #include <cmath>
@@ -58,12 +59,22 @@ struct RowSource {
   DType dtype = DType::F32;
   int64_t rows = 0, cols = 0;
   uint64_t row_bytes = 0;
+  bool packed = false;  // pack-weights' x16 layout (ir/packing.h): rows unpacked one at a time
 
   void row(int64_t r, float* dst) const {
-    if (f32) std::copy(f32 + r * cols, f32 + (r + 1) * cols, dst);
-    else dequantize_row(dtype, raw + r * row_bytes, dst, (uint64_t)cols);
+    if (f32) {
+      std::copy(f32 + r * cols, f32 + (r + 1) * cols, dst);
+    } else if (packed) {
+      std::vector<uint8_t> blocks(row_bytes);
+      unpack_row(dtype, raw, cols, r, blocks.data());
+      dequantize_row(dtype, blocks.data(), dst, (uint64_t)cols);
+    } else {
+      dequantize_row(dtype, raw + r * row_bytes, dst, (uint64_t)cols);
+    }
   }
 };
+
+bool is_packed(const Node* w) { return w->int_attr("packed_rows").value_or(0) > 0; }
 
 // Dot product with eight float partial sums (which vectorize) folded in double: as
 // accurate as a double loop for the lengths models use, and several times faster.
@@ -174,9 +185,8 @@ Result<Tensor> load_weight(const Graph& g, const Node* w) {
   KILN_ASSIGN(WeightView v, weight_view(g, w));
   Tensor t = Tensor::f32_of(w->type().shape);
   int64_t cols = w->type().shape.back();
-  for (int64_t r = 0; r < t.elements() / cols; ++r)
-    dequantize_row(v.dtype, v.data + dtype_bytes(v.dtype, (uint64_t)(r * cols)),
-                   t.f32.data() + r * cols, (uint64_t)cols);
+  RowSource rs{nullptr, v.data, v.dtype, t.elements() / cols, cols, dtype_bytes(v.dtype, (uint64_t)cols), is_packed(w)};
+  for (int64_t r = 0; r < rs.rows; ++r) rs.row(r, t.f32.data() + r * cols);
   return t;
 }
 
@@ -219,6 +229,7 @@ Result<std::map<std::string, Tensor>> Interpreter::run(const std::map<std::strin
       rs.rows = v.shape[0];
       rs.cols = v.shape[1];
       rs.row_bytes = dtype_bytes(v.dtype, (uint64_t)rs.cols);
+      rs.packed = is_packed(n);
       return Status::success();
     }
     KILN_ASSIGN(keep, get(n));

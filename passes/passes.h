@@ -18,6 +18,7 @@ std::unique_ptr<Pass> create_fuse_dequant_matmul_pass();  // fuse_dequant_matmul
 std::unique_ptr<Pass> create_fuse_matmul_swiglu_pass();   // fuse_matmul_swiglu.cpp
 std::unique_ptr<Pass> create_fuse_rmsnorm_matmul_pass();  // fuse_rmsnorm_matmul.cpp
 std::unique_ptr<Pass> create_fuse_qkv_pass();             // fuse_qkv.cpp
+std::unique_ptr<Pass> create_pack_weights_pass();         // pack_weights.cpp
 std::unique_ptr<Pass> create_ds2d_unroll_pass();    // ds2d_unroll.cpp
 
 }  // namespace kiln

@@ -35,6 +35,7 @@
 #include <fmt/format.h>
 
 #include "frontend/gguf_names.h"
+#include "ir/overlay_weights.h"
 #include "passes/passes.h"
 #include "support/half.h"
 
@@ -42,27 +43,6 @@ namespace kiln {
 namespace {
 
 // The graph's weights with some tensors replaced by quantized copies of the same name.
-class QuantizedWeights final : public WeightSource {
- public:
-  struct Tensor {
-    DType dtype;
-    std::vector<int64_t> shape;
-    std::vector<uint8_t> bytes;
-  };
-  QuantizedWeights(std::shared_ptr<const WeightSource> base) : base_(std::move(base)) {}
-  std::optional<WeightView> find(std::string_view name) const override {
-    if (auto it = own_.find(name); it != own_.end())
-      return WeightView{it->second.dtype, it->second.shape, it->second.bytes.data(), it->second.bytes.size()};
-    return base_->find(name);
-  }
-  std::string describe() const override { return base_->describe() + " (quantized by quantize-int4)"; }
-  std::map<std::string, Tensor, std::less<>> own_;
-
- private:
-  std::shared_ptr<const WeightSource> base_;
-};
-
-// One row of n floats (n and G multiples of 32) to blocks of type t.
 void quantize_row(DType t, const float* x, uint8_t* out, int64_t n, int64_t G) {
   for (int64_t g0 = 0; g0 < n; g0 += G) {
     const int64_t len = std::min(G, n - g0);  // the last group of a row may be shorter
@@ -147,7 +127,7 @@ class QuantizeInt4Pass final : public Pass {
     if (!g.weights()) return make_error("the graph has no weight source to quantize");
 
     auto users = g.users();
-    auto qw = std::make_shared<QuantizedWeights>(g.weights());
+    auto qw = std::make_shared<OverlayWeights>(g.weights(), "quantized by quantize-int4");
     bool changed = false;
     std::map<std::string, DType, std::less<>> done;  // a tensor named by several nodes
     for (Node* w : g.nodes()) {
@@ -175,7 +155,7 @@ class QuantizeInt4Pass final : public Pass {
           target = src;  // already in blocks: kept as it is
         }
         if (target != src) {
-          QuantizedWeights::Tensor t{target, w->type().shape, std::vector<uint8_t>(dtype_bytes(target, (uint64_t)(N * K)))};
+          OverlayWeights::Tensor t{target, w->type().shape, std::vector<uint8_t>(dtype_bytes(target, (uint64_t)(N * K)))};
           const uint64_t src_row = dtype_bytes(src, (uint64_t)K), dst_row = dtype_bytes(target, (uint64_t)K);
           std::vector<float> row((size_t)K);
           for (int64_t r = 0; r < N; ++r) {
@@ -196,7 +176,7 @@ class QuantizeInt4Pass final : public Pass {
               quantize_row(target, row.data(), d, K, G);
             }
           }
-          qw->own_[name] = std::move(t);
+          qw->set(name, std::move(t));
         }
         it = done.emplace(name, target).first;
       }
@@ -212,7 +192,7 @@ class QuantizeInt4Pass final : public Pass {
         u->set_operand(1, dq);
       }
     }
-    if (!qw->own_.empty()) g.set_weights(qw);
+    if (!qw->empty()) g.set_weights(qw);
     return changed;
   }
 };

@@ -15,6 +15,7 @@ const std::vector<PassInfo>& registered_passes() {
       {"fuse-matmul-swiglu", "gate/up matmuls and silu*mul as one matmul_swiglu (q4/q8 weights, int8 activations)", create_fuse_matmul_swiglu_pass},
       {"fuse-rmsnorm-matmul", "fold rms_norm into the q4/q8 matmuls that read it (rms_matmul; int8 activations)", create_fuse_rmsnorm_matmul_pass},
       {"fuse-qkv", "the three rms_matmuls on one x (q, k, v) as one kernel call that quantizes x once (qkv)", create_fuse_qkv_pass},
+      {"pack-weights", "q4/q8 weights in the kernels' 16-row interleaved layout, made at compile time (pack_weights)", create_pack_weights_pass},
       {"ds2d-unroll", "make the verify graph of a DS2D tree template: constant parent array and ancestor mask on every kv_write and attention (ds2d_parent or ds2d_nodes, ds2d_topology)", create_ds2d_unroll_pass},
       {"freeze-base", "lay every weight out in one aligned blob at fixed offsets (needs max_rows)", create_freeze_base_pass},
       {"plan-memory", "assign arena offsets to activations and KV offsets to state (needs max_rows, max_threads)", create_plan_memory_pass},

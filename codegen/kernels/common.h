@@ -43,6 +43,27 @@ _Static_assert(sizeof(kiln_block_q4_1) == 20, "q4_1 block must match ir/dtype.h"
 _Static_assert(sizeof(kiln_block_q8_0) == 34, "q8_0 block must match ir/dtype.h");
 _Static_assert(sizeof(_Float16) == 2, "half must be 16 bits");
 
+/* Packed weights (pack-weights; ir/packing.h has the layout and why): block b of 16 rows,
+ * scales first, then 64-byte lines holding 4 consecutive elements of all 16 rows (q4: the
+ * byte 4l+e of line j is byte 4j+e of row l's block; q8_0: element 4j+e of row l + 128). */
+#define KILN_PACK_ROWS 16
+typedef struct {
+  _Float16 d[16];
+  uint8_t qs[4][64];
+} kiln_pack_q4_0;
+typedef struct {
+  _Float16 d[16];
+  _Float16 m[16];
+  uint8_t qs[4][64];
+} kiln_pack_q4_1;
+typedef struct {
+  _Float16 d[16];
+  uint8_t qs[8][64];
+} kiln_pack_q8_0;
+_Static_assert(sizeof(kiln_pack_q4_0) == 16 * sizeof(kiln_block_q4_0), "packed q4_0 must match ir/packing.h");
+_Static_assert(sizeof(kiln_pack_q4_1) == 16 * sizeof(kiln_block_q4_1), "packed q4_1 must match ir/packing.h");
+_Static_assert(sizeof(kiln_pack_q8_0) == 16 * sizeof(kiln_block_q8_0), "packed q8_0 must match ir/packing.h");
+
 /* Weight storage types, in KILN_WEIGHT_TYPES order. Kernels take the type as a constant
  * argument of an always-inline body, so each exported kernel gets its own loop nest. */
 enum kiln_wt { KILN_WT_f32, KILN_WT_f16, KILN_WT_bf16, KILN_WT_q4_0, KILN_WT_q4_1, KILN_WT_q8_0 };

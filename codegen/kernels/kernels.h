@@ -72,6 +72,20 @@ KILN_QMATMUL_ISAS(KILN_DECLARE_QMATMUL_ISA)
 #define KILN_DECLARE_QMATMUL_SWIGLU_ISA(isa) KILN_QUANT_WEIGHT_TYPES(KILN_DECLARE_QMATMUL_SWIGLU, isa, )
 KILN_QMATMUL_ISAS(KILN_DECLARE_QMATMUL_SWIGLU_ISA)
 
+/* The same ops on weights packed by pack-weights (ir/packing.h: 16 rows interleaved), named
+ * by the packed type: kiln_matmul_q4_1x16_q8_vnni, kiln_embed_q8_0x16, ... Their float order
+ * is their own (each block's whole integer dot converted once, then one FMA per block and
+ * output), the same in every ISA variant: ref (portable), vnni (x86 AVX512-VNNI, zmm) and
+ * dotprod (aarch64 sdot by element). */
+#define KILN_PACKED_WEIGHT_TYPES(X, isa, attr) X(q4_0x16, isa, attr) X(q4_1x16, isa, attr) X(q8_0x16, isa, attr)
+#define KILN_PACKED_ISAS(X) X(ref) X(vnni) X(dotprod)
+#define KILN_DECLARE_PACKED_ISA(isa)                                \
+  KILN_PACKED_WEIGHT_TYPES(KILN_DECLARE_QMATMUL, isa, )             \
+  KILN_PACKED_WEIGHT_TYPES(KILN_DECLARE_QMATMUL_SWIGLU, isa, )
+KILN_PACKED_ISAS(KILN_DECLARE_PACKED_ISA)
+#define KILN_DECLARE_EMBED_PACKED(wt, isa, attr) KILN_DECLARE_EMBED(wt)
+KILN_PACKED_WEIGHT_TYPES(KILN_DECLARE_EMBED_PACKED, , )
+
 /* y[t, :] = x[t, :] / sqrt(mean(x[t, :]^2) + eps) * w, w [D] */
 void kiln_rms_norm(const float* x, const float* w, float* y, int64_t T, int64_t D, float eps,
                    int32_t tid, int32_t nth);

@@ -418,9 +418,10 @@ KILN_INLINE void qdot(enum kiln_isa isa, enum kiln_wt wt, const kiln_qw* w, cons
   }
 }
 
-/* Quantizes rows [0, R) of x (K a multiple of 32) into q (R*K bytes), d and s (R*K/32). */
+/* Quantizes rows [0, R) of x (K a multiple of 32) into q (R*K bytes), d and s (R*K/32), and
+ * when is is not null the integer sums of q per block (the packed kernels' offset terms). */
 KILN_INLINE void quantize_rows(const float* restrict x, int8_t* restrict q, float* restrict d,
-                               float* restrict s, int64_t R, int64_t K) {
+                               float* restrict s, int32_t* restrict is, int64_t R, int64_t K) {
   const int64_t nb = K / KILN_QK;
   const float magic = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
   for (int64_t i = 0; i < R * nb; ++i) {
@@ -450,6 +451,7 @@ KILN_INLINE void quantize_rows(const float* restrict x, int8_t* restrict q, floa
     const int32_t st = ((sum[0] + sum[4]) + (sum[2] + sum[6])) + ((sum[1] + sum[5]) + (sum[3] + sum[7]));
     d[i] = db;
     s[i] = db * (float)st;
+    if (is) is[i] = st;
   }
 }
 
@@ -502,6 +504,158 @@ KILN_INLINE void qmm_group(enum kiln_isa isa, enum kiln_wt wt, const int8_t* res
   }
 }
 
+/* ---- Packed weights (pack-weights; layout in common.h and ir/packing.h) ----------------
+ *
+ * y[r*N + l] for r < R and the 16 rows l of one packed group (wg), from R quantized rows.
+ * Per block of 32 and row of x: the integer dot of the block with each of the 16 weight
+ * rows (exact int32; the q4_0 and q8_0 offsets, 8 and 128 per unit of x, taken off in
+ * integers with the block's sum of q), converted once, then acc = fma(dot, dw * d, acc);
+ * q4_1's minimum goes into a second chain off = fma(m, s, off); y = acc + off. Every
+ * variant does exactly this per output, so they agree bit for bit, for any R or split
+ * (kernels_test checks): the order differs from the GGUF-row kernels above (which convert 8
+ * lane sums per block), by float rounding only.
+ *
+ * Cost per block and row of x, for 16 outputs: 8 integer dot instructions (zmm: 16 lanes x
+ * 4 bytes, x's 4 bytes broadcast from memory), one convert, one multiply, one FMA (two for
+ * q4_1); the GGUF-row kernels spend a dot, a convert, a broadcast multiply and an FMA per
+ * block and row of x for each output. Nibbles are unpacked once per block for R rows. */
+#define KILN_PACK_MAX_R 4 /* rows of x per pass over a group: 4 keeps the zmm accumulators in registers */
+
+KILN_INLINE int64_t pack_bytes(enum kiln_wt wt) {
+  return wt == KILN_WT_q4_0 ? (int64_t)sizeof(kiln_pack_q4_0)
+       : wt == KILN_WT_q4_1 ? (int64_t)sizeof(kiln_pack_q4_1) : (int64_t)sizeof(kiln_pack_q8_0);
+}
+/* Offset of the quants in a packed block, and x's integer offset per unit of q's sum. */
+KILN_INLINE int64_t pack_qs(enum kiln_wt wt) { return wt == KILN_WT_q4_1 ? 64 : 32; }
+KILN_INLINE int32_t pack_zero(enum kiln_wt wt) {
+  return wt == KILN_WT_q4_0 ? 8 : wt == KILN_WT_q8_0 ? 128 : 0;
+}
+
+/* Portable: the definition the others match. */
+KILN_INLINE void qmm_p16_ref(enum kiln_wt wt, const int8_t* restrict q, const float* restrict d,
+                             const float* restrict s, const int32_t* restrict is,
+                             const void* restrict wg, float* restrict y, int64_t K, int64_t N,
+                             int R) {
+  const int64_t nb = K / KILN_QK;
+  for (int r = 0; r < R; ++r)
+    for (int l = 0; l < 16; ++l) {
+      float acc = 0.0f, off = 0.0f;
+      for (int64_t ib = 0; ib < nb; ++ib) {
+        const char* blk = (const char*)wg + ib * pack_bytes(wt);
+        const uint8_t* qs = (const uint8_t*)blk + pack_qs(wt);
+        const int8_t* x = q + r * K + ib * KILN_QK;
+        int32_t dot = 0;
+        if (wt == KILN_WT_q8_0) {
+          for (int j = 0; j < 8; ++j)
+            for (int e = 0; e < 4; ++e) dot += (int32_t)qs[64 * j + 4 * l + e] * x[4 * j + e];
+        } else {
+          for (int j = 0; j < 4; ++j)
+            for (int e = 0; e < 4; ++e) {
+              const uint8_t b = qs[64 * j + 4 * l + e];
+              dot += (int32_t)(b & 15) * x[4 * j + e] + (int32_t)(b >> 4) * x[16 + 4 * j + e];
+            }
+        }
+        dot -= pack_zero(wt) * is[r * nb + ib];
+        const float dw = (float)((const _Float16*)blk)[l];
+        acc = __builtin_fmaf((float)dot, dw * d[r * nb + ib], acc);
+        if (wt == KILN_WT_q4_1) off = __builtin_fmaf((float)((const _Float16*)blk)[16 + l], s[r * nb + ib], off);
+      }
+      y[r * N + l] = acc + off;
+    }
+}
+
+#if defined(__x86_64__)
+/* AVX512-VNNI: lane l of a zmm is weight row l. */
+static inline KILN_VNNI __attribute__((always_inline)) void qmm_p16_vnni_r(
+    enum kiln_wt wt, const int8_t* restrict q, const float* restrict d, const float* restrict s,
+    const int32_t* restrict is, const void* restrict wg, float* restrict y, int64_t K, int64_t N,
+    int R) {
+  typedef int32_t i32u __attribute__((aligned(1)));
+  const int64_t nb = K / KILN_QK;
+  __m512 acc[KILN_PACK_MAX_R], off[KILN_PACK_MAX_R];
+  for (int r = 0; r < R; ++r) acc[r] = off[r] = _mm512_setzero_ps();
+  const __m512i m4 = _mm512_set1_epi8(15);
+  for (int64_t ib = 0; ib < nb; ++ib) {
+    const char* blk = (const char*)wg + ib * pack_bytes(wt);
+    const char* qs = blk + pack_qs(wt);
+    __m512i s0[KILN_PACK_MAX_R], s1[KILN_PACK_MAX_R];
+    for (int r = 0; r < R; ++r) s0[r] = s1[r] = _mm512_setzero_si512();
+    if (wt == KILN_WT_q8_0) {
+      for (int j = 0; j < 8; j += 2) {
+        const __m512i w0 = _mm512_loadu_si512(qs + 64 * j), w1 = _mm512_loadu_si512(qs + 64 * j + 64);
+        for (int r = 0; r < R; ++r) {
+          const int8_t* x = q + r * K + ib * KILN_QK;
+          s0[r] = _mm512_dpbusd_epi32(s0[r], w0, _mm512_set1_epi32(*(const i32u*)(x + 4 * j)));
+          s1[r] = _mm512_dpbusd_epi32(s1[r], w1, _mm512_set1_epi32(*(const i32u*)(x + 4 * j + 4)));
+        }
+      }
+    } else {
+      for (int j = 0; j < 4; ++j) {
+        const __m512i raw = _mm512_loadu_si512(qs + 64 * j);
+        const __m512i lo = _mm512_and_si512(raw, m4), hi = _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4);
+        for (int r = 0; r < R; ++r) {
+          const int8_t* x = q + r * K + ib * KILN_QK;
+          s0[r] = _mm512_dpbusd_epi32(s0[r], lo, _mm512_set1_epi32(*(const i32u*)(x + 4 * j)));
+          s1[r] = _mm512_dpbusd_epi32(s1[r], hi, _mm512_set1_epi32(*(const i32u*)(x + 16 + 4 * j)));
+        }
+      }
+    }
+    const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)blk));
+    for (int r = 0; r < R; ++r) {
+      __m512i dot = _mm512_add_epi32(s0[r], s1[r]);
+      if (wt != KILN_WT_q4_1) dot = _mm512_sub_epi32(dot, _mm512_set1_epi32(pack_zero(wt) * is[r * nb + ib]));
+      const __m512 sc = _mm512_mul_ps(dw, _mm512_set1_ps(d[r * nb + ib]));
+      acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), sc, acc[r]);
+    }
+    if (wt == KILN_WT_q4_1) {
+      const __m512 m = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(blk + 32)));
+      for (int r = 0; r < R; ++r) off[r] = _mm512_fmadd_ps(m, _mm512_set1_ps(s[r * nb + ib]), off[r]);
+    }
+  }
+  for (int r = 0; r < R; ++r) _mm512_storeu_ps(y + r * N, _mm512_add_ps(acc[r], off[r]));
+}
+static inline KILN_VNNI void qmm_p16_vnni(enum kiln_wt wt, const int8_t* restrict q,
+                                          const float* restrict d, const float* restrict s,
+                                          const int32_t* restrict is, const void* restrict wg,
+                                          float* restrict y, int64_t K, int64_t N, int R) {
+  switch (R) {
+    case 4: qmm_p16_vnni_r(wt, q, d, s, is, wg, y, K, N, 4); return;
+    case 3: qmm_p16_vnni_r(wt, q, d, s, is, wg, y, K, N, 3); return;
+    case 2: qmm_p16_vnni_r(wt, q, d, s, is, wg, y, K, N, 2); return;
+    default: qmm_p16_vnni_r(wt, q, d, s, is, wg, y, K, N, 1); return;
+  }
+}
+#endif
+
+/* R as a constant in each instantiation (the row loops unroll, accumulators stay in registers). */
+KILN_INLINE void qmm_p16(enum kiln_isa isa, enum kiln_wt wt, const int8_t* restrict q,
+                         const float* restrict d, const float* restrict s,
+                         const int32_t* restrict is, const void* restrict wg, float* restrict y,
+                         int64_t K, int64_t N, int R) {
+#if defined(__x86_64__)
+  if (isa == KILN_ISA_vnni) {
+    qmm_p16_vnni(wt, q, d, s, is, wg, y, K, N, R);
+    return;
+  }
+#endif
+  qmm_p16_ref(wt, q, d, s, is, wg, y, K, N, R);
+}
+
+/* Groups [n0, n1) (multiples of 16) of a packed weight on `rows` quantized rows. */
+KILN_INLINE void qmm_packed(enum kiln_isa isa, enum kiln_wt wt, const int8_t* q, const float* d,
+                            const float* s, const int32_t* is, const void* restrict w,
+                            float* restrict yc, int64_t K, int64_t N, int64_t n0, int64_t n1,
+                            int64_t rows) {
+  const int64_t nb = K / KILN_QK;
+  for (int64_t n = n0; n < n1; n += KILN_PACK_ROWS) {
+    const void* wg = (const char*)w + n / KILN_PACK_ROWS * nb * pack_bytes(wt);
+    for (int64_t t = 0; t < rows; t += KILN_PACK_MAX_R) {
+      const int R = (int)kiln_min(KILN_PACK_MAX_R, rows - t);
+      qmm_p16(isa, wt, q + t * K, d + t * nb, s + t * nb, is + t * nb, wg, yc + t * N + n, K, N, R);
+    }
+  }
+}
+
 /* The column tiles [n0, n1) of one weight on `rows` quantized rows (qmatmul's inner loops). */
 KILN_INLINE void qmm_tiles(enum kiln_isa isa, enum kiln_wt wt, const int8_t* q, const float* d,
                            const float* s, const void* restrict w, float* restrict yc, int64_t K,
@@ -534,11 +688,13 @@ KILN_INLINE void qmm_tiles(enum kiln_isa isa, enum kiln_wt wt, const int8_t* q, 
  * itself: the norm costs K floats per row per thread, and its barrier goes. */
 KILN_INLINE void qmatmul(enum kiln_isa isa, enum kiln_wt wt, const float* restrict x,
                          const void* restrict w, float* restrict y, int64_t T, int64_t K,
-                         int64_t N, int32_t tid, int32_t nth, const float* restrict nw, float eps) {
-  const int64_t nb = K / KILN_QK, row_bytes = K + 8 * nb;
+                         int64_t N, int32_t tid, int32_t nth, const float* restrict nw, float eps,
+                         int packed) {
+  const int64_t nb = K / KILN_QK, row_bytes = K + 12 * nb;
   int64_t chunk = KILN_QMM_STACK / row_bytes;
   if (nw) chunk = kiln_min(chunk, KILN_QMM_NORM_FLOATS / K); /* >= 1: the pass checks K */
-  if (chunk < 1) { /* K too large for the stack buffer: the float kernel */
+  if (chunk < 1) { /* K too large for the stack buffer: the float kernel (pack-weights
+                    * leaves such weights unpacked) */
     switch (wt) {
       case KILN_WT_q4_0: kiln_matmul_q4_0(x, w, y, T, K, N, tid, nth); return;
       case KILN_WT_q4_1: kiln_matmul_q4_1(x, w, y, T, K, N, tid, nth); return;
@@ -556,13 +712,15 @@ KILN_INLINE void qmatmul(enum kiln_isa isa, enum kiln_wt wt, const float* restri
     int8_t* q = buf;
     float* d = (float*)(buf + rows * K);
     float* s = d + rows * nb;
+    int32_t* is = (int32_t*)(s + rows * nb);
     const float* xc = x + t0 * K;
     if (nw) {
       for (int64_t r = 0; r < rows; ++r) kiln_rms_row(xc + r * K, nw, nbuf + r * K, K, eps);
       xc = nbuf;
     }
-    quantize_rows(xc, q, d, s, rows, K);
-    qmm_tiles(isa, wt, q, d, s, w, y + t0 * N, K, N, n0, n1, rows, tile);
+    quantize_rows(xc, q, d, s, packed ? is : 0, rows, K);
+    if (packed) qmm_packed(isa, wt, q, d, s, is, w, y + t0 * N, K, N, n0, n1, rows);
+    else qmm_tiles(isa, wt, q, d, s, w, y + t0 * N, K, N, n0, n1, rows, tile);
   }
 }
 
@@ -573,11 +731,11 @@ KILN_INLINE void qmatmul(enum kiln_isa isa, enum kiln_wt wt, const float* restri
 KILN_INLINE void qmatmul3(enum kiln_isa isa, enum kiln_wt wt, const float* restrict x,
                           const float* restrict nw, const void* const w[3], float* const y[3],
                           int64_t T, int64_t K, const int64_t N[3], float eps, int32_t tid,
-                          int32_t nth) {
-  const int64_t nb = K / KILN_QK, row_bytes = K + 8 * nb;
+                          int32_t nth, int packed) {
+  const int64_t nb = K / KILN_QK, row_bytes = K + 12 * nb;
   const int64_t chunk = kiln_min(KILN_QMM_STACK / row_bytes, KILN_QMM_NORM_FLOATS / K);
   if (chunk < 1) { /* the pass checks K; stay correct anyway */
-    for (int m = 0; m < 3; ++m) qmatmul(isa, wt, x, w[m], y[m], T, K, N[m], tid, nth, nw, eps);
+    for (int m = 0; m < 3; ++m) qmatmul(isa, wt, x, w[m], y[m], T, K, N[m], tid, nth, nw, eps, packed);
     return;
   }
   int64_t n0[3], n1[3];
@@ -591,11 +749,15 @@ KILN_INLINE void qmatmul3(enum kiln_isa isa, enum kiln_wt wt, const float* restr
     int8_t* q = buf;
     float* d = (float*)(buf + rows * K);
     float* s = d + rows * nb;
+    int32_t* is = (int32_t*)(s + rows * nb);
     const float* xc = x + t0 * K;
     for (int64_t r = 0; r < rows; ++r) kiln_rms_row(xc + r * K, nw, nbuf + r * K, K, eps);
-    quantize_rows(nbuf, q, d, s, rows, K);
-    for (int m = 0; m < 3; ++m)
-      if (n0[m] < n1[m]) qmm_tiles(isa, wt, q, d, s, w[m], y[m] + t0 * N[m], K, N[m], n0[m], n1[m], rows, tile);
+    quantize_rows(nbuf, q, d, s, packed ? is : 0, rows, K);
+    for (int m = 0; m < 3; ++m) {
+      if (n0[m] >= n1[m]) continue;
+      if (packed) qmm_packed(isa, wt, q, d, s, is, w[m], y[m] + t0 * N[m], K, N[m], n0[m], n1[m], rows);
+      else qmm_tiles(isa, wt, q, d, s, w[m], y[m] + t0 * N[m], K, N[m], n0[m], n1[m], rows, tile);
+    }
   }
 }
 
@@ -606,8 +768,8 @@ KILN_INLINE void qmatmul3(enum kiln_isa isa, enum kiln_wt wt, const float* restr
 KILN_INLINE void qmatmul_swiglu(enum kiln_isa isa, enum kiln_wt wt, const float* restrict x,
                                 const void* restrict wg, const void* restrict wu,
                                 float* restrict y, int64_t T, int64_t K, int64_t N, int32_t tid,
-                                int32_t nth) {
-  const int64_t nb = K / KILN_QK, row_bytes = K + 8 * nb, rb = kiln_row_bytes(wt, K);
+                                int32_t nth, int packed) {
+  const int64_t nb = K / KILN_QK, row_bytes = K + 12 * nb, rb = kiln_row_bytes(wt, K);
   const int64_t chunk = KILN_QMM_STACK / row_bytes; /* >= 1: the pass checks K */
   int64_t n0, n1;
   kiln_split(N, 16, tid, nth, &n0, &n1);
@@ -618,14 +780,21 @@ KILN_INLINE void qmatmul_swiglu(enum kiln_isa isa, enum kiln_wt wt, const float*
     int8_t* q = buf;
     float* d = (float*)(buf + rows * K);
     float* s = d + rows * nb;
-    quantize_rows(x + t0 * K, q, d, s, rows, K);
+    int32_t* is = (int32_t*)(s + rows * nb);
+    quantize_rows(x + t0 * K, q, d, s, packed ? is : 0, rows, K);
     for (int64_t nt = n0; nt < n1; nt += 16) {
       const int64_t ne = kiln_min(n1, nt + 16), W = ne - nt;
+      /* a packed group is 16 rows: nt / 16 groups in, as rb * nt bytes are for GGUF rows */
       const void* g = (const char*)wg + nt * rb;
       const void* u = (const char*)wu + nt * rb;
       for (int64_t t = 0; t < rows;) {
-        const int R = rows - t >= 8 ? 8 : rows - t >= 4 ? 4 : rows - t == 3 ? 3 : rows - t >= 2 ? 2 : 1;
+        const int R = packed ? (int)kiln_min(KILN_PACK_MAX_R, rows - t)
+                    : rows - t >= 8 ? 8 : rows - t >= 4 ? 4 : rows - t == 3 ? 3 : rows - t >= 2 ? 2 : 1;
         float gv[8 * 16], uv[8 * 16];
+        if (packed) {
+          qmm_p16(isa, wt, q + t * K, d + t * nb, s + t * nb, is + t * nb, g, gv, K, 16, R);
+          qmm_p16(isa, wt, q + t * K, d + t * nb, s + t * nb, is + t * nb, u, uv, K, 16, R);
+        } else {
         /* R as a constant in each call, as qmatmul does: qmm_group's row loops unroll and
          * its accumulators stay in registers (with R a variable, decode ran ~30% slower). */
 #define KILN_SWIGLU_GROUP(Rc)                                                              \
@@ -639,6 +808,7 @@ KILN_INLINE void qmatmul_swiglu(enum kiln_isa isa, enum kiln_wt wt, const float*
           default: KILN_SWIGLU_GROUP(1) break;
         }
 #undef KILN_SWIGLU_GROUP
+        }
         for (int r = 0; r < R; ++r)
           for (int64_t j = 0; j < W; ++j) {
             const float a = gv[r * 16 + j];
@@ -650,51 +820,46 @@ KILN_INLINE void qmatmul_swiglu(enum kiln_isa isa, enum kiln_wt wt, const float*
   }
 }
 
-#define KILN_DEFINE_QMATMUL_SWIGLU(wt, isa, attr)                                              \
-  attr void kiln_matmul_swiglu_##wt##_q8_##isa(const float* x, const void* wg, const void* wu, \
-                                               float* y, int64_t T, int64_t K, int64_t N,      \
-                                               int32_t tid, int32_t nth) {                     \
-    qmatmul_swiglu(KILN_ISA_##isa, KILN_WT_##wt, x, wg, wu, y, T, K, N, tid, nth);             \
+/* The exported kernels: kiln_<op>_<name>_q8_<isa> for weight type wt, with name = wt for
+ * GGUF rows (packed = 0) or wt + "x16" for pack-weights' layout (packed = 1). */
+#define KILN_DEFINE_QMATMUL_OPS(name, wt, isa, attr, packed)                                 \
+  attr void kiln_matmul_##name##_q8_##isa(const float* x, const void* w, float* y, int64_t T, \
+                                          int64_t K, int64_t N, int32_t tid, int32_t nth) {  \
+    qmatmul(KILN_ISA_##isa, KILN_WT_##wt, x, w, y, T, K, N, tid, nth, 0, 0.0f, packed);      \
+  }                                                                                          \
+  attr void kiln_rms_matmul_##name##_q8_##isa(const float* x, const float* nw, const void* w, \
+                                              float* y, int64_t T, int64_t K, int64_t N,     \
+                                              float eps, int32_t tid, int32_t nth) {         \
+    qmatmul(KILN_ISA_##isa, KILN_WT_##wt, x, w, y, T, K, N, tid, nth, nw, eps, packed);      \
+  }                                                                                          \
+  attr void kiln_rms_matmul3_##name##_q8_##isa(                                              \
+      const float* x, const float* nw, const void* w0, const void* w1, const void* w2,       \
+      float* y0, float* y1, float* y2, int64_t T, int64_t K, int64_t N0, int64_t N1,         \
+      int64_t N2, float eps, int32_t tid, int32_t nth) {                                     \
+    const void* w[3] = {w0, w1, w2};                                                         \
+    float* y[3] = {y0, y1, y2};                                                              \
+    const int64_t N[3] = {N0, N1, N2};                                                       \
+    qmatmul3(KILN_ISA_##isa, KILN_WT_##wt, x, nw, w, y, T, K, N, eps, tid, nth, packed);     \
+  }                                                                                          \
+  attr void kiln_matmul_swiglu_##name##_q8_##isa(const float* x, const void* wg,             \
+                                                 const void* wu, float* y, int64_t T,         \
+                                                 int64_t K, int64_t N, int32_t tid,           \
+                                                 int32_t nth) {                               \
+    qmatmul_swiglu(KILN_ISA_##isa, KILN_WT_##wt, x, wg, wu, y, T, K, N, tid, nth, packed);   \
   }
-#define KILN_NO_ATTR_SW
-KILN_QUANT_WEIGHT_TYPES(KILN_DEFINE_QMATMUL_SWIGLU, ref, KILN_NO_ATTR_SW)
-#if defined(__x86_64__)
-KILN_QUANT_WEIGHT_TYPES(KILN_DEFINE_QMATMUL_SWIGLU, avx2, KILN_AVX2)
-KILN_QUANT_WEIGHT_TYPES(KILN_DEFINE_QMATMUL_SWIGLU, avxvnni, KILN_AVXVNNI)
-KILN_QUANT_WEIGHT_TYPES(KILN_DEFINE_QMATMUL_SWIGLU, vnni, KILN_VNNI)
-#endif
-#if defined(__aarch64__)
-KILN_QUANT_WEIGHT_TYPES(KILN_DEFINE_QMATMUL_SWIGLU, dotprod, KILN_DOTPROD)
-KILN_QUANT_WEIGHT_TYPES(KILN_DEFINE_QMATMUL_SWIGLU, i8mm, KILN_I8MM)
-#endif
-
-#define KILN_DEFINE_QMATMUL(wt, isa, attr)                                                 \
-  attr void kiln_matmul_##wt##_q8_##isa(const float* x, const void* w, float* y, int64_t T, \
-                                        int64_t K, int64_t N, int32_t tid, int32_t nth) {  \
-    qmatmul(KILN_ISA_##isa, KILN_WT_##wt, x, w, y, T, K, N, tid, nth, 0, 0.0f);            \
-  }                                                                                        \
-  attr void kiln_rms_matmul_##wt##_q8_##isa(const float* x, const float* nw, const void* w, \
-                                            float* y, int64_t T, int64_t K, int64_t N,     \
-                                            float eps, int32_t tid, int32_t nth) {         \
-    qmatmul(KILN_ISA_##isa, KILN_WT_##wt, x, w, y, T, K, N, tid, nth, nw, eps);            \
-  }                                                                                        \
-  attr void kiln_rms_matmul3_##wt##_q8_##isa(                                              \
-      const float* x, const float* nw, const void* w0, const void* w1, const void* w2,     \
-      float* y0, float* y1, float* y2, int64_t T, int64_t K, int64_t N0, int64_t N1,       \
-      int64_t N2, float eps, int32_t tid, int32_t nth) {                                   \
-    const void* w[3] = {w0, w1, w2};                                                       \
-    float* y[3] = {y0, y1, y2};                                                            \
-    const int64_t N[3] = {N0, N1, N2};                                                     \
-    qmatmul3(KILN_ISA_##isa, KILN_WT_##wt, x, nw, w, y, T, K, N, eps, tid, nth);           \
-  }
+#define KILN_DEFINE_QMATMUL(wt, isa, attr) KILN_DEFINE_QMATMUL_OPS(wt, wt, isa, attr, 0)
+#define KILN_DEFINE_QMATMUL_PACKED(wt, isa, attr) KILN_DEFINE_QMATMUL_OPS(wt##x16, wt, isa, attr, 1)
 #define KILN_NO_ATTR
 KILN_QUANT_WEIGHT_TYPES(KILN_DEFINE_QMATMUL, ref, KILN_NO_ATTR)
+KILN_QUANT_WEIGHT_TYPES(KILN_DEFINE_QMATMUL_PACKED, ref, KILN_NO_ATTR)
 #if defined(__x86_64__)
 KILN_QUANT_WEIGHT_TYPES(KILN_DEFINE_QMATMUL, avx2, KILN_AVX2)
 KILN_QUANT_WEIGHT_TYPES(KILN_DEFINE_QMATMUL, avxvnni, KILN_AVXVNNI)
 KILN_QUANT_WEIGHT_TYPES(KILN_DEFINE_QMATMUL, vnni, KILN_VNNI)
+KILN_QUANT_WEIGHT_TYPES(KILN_DEFINE_QMATMUL_PACKED, vnni, KILN_VNNI)
 #endif
 #if defined(__aarch64__)
 KILN_QUANT_WEIGHT_TYPES(KILN_DEFINE_QMATMUL, dotprod, KILN_DOTPROD)
+KILN_QUANT_WEIGHT_TYPES(KILN_DEFINE_QMATMUL_PACKED, dotprod, KILN_DOTPROD)
 KILN_QUANT_WEIGHT_TYPES(KILN_DEFINE_QMATMUL, i8mm, KILN_I8MM)
 #endif

@@ -24,6 +24,7 @@
 #include "codegen/kernels/kernels.h"
 #include "frontend/gguf_writer.h"
 #include "ir/interpreter.h"
+#include "ir/packing.h"
 #include "ir/verifier.h"
 
 #include "tests/unit/numeric.h"
@@ -409,6 +410,148 @@ TEST(Kernels, Int8ActivationMatmulMatchesInterpreter) {
     }
   }
   EXPECT_GT(ran, 0);
+}
+
+// ---- packed weights (pack-weights) ------------------------------------------------------
+
+// The packed variants (kiln_matmul_<wt>x16_q8_<isa>, ir/packing.h) on weights packed by
+// pack_rows. Bound: the same NMSE as the GGUF-row int8 kernels against the interpreter
+// (1e-4: the int8 rounding of x dominates; their own float order adds ~1e-14). Every
+// variant gives the portable one's bits, for every split and each row computed alone
+// (a row's sums do not depend on how many rows share a pass over the weights: R = 1..4).
+struct PackedVariant {
+  DType dtype;
+  std::string isa;
+  MatmulFn matmul;
+  bool runs;
+};
+std::vector<PackedVariant> packed_variants() {
+  std::vector<PackedVariant> v;
+#define KILN_TEST_PACKED(wt, isa, attr) \
+  v.push_back({*dtype_from_name(std::string(#wt).substr(0, 4)), #isa, kiln_matmul_##wt##_q8_##isa, cpu_has(#isa)});
+  KILN_PACKED_WEIGHT_TYPES(KILN_TEST_PACKED, ref, )
+#if defined(__x86_64__)
+  KILN_PACKED_WEIGHT_TYPES(KILN_TEST_PACKED, vnni, )
+#endif
+#undef KILN_TEST_PACKED
+  return v;
+}
+
+std::string packed_bytes(DType dt, const void* gguf, int64_t N, int64_t K) {
+  std::string out(dtype_bytes(dt, (uint64_t)(N * K)), '\0');
+  pack_rows(dt, static_cast<const uint8_t*>(gguf), N, K, reinterpret_cast<uint8_t*>(out.data()));
+  return out;
+}
+
+TEST(Kernels, PackedMatmulMatchesInterpreter) {
+  struct Shape { int64_t T, K, N; };
+  const Shape shapes[] = {{1, 32, 16}, {1, 576, 192}, {2, 64, 32}, {3, 96, 48}, {4, 128, 16},
+                          {5, 160, 64}, {8, 1536, 32}, {13, 64, 48}, {40, 1536, 16}};
+  const auto variants = packed_variants();
+  std::mt19937 rng(23);
+  Worst worst;
+  int ran = 0;
+  for (DType dt : {DType::Q4_0, DType::Q4_1, DType::Q8_0}) {
+    for (const Shape& sh : shapes) {
+      const auto [T, K, N] = sh;
+      SCOPED_TRACE(fmt::format("{} T={} K={} N={}", dtype_name(dt), T, K, N));
+      auto wv = random_floats(rng, N * K, 1.0f / std::sqrt((float)K));
+      auto x = random_floats(rng, T * K);
+      Graph g;
+      auto ws = std::make_shared<TestWeights>();
+      WeightNode w = weight(g, *ws, dt, {N, K}, wv);
+      g.set_weights(ws);
+      const std::string packed = packed_bytes(dt, w.data, N, K);
+      Node* xn = input(g, "x", DType::F32, {kDynamic, K});
+      auto ref = reference(g, Op::MatMul, {xn, w.node}, {}, {{"x", f32_tensor({T, K}, x)}});
+      std::vector<float> portable;
+      for (const PackedVariant& v : variants) {
+        if (v.dtype != dt || !v.runs) continue;
+        SCOPED_TRACE(v.isa);
+        ++ran;
+        std::vector<float> first;
+        for (const Schedule& s : kSchedules) {
+          std::vector<float> y((size_t)(T * N), NAN);
+          run_split(s, [&](int32_t tid, int32_t nth) { v.matmul(x.data(), packed.data(), y.data(), T, K, N, tid, nth); });
+          EXPECT_LT(worst(nmse(y, ref)), 1e-4) << describe(s);
+          if (first.empty()) first = y;
+          EXPECT_TRUE(same_bits(y, first)) << describe(s) << " differs from nth=1";
+        }
+        if (portable.empty()) portable = first;  // "ref" comes first
+        EXPECT_TRUE(same_bits(first, portable)) << "differs from the portable variant";
+        for (int64_t t = 0; t < T; ++t) {
+          std::vector<float> row((size_t)N, NAN);
+          v.matmul(x.data() + t * K, packed.data(), row.data(), 1, K, N, 0, 1);
+          EXPECT_TRUE(same_bits(row, std::vector<float>(first.begin() + t * N, first.begin() + (t + 1) * N)))
+              << "row " << t << " computed alone";
+        }
+      }
+    }
+  }
+  EXPECT_GT(ran, 0);
+}
+
+// The fused forms on packed weights give the packed matmul's bits: rms_matmul = rms_norm
+// kernel then matmul; matmul_swiglu = silu(gate) * up from the two matmuls' outputs.
+TEST(Kernels, PackedFusedFormsMatchPackedMatmul) {
+  std::mt19937 rng(29);
+  const int64_t T = 6, K = 192, N = 48;
+  for (DType dt : {DType::Q4_0, DType::Q4_1, DType::Q8_0}) {
+    SCOPED_TRACE(dtype_name(dt));
+    auto enc = [&](std::vector<float> v) { return encode_tensor_data(dt, v); };
+    const std::string wg = enc(random_floats(rng, N * K, 0.1f)), wu = enc(random_floats(rng, N * K, 0.1f));
+    const std::string pg = packed_bytes(dt, wg.data(), N, K), pu = packed_bytes(dt, wu.data(), N, K);
+    auto x = random_floats(rng, T * K);
+    auto nw = random_floats(rng, K);
+    struct Fns { MatmulFn mm; decltype(&kiln_rms_matmul_q4_0x16_q8_ref) rms; decltype(&kiln_matmul_swiglu_q4_0x16_q8_ref) sw; };
+    std::vector<std::pair<std::string, Fns>> fns;
+#define KILN_TEST_FUSED(wt, isa, attr)                                                                   \
+  if (std::string(#wt).substr(0, 4) == dtype_name(dt) && cpu_has(#isa))                                  \
+    fns.push_back({#isa, {kiln_matmul_##wt##_q8_##isa, kiln_rms_matmul_##wt##_q8_##isa, kiln_matmul_swiglu_##wt##_q8_##isa}});
+    KILN_PACKED_WEIGHT_TYPES(KILN_TEST_FUSED, ref, )
+#if defined(__x86_64__)
+    KILN_PACKED_WEIGHT_TYPES(KILN_TEST_FUSED, vnni, )
+#endif
+#undef KILN_TEST_FUSED
+    ASSERT_FALSE(fns.empty());
+    for (auto& [isa, f] : fns) {
+      SCOPED_TRACE(isa);
+      std::vector<float> xn((size_t)(T * K)), g((size_t)(T * N)), u((size_t)(T * N)), want((size_t)(T * N));
+      kiln_rms_norm(x.data(), nw.data(), xn.data(), T, K, 1e-5f, 0, 1);
+      std::vector<float> mm((size_t)(T * N)), rms((size_t)(T * N), NAN), sw((size_t)(T * N), NAN);
+      f.mm(xn.data(), pg.data(), mm.data(), T, K, N, 0, 1);
+      for (int nth : {1, 2, 3})
+        for (int tid = 0; tid < nth; ++tid) f.rms(x.data(), nw.data(), pg.data(), rms.data(), T, K, N, 1e-5f, tid, nth);
+      EXPECT_TRUE(same_bits(rms, mm)) << "rms_matmul";
+      f.mm(x.data(), pg.data(), g.data(), T, K, N, 0, 1);
+      f.mm(x.data(), pu.data(), u.data(), T, K, N, 0, 1);
+      for (int nth : {1, 2, 3})
+        for (int tid = 0; tid < nth; ++tid) f.sw(x.data(), pg.data(), pu.data(), sw.data(), T, K, N, tid, nth);
+      for (size_t i = 0; i < want.size(); ++i) EXPECT_NEAR(sw[i], g[i] / (1.0f + std::exp(-g[i])) * u[i], 1e-5f * (1 + std::fabs(sw[i])));
+    }
+  }
+}
+
+// A packed embedding table gives the GGUF table's rows bit for bit (the tied LM head).
+TEST(Kernels, PackedEmbedMatchesGgufRows) {
+  std::mt19937 rng(31);
+  const int64_t V = 48, D = 96, T = 7;
+  using Embed = void (*)(const void*, const int32_t*, float*, int64_t, int64_t, int32_t, int32_t);
+  const std::pair<DType, std::pair<Embed, Embed>> cases[] = {
+      {DType::Q4_0, {kiln_embed_q4_0, kiln_embed_q4_0x16}},
+      {DType::Q4_1, {kiln_embed_q4_1, kiln_embed_q4_1x16}},
+      {DType::Q8_0, {kiln_embed_q8_0, kiln_embed_q8_0x16}}};
+  for (const auto& [dt, fn] : cases) {
+    SCOPED_TRACE(dtype_name(dt));
+    const std::string table = encode_tensor_data(dt, random_floats(rng, V * D));
+    const std::string packed = packed_bytes(dt, table.data(), V, D);
+    auto tokens = random_ints(rng, T, 0, V - 1);
+    tokens[0] = V - 1;
+    std::vector<float> want((size_t)(T * D)), got((size_t)(T * D), NAN);
+    fn.first(table.data(), tokens.data(), want.data(), T, D, 0, 1);
+    for (int tid = 0; tid < 2; ++tid) fn.second(packed.data(), tokens.data(), got.data(), T, D, tid, 2);
+    EXPECT_TRUE(same_bits(got, want));
+  }
 }
 
 // ---- rms_norm --------------------------------------------------------------------------

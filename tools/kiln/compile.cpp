@@ -20,6 +20,8 @@ static const std::vector<OptionSpec> kCompileOptions = {
     {"group-size", "N", "elements per INT4 scale, a multiple of 32 (default: the profile's group_size)"},
     {"quantize-head", "TYPE", "embedding and LM head with --quantize: q8_0 (default) or int4"},
     {"float-activations", "", "keep activations float in quantized matmuls (exact; slower decode)"},
+    {"pack-weights", "MODE", "interleave q4/q8 weights 16 rows at a time for the packed kernels: auto (default: "
+                             "where the profile has them, AVX512-VNNI or AArch64 dotprod), on, off"},
     {"lora-slots", "K", "LoRA adapters resident at once, slot 0 the zero adapter (default 0: no LoRA)"},
     {"lora-rank", "R", "the largest adapter rank the model takes (default 16)"},
     {"lora-targets", "LIST", "projections that take adapters (default q,k,v,o,gate,up,down)"},
@@ -86,6 +88,11 @@ int cmd_compile(int argc, char** argv) {
   req.int8_activations = !args->flag("float-activations");
   req.quantize = args->get("quantize").value_or("none");
   req.quantize_head = args->get("quantize-head").value_or("q8_0");
+  req.pack_weights = args->get("pack-weights").value_or("auto");
+  if (req.pack_weights != "auto" && req.pack_weights != "on" && req.pack_weights != "off") {
+    fmt::print(stderr, "kiln compile: --pack-weights takes auto, on or off; got '{}'\n", req.pack_weights);
+    return 2;
+  }
   if (req.quantize != "none" && req.quantize != "int4" && req.quantize != "q4_0" && req.quantize != "q4_1") {
     fmt::print(stderr, "kiln compile: --quantize takes int4, q4_0, q4_1 or none; got '{}'\n", req.quantize);
     return 2;
