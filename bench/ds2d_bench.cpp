@@ -45,13 +45,14 @@ static int32_t argmax(const float* l, int32_t v) {
 int main(int argc, char** argv) {
   if (argc < 2) {
     std::fprintf(stderr, "usage: ds2d_bench MODEL [--threads N] [--tokens N] [--templates LIST] [--prompts DIR] "
-                         "[--write-prompts DIR] [--no-early-exit]\n");
+                         "[--write-prompts DIR] [--no-early-exit] [--pack-weights auto|on|off]\n");
     return 2;
   }
   int threads = 2, max_tokens = 128;
   std::string templates = CompileRequest{}.ds2d_templates, prompt_dir = std::string(KILN_SOURCE_DIR) + "/bench/prompts",
               write_dir;
   bool early_exit = true;
+  std::string pack = "auto";
   for (int i = 2; i < argc; ++i) {
     std::string a = argv[i];
     auto val = [&] { return i + 1 < argc ? std::string(argv[++i]) : std::string(); };
@@ -61,6 +62,7 @@ int main(int argc, char** argv) {
     else if (a == "--prompts") prompt_dir = val();
     else if (a == "--write-prompts") write_dir = val();
     else if (a == "--no-early-exit") early_exit = false;
+    else if (a == "--pack-weights") pack = val();
     else { std::fprintf(stderr, "ds2d_bench: unknown option %s\n", a.c_str()); return 2; }
   }
   CompileRequest req;
@@ -70,6 +72,7 @@ int main(int argc, char** argv) {
   req.max_rows = 64;
   req.threads = threads;
   req.ds2d_templates = templates;
+  req.pack_weights = pack;
   req.progress = false;
   auto sum = compile_model(req);
   if (!sum.ok()) { std::fprintf(stderr, "ds2d_bench: %s\n", sum.error().message.c_str()); return 1; }

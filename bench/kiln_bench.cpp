@@ -14,6 +14,7 @@
 //     decode steps (kiln: its KV layout per position; llama.cpp: f16 K and V, its default).
 //
 // usage: kiln_bench MODEL [--threads N] [--prompt P] [--gen G] [--reps R] [--ctx C] [--passes LIST]
+//                         [--pack-weights auto|on|off]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -50,6 +51,7 @@ int main(int argc, char** argv) {
   std::string model = argv[1];
   int threads = 2, prompt = 128, gen = 64, reps = 3, ctx = 512;
   std::string passes;  // extra graph passes before the backend's (e.g. fuse-matmul-swiglu)
+  std::string pack = "auto";  // pack-weights (kiln compile --pack-weights)
   for (int i = 2; i + 1 < argc; i += 2) {
     int v = std::atoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--threads")) threads = v;
@@ -58,6 +60,7 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--reps")) reps = v;
     else if (!std::strcmp(argv[i], "--ctx")) ctx = v;
     else if (!std::strcmp(argv[i], "--passes")) passes = argv[i + 1];
+    else if (!std::strcmp(argv[i], "--pack-weights")) pack = argv[i + 1];
     else { std::fprintf(stderr, "kiln_bench: unknown option %s\n", argv[i]); return 2; }
   }
   CompileRequest req;
@@ -68,6 +71,7 @@ int main(int argc, char** argv) {
   req.threads = threads;
   req.progress = false;
   req.extra_passes = passes;
+  req.pack_weights = pack;
   auto sum = compile_model(req);
   if (!sum.ok()) { std::fprintf(stderr, "kiln_bench: %s\n", sum.error().message.c_str()); return 1; }
   auto art = load_artifact(req.out_dir, threads);
@@ -120,11 +124,11 @@ int main(int argc, char** argv) {
   std::printf("{\"engine\": \"kiln\", \"model\": \"%s\", \"threads\": %d, \"prompt_tokens\": %d, \"gen_tokens\": %d, "
               "\"reps\": %d, \"prefill_tok_s\": %.2f, \"decode_tok_s\": %.2f, \"compile_s\": %.2f, "
               "\"model_o_bytes\": %llu, \"weights_bytes\": %llu, \"kv_bytes\": %llu, \"tied_lm_head\": %s, "
-              "\"kiln_bytes_per_decode_token\": %.0f, \"llama_bytes_per_decode_token\": %.0f, \"cpu\": \"%s\", \"passes\": \"%s\"}\n",
+              "\"kiln_bytes_per_decode_token\": %.0f, \"llama_bytes_per_decode_token\": %.0f, \"cpu\": \"%s\", \"passes\": \"%s\", \"pack_weights\": \"%s\"}\n",
               std::filesystem::path(model).filename().c_str(), threads, prompt, gen, reps, median(pp), median(tg),
               sum->seconds, (unsigned long long)sum->object_bytes, (unsigned long long)sum->weights_bytes,
               (unsigned long long)sum->kv_bytes, tied ? "true" : "false", (double)kiln_touched + avg_pos * kiln_kv_pos,
-              (double)llama_touched + avg_pos * llama_kv_pos, sum->cpu.c_str(), passes.c_str());
+              (double)llama_touched + avg_pos * llama_kv_pos, sum->cpu.c_str(), passes.c_str(), pack.c_str());
   std::filesystem::remove_all(req.out_dir);
   return 0;
 }

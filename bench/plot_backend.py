@@ -19,7 +19,8 @@ fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
 for ax, phase, title in [(axes[0], "prefill", "prefill 128 tokens"), (axes[1], "decode", "decode 64 tokens")]:
     labels, kiln, llama = [], [], []
     for c in r["configs"]:
-        labels.append(f"{c['model'].replace('SmolLM2-135M-Instruct.', '').replace('.gguf', '')}\n{c['threads']} thr" + ("\n+" + c["kiln_passes"] if c.get("kiln_passes") else ""))
+        labels.append(f"{c['model'].replace('SmolLM2-135M-Instruct.', '').replace('.gguf', '')}\n{c['threads']} thr" + ("\n+" + c["kiln_passes"] if c.get("kiln_passes") else "")
+                      + ("\nunpacked" if c.get("kiln_pack_weights") == "off" else ""))
         kiln.append(c[f"kiln_{phase}_tok_s"])
         llama.append(c[f"llama_{phase}_tok_s"])
     x = range(len(labels))

@@ -33,9 +33,12 @@ if backend:
         rule += "---|"
     print(head)
     print(rule)
-    names = {"F16": "F16 requant (float backend)", "Q4_1": "Q4_1 as shipped (kiln: int8 activations)"}
+    names = {"F16": "F16 requant (float backend)", "Q4_1": "Q4_1 as shipped (kiln: int8 activations, packed)"}
     for c in backend["configs"]:
-        row = (f"| {names.get(short(c['model']), short(c['model']))} | {c['threads']} | "
+        name = names.get(short(c['model']), short(c['model']))
+        if c.get("kiln_pack_weights") == "off":
+            name = name.replace(", packed)", ", --pack-weights=off)")
+        row = (f"| {name} | {c['threads']} | "
                f"{c['kiln_prefill_tok_s']:.0f} / {c['llama_prefill_tok_s']:.0f} ({c['prefill_ratio']:.2f}x) | "
                f"{c['kiln_decode_tok_s']:.0f} / {c['llama_decode_tok_s']:.0f} ({c['decode_ratio']:.2f}x) |")
         if roof:

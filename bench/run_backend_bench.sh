@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # bench/run_backend_bench.sh — kiln's compiled model against llama.cpp, one run, same
 # machine, same GGUF files: prefill (128 tokens) and decode (64 tokens) tokens/s for the
-# F16 model (the float backend) and the Q4_1 model as shipped, at 1 and 2 threads. kiln
+# F16 model (the float backend) and the Q4_1 model as shipped (packed by pack-weights, and
+# again with --pack-weights=off), at 1 and 2 threads. kiln
 # and llama.cpp runs alternate so load on this shared machine hits both alike. Also
 # records the stripped sizes of libkiln_rt.a and model.o. With bench/results/bandwidth.json
 # (bench/bandwidth, run first by bench/run_all.sh) each configuration also gets its decode
@@ -40,6 +41,11 @@ for model in "$f16" "$q41"; do
   for t in 1 2; do
     echo "[bench] $(basename "$model") threads=$t" >&2
     build/bench/kiln_bench "$model" --threads "$t" --prompt 128 --gen 64 --reps "$reps" >> "$tmp/kiln.jsonl"
+    # Q4_1 with GGUF rows (no pack-weights): what the packed layout adds, same llama.cpp runs.
+    if [ "$model" = "$q41" ]; then
+      build/bench/kiln_bench "$model" --threads "$t" --prompt 128 --gen 64 --reps "$reps" \
+        --pack-weights off >> "$tmp/kiln.jsonl"
+    fi
     # The optional fusions (passes/), measured against the same llama.cpp runs.
     if [ "$model" = "$q41" ] && [ -n "$fusions" ]; then
       build/bench/kiln_bench "$model" --threads "$t" --prompt 128 --gen 64 --reps "$reps" \

@@ -5,7 +5,7 @@
 //  * the wall time of 3 replies of 64 tokens to one prompt: 3 sequential single-stream
 //    runs (prefill + 64 decode steps each) against one multi-stream run (prompt prefilled
 //    once and copied, then 64 steps that advance all 3 streams).
-// Prints one JSON object. usage: streams_bench MODEL [--threads N] [--reps R]
+// Prints one JSON object. usage: streams_bench MODEL [--threads N] [--reps R] [--pack-weights auto|on|off]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -28,11 +28,13 @@ static double secs(clk::time_point a, clk::time_point b) { return std::chrono::d
 static double median(std::vector<double> v) { std::sort(v.begin(), v.end()); return v[v.size() / 2]; }
 
 int main(int argc, char** argv) {
-  if (argc < 2) { std::fprintf(stderr, "usage: streams_bench MODEL [--threads N] [--reps R]\n"); return 2; }
+  if (argc < 2) { std::fprintf(stderr, "usage: streams_bench MODEL [--threads N] [--reps R] [--pack-weights auto|on|off]\n"); return 2; }
   int threads = 2, reps = 3;
+  std::string pack = "auto";
   for (int i = 2; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--threads")) threads = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--reps")) reps = std::atoi(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--pack-weights")) pack = argv[i + 1];
   }
   const int kMaxStreams = 4, kGen = 64;
   CompileRequest req;
@@ -42,6 +44,7 @@ int main(int argc, char** argv) {
   req.max_context = 256;
   req.threads = threads;
   req.progress = false;
+  req.pack_weights = pack;
   auto sum = compile_model(req);
   if (!sum.ok()) { std::fprintf(stderr, "%s\n", sum.error().message.c_str()); return 1; }
   auto art = load_artifact(req.out_dir, threads);
@@ -97,9 +100,9 @@ int main(int argc, char** argv) {
     seq.push_back(secs(t0, t1));
     multi.push_back(secs(t1, t2));
   }
-  std::printf("{\"model\": \"%s\", \"threads\": %d, \"gen_tokens\": %d, \"cpu\": \"%s\", \"decode_by_streams\": %s, "
+  std::printf("{\"model\": \"%s\", \"threads\": %d, \"gen_tokens\": %d, \"cpu\": \"%s\", \"pack_weights\": \"%s\", \"decode_by_streams\": %s, "
               "\"three_replies\": {\"sequential_s\": %.3f, \"multi_stream_s\": %.3f, \"speedup\": %.2f}}\n",
-              std::filesystem::path(argv[1]).filename().c_str(), threads, kGen, sum->cpu.c_str(), per_s.c_str(),
+              std::filesystem::path(argv[1]).filename().c_str(), threads, kGen, sum->cpu.c_str(), pack.c_str(), per_s.c_str(),
               median(seq), median(multi), median(seq) / median(multi));
   std::filesystem::remove_all(req.out_dir);
   return 0;

@@ -92,6 +92,7 @@ for k in kiln:
         "kiln_decode_tok_s": k["decode_tok_s"], "llama_decode_tok_s": round(tg, 2),
         "decode_ratio": round(k["decode_tok_s"] / tg, 3),
         "kiln_compile_s": k["compile_s"], "kiln_cpu": k["cpu"], "kiln_passes": k.get("passes", ""),
+        "kiln_pack_weights": k.get("pack_weights", "auto"),
     }
     if "kiln_bytes_per_decode_token" in k:
         c["kiln_bytes_per_decode_token"] = int(k["kiln_bytes_per_decode_token"])
