@@ -38,6 +38,8 @@
  *   kiln_matmul_<wt>_q8_dotprod  aarch64 +dotprod: sdot
  *   kiln_matmul_<wt>_q8_i8mm     aarch64 +i8mm (+dotprod): smmla for pairs of rows of x,
  *                                sdot for a row alone; its own float order (see below)
+ *   kiln_matmul_<wt>x16_q8_{ref,vnni,dotprod}  pack-weights' 16-row layout (the section
+ *                                "Packed weights" below): zmm vpdpbusd, sdot by element
  * In the bitcode the per-function target attributes are stripped like all others and
  * codegen gives every function the profile's features, so codegen only names a variant
  * whose features the profile has. In the native build (tests) the attributes stay.
@@ -627,6 +629,93 @@ static inline KILN_VNNI void qmm_p16_vnni(enum kiln_wt wt, const int8_t* restric
 }
 #endif
 
+#if defined(__aarch64__)
+/* AArch64 +dotprod: sdot by element. A 16-byte slice of a packed line is 4 weight rows x
+ * 4 bytes, and vdotq_laneq_s32 adds to lane i the dot of row i's 4 bytes with one 4-byte
+ * group of x, so a line (16 rows) is 4 sdots per row of x and the int32x4 quarter c of the
+ * accumulators holds rows 4c..4c+3: the lanes are outputs, as in the zmm kernel. sdot is
+ * signed x signed: q4 nibbles (0..15) are fine as they are, and q8_0's stored v + 128
+ * becomes v again by flipping the top bit, so that dot needs no offset (the integer is
+ * the reference's sum((v + 128) x) - 128 sum(x) exactly). The float steps are the
+ * reference's, lane for lane: results are its bits. */
+static inline KILN_DOTPROD __attribute__((always_inline)) void qmm_p16_dotprod_r(
+    enum kiln_wt wt, const int8_t* restrict q, const float* restrict d, const float* restrict s,
+    const int32_t* restrict is, const void* restrict wg, float* restrict y, int64_t K, int64_t N,
+    int R) {
+  const int64_t nb = K / KILN_QK;
+  float32x4_t acc[KILN_PACK_MAX_R][4], off[KILN_PACK_MAX_R][4];
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < 4; ++c) acc[r][c] = off[r][c] = vdupq_n_f32(0.0f);
+  const uint8x16_t m4 = vdupq_n_u8(15), sign = vdupq_n_u8(0x80);
+  for (int64_t ib = 0; ib < nb; ++ib) {
+    const char* blk = (const char*)wg + ib * pack_bytes(wt);
+    const uint8_t* qs = (const uint8_t*)blk + pack_qs(wt);
+    int32x4_t dot[KILN_PACK_MAX_R][4];
+    for (int r = 0; r < R; ++r)
+      for (int c = 0; c < 4; ++c) dot[r][c] = vdupq_n_s32(0);
+    int8x16_t xv[KILN_PACK_MAX_R][2];
+    for (int r = 0; r < R; ++r) {
+      xv[r][0] = vld1q_s8(q + r * K + ib * KILN_QK);
+      xv[r][1] = vld1q_s8(q + r * K + ib * KILN_QK + 16);
+    }
+    /* Line j of the block against x's 4-byte group g (lane g & 3 of xv[r][g >> 2]); the
+     * lane must be a constant, hence the macro. */
+#define KILN_P16_SDOT(w, c, g)                                                          \
+  for (int r = 0; r < R; ++r)                                                           \
+    dot[r][c] = vdotq_laneq_s32(dot[r][c], (w), xv[r][(g) >> 2], (g) & 3);
+#define KILN_P16_Q8_LINE(j)                                                            \
+  for (int c = 0; c < 4; ++c) {                                                         \
+    const int8x16_t w = vreinterpretq_s8_u8(veorq_u8(vld1q_u8(qs + 64 * (j) + 16 * c), sign)); \
+    KILN_P16_SDOT(w, c, j)                                                              \
+  }
+#define KILN_P16_Q4_LINE(j)                                                            \
+  for (int c = 0; c < 4; ++c) {                                                         \
+    const uint8x16_t raw = vld1q_u8(qs + 64 * (j) + 16 * c);                            \
+    const int8x16_t lo = vreinterpretq_s8_u8(vandq_u8(raw, m4));                        \
+    const int8x16_t hi = vreinterpretq_s8_u8(vshrq_n_u8(raw, 4));                       \
+    KILN_P16_SDOT(lo, c, j)                                                             \
+    KILN_P16_SDOT(hi, c, 4 + (j))                                                       \
+  }
+    if (wt == KILN_WT_q8_0) {
+      KILN_P16_Q8_LINE(0) KILN_P16_Q8_LINE(1) KILN_P16_Q8_LINE(2) KILN_P16_Q8_LINE(3)
+      KILN_P16_Q8_LINE(4) KILN_P16_Q8_LINE(5) KILN_P16_Q8_LINE(6) KILN_P16_Q8_LINE(7)
+    } else {
+      KILN_P16_Q4_LINE(0) KILN_P16_Q4_LINE(1) KILN_P16_Q4_LINE(2) KILN_P16_Q4_LINE(3)
+    }
+#undef KILN_P16_Q4_LINE
+#undef KILN_P16_Q8_LINE
+#undef KILN_P16_SDOT
+    const float16_t* dh = (const float16_t*)blk;
+    for (int c = 0; c < 4; ++c) {
+      const float32x4_t dw = vcvt_f32_f16(vld1_f16(dh + 4 * c));
+      for (int r = 0; r < R; ++r) {
+        int32x4_t dt = dot[r][c];
+        if (wt == KILN_WT_q4_0) dt = vsubq_s32(dt, vdupq_n_s32(8 * is[r * nb + ib]));
+        const float32x4_t sc = vmulq_n_f32(dw, d[r * nb + ib]);
+        acc[r][c] = vfmaq_f32(acc[r][c], vcvtq_f32_s32(dt), sc);
+      }
+      if (wt == KILN_WT_q4_1) {
+        const float32x4_t m = vcvt_f32_f16(vld1_f16(dh + 16 + 4 * c));
+        for (int r = 0; r < R; ++r) off[r][c] = vfmaq_n_f32(off[r][c], m, s[r * nb + ib]);
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < 4; ++c) vst1q_f32(y + r * N + 4 * c, vaddq_f32(acc[r][c], off[r][c]));
+}
+static inline KILN_DOTPROD void qmm_p16_dotprod(enum kiln_wt wt, const int8_t* restrict q,
+                                                const float* restrict d, const float* restrict s,
+                                                const int32_t* restrict is, const void* restrict wg,
+                                                float* restrict y, int64_t K, int64_t N, int R) {
+  switch (R) {
+    case 4: qmm_p16_dotprod_r(wt, q, d, s, is, wg, y, K, N, 4); return;
+    case 3: qmm_p16_dotprod_r(wt, q, d, s, is, wg, y, K, N, 3); return;
+    case 2: qmm_p16_dotprod_r(wt, q, d, s, is, wg, y, K, N, 2); return;
+    default: qmm_p16_dotprod_r(wt, q, d, s, is, wg, y, K, N, 1); return;
+  }
+}
+#endif
+
 /* R as a constant in each instantiation (the row loops unroll, accumulators stay in registers). */
 KILN_INLINE void qmm_p16(enum kiln_isa isa, enum kiln_wt wt, const int8_t* restrict q,
                          const float* restrict d, const float* restrict s,
@@ -635,6 +724,12 @@ KILN_INLINE void qmm_p16(enum kiln_isa isa, enum kiln_wt wt, const int8_t* restr
 #if defined(__x86_64__)
   if (isa == KILN_ISA_vnni) {
     qmm_p16_vnni(wt, q, d, s, is, wg, y, K, N, R);
+    return;
+  }
+#endif
+#if defined(__aarch64__)
+  if (isa == KILN_ISA_dotprod) {
+    qmm_p16_dotprod(wt, q, d, s, is, wg, y, K, N, R);
     return;
   }
 #endif
