@@ -20,6 +20,7 @@ Result<LoraTable> lora_table(const Graph& g) {
     const Node* a = l->operand(1);
     const Node* b = l->operand(2);
     const Node* scale = l->operand(3);
+    const Node* rank = l->operand(5);
     // lora.<weight>.a -> the base weight's name. A graph whose lora inputs are not named
     // after LLaMA projections (op tests) has no descriptor: the runtime cannot fill it.
     std::string_view an = a->str_attr("name").value_or("");
@@ -28,14 +29,15 @@ Result<LoraTable> lora_table(const Graph& g) {
       which = lora_names::parse_target(an.substr(5, an.size() - 7));
     if (!which) return LoraTable{};
     const auto& as = a->type().shape;  // [K, R, in]
-    const auto& bs = b->type().shape;  // [K, out, R]
+    const auto& bs = b->type().shape;  // [K, R, out]
     kiln_lora_target e{};
     e.layer = (int32_t)which->first;
     e.module = which->second;
     e.in = as[2];
-    e.out = bs[1];
+    e.out = bs[2];
     KILN_ASSIGN(e.a_offset, offset(a));
     KILN_ASSIGN(e.b_offset, offset(b));
+    KILN_ASSIGN(e.rank_offset, offset(rank));
     e.a_slot_stride = (uint64_t)(as[1] * as[2]) * 4;
     e.b_slot_stride = (uint64_t)(bs[1] * bs[2]) * 4;
     KILN_ASSIGN(uint64_t so, offset(scale));

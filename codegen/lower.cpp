@@ -518,11 +518,11 @@ class Lowering {
         return call(n, "kiln_gather_rows", {ptr_[o[0]], ptr_[o[1]], y, T, i64c(F)});
       case Op::Lora: {
         const auto& as = o[1]->type().shape;  // [K, R, in]
-        const auto& bs = o[2]->type().shape;  // [K, out, R]
-        if (as.size() != 3 || bs.size() != 3) return fail(n, "a and b must be [K,R,in] and [K,out,R]");
+        const auto& bs = o[2]->type().shape;  // [K, R, out]
+        if (as.size() != 3 || bs.size() != 3) return fail(n, "a and b must be [K,R,in] and [K,R,out]");
         if (as[1] > 64) return fail(n, fmt::format("rank {} is above the kernel's 64", as[1]));
-        return call(n, "kiln_lora", {ptr_[o[0]], ptr_[o[1]], ptr_[o[2]], ptr_[o[3]], ptr_[o[4]], y, T,
-                                     i64c(as[2]), i64c(bs[1]), i64c(as[1])});
+        return call(n, "kiln_lora", {ptr_[o[0]], ptr_[o[1]], ptr_[o[2]], ptr_[o[3]], ptr_[o[4]], ptr_[o[5]], y, T,
+                                     i64c(as[2]), i64c(bs[2]), i64c(as[1])});
       }
       case Op::Attention: {
         if (o.size() < 5) return fail(n, "needs a streams operand ([S,C,F] cache)");
@@ -580,16 +580,16 @@ class Lowering {
   Status lower_lora_add(const Node* n, const Node* m, const Node* l) {
     const auto& lo = l->operands();
     const auto& as = lo[1]->type().shape;  // [K, R, in]
-    const auto& bs = lo[2]->type().shape;  // [K, out, R]
-    if (as.size() != 3 || bs.size() != 3) return fail(l, "a and b must be [K,R,in] and [K,out,R]");
+    const auto& bs = lo[2]->type().shape;  // [K, R, out]
+    if (as.size() != 3 || bs.size() != 3) return fail(l, "a and b must be [K,R,in] and [K,R,out]");
     if (as[1] > 64) return fail(l, fmt::format("rank {} is above the kernel's 64", as[1]));
     KILN_TRY(place(n));
     sync(regions_of(lo), {region_[n]});
     read_.push_back(region_[m]);
     Value* T = rows_[lo[0]];
     rows_[n] = T;
-    return call(n, "kiln_lora_add", {ptr_[lo[0]], ptr_[lo[1]], ptr_[lo[2]], ptr_[lo[3]], ptr_[lo[4]], ptr_[m],
-                                     ptr_[n], T, i64c(as[2]), i64c(bs[1]), i64c(as[1])});
+    return call(n, "kiln_lora_add", {ptr_[lo[0]], ptr_[lo[1]], ptr_[lo[2]], ptr_[lo[3]], ptr_[lo[4]], ptr_[lo[5]],
+                                     ptr_[m], ptr_[n], T, i64c(as[2]), i64c(bs[2]), i64c(as[1])});
   }
 
   llvm::Constant* cstring(const std::string& s, const std::string& name) {
@@ -638,13 +638,13 @@ class Lowering {
                                                llvm::ConstantArray::get(blocks_ty, blocks), "kv_blocks");
     // kiln_lora_target table (codegen/lora_table.h).
     KILN_ASSIGN(LoraTable lt, lora_table(main_));
-    auto* lora_ty = llvm::StructType::get(ctx_, {i32, i32, i64, i64, i64, i64, i64, i64});
+    auto* lora_ty = llvm::StructType::get(ctx_, {i32, i32, i64, i64, i64, i64, i64, i64, i64});
     std::vector<llvm::Constant*> lora_rows;
     for (const kiln_lora_target& e : lt.targets) {
       auto u = [&](uint64_t v) { return llvm::ConstantInt::get(i64, v); };
       lora_rows.push_back(llvm::ConstantStruct::get(
           lora_ty, {llvm::ConstantInt::get(i32, e.layer), llvm::ConstantInt::get(i32, e.module), u(e.in), u(e.out),
-                    u(e.a_offset), u(e.b_offset), u(e.a_slot_stride), u(e.b_slot_stride)}));
+                    u(e.a_offset), u(e.b_offset), u(e.a_slot_stride), u(e.b_slot_stride), u(e.rank_offset)}));
     }
     auto* lora_arr_ty = llvm::ArrayType::get(lora_ty, lora_rows.size());
     auto* lora_gv = new llvm::GlobalVariable(m_, lora_arr_ty, true, llvm::GlobalValue::PrivateLinkage,

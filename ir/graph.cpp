@@ -345,10 +345,12 @@ Result<TensorType> infer_type(Op op, const std::vector<Node*>& o, const Attrs& a
       KILN_TRY(need_f32(o[1], "lora a"));
       KILN_TRY(need_rank(o[1], 3, "lora a ([K,R,in])"));
       KILN_TRY(need_f32(o[2], "lora b"));
-      KILN_TRY(need_rank(o[2], 3, "lora b ([K,out,R])"));
+      KILN_TRY(need_rank(o[2], 3, "lora b ([K,R,out])"));
       KILN_TRY(need_f32(o[3], "lora scale"));
       KILN_TRY(need_rank(o[3], 1, "lora scale ([K])"));
       KILN_TRY(need_row_indices(o[4], o[0], "adapter slots"));
+      if (o[5]->type().dtype != DType::I32 || o[5]->type().rank() != 1)
+        return make_error("lora rank must be i32[K], got {}", o[5]->type().str());
       const auto& x = o[0]->type().shape;
       const auto& A = o[1]->type().shape;
       const auto& B = o[2]->type().shape;
@@ -356,13 +358,13 @@ Result<TensorType> infer_type(Op op, const std::vector<Node*>& o, const Attrs& a
       if (!dims_agree(A[2], x[1]))
         return make_error("lora a {} must be [K,R,in] with in = the {} columns of x {}",
                           o[1]->type().str(), x[1], o[0]->type().str());
-      if (!dims_agree(B[0], A[0]) || !dims_agree(s[0], A[0]))
-        return make_error("lora a {}, b {} and scale {} must agree on the slot count K",
-                          o[1]->type().str(), o[2]->type().str(), o[3]->type().str());
-      if (!dims_agree(B[2], A[1]))
-        return make_error("lora b {} must be [K,out,R] with R = {} as in a {}", o[2]->type().str(),
+      if (!dims_agree(B[0], A[0]) || !dims_agree(s[0], A[0]) || !dims_agree(o[5]->type().shape[0], A[0]))
+        return make_error("lora a {}, b {}, scale {} and rank {} must agree on the slot count K",
+                          o[1]->type().str(), o[2]->type().str(), o[3]->type().str(), o[5]->type().str());
+      if (!dims_agree(B[1], A[1]))
+        return make_error("lora b {} must be [K,R,out] with R = {} as in a {}", o[2]->type().str(),
                           A[1], o[1]->type().str());
-      return TensorType{DType::F32, {x[0], B[1]}};
+      return TensorType{DType::F32, {x[0], B[2]}};
     }
     case Op::Add:
     case Op::Mul:

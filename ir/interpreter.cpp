@@ -398,14 +398,16 @@ Result<std::map<std::string, Tensor>> Interpreter::run(const std::map<std::strin
         KILN_ASSIGN(TensorPtr b, get(n->operand(2)));
         KILN_ASSIGN(TensorPtr scale, get(n->operand(3)));
         KILN_ASSIGN(TensorPtr slots, get(n->operand(4)));
+        KILN_ASSIGN(TensorPtr rank, get(n->operand(5)));
         int64_t T = x->rows(), In = x->cols();
         if (a->shape.size() != 3 || b->shape.size() != 3)
-          return where("a and b must be [K,R,in] and [K,out,R]");
-        int64_t K = a->shape[0], R = a->shape[1], Out = b->shape[1];
-        if (a->shape[2] != In || b->shape[0] != K || b->shape[2] != R || scale->elements() != K)
-          return where(fmt::format("x has {} columns; a [{}], b [{}] and scale [{}] do not fit", In,
+          return where("a and b must be [K,R,in] and [K,R,out]");
+        int64_t K = a->shape[0], R = a->shape[1], Out = b->shape[2];
+        if (a->shape[2] != In || b->shape[0] != K || b->shape[1] != R || scale->elements() != K ||
+            rank->elements() != K)
+          return where(fmt::format("x has {} columns; a [{}], b [{}], scale [{}] and rank [{}] do not fit", In,
                                    fmt::join(a->shape, ","), fmt::join(b->shape, ","),
-                                   fmt::join(scale->shape, ",")));
+                                   fmt::join(scale->shape, ","), fmt::join(rank->shape, ",")));
         KILN_TRY(same_rows(*slots, T, "adapter slots", where));
         out = std::make_shared<Tensor>(Tensor::f32_of({T, Out}));
         std::vector<double> h((size_t)R);
@@ -418,9 +420,12 @@ Result<std::map<std::string, Tensor>> Interpreter::run(const std::map<std::strin
             for (int64_t o = 0; o < Out; ++o) out->f32[t * Out + o] = 0.0f;
             continue;
           }
-          // Shrink: h = a[s] @ x[t] (R values), then expand: y[t] = scale[s] * b[s] @ h.
+          // The slot's rank on this target: rows at or past it are not part of the adapter
+          // (0: the adapter does not target this projection).
+          const int64_t rk = std::clamp<int64_t>(rank->i32[s], 0, R);
+          // Shrink: h = a[s] @ x[t] (rk values), then expand: y[t] = scale[s] * b[s]^T @ h.
           const float* xt = x->f32.data() + t * In;
-          for (int64_t r = 0; r < R; ++r) {
+          for (int64_t r = 0; r < rk; ++r) {
             const float* ar = a->f32.data() + (s * R + r) * In;
             double acc = 0;
             for (int64_t i = 0; i < In; ++i) acc += (double)ar[i] * xt[i];
@@ -428,9 +433,8 @@ Result<std::map<std::string, Tensor>> Interpreter::run(const std::map<std::strin
           }
           double sc = scale->f32[s];
           for (int64_t o = 0; o < Out; ++o) {
-            const float* br = b->f32.data() + (s * Out + o) * R;
             double acc = 0;
-            for (int64_t r = 0; r < R; ++r) acc += (double)br[r] * h[r];
+            for (int64_t r = 0; r < rk; ++r) acc += (double)b->f32[(size_t)((s * R + r) * Out + o)] * h[r];
             out->f32[t * Out + o] = (float)(sc * acc);
           }
         }

@@ -9,15 +9,21 @@
 //
 //   x ──┬──────────► matmul(x, W) ─► y  x ──┬──────────► matmul(x, W) ──┐
 //       │                                   │                           add ─► y
-//       ▼                                   └► lora(x, A, B, s, slots) ─┘
-//                                                  ▲  ▲  ▲     ▲
-//                   input lora.<W>.a f32[K,R,in] ──┘  │  │     │
-//                   input lora.<W>.b f32[K,out,R] ────┘  │     │
-//                   input lora.scale f32[K] (shared) ────┘     │
-//                   input adapter_slots i32[?] (shared) ───────┘
+//       ▼                                   └► lora(x, A, B, s, slots, r) ┘
+//                                                  ▲  ▲  ▲     ▲      ▲
+//                   input lora.<W>.a f32[K,R,in] ──┘  │  │     │      │
+//                   input lora.<W>.b f32[K,R,out] ────┘  │     │      │
+//                   input lora.scale f32[K] (shared) ────┘     │      │
+//                   input adapter_slots i32[?] (shared) ───────┘      │
+//                   input lora.<W>.rank i32[K] ───────────────────────┘
 //
 // K (graph attribute lora_slots, default 4) adapters are resident at once; R (lora_rank,
-// default 16) is the compiled maximum rank, lower ranks are zero-padded. Each row picks
+// default 16) is the compiled maximum rank. B is stored rank-major ([R,out] per slot, B
+// transposed), so the factors of rank r are the first r rows of both A and B: with the
+// slot's rank on this target as an input (0 where the adapter does not touch the
+// projection), the kernel reads exactly the adapter's own weights, not the padding up to
+// R or the targets it leaves alone (the demo adapters, rank 8 on q/k/v/o, read 5x less
+// per token than padded to 16 on all seven). Each row picks
 // its slot, so streams with different adapters share one forward pass; slot 0 is by
 // convention the zero adapter (the base model). The graph attribute lora_targets ("q,v";
 // default: all seven) picks the modules. The pass records lora_slots and lora_rank on the
@@ -97,8 +103,9 @@ class LoraAsInputPass final : public Pass {
       std::string wname(*w->str_attr("name"));
       int64_t out = w->type().shape[0], in = w->type().shape[1];
       KILN_ASSIGN(Node* a, new_input(mm, "lora." + wname + ".a", TensorType{DType::F32, {K, R, in}}, wname));
-      KILN_ASSIGN(Node* b, new_input(mm, "lora." + wname + ".b", TensorType{DType::F32, {K, out, R}}, wname));
-      std::vector<Node*> ops = {x, a, b, scale, slots};
+      KILN_ASSIGN(Node* b, new_input(mm, "lora." + wname + ".b", TensorType{DType::F32, {K, R, out}}, wname));
+      KILN_ASSIGN(Node* rank, new_input(mm, "lora." + wname + ".rank", TensorType{DType::I32, {K}}, wname));
+      std::vector<Node*> ops = {x, a, b, scale, slots, rank};
       auto t = infer_type(Op::Lora, ops, {});
       if (!t.ok()) return make_error("at {}: {}", wname, t.error().message);
       // lora and add go right after the matmul: before the node that followed it.

@@ -39,6 +39,8 @@ const char* check_lora_descriptor(const kiln_compiled_model* c) {
     for (auto [off, stride] : {std::pair{t.a_offset, t.a_slot_stride}, std::pair{t.b_offset, t.b_slot_stride}})
       if (off > c->adapter_bytes || (c->adapter_bytes - off) / K < stride)
         return "a LoRA target lies outside the adapter region";
+    if (t.rank_offset > c->adapter_bytes || (c->adapter_bytes - t.rank_offset) / 4 < K || t.rank_offset % 4)
+      return "a LoRA target's ranks lie outside the adapter region";
   }
   return nullptr;
 }
@@ -91,6 +93,10 @@ kiln::LoraBase base_of(const SessionAdapters& a) {
   return b;
 }
 
+void write_rank(SessionAdapters& a, const kiln_lora_target& t, int32_t slot, int32_t rank) {
+  std::memcpy(a.region + t.rank_offset + (uint64_t)slot * 4, &rank, 4);
+}
+
 void write_scale(SessionAdapters& a, int32_t slot) {
   float v = a.slots[(size_t)slot].scale;
   std::memcpy(a.region + a.code->lora_scale_offset + (uint64_t)slot * 4, &v, 4);
@@ -125,12 +131,14 @@ kiln_status kiln_adapter_load(kiln_session* s, const char* path, int32_t slot) {
     if (!ad.ok()) return fail(KILN_ERR_FORMAT, fmt::format("kiln_adapter_load: {}", ad.error().message));
     if (!std::isfinite(ad->scale))
       return fail(KILN_ERR_FORMAT, fmt::format("kiln_adapter_load: {}: the adapter's scale is not finite", path));
-    // Checked in full: now write the slot. Targets the adapter leaves out stay zero.
+    // Checked in full: now write the slot. Targets the adapter leaves out get rank 0 (the
+    // code skips them) and zero factors.
     const uint64_t R = (uint64_t)c->lora_rank;
     for (int64_t i = 0; i < c->n_lora_targets; ++i) {
       const kiln_lora_target& t = c->lora_targets[i];
       std::memset(a.region + t.a_offset + (uint64_t)slot * t.a_slot_stride, 0, t.a_slot_stride);
       std::memset(a.region + t.b_offset + (uint64_t)slot * t.b_slot_stride, 0, t.b_slot_stride);
+      write_rank(a, t, slot, 0);
     }
     uint64_t bytes = 0;
     for (const kiln::LoraTarget& lt : ad->targets) {
@@ -138,11 +146,12 @@ kiln_status kiln_adapter_load(kiln_session* s, const char* path, int32_t slot) {
       if (!t || lt.in != t->in || lt.out != t->out || (uint64_t)lt.rank > R) return fail(KILN_ERR_INTERNAL, "kiln_adapter_load: descriptor changed");
       auto* A = reinterpret_cast<float*>(a.region + t->a_offset + (uint64_t)slot * t->a_slot_stride);
       auto* B = reinterpret_cast<float*>(a.region + t->b_offset + (uint64_t)slot * t->b_slot_stride);
-      // A [rank, in] fills the first rank rows of [R, in]; B [out, rank] the first rank
-      // columns of [out, R]. The padding stays zero, so rank < R computes the same sums.
+      // A [rank, in] fills the first rank rows of [R, in]; B [out, rank], transposed, the
+      // first rank rows of [R, out]. The code reads those rows only (the target's rank).
       std::memcpy(A, lt.a.data(), lt.a.size() * sizeof(float));
       for (int64_t o = 0; o < lt.out; ++o)
-        std::memcpy(B + o * (int64_t)R, lt.b.data() + o * lt.rank, (size_t)lt.rank * sizeof(float));
+        for (int64_t r = 0; r < lt.rank; ++r) B[r * lt.out + o] = lt.b[(size_t)(o * lt.rank + r)];
+      write_rank(a, *t, slot, (int32_t)lt.rank);
       bytes += (uint64_t)lt.rank * (uint64_t)(lt.in + lt.out) * 4;
     }
     kiln::AdapterSlot& sl = a.slots[(size_t)slot];
@@ -168,6 +177,7 @@ kiln_status kiln_adapter_free(kiln_session* s, int32_t slot) {
     SessionAdapters& a = *kiln::session_adapters(s);
     a.slots[(size_t)slot] = kiln::AdapterSlot{};
     write_scale(a, slot);  // scale 0: the kernel skips the slot's rows
+    for (int64_t i = 0; i < a.code->n_lora_targets; ++i) write_rank(a, a.code->lora_targets[i], slot, 0);
     for (size_t k = 0; k < a.stream_slot.size(); ++k)
       if (a.stream_slot[k] == slot) a.stream_slot[k] = 0, a.stream_scale[k] = 1.0f;
     return KILN_OK;

@@ -131,16 +131,17 @@ void kiln_tree_attention(const float* q, const float* kc, const float* vc, const
                          int64_t H, int64_t KVH, int64_t hd, int64_t stream_stride, int64_t N,
                          const int32_t* depth, const uint64_t* anc, int32_t tid, int32_t nth);
 
-/* LoRA side path: y[t, :] = scale[s] * b[s] @ (a[s] @ x[t, :]) with s = slots[t];
- * a [K, R, in], b [K, out, R], scale [K], R <= 64. Threads split the output columns. */
+/* LoRA side path: y[t, :] = scale[s] * sum_{r < rank[s]} b[s, r, :] (a[s, r, :] . x[t, :])
+ * with s = slots[t]; a [K, R, in], b [K, R, out], scale [K], rank [K], R <= 64. Threads
+ * split the output columns. */
 void kiln_lora(const float* x, const float* a, const float* b, const float* scale,
-               const int32_t* slots, float* y, int64_t T, int64_t in, int64_t out, int64_t R,
-               int32_t tid, int32_t nth);
+               const int32_t* slots, const int32_t* rank, float* y, int64_t T, int64_t in,
+               int64_t out, int64_t R, int32_t tid, int32_t nth);
 /* y = m + the same, m the projection's output [T, out], split by columns as the matmul
  * kernels split it (so no barrier is needed after the matmul). */
 void kiln_lora_add(const float* x, const float* a, const float* b, const float* scale,
-                   const int32_t* slots, const float* m, float* y, int64_t T, int64_t in,
-                   int64_t out, int64_t R, int32_t tid, int32_t nth);
+                   const int32_t* slots, const int32_t* rank, const float* m, float* y,
+                   int64_t T, int64_t in, int64_t out, int64_t R, int32_t tid, int32_t nth);
 
 #ifdef __cplusplus
 }

@@ -385,9 +385,10 @@ TEST(Codegen, KvWriteMatchesInterpreter) {
 
 // ---- lora ------------------------------------------------------------------------------
 
-// One LoRA target of lora-as-input's shape: inputs lora.<w>.a f32[K,R,in] and
-// lora.<w>.b f32[K,out,R] (in the adapter region at plan-memory's adapter_offset), the
-// shared lora.scale f32[K] and adapter_slots i32[?] (args->adapter_slots).
+// One LoRA target of lora-as-input's shape: inputs lora.<w>.a f32[K,R,in],
+// lora.<w>.b f32[K,R,out] and lora.<w>.rank i32[K] (in the adapter region at
+// plan-memory's adapter_offset), the shared lora.scale f32[K] and adapter_slots i32[?]
+// (args->adapter_slots).
 struct LoraShape { int64_t K, R, in, out; };
 
 Node* lora_node(Builder& b, Node* x, const std::string& w, const LoraShape& c) {
@@ -396,27 +397,32 @@ Node* lora_node(Builder& b, Node* x, const std::string& w, const LoraShape& c) {
     return b.g.add(Op::Input, {}, {DType::F32, std::move(shape)}, {{"name", name}});
   };
   Node* a = f32_input("lora." + w + ".a", {c.K, c.R, c.in});
-  Node* bb = f32_input("lora." + w + ".b", {c.K, c.out, c.R});
+  Node* bb = f32_input("lora." + w + ".b", {c.K, c.R, c.out});
   Node* scale = f32_input("lora.scale", {c.K});
-  return b.op(Op::Lora, {x, a, bb, scale, b.input("adapter_slots")});
+  Node* rank = b.g.add(Op::Input, {}, {DType::I32, {c.K}}, {{"name", "lora." + w + ".rank"}});
+  return b.op(Op::Lora, {x, a, bb, scale, b.input("adapter_slots"), rank});
 }
 
-// Adapter factors for slots 0..K-1: slot k has rank ranks[k] <= R (the other rank rows of
-// a and columns of b stay zero, as the runtime pads lower-rank adapters); rank 0 is the
-// zero adapter.
+// Adapter factors for slots 0..K-1: slot k has rank ranks[k] <= R (0: the adapter does
+// not touch this target). The rows of a and b at or past a slot's rank hold large values
+// that the rank says to ignore: the kernel and the interpreter must both leave them out.
 void fill_adapter(std::mt19937& rng, const std::string& w, const LoraShape& c,
                   const std::vector<int64_t>& ranks, std::map<std::string, Tensor>& out) {
-  Tensor a = Tensor::f32_of({c.K, c.R, c.in}, std::vector<float>((size_t)(c.K * c.R * c.in), 0.0f));
-  Tensor bt = Tensor::f32_of({c.K, c.out, c.R}, std::vector<float>((size_t)(c.K * c.out * c.R), 0.0f));
+  Tensor a = Tensor::f32_of({c.K, c.R, c.in}, random_floats(rng, c.K * c.R * c.in, 100.0f));
+  Tensor bt = Tensor::f32_of({c.K, c.R, c.out}, random_floats(rng, c.K * c.R * c.out, 100.0f));
+  std::vector<int32_t> rank;
   for (int64_t k = 0; k < c.K; ++k) {
+    rank.push_back((int32_t)ranks[(size_t)k]);
     for (int64_t r = 0; r < ranks[(size_t)k]; ++r) {
       auto av = random_floats(rng, c.in, 1.0f / std::sqrt((float)c.in));
       std::copy(av.begin(), av.end(), a.f32.begin() + (k * c.R + r) * c.in);
-      for (int64_t o = 0; o < c.out; ++o) bt.f32[(size_t)((k * c.out + o) * c.R + r)] = random_floats(rng, 1)[0];
+      auto bv = random_floats(rng, c.out);
+      std::copy(bv.begin(), bv.end(), bt.f32.begin() + (k * c.R + r) * c.out);
     }
   }
   out.insert_or_assign("lora." + w + ".a", std::move(a));
   out.insert_or_assign("lora." + w + ".b", std::move(bt));
+  out.insert_or_assign("lora." + w + ".rank", Tensor::i32_of({c.K}, rank));
 }
 
 // Every slot a full-rank random adapter; rows pick random slots.

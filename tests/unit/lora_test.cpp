@@ -25,64 +25,82 @@ namespace {
 
 struct OpGraph {
   Graph g;
-  Node *x, *a, *b, *s, *slots;
+  Node *x, *a, *b, *s, *slots, *rank;
   OpGraph(int64_t in, int64_t out, int64_t K, int64_t R) {
     x = g.add(Op::Input, {}, {DType::F32, {kDynamic, in}}, {{"name", std::string("x")}});
     a = g.add(Op::Input, {}, {DType::F32, {K, R, in}}, {{"name", std::string("a")}});
-    b = g.add(Op::Input, {}, {DType::F32, {K, out, R}}, {{"name", std::string("b")}});
+    b = g.add(Op::Input, {}, {DType::F32, {K, R, out}}, {{"name", std::string("b")}});
     s = g.add(Op::Input, {}, {DType::F32, {K}}, {{"name", std::string("s")}});
     slots = g.add(Op::Input, {}, {DType::I32, {kDynamic}}, {{"name", std::string("slots")}});
+    rank = g.add(Op::Input, {}, {DType::I32, {K}}, {{"name", std::string("rank")}});
   }
 };
 
 TEST(LoraOp, InfersShapeAndRejectsMismatches) {
   OpGraph o(6, 5, 3, 2);
-  auto t = infer_type(Op::Lora, {o.x, o.a, o.b, o.s, o.slots}, {});
+  auto t = infer_type(Op::Lora, {o.x, o.a, o.b, o.s, o.slots, o.rank}, {});
   ASSERT_TRUE(t.ok()) << t.error().message;
   EXPECT_EQ(t->str(), "f32[?,5]");
 
   OpGraph bad_in(6, 5, 3, 2);
   Node* x7 = bad_in.g.add(Op::Input, {}, {DType::F32, {kDynamic, 7}}, {{"name", std::string("x7")}});
-  auto e = infer_type(Op::Lora, {x7, bad_in.a, bad_in.b, bad_in.s, bad_in.slots}, {});
+  auto e = infer_type(Op::Lora, {x7, bad_in.a, bad_in.b, bad_in.s, bad_in.slots, bad_in.rank}, {});
   ASSERT_FALSE(e.ok());
   EXPECT_NE(e.error().message.find("lora a f32[3,2,6] must be [K,R,in]"), std::string::npos)
       << e.error().message;
 
-  Node* b4 = o.g.add(Op::Input, {}, {DType::F32, {3, 5, 4}}, {{"name", std::string("b4")}});
-  e = infer_type(Op::Lora, {o.x, o.a, b4, o.s, o.slots}, {});
+  Node* b4 = o.g.add(Op::Input, {}, {DType::F32, {3, 4, 5}}, {{"name", std::string("b4")}});
+  e = infer_type(Op::Lora, {o.x, o.a, b4, o.s, o.slots, o.rank}, {});
   ASSERT_FALSE(e.ok());
   EXPECT_NE(e.error().message.find("R = 2"), std::string::npos) << e.error().message;
 
   Node* s2 = o.g.add(Op::Input, {}, {DType::F32, {2}}, {{"name", std::string("s2")}});
-  e = infer_type(Op::Lora, {o.x, o.a, o.b, s2, o.slots}, {});
+  e = infer_type(Op::Lora, {o.x, o.a, o.b, s2, o.slots, o.rank}, {});
   ASSERT_FALSE(e.ok());
   EXPECT_NE(e.error().message.find("slot count K"), std::string::npos) << e.error().message;
 
   Node* fslots = o.g.add(Op::Input, {}, {DType::F32, {kDynamic}}, {{"name", std::string("fs")}});
-  e = infer_type(Op::Lora, {o.x, o.a, o.b, o.s, fslots}, {});
+  e = infer_type(Op::Lora, {o.x, o.a, o.b, o.s, fslots, o.rank}, {});
   ASSERT_FALSE(e.ok());
   EXPECT_NE(e.error().message.find("adapter slots must be i32[T]"), std::string::npos)
       << e.error().message;
+
+  Node* frank = o.g.add(Op::Input, {}, {DType::F32, {3}}, {{"name", std::string("fr")}});
+  e = infer_type(Op::Lora, {o.x, o.a, o.b, o.s, o.slots, frank}, {});
+  ASSERT_FALSE(e.ok());
+  EXPECT_NE(e.error().message.find("lora rank must be i32[K]"), std::string::npos) << e.error().message;
 }
 
 TEST(LoraOp, InterpreterComputesPerRowSlots) {
-  // in 3, out 2, K 2, R 2; slot 1: a = [[1,0,0],[0,1,0]], b = [[1,2],[3,4]], scale 0.5.
+  // in 3, out 2, K 2, R 2; slot 1: a = [[1,0,0],[0,1,0]], b^T = [[1,3],[2,4]] (B = [[1,2],[3,4]]),
+  // scale 0.5.
   OpGraph o(3, 2, 2, 2);
-  Node* y = o.g.add(Op::Lora, {o.x, o.a, o.b, o.s, o.slots}, {DType::F32, {kDynamic, 2}});
+  Node* y = o.g.add(Op::Lora, {o.x, o.a, o.b, o.s, o.slots, o.rank}, {DType::F32, {kDynamic, 2}});
   o.g.add(Op::Output, {y}, y->type(), {{"name", std::string("y")}});
   ASSERT_TRUE(verify(o.g).ok());
   std::map<std::string, Tensor> in = {
       {"x", Tensor::f32_of({2, 3}, {1, 2, 3, 4, 5, 6})},
       {"a", Tensor::f32_of({2, 2, 3}, {9, 9, 9, 9, 9, 9, 1, 0, 0, 0, 1, 0})},
-      {"b", Tensor::f32_of({2, 2, 2}, {9, 9, 9, 9, 1, 2, 3, 4})},
+      {"b", Tensor::f32_of({2, 2, 2}, {9, 9, 9, 9, 1, 3, 2, 4})},
       {"s", Tensor::f32_of({2}, {7, 0.5f})},
-      {"slots", Tensor::i32_of({2}, {1, 0})}};
+      {"slots", Tensor::i32_of({2}, {1, 0})},
+      {"rank", Tensor::i32_of({2}, {2, 2})}};
   Interpreter it(o.g);
   auto r = it.run(in);
   ASSERT_TRUE(r.ok()) << r.error().message;
   // Row 0 (slot 1): h = (1, 2), y = 0.5 * (1+4, 3+8). Row 1 (slot 0): the zero adapter,
   // whatever slot 0's factors and scale hold.
   EXPECT_EQ(r->at("y").f32, (std::vector<float>{2.5f, 5.5f, 0.0f, 0.0f}));
+  // Rank 1 on slot 1: only the first row of a and of b^T; rank 0: nothing.
+  in["rank"] = Tensor::i32_of({2}, {2, 1});
+  r = it.run(in);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->at("y").f32, (std::vector<float>{0.5f, 1.5f, 0.0f, 0.0f}));
+  in["rank"] = Tensor::i32_of({2}, {2, 0});
+  r = it.run(in);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->at("y").f32, (std::vector<float>{0.0f, 0.0f, 0.0f, 0.0f}));
+  in["rank"] = Tensor::i32_of({2}, {2, 2});
 
   in["slots"] = Tensor::i32_of({2}, {0, 2});
   r = it.run(in);
@@ -164,13 +182,14 @@ void bind_adapter(const Graph& g, const LoraAdapter& ad, std::map<std::string, T
   int64_t R = *g.int_attr("lora_rank");
   for (const auto& t : ad.targets) {
     ASSERT_LE(t.rank, R);
-    Tensor a = Tensor::f32_of({kSlots, R, t.in}), b = Tensor::f32_of({kSlots, t.out, R});
+    Tensor a = Tensor::f32_of({kSlots, R, t.in}), b = Tensor::f32_of({kSlots, R, t.out});
     for (int64_t k = 0; k < t.rank; ++k)
       for (int64_t i = 0; i < t.in; ++i) a.f32[(R + k) * t.in + i] = t.a[k * t.in + i];
     for (int64_t o = 0; o < t.out; ++o)
-      for (int64_t k = 0; k < t.rank; ++k) b.f32[(t.out + o) * R + k] = t.b[o * t.rank + k];
+      for (int64_t k = 0; k < t.rank; ++k) b.f32[(R + k) * t.out + o] = t.b[o * t.rank + k];
     in["lora." + t.base_tensor + ".a"] = std::move(a);
     in["lora." + t.base_tensor + ".b"] = std::move(b);
+    in["lora." + t.base_tensor + ".rank"] = Tensor::i32_of({kSlots}, {0, (int32_t)t.rank, 0});
   }
 }
 
@@ -215,7 +234,8 @@ TEST_F(LoraModel, PassRewritesEveryTargetOnce) {
   ASSERT_NE(a, nullptr);
   EXPECT_EQ(a->type().str(), fmt::format("f32[{},{},{}]", kSlots, kRank, base.cfg.n_ff));
   EXPECT_EQ(g.find_input("lora.blk.1.ffn_down.weight.b")->type().str(),
-            fmt::format("f32[{},{},{}]", kSlots, base.cfg.n_embd, kRank));
+            fmt::format("f32[{},{},{}]", kSlots, kRank, base.cfg.n_embd));
+  EXPECT_EQ(g.find_input("lora.blk.1.ffn_down.weight.rank")->type().str(), fmt::format("i32[{}]", kSlots));
   // A second run changes nothing.
   size_t n = g.size();
   auto again = create_lora_as_input_pass()->run(g);

@@ -149,9 +149,12 @@ class StepRunner {
     for (const auto& [name, v] : rows.adapters) {
       auto it = adapter_offsets_.find(name);
       if (it == adapter_offsets_.end()) return make_error("the graph has no adapter input \"{}\"", name);
-      if ((size_t)it->second + v.f32.size() * 4 > adapters_.size())
+      // f32 factors and scales, i32 ranks: 4 bytes an element either way.
+      const void* src = v.dtype == DType::I32 ? (const void*)v.i32.data() : (const void*)v.f32.data();
+      const size_t bytes = (v.dtype == DType::I32 ? v.i32.size() : v.f32.size()) * 4;
+      if ((size_t)it->second + bytes > adapters_.size())
         return make_error("adapter input \"{}\" does not fit the adapter region", name);
-      std::memcpy(adapters_.data() + it->second, v.f32.data(), v.f32.size() * 4);
+      std::memcpy(adapters_.data() + it->second, src, bytes);
     }
     kiln_step_args a{};
     a.adapter_slots = rows.adapter_slots.data();

@@ -19,7 +19,7 @@
 extern "C" {
 #endif
 
-#define KILN_ABI_VERSION 4u
+#define KILN_ABI_VERSION 5u
 
 typedef struct kiln_step_args {
   const int32_t* tokens;      /* [n_rows] token ids, each < n_vocab */
@@ -52,15 +52,19 @@ typedef struct kiln_kv_block {
 /* One LoRA target of a model compiled with LoRA slots (kiln compile --lora-slots): the
  * factors of projection `module` in layer `layer` live in the adapter region as
  *   A: f32 [lora_slots][lora_rank][in]  at a_offset, slot s at a_offset + s * a_slot_stride
- *   B: f32 [lora_slots][out][lora_rank] at b_offset, slot s at b_offset + s * b_slot_stride
- * (ranks below lora_rank zero-padded; B rows in the base GGUF's order). The runtime fills
- * slots from adapter files with this table alone, without knowing the model. */
+ *   B: f32 [lora_slots][lora_rank][out] at b_offset, slot s at b_offset + s * b_slot_stride
+ *      (B transposed: rank-major, columns in the base GGUF's row order)
+ *   rank: i32 [lora_slots] at rank_offset: the slot's rank on this target (0: the adapter
+ *      does not touch it); the code reads rows [0, rank) of A and B only (ABI 5).
+ * The runtime fills slots from adapter files with this table alone, without knowing the
+ * model. */
 typedef struct kiln_lora_target {
   int32_t layer;
   int32_t module;             /* 0 q, 1 k, 2 v, 3 o, 4 gate, 5 up, 6 down (frontend/lora_names.h) */
   int64_t in, out;            /* the base matrix is [out, in] */
   uint64_t a_offset, b_offset;
   uint64_t a_slot_stride, b_slot_stride;
+  uint64_t rank_offset;
 } kiln_lora_target;
 
 /* DS2D tree verification (docs/architecture.md, "DS2D"). A verify entry point is the step
