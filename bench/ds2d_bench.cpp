@@ -11,7 +11,8 @@
 // prompt to DIR/{kind}_{i}.txt for the llama.cpp runs of bench/run_ds2d_bench.sh.
 //
 // usage: ds2d_bench MODEL [--threads N] [--tokens N] [--templates LIST] [--prompts DIR]
-//                         [--write-prompts DIR] [--no-early-exit]
+//                         [--write-prompts DIR] [--no-early-exit] [--pack-weights auto|on|off]
+//                         [--topology chain|tree|P1,P2,...]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -45,14 +46,14 @@ static int32_t argmax(const float* l, int32_t v) {
 int main(int argc, char** argv) {
   if (argc < 2) {
     std::fprintf(stderr, "usage: ds2d_bench MODEL [--threads N] [--tokens N] [--templates LIST] [--prompts DIR] "
-                         "[--write-prompts DIR] [--no-early-exit] [--pack-weights auto|on|off]\n");
+                         "[--write-prompts DIR] [--no-early-exit] [--pack-weights auto|on|off] [--topology T]\n");
     return 2;
   }
   int threads = 2, max_tokens = 128;
   std::string templates = CompileRequest{}.ds2d_templates, prompt_dir = std::string(KILN_SOURCE_DIR) + "/bench/prompts",
               write_dir;
   bool early_exit = true;
-  std::string pack = "auto";
+  std::string pack = "auto", topology = CompileRequest{}.ds2d_topology;
   for (int i = 2; i < argc; ++i) {
     std::string a = argv[i];
     auto val = [&] { return i + 1 < argc ? std::string(argv[++i]) : std::string(); };
@@ -63,6 +64,7 @@ int main(int argc, char** argv) {
     else if (a == "--write-prompts") write_dir = val();
     else if (a == "--no-early-exit") early_exit = false;
     else if (a == "--pack-weights") pack = val();
+    else if (a == "--topology") topology = val();
     else { std::fprintf(stderr, "ds2d_bench: unknown option %s\n", a.c_str()); return 2; }
   }
   CompileRequest req;
@@ -72,6 +74,7 @@ int main(int argc, char** argv) {
   req.max_rows = 64;
   req.threads = threads;
   req.ds2d_templates = templates;
+  req.ds2d_topology = topology;
   req.pack_weights = pack;
   req.progress = false;
   auto sum = compile_model(req);
@@ -179,8 +182,8 @@ int main(int argc, char** argv) {
         st.plain_steps, st.early_exit_drafts, st.draft_seconds, st.verify_seconds, st.plain_seconds, uses);
   }
   std::printf("{\"model\": \"%s\", \"threads\": %d, \"max_tokens\": %d, \"templates_option\": \"%s\", "
-              "\"early_exit\": %s, \"draft_layers\": %lld, %s, \"kinds\": {%s}}\n",
+              "\"topology\": \"%s\", \"early_exit\": %s, \"draft_layers\": %lld, %s, \"kinds\": {%s}}\n",
               std::filesystem::path(argv[1]).filename().c_str(), threads, max_tokens, templates.c_str(),
-              early_exit ? "true" : "false", (long long)sum->draft_layers, cost_json.c_str(), kinds_json.c_str());
+              topology.c_str(), early_exit ? "true" : "false", (long long)sum->draft_layers, cost_json.c_str(), kinds_json.c_str());
   return 0;
 }
