@@ -44,7 +44,7 @@ struct CompileRequest {
   // the layers; 0: none). A template must fit max_rows; with S streams the runtime can
   // use the templates of S * n_nodes <= max_rows. (Of the default list, those that fit.)
   std::string ds2d_templates = "4,8,16,32";  // = kDefaultDs2dTemplates
-  std::string ds2d_topology = "tree";
+  std::string ds2d_topology = "deep";  // = kDefaultDs2dTopology
   int64_t ds2d_draft_layers = -1;
   std::vector<int64_t> ds2d_draft_keep;  // if set: the draft runs these layers instead
                                          // (middle layers skipped, e.g. 0-9 and 20-29)

@@ -3,7 +3,7 @@
 // (tree_parent) and attention the ancestor mask it implies (tree_mask), so the backend
 // emits a verify entry point whose attention is specialised on those constants (ir/tree.h
 // gives the semantics). Which template: the graph attribute ds2d_parent (dense<i32>), or
-// ds2d_nodes (a node budget) with ds2d_topology (passes/ds2d_unroll.h; default "tree").
+// ds2d_nodes (a node budget) with ds2d_topology (passes/ds2d_unroll.h; default "deep").
 // The pass records ds2d_parent on the graph. Everything else — weights, arena and KV
 // offsets — is untouched, so a verify graph cloned from the planned step graph shares
 // its memory plan (n_streams * n_nodes rows must fit max_rows).
@@ -51,7 +51,9 @@ Result<std::vector<int32_t>> ds2d_template(int64_t nodes, std::string_view topol
     for (int64_t j = 0; j < nodes; ++j) parent[(size_t)j] = (int32_t)j - 1;
     return parent;
   }
-  std::string spec = topology == "tree" ? "0.5,0.2,0.1,0.05,0.03" : std::string(topology);
+  std::string spec = topology == "tree"   ? "0.5,0.2,0.1,0.05,0.03"
+                     : topology == "deep" ? "0.8,0.15,0.05"
+                                          : std::string(topology);
   std::vector<double> p;
   for (size_t b = 0; b <= spec.size();) {
     size_t e = std::min(spec.find(',', b), spec.size());
@@ -59,7 +61,7 @@ Result<std::vector<int32_t>> ds2d_template(int64_t nodes, std::string_view topol
     char* end = nullptr;
     double v = std::strtod(item.c_str(), &end);
     if (item.empty() || *end || !(v > 0 && v < 1) || (!p.empty() && v > p.back()))
-      return make_error("DS2D topology '{}': expected chain, tree, or non-increasing probabilities "
+      return make_error("DS2D topology '{}': expected chain, tree, deep, or non-increasing probabilities "
                         "in (0,1) such as 0.5,0.2,0.1 ('{}' does not fit)", topology, item);
     p.push_back(v);
     b = e + 1;

@@ -221,9 +221,16 @@ struct Template {
   kiln::ds2d::Shape shape;
   StepFn verify = nullptr;
   int32_t max_depth = 0;
-  // Cost of a pass relative to a plain decode step, by stream count (running average;
-  // 0: not measured). Ratios, not seconds: load on the machine moves both alike.
-  std::vector<double> ratio;
+  // Cost of a pass relative to a plain decode step. Ratios, not seconds: load on the
+  // machine moves both alike. The ratio grows with the position, since every node of the
+  // tree attends to the whole cache (a plain step: one row), so it is calibrated at two
+  // positions and interpolated: ratio_lo at pos_lo, ratio_hi at pos_hi (the end of the
+  // context). Timing only at the end, as the first version did, priced an 8-node verify
+  // at 3.4-4.4 decode steps when at the bench's positions (100-300 of 1024) it costs ~2,
+  // and the controller never chose it. adjust[n]: running average of measured / modelled
+  // ratio for n streams (0: not measured).
+  double ratio_lo = 0, ratio_hi = 0;
+  std::vector<double> adjust;
 };
 
 struct StreamState {
@@ -258,6 +265,8 @@ struct kiln_ds2d {
   std::vector<Template> templates;
   StepFn draft = nullptr;             // early-exit entry (nullptr: none)
   std::vector<double> plain_cost;     // seconds per decode step by stream count
+  int32_t pos_lo = 0, pos_hi = 0;     // where the verify ratios were calibrated
+  double last_pos = 0;                // mean position of the streams in the last step
   std::vector<double> draft_ratio;    // early-exit pass / decode step, by stream count
   std::vector<StreamState> streams;
   std::vector<float> logits;          // max_rows x n_vocab
@@ -282,12 +291,20 @@ struct kiln_ds2d {
     if (plain_cost[(size_t)n] > 0) return plain_cost[(size_t)n];
     return (plain_cost[1] > 0 ? plain_cost[1] : 1e-3) * (1.0 + 0.25 * (n - 1));
   }
-  // Seconds of template t's verify pass for n streams.
-  double cost(const Template& t, int32_t n) const {
-    double r = t.ratio[(size_t)n] > 0 ? t.ratio[(size_t)n] : t.ratio[1];
-    if (r <= 0) r = 0.6 + 0.4 * t.shape.n_nodes;  // never measured: a guess by rows
-    return r * plain(n);
+  // Template t's verify pass over n streams at position pos, in decode steps: the
+  // calibrated ratio at that position, times what the passes run so far say of it.
+  double model_ratio(const Template& t, double pos) const {
+    if (t.ratio_lo <= 0) return 0.6 + 0.4 * t.shape.n_nodes;  // never measured: a guess by rows
+    if (t.ratio_hi <= 0 || pos_hi <= pos_lo) return t.ratio_lo;
+    const double f = std::clamp((pos - pos_lo) / (double)(pos_hi - pos_lo), 0.0, 1.0);
+    return t.ratio_lo + f * (t.ratio_hi - t.ratio_lo);
   }
+  double ratio(const Template& t, int32_t n, double pos) const {
+    const double a = t.adjust[(size_t)n] > 0 ? t.adjust[(size_t)n] : t.adjust[1] > 0 ? t.adjust[1] : 1.0;
+    return a * model_ratio(t, pos);
+  }
+  // Seconds of template t's verify pass for n streams at position pos.
+  double cost(const Template& t, int32_t n, double pos) const { return ratio(t, n, pos) * plain(n); }
   double draft_cost(int32_t n) const {
     const double r = draft_ratio[(size_t)n] > 0 ? draft_ratio[(size_t)n] : draft_ratio[1];
     return (r > 0 ? r : 0.5) * plain(n);
@@ -301,9 +318,9 @@ struct kiln_ds2d {
 namespace {
 
 // Times each entry against the plain step on rows no stream has written: past the end
-// of the emptiest stream's tokens, at the end of its context (the rows are overwritten
-// before any step reads them). Five rounds of plain step, then each entry; the median
-// ratio per entry.
+// of the emptiest stream's tokens (the rows are overwritten before any step reads
+// them), there and at the end of its context. Five rounds of plain step, then each
+// entry, at each of the two positions; the median ratio per entry and position.
 void calibrate(kiln_ds2d* d) {
   kiln_session* s = d->s;
   const kiln_compiled_model* c = s->code;
@@ -321,36 +338,43 @@ void calibrate(kiln_ds2d* d) {
   };
   const int32_t pos = s->pos[(size_t)stream];
   const kiln::ds2d::Shape one = kiln::ds2d::Shape::from_parents(std::vector<int32_t>{-1});
-  const int32_t last = (int32_t)c->max_context - 1;
-  if (last < pos) return;
+  const int32_t end = (int32_t)c->max_context;
+  if (end - 1 < pos) return;
   const size_t T = d->templates.size();
-  std::vector<std::vector<double>> ratios(T + 1);  // [T]: the draft entry
-  std::vector<double> plains;
-  for (int rep = 0; rep < 6; ++rep) {  // the first round pays page faults: not counted
-    fill_rows(one, last);
-    const double p = d->run(c->step, 1, 1);
-    if (rep > 0) plains.push_back(p);
-    for (size_t t = 0; t < T; ++t) {
-      const Template& tm = d->templates[t];
-      const int32_t base = (int32_t)c->max_context - tm.shape.n_nodes;
-      if (base < pos || tm.shape.n_nodes > c->max_rows) continue;
-      fill_rows(tm.shape, base);
-      const double v = d->run(tm.verify, tm.shape.n_nodes, tm.shape.n_nodes);
-      if (rep > 0) ratios[t].push_back(v / p);
-    }
-    if (d->draft) {
-      fill_rows(one, last);
-      const double v = d->run(d->draft, 1, 1);
-      if (rep > 0) ratios[T].push_back(v / p);
-    }
-  }
   auto median = [](std::vector<double> v) {
     std::sort(v.begin(), v.end());
     return v.empty() ? 0.0 : v[v.size() / 2];
   };
-  d->plain_cost[1] = median(plains);
-  for (size_t t = 0; t < T; ++t) d->templates[t].ratio[1] = median(ratios[t]);
-  if (d->draft) d->draft_ratio[1] = median(ratios[T]);
+  // at_end = false: rows from pos on; true: rows ending at the end of the context.
+  for (bool at_end : {false, true}) {
+    std::vector<std::vector<double>> ratios(T + 1);  // [T]: the draft entry
+    std::vector<double> plains;
+    for (int rep = 0; rep < 6; ++rep) {  // the first round pays page faults: not counted
+      fill_rows(one, at_end ? end - 1 : pos);
+      const double p = d->run(c->step, 1, 1);
+      if (rep > 0) plains.push_back(p);
+      for (size_t t = 0; t < T; ++t) {
+        const Template& tm = d->templates[t];
+        const int32_t base = at_end ? end - tm.shape.n_nodes : pos;
+        if (base < pos || base + tm.shape.n_nodes > end || tm.shape.n_nodes > c->max_rows) continue;
+        fill_rows(tm.shape, base);
+        const double v = d->run(tm.verify, tm.shape.n_nodes, tm.shape.n_nodes);
+        if (rep > 0) ratios[t].push_back(v / p);
+      }
+      if (d->draft && !at_end) {
+        fill_rows(one, pos);
+        const double v = d->run(d->draft, 1, 1);
+        if (rep > 0) ratios[T].push_back(v / p);
+      }
+    }
+    for (size_t t = 0; t < T; ++t) (at_end ? d->templates[t].ratio_hi : d->templates[t].ratio_lo) = median(ratios[t]);
+    if (!at_end) {
+      d->plain_cost[1] = median(plains);
+      if (d->draft) d->draft_ratio[1] = median(ratios[T]);
+    }
+  }
+  d->pos_lo = pos;
+  d->pos_hi = end - 1;
 }
 
 // Early-exit drafts: a chain of `len` tokens per stream, each the argmax of the draft
@@ -443,7 +467,7 @@ kiln_status kiln_ds2d_init(kiln_session* s, const kiln_ds2d_params* params, kiln
       tm.shape = kiln::ds2d::Shape::from_parents(std::span<const int32_t>(tt.parent, (size_t)tt.n_nodes));
       tm.verify = tt.verify;
       for (int32_t dep : tm.shape.depth) tm.max_depth = std::max(tm.max_depth, dep);
-      tm.ratio.assign(max_n + 1, 0.0);
+      tm.adjust.assign(max_n + 1, 0.0);
       d->max_step_tokens = std::max(d->max_step_tokens, tm.max_depth + 1);
       d->templates.push_back(std::move(tm));
     }
@@ -523,6 +547,9 @@ kiln_status kiln_ds2d_step(kiln_ds2d* d, const int32_t* roots, const int32_t* st
       if (streams[j] >= 0 && streams[j] < c->max_streams) d->seen[(size_t)streams[j]] = 0;
     if (st != KILN_OK) return st;
     ++d->stats.steps;
+    double mean_pos = 0;  // where the streams are: verify costs grow with it
+    for (int32_t k = 0; k < n; ++k) mean_pos += (double)s->pos[(size_t)streams[k]] / n;
+    d->last_pos = mean_pos;
     auto sampler_of = [&](int32_t k) -> kiln::Sampler* {
       return samplers && samplers[k] ? &samplers[k]->sampler : nullptr;
     };
@@ -583,7 +610,7 @@ kiln_status kiln_ds2d_step(kiln_ds2d* d, const int32_t* roots, const int32_t* st
           fills.push_back(kiln::ds2d::fill(trees[(size_t)k], tm.shape));
           expect += 1.0 + std::max<double>(fills.back().expected, chain);
         }
-        const double value = expect / (d->cost(tm, n) + extra_cost);
+        const double value = expect / (d->cost(tm, n, mean_pos) + extra_cost);
         if (d->p.template_index >= 0 || value > best.value) {
           best.value = value;
           best.t = t;
@@ -681,7 +708,12 @@ kiln_status kiln_ds2d_step(kiln_ds2d* d, const int32_t* roots, const int32_t* st
       }
     }
     const double secs = d->run(tm.verify, (int64_t)n * nn, n_logits);
-    tm.ratio[(size_t)n] = ewma(tm.ratio[(size_t)n], secs / d->plain(n), d->p.ewma);
+    // From the calibrated model (adjust 1) on: one slow pass (a page fault, the machine
+    // busy) moves the estimate by the EWMA weight only, not to a value that would keep
+    // the template from ever being picked, and so re-measured, again.
+    double& adj = tm.adjust[(size_t)n];
+    if (adj <= 0) adj = tm.adjust[1] > 0 ? tm.adjust[1] : 1.0;
+    adj = ewma(adj, secs / d->plain(n) / d->model_ratio(tm, mean_pos), d->p.ewma);
     d->stats.verify_seconds += secs;
     ++d->stats.verify_passes;
     if (best < KILN_DS2D_MAX_TEMPLATES) ++d->stats.template_uses[best];
@@ -730,7 +762,7 @@ kiln_status kiln_ds2d_get_stats(const kiln_ds2d* d, kiln_ds2d_stats* out) {
     out->n_templates = (int32_t)std::min<size_t>(d->templates.size(), KILN_DS2D_MAX_TEMPLATES);
     for (int32_t t = 0; t < out->n_templates; ++t) {
       out->template_nodes[t] = d->templates[(size_t)t].shape.n_nodes;
-      out->template_seconds[t] = d->cost(d->templates[(size_t)t], 1);
+      out->template_seconds[t] = d->cost(d->templates[(size_t)t], 1, d->last_pos);
     }
     out->plain_step_seconds = d->plain(1);
     return KILN_OK;

@@ -521,7 +521,7 @@ KILN_INLINE void qmm_group(enum kiln_isa isa, enum kiln_wt wt, const int8_t* res
  * 4 bytes, x's 4 bytes broadcast from memory), one convert, one multiply, one FMA (two for
  * q4_1); the GGUF-row kernels spend a dot, a convert, a broadcast multiply and an FMA per
  * block and row of x for each output. Nibbles are unpacked once per block for R rows. */
-#define KILN_PACK_MAX_R 4 /* rows of x per pass over a group: 4 keeps the zmm accumulators in registers */
+#define KILN_PACK_MAX_R 8 /* rows of x per pass over a group (zmm: 8 accumulators, 8 offsets, 8 lines) */
 
 KILN_INLINE int64_t pack_bytes(enum kiln_wt wt) {
   return wt == KILN_WT_q4_0 ? (int64_t)sizeof(kiln_pack_q4_0)
@@ -567,7 +567,11 @@ KILN_INLINE void qmm_p16_ref(enum kiln_wt wt, const int8_t* restrict q, const fl
 }
 
 #if defined(__x86_64__)
-/* AVX512-VNNI: lane l of a zmm is weight row l. */
+/* AVX512-VNNI: lane l of a zmm is weight row l. Per block the lines are loaded (and q4
+ * nibbles unpacked) once into 8 zmm, then each row of x runs its 8 vpdpbusd into two
+ * chains of its own and one convert + FMA into its accumulator: the rows are independent
+ * chains the core overlaps, and only acc (and q4_1's off) live across blocks, so up to 8
+ * rows share one pass over the weights (16 + 8 zmm for q4_1). */
 static inline KILN_VNNI __attribute__((always_inline)) void qmm_p16_vnni_r(
     enum kiln_wt wt, const int8_t* restrict q, const float* restrict d, const float* restrict s,
     const int32_t* restrict is, const void* restrict wg, float* restrict y, int64_t K, int64_t N,
@@ -580,38 +584,34 @@ static inline KILN_VNNI __attribute__((always_inline)) void qmm_p16_vnni_r(
   for (int64_t ib = 0; ib < nb; ++ib) {
     const char* blk = (const char*)wg + ib * pack_bytes(wt);
     const char* qs = blk + pack_qs(wt);
-    __m512i s0[KILN_PACK_MAX_R], s1[KILN_PACK_MAX_R];
-    for (int r = 0; r < R; ++r) s0[r] = s1[r] = _mm512_setzero_si512();
+    /* w[2j] pairs with x's bytes 4j.. and w[2j+1] with the next group: for q8_0 the lines
+     * 2j and 2j+1, for q4 line j's low nibbles (elements 4j..) and high ones (16+4j..). */
+    __m512i w[8];
+    int xo[8];
     if (wt == KILN_WT_q8_0) {
-      for (int j = 0; j < 8; j += 2) {
-        const __m512i w0 = _mm512_loadu_si512(qs + 64 * j), w1 = _mm512_loadu_si512(qs + 64 * j + 64);
-        for (int r = 0; r < R; ++r) {
-          const int8_t* x = q + r * K + ib * KILN_QK;
-          s0[r] = _mm512_dpbusd_epi32(s0[r], w0, _mm512_set1_epi32(*(const i32u*)(x + 4 * j)));
-          s1[r] = _mm512_dpbusd_epi32(s1[r], w1, _mm512_set1_epi32(*(const i32u*)(x + 4 * j + 4)));
-        }
-      }
+      for (int j = 0; j < 8; ++j) w[j] = _mm512_loadu_si512(qs + 64 * j), xo[j] = 4 * j;
     } else {
       for (int j = 0; j < 4; ++j) {
         const __m512i raw = _mm512_loadu_si512(qs + 64 * j);
-        const __m512i lo = _mm512_and_si512(raw, m4), hi = _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4);
-        for (int r = 0; r < R; ++r) {
-          const int8_t* x = q + r * K + ib * KILN_QK;
-          s0[r] = _mm512_dpbusd_epi32(s0[r], lo, _mm512_set1_epi32(*(const i32u*)(x + 4 * j)));
-          s1[r] = _mm512_dpbusd_epi32(s1[r], hi, _mm512_set1_epi32(*(const i32u*)(x + 16 + 4 * j)));
-        }
+        w[2 * j] = _mm512_and_si512(raw, m4), xo[2 * j] = 4 * j;
+        w[2 * j + 1] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4), xo[2 * j + 1] = 16 + 4 * j;
       }
     }
     const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)blk));
+    const __m512 m = wt == KILN_WT_q4_1 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(blk + 32)))
+                                        : _mm512_setzero_ps();
     for (int r = 0; r < R; ++r) {
-      __m512i dot = _mm512_add_epi32(s0[r], s1[r]);
+      const int8_t* x = q + r * K + ib * KILN_QK;
+      __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
+      for (int j = 0; j < 8; j += 2) {
+        s0 = _mm512_dpbusd_epi32(s0, w[j], _mm512_set1_epi32(*(const i32u*)(x + xo[j])));
+        s1 = _mm512_dpbusd_epi32(s1, w[j + 1], _mm512_set1_epi32(*(const i32u*)(x + xo[j + 1])));
+      }
+      __m512i dot = _mm512_add_epi32(s0, s1);
       if (wt != KILN_WT_q4_1) dot = _mm512_sub_epi32(dot, _mm512_set1_epi32(pack_zero(wt) * is[r * nb + ib]));
       const __m512 sc = _mm512_mul_ps(dw, _mm512_set1_ps(d[r * nb + ib]));
       acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), sc, acc[r]);
-    }
-    if (wt == KILN_WT_q4_1) {
-      const __m512 m = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(blk + 32)));
-      for (int r = 0; r < R; ++r) off[r] = _mm512_fmadd_ps(m, _mm512_set1_ps(s[r * nb + ib]), off[r]);
+      if (wt == KILN_WT_q4_1) off[r] = _mm512_fmadd_ps(m, _mm512_set1_ps(s[r * nb + ib]), off[r]);
     }
   }
   for (int r = 0; r < R; ++r) _mm512_storeu_ps(y + r * N, _mm512_add_ps(acc[r], off[r]));
@@ -621,6 +621,10 @@ static inline KILN_VNNI void qmm_p16_vnni(enum kiln_wt wt, const int8_t* restric
                                           const int32_t* restrict is, const void* restrict wg,
                                           float* restrict y, int64_t K, int64_t N, int R) {
   switch (R) {
+    case 8: qmm_p16_vnni_r(wt, q, d, s, is, wg, y, K, N, 8); return;
+    case 7: qmm_p16_vnni_r(wt, q, d, s, is, wg, y, K, N, 7); return;
+    case 6: qmm_p16_vnni_r(wt, q, d, s, is, wg, y, K, N, 6); return;
+    case 5: qmm_p16_vnni_r(wt, q, d, s, is, wg, y, K, N, 5); return;
     case 4: qmm_p16_vnni_r(wt, q, d, s, is, wg, y, K, N, 4); return;
     case 3: qmm_p16_vnni_r(wt, q, d, s, is, wg, y, K, N, 3); return;
     case 2: qmm_p16_vnni_r(wt, q, d, s, is, wg, y, K, N, 2); return;
@@ -707,6 +711,12 @@ static inline KILN_DOTPROD void qmm_p16_dotprod(enum kiln_wt wt, const int8_t* r
                                                 const float* restrict d, const float* restrict s,
                                                 const int32_t* restrict is, const void* restrict wg,
                                                 float* restrict y, int64_t K, int64_t N, int R) {
+  if (R > 4) { /* NEON has 32 q registers: 4 rows' accumulators (16 + 16 for q4_1) at most */
+    qmm_p16_dotprod_r(wt, q, d, s, is, wg, y, K, N, 4);
+    qmm_p16_dotprod(wt, q + 4 * K, d + 4 * (K / KILN_QK), s + 4 * (K / KILN_QK), is + 4 * (K / KILN_QK), wg,
+                    y + 4 * N, K, N, R - 4);
+    return;
+  }
   switch (R) {
     case 4: qmm_p16_dotprod_r(wt, q, d, s, is, wg, y, K, N, 4); return;
     case 3: qmm_p16_dotprod_r(wt, q, d, s, is, wg, y, K, N, 3); return;

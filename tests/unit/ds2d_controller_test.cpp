@@ -227,8 +227,10 @@ TEST(Ds2dController, GreedyOutputEqualsPlainDecodingForEveryTemplateChoice) {
       kiln_ds2d_stats st{};
       ASSERT_EQ(kiln_ds2d_get_stats(d, &st), KILN_OK);
       EXPECT_EQ(st.n_templates, 2);
-      EXPECT_GT(st.accepted, 0);
+      // With the controller's own choice (tmpl = -1) whether verifying pays depends on the
+      // timings of the toy's entries on this machine, so only pinned templates must accept.
       if (tmpl >= 0) {
+        EXPECT_GT(st.accepted, 0);
         EXPECT_GT(st.template_uses[tmpl], 0);
         EXPECT_GT((double)st.accepted / (double)st.stream_passes, 0.5) << "the toy is predictable";
       }

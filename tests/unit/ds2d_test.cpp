@@ -46,6 +46,11 @@ TEST(Ds2dTemplate, ChainAndTreeShapes) {
     auto half = ds2d_template(n / 2 ? n / 2 : 1, "tree");
     EXPECT_TRUE(std::equal(half->begin(), half->end(), t->begin()));
   }
+  // "deep" (0.8, 0.15, 0.05): 8 nodes are a chain (0.8^7 = .21 outweighs the root's
+  // second child, .15); 12 nodes branch: root's second child (.15) after a chain of 9,
+  // then .134 (depth 9), .12 (a's second child) and .107 (depth 10).
+  EXPECT_EQ(ds2d_template(8, "deep").value(), (std::vector<int32_t>{-1, 0, 1, 2, 3, 4, 5, 6}));
+  EXPECT_EQ(ds2d_template(12, "deep").value(), (std::vector<int32_t>{-1, 0, 1, 2, 3, 4, 5, 6, 7, 0, 8, 1}));
   EXPECT_FALSE(ds2d_template(65, "tree").ok());
   EXPECT_FALSE(ds2d_template(8, "0.2,0.5").ok());  // increasing
   EXPECT_FALSE(ds2d_template(8, "wide").ok());
@@ -228,6 +233,7 @@ TEST(Ds2dUnroll, MarksEveryKvWriteAndAttentionAndRoundTrips) {
   TinyModel m = tiny();
   Graph step = step_graph(m, 1);
   step.set_attr("ds2d_nodes", int64_t{4});
+  step.set_attr("ds2d_topology", std::string("tree"));  // the default ("deep") is a chain at 4
   PassManager pm;
   ASSERT_TRUE(pm.add_pipeline("ds2d-unroll").ok());
   ASSERT_TRUE(pm.run(step).ok());

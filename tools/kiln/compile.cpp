@@ -28,8 +28,9 @@ static const std::vector<OptionSpec> kCompileOptions = {
     {"ds2d-templates", "LIST", "DS2D tree verify entry points: node budgets, e.g. 4,8,16,32 (the default); "
                                "none for no templates. Each must fit --max-rows; S streams use those with "
                                "S*nodes <= max-rows"},
-    {"ds2d-topology", "T", "shape of the DS2D templates: tree (default: a long chain with branches near the "
-                           "root), chain, or per-rank acceptance probabilities such as 0.5,0.2,0.1"},
+    {"ds2d-topology", "T", "shape of the DS2D templates: deep (default: per-rank acceptance 0.8,0.15,0.05, "
+                           "a long chain with branches), tree (0.5,0.2,0.1,...: wide near the root), chain, "
+                           "or per-rank acceptance probabilities such as 0.6,0.2,0.1"},
     {"ds2d-draft-layers", "K|LIST", "DS2D self-draft entry: the first K layers, then the final norm and LM "
                                     "head (default: a quarter of the layers; 0: none), or the layers of LIST "
                                     "(e.g. 0-9,20-29: middle layers skipped)"},
