@@ -34,6 +34,13 @@ if [[ "$skip" != *" backend "* ]]; then
   step "backend tokens/s and roofline (~4 min)"
   bash bench/run_backend_bench.sh
 fi
+if [[ "$skip" != *" streams "* ]]; then
+  step "multi-stream decode, no adapters (~1 min)"
+  cmake --build build --target streams_bench >/dev/null
+  build/bench/streams_bench "$HOME/.cache/kiln/models/SmolLM2-135M-Instruct.Q4_1.gguf" --threads 2 \
+    --reps "${KILN_BENCH_REPS:-5}" > bench/results/streams.json.partial
+  mv bench/results/streams.json.partial bench/results/streams.json
+fi
 if [[ "$skip" != *" memory "* ]]; then
   step "peak RSS (~1 min)"
   bash bench/run_memory.sh

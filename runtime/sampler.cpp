@@ -9,11 +9,29 @@
 
 namespace kiln {
 
+// The first index of the largest logit. Two passes: the maximum in eight independent
+// lanes (a loop the compiler vectorises), then the first index holding it. The one-pass
+// loop compared against logits[best], a dependent load per element, and took ~3% of a
+// greedy decode step on 49152 logits (per stream).
 int32_t Sampler::argmax(std::span<const float> logits) {
-  int32_t best = 0;
-  for (size_t i = 1; i < logits.size(); ++i)
-    if (logits[i] > logits[best]) best = (int32_t)i;
-  return best;
+  const size_t n = logits.size();
+  if (n < 16) {
+    int32_t best = 0;
+    for (size_t i = 1; i < n; ++i)
+      if (logits[i] > logits[(size_t)best]) best = (int32_t)i;
+    return best;
+  }
+  float m[8];
+  for (int l = 0; l < 8; ++l) m[l] = logits[(size_t)l];
+  size_t i = 8;
+  for (; i + 8 <= n; i += 8)
+    for (int l = 0; l < 8; ++l) m[l] = logits[i + (size_t)l] > m[l] ? logits[i + (size_t)l] : m[l];
+  float mx = m[0];
+  for (int l = 1; l < 8; ++l) mx = m[l] > mx ? m[l] : mx;
+  for (; i < n; ++i) mx = logits[i] > mx ? logits[i] : mx;
+  for (size_t k = 0; k < n; ++k)
+    if (logits[k] == mx) return (int32_t)k;
+  return 0;  // reached only when the logits hold NaNs
 }
 
 void Sampler::distribution(std::span<const float> logits, TokenDistribution& out) const {

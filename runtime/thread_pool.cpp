@@ -51,24 +51,24 @@ static_assert(sizeof(std::atomic<uint32_t>) == sizeof(uint32_t));
 
 }  // namespace
 
-void ThreadPool::wait_while(WaitWord& w, uint32_t old) const {
+void ThreadPool::wait_while(WaitWord& w, uint32_t old, std::atomic<int64_t>& budget_ns) const {
   if (w.value.load(std::memory_order_acquire) != old) return;
   if (spin_ns_ > 0) {
     thread_local uint32_t waits = 0;
-    const int64_t cur = budget_ns_.load(std::memory_order_relaxed);
+    const int64_t cur = budget_ns.load(std::memory_order_relaxed);
     const int64_t budget = (++waits & 63) == 0 ? spin_ns_ : cur;  // every 64th wait probes
     const int64_t deadline = now_ns() + budget;
     for (uint32_t i = 1;; ++i) {
       cpu_relax();
       if (w.value.load(std::memory_order_acquire) != old) {
         if (adaptive_ && cur < spin_ns_)
-          budget_ns_.store(std::min(spin_ns_, 2 * cur), std::memory_order_relaxed);
+          budget_ns.store(std::min(spin_ns_, 2 * cur), std::memory_order_relaxed);
         return;
       }
       if ((i & 63) == 0 && now_ns() > deadline) break;
     }
     if (adaptive_ && cur > kMinSpinNs)
-      budget_ns_.store(std::max(kMinSpinNs, cur / 2), std::memory_order_relaxed);
+      budget_ns.store(std::max(kMinSpinNs, cur / 2), std::memory_order_relaxed);
   }
   w.sleepers.fetch_add(1, std::memory_order_seq_cst);
   while (w.value.load(std::memory_order_seq_cst) == old) futex_wait(&w.value, old);
@@ -84,7 +84,8 @@ ThreadPool::ThreadPool(int32_t n_threads, int64_t spin_ns, bool adaptive)
     : n_(n_threads < 1 ? 1 : n_threads),
       spin_ns_(spin_ns < 0 ? 0 : spin_ns),
       adaptive_(adaptive),
-      budget_ns_(spin_ns_) {
+      budget_ns_(spin_ns_),
+      work_budget_ns_(spin_ns_) {
   workers_.reserve(static_cast<size_t>(n_ - 1));
   try {
     for (int32_t t = 1; t < n_; ++t) workers_.emplace_back([this, t] { worker(t); });
@@ -107,7 +108,7 @@ ThreadPool::~ThreadPool() {
 void ThreadPool::worker(int32_t tid) {
   uint32_t seen = 0;
   for (;;) {
-    wait_while(gen_, seen);
+    wait_while(gen_, seen, work_budget_ns_);
     seen = gen_.value.load(std::memory_order_acquire);
     if (stop_.load(std::memory_order_acquire)) return;
     job_(ctx_, tid, n_);
@@ -127,7 +128,7 @@ void ThreadPool::run(Job job, void* ctx) {
   wake_all(gen_);
   job(ctx, 0, n_);
   for (uint32_t left; (left = pending_.value.load(std::memory_order_acquire)) != 0;)
-    wait_while(pending_, left);
+    wait_while(pending_, left, budget_ns_);
 }
 
 void ThreadPool::barrier() {
@@ -138,7 +139,7 @@ void ThreadPool::barrier() {
     phase_.value.fetch_add(1, std::memory_order_seq_cst);
     wake_all(phase_);
   } else {
-    wait_while(phase_, phase);
+    wait_while(phase_, phase, budget_ns_);
   }
 }
 

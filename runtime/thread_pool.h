@@ -9,7 +9,8 @@
 // elsewhere), so that an oversubscribed core, where the thread being waited for is not
 // even running, is not burnt by spinning.
 //
-// The spin budget adapts: it halves each time a spin ends in sleep and doubles each time a
+// The spin budget adapts (one for waits inside a step, one for workers waiting for the
+// next step): it halves each time a spin ends in sleep and doubles each time a
 // spin succeeds, between kMinSpinNs and the pool's maximum (kDefaultSpinNs); every 64th
 // wait of a thread probes with the maximum so that a budget driven down by a burst of load
 // recovers. On an idle machine waits are short and spins succeed (a barrier costs ~100 ns);
@@ -58,7 +59,8 @@ class ThreadPool {
     std::atomic<uint32_t> value{0};
     std::atomic<uint32_t> sleepers{0};
   };
-  void wait_while(WaitWord& w, uint32_t old) const;  // until w.value != old
+  // Until w.value != old, spinning up to `budget` (which it adapts) before sleeping.
+  void wait_while(WaitWord& w, uint32_t old, std::atomic<int64_t>& budget) const;
   static void wake_all(WaitWord& w);
 
   void worker(int32_t tid);
@@ -66,7 +68,13 @@ class ThreadPool {
   const int32_t n_;
   const int64_t spin_ns_;
   const bool adaptive_;
-  alignas(64) mutable std::atomic<int64_t> budget_ns_;  // current spin budget
+  // Current spin budgets: inside a step (barriers, the end of a step), and of workers
+  // waiting for the next step. Apart because the gap between steps is the app's own
+  // work (sampling, printing: often longer than the largest spin), and spins that failed
+  // there halved the one budget until barrier waits of a few microseconds slept on the
+  // futex too: ~15% of a decode step's cycles went to sleeping and waking.
+  alignas(64) mutable std::atomic<int64_t> budget_ns_;
+  alignas(64) mutable std::atomic<int64_t> work_budget_ns_;
   WaitWord gen_;      // bumped once per job (and at shutdown)
   WaitWord pending_;  // workers still running the current job
   WaitWord phase_;    // barrier generation

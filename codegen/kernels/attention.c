@@ -47,6 +47,51 @@ KILN_INLINE float dot(const float* restrict q, const float* restrict k, int64_t 
   return s;
 }
 
+/* s[j] = dot(q, k + j * F, hd) * scale for j in [0, n), and the running max of them.
+ * Four keys at a time when hd is a multiple of 16: each key's two accumulators are
+ * dot()'s, and the four horizontal sums come out of one transposed reduction that adds
+ * the lanes in kiln_hsum8's order ((l + l+4), then (0 + 2) + (1 + 3)), so every score is
+ * dot()'s bits (the tree kernel mixes both forms and must match the causal one). Why:
+ * per key, dot() spends as many instructions on its horizontal sum as on the products
+ * (hd = 64), and attention was ~16% of a decode step at position 250. */
+KILN_INLINE float scores(const float* restrict q, const float* restrict k, int64_t F, int64_t hd,
+                         int64_t n, float scale, float* restrict s, float mx) {
+  int64_t j = 0;
+  if (hd % 16 == 0)
+    for (; j + 4 <= n; j += 4) {
+      const float* k0 = k + j * F;
+      kiln_f8 a[4][2];
+      for (int r = 0; r < 4; ++r) a[r][0] = a[r][1] = kiln_splat8(0.0f);
+      for (int64_t d = 0; d < hd; d += 16) {
+        const kiln_f8 q0 = kiln_load8(q + d), q1 = kiln_load8(q + d + 8);
+        for (int r = 0; r < 4; ++r) {
+          a[r][0] += q0 * kiln_load8(k0 + r * F + d);
+          a[r][1] += q1 * kiln_load8(k0 + r * F + d + 8);
+        }
+      }
+      const kiln_f8 v0 = a[0][0] + a[0][1], v1 = a[1][0] + a[1][1];
+      const kiln_f8 v2 = a[2][0] + a[2][1], v3 = a[3][0] + a[3][1];
+      /* t01 = [v0 (l + l+4) for l < 4, v1 likewise], t23 for v2, v3. */
+      const kiln_f8 t01 = __builtin_shufflevector(v0, v1, 0, 1, 2, 3, 8, 9, 10, 11) +
+                          __builtin_shufflevector(v0, v1, 4, 5, 6, 7, 12, 13, 14, 15);
+      const kiln_f8 t23 = __builtin_shufflevector(v2, v3, 0, 1, 2, 3, 8, 9, 10, 11) +
+                          __builtin_shufflevector(v2, v3, 4, 5, 6, 7, 12, 13, 14, 15);
+      /* w = [v0 (0+2), v0 (1+3), v2 .., v2 .., v1 .., v1 .., v3 .., v3 ..] */
+      const kiln_f8 w = __builtin_shufflevector(t01, t23, 0, 1, 8, 9, 4, 5, 12, 13) +
+                        __builtin_shufflevector(t01, t23, 2, 3, 10, 11, 6, 7, 14, 15);
+      const kiln_f4 sum = __builtin_shufflevector(w, w, 0, 4, 2, 6) + __builtin_shufflevector(w, w, 1, 5, 3, 7);
+      for (int r = 0; r < 4; ++r) {
+        s[j + r] = sum[r] * scale;
+        mx = s[j + r] > mx ? s[j + r] : mx;
+      }
+    }
+  for (; j < n; ++j) {
+    s[j] = dot(q, k + j * F, hd) * scale;
+    mx = s[j] > mx ? s[j] : mx;
+  }
+  return mx;
+}
+
 /* o (+)= (e0 v0 + e1 v1) + (e2 v2 + e3 v3) for four value rows F apart. */
 KILN_INLINE void rows4(float* restrict o, const float* restrict v, int64_t F,
                        const float* restrict e, int64_t hd, int accumulate) {
@@ -74,11 +119,7 @@ void kiln_attention(const float* restrict q, const float* restrict kc, const flo
     const float* qv = q + t * H * hd + h * hd;
     float* o = out + t * H * hd + h * hd;
 
-    float mx = -__builtin_inff();
-    for (int64_t j = 0; j < n; ++j) {
-      s[j] = dot(qv, kb + j * F, hd) * scale;
-      mx = s[j] > mx ? s[j] : mx;
-    }
+    const float mx = scores(qv, kb, F, hd, n, scale, s, -__builtin_inff());
     /* Weights e^(s - max) in place, summed in eight lanes (a vector loop). */
     float part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     int64_t j = 0;
@@ -170,12 +211,8 @@ void kiln_tree_attention(const float* restrict q, const float* restrict kc, cons
     const float* qv = q + t * H * hd + h * hd;
     float* o = out + t * H * hd + h * hd;
 
-    float mx = -__builtin_inff();
-    int64_t m = 0;
-    for (; m < base_row; ++m) {
-      s[m] = dot(qv, kb + m * F, hd) * scale;
-      mx = s[m] > mx ? s[m] : mx;
-    }
+    float mx = scores(qv, kb, F, hd, base_row, scale, s, -__builtin_inff());
+    int64_t m = base_row;
     for (; m < n; ++m) {
       s[m] = dot(qv, kb + tree[m - base_row] * F, hd) * scale;
       mx = s[m] > mx ? s[m] : mx;
