@@ -100,6 +100,12 @@ Result<ModelFile> ModelFile::parse(MappedFile file, ModelFileErrc* errc) {
         return format(make_error("{}: tensor '{}' at offset {} with {} bytes lies outside the "
                                  "{}-byte weight blob", path, view(t->name()), t->offset(),
                                  t->nbytes(), nweights));
+      // The flatbuffer verifier of Debian's flatbuffers checks a vector's length field for
+      // 4-byte alignment, not its 8-byte elements; the writer aligns them, so a misaligned
+      // shape is corruption (and reading it would be a misaligned load: fuzz finding).
+      if (t->shape() && reinterpret_cast<uintptr_t>(t->shape()->data()) % alignof(int64_t) != 0)
+        return format(make_error("{}: tensor '{}': its shape is not {}-byte aligned", path,
+                                 view(t->name()), alignof(int64_t)));
     }
   }
   ModelFile out;
