@@ -29,6 +29,9 @@ struct CodegenOptions {
   std::vector<const Graph*> tree_verify;
   const Graph* draft = nullptr;
   int64_t draft_layers = 0;
+  // ABI 6: the step without LoRA side paths (base_entry_graph, its own arena plan), run
+  // by the runtime when no row of a step has an adapter. Null: none.
+  const Graph* step_base = nullptr;
 };
 
 struct CompiledCode {

@@ -67,6 +67,19 @@ Result<Ds2dGraphs> ds2d_graphs(const Graph& g, std::string_view templates, std::
   return ds2d_graphs(g, templates, topology, first);
 }
 
+Result<Graph> base_entry_graph(const Graph& g) {
+  KILN_ASSIGN(Graph b, clone_graph(g));
+  for (Node* n : b.nodes())
+    if (n->op() == Op::Add && n->operands().size() == 2 && n->operand(1)->op() == Op::Lora)
+      b.replace_all_uses(n, n->operand(0));
+  PassManager pm;
+  KILN_TRY(pm.add_pipeline("dce,fuse-matmul-swiglu,fuse-rmsnorm-matmul,dce"));
+  KILN_TRY(pm.run(b));
+  if (!b.nodes_of(Op::Lora).empty()) return make_error("internal: the base entry graph still has LoRA nodes");
+  KILN_TRY(plan_draft(g, b));
+  return b;
+}
+
 Result<Ds2dGraphs> ds2d_graphs(const Graph& g, std::string_view templates, std::string_view topology,
                                const std::vector<int64_t>& draft) {
   Ds2dGraphs out;
@@ -249,11 +262,18 @@ Result<CompileSummary> compile_model(const CompileRequest& req) {
   KILN_ASSIGN(Ds2dGraphs ds2d, ds2d_graphs(g, templates, req.ds2d_topology, draft));
   if (ds2d.draft)  // one arena serves every entry point
     g.set_attr("arena_bytes", std::max(*g.int_attr("arena_bytes"), *ds2d.draft->int_attr("arena_bytes")));
+  std::optional<Graph> base;  // the step without LoRA side paths, for steps without adapters
+  if (!g.nodes_of(Op::Lora).empty()) {
+    KILN_ASSIGN(Graph b, base_entry_graph(g));
+    g.set_attr("arena_bytes", std::max(*g.int_attr("arena_bytes"), *b.int_attr("arena_bytes")));
+    base = std::move(b);
+  }
 
   // The identity shared by model.o and model.kiln: the planned graph and every weight byte.
   std::string ir = print_graph(g);
   for (const Graph& v : ds2d.verify) ir += print_graph(v);
   if (ds2d.draft) ir += print_graph(*ds2d.draft);
+  if (base) ir += print_graph(*base);
   uint64_t hash = xxh64(ir.data(), ir.size(), xxh64(frozen->blob().data(), frozen->blob().size()));
 
   progress.stage(fmt::format("LLVM O3 + codegen for {} ({})", profile.triple, profile.cpu));
@@ -266,6 +286,7 @@ Result<CompileSummary> compile_model(const CompileRequest& req) {
   for (const Graph& v : ds2d.verify) copts.tree_verify.push_back(&v);
   copts.draft = ds2d.draft ? &*ds2d.draft : nullptr;
   copts.draft_layers = ds2d.draft_layers;
+  copts.step_base = base ? &*base : nullptr;
   KILN_ASSIGN(CompiledCode code, compile_graph(g, profile, copts));
 
   progress.stage("writing " + req.out_dir);

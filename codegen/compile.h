@@ -93,5 +93,13 @@ Result<Ds2dGraphs> ds2d_graphs(const Graph& g, std::string_view templates, std::
 // Plans a draft graph `d` made from the planned step graph `g` (llama_draft_graph): its
 // own arena, g's KV offsets and sizes.
 Status plan_draft(const Graph& g, Graph& d);
+// The base entry of a step graph `g` compiled with LoRA slots (after kBackendPipeline): g
+// with every LoRA side path removed (add(m, lora(...)) becomes m), the fusions the side
+// paths had blocked run again (fuse-rmsnorm-matmul, fuse-matmul-swiglu), and planned as
+// plan_draft plans: its own arena, g's weights and KV layout. The runtime runs it for the
+// steps in which no row has an adapter, so a LoRA build decodes on the zero adapter as
+// fast as a build without LoRA (the same bits: lora_add copies the projection for slot 0,
+// and the fused kernels give the unfused ones' bits).
+Result<Graph> base_entry_graph(const Graph& g);
 
 }  // namespace kiln

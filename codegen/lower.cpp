@@ -87,6 +87,10 @@ class Lowering {
       KILN_TRY(same_layout(*opts.draft, "the DS2D draft graph"));
       KILN_ASSIGN(draft_, lower_function(*opts.draft, "kiln_draft." + main_.name()));
     }
+    if (opts.step_base) {
+      KILN_TRY(same_layout(*opts.step_base, "the base step graph"));
+      KILN_ASSIGN(step_base_, lower_function(*opts.step_base, "kiln_step_base." + main_.name()));
+    }
     g_ = &main_;
 
     KILN_TRY(emit_descriptor(opts));
@@ -105,6 +109,7 @@ class Lowering {
   llvm::StructType* step_args_ty_ = nullptr;
   llvm::Function* step_ = nullptr;
   llvm::Function* draft_ = nullptr;
+  llvm::Function* step_base_ = nullptr;
   std::vector<std::pair<TreeShape, llvm::Function*>> verify_;  // in the order given (ascending)
   // Constant depth / ancestor-mask arrays of each tree, bound into the tree kernels' wrappers.
   std::map<std::vector<int32_t>, std::pair<llvm::GlobalVariable*, llvm::GlobalVariable*>> tree_consts_;
@@ -605,7 +610,7 @@ class Lowering {
     // kiln_compiled_model, field for field (model_abi.h).
     auto* ty = llvm::StructType::create(ctx_, {i32, i32, i64, ptr, ptr, ptr, i64, i64, i64, i64, i64, i64,
                                                i64, i64, i64, i64, ptr, i64, ptr, i64,
-                                               i64, i64, i64, i64, ptr, i64, ptr, i64, ptr},
+                                               i64, i64, i64, i64, ptr, i64, ptr, i64, ptr, ptr},
                                         "kiln_compiled_model");
     // kiln_tree_template table {n_nodes, parent, depth, verify}, ascending n_nodes.
     auto* tmpl_ty = llvm::StructType::get(ctx_, {i32, ptr, ptr, ptr});
@@ -676,7 +681,8 @@ class Lowering {
              c64(g_->int_attr("adapter_bytes").value_or(0)), c64(lt.slots), c64(lt.rank),
              c64((int64_t)lt.scale_offset), c64((int64_t)lt.targets.size()), lora_gv, c64((int64_t)tmpls.size()),
              tmpls.empty() ? (llvm::Constant*)llvm::ConstantPointerNull::get(ptr) : tmpls_gv, c64(opts.draft_layers),
-             draft_ ? (llvm::Constant*)draft_ : llvm::ConstantPointerNull::get(ptr)});
+             draft_ ? (llvm::Constant*)draft_ : llvm::ConstantPointerNull::get(ptr),
+             step_base_ ? (llvm::Constant*)step_base_ : llvm::ConstantPointerNull::get(ptr)});
     auto* gv = new llvm::GlobalVariable(m_, ty, true, llvm::GlobalValue::ExternalLinkage, init, opts.symbol);
     gv->setAlignment(llvm::Align(8));
     return Status::success();

@@ -42,17 +42,29 @@ using kiln::rt::copy_out;
 
 namespace {
 
+struct StepJob {
+  kiln_session* s;
+  void (*fn)(const kiln_step_args*, int32_t, int32_t);
+};
+
 void run_step(void* ctx, int32_t tid, int32_t n) {
-  auto* s = static_cast<kiln_session*>(ctx);
-  s->code->step(&s->args, tid, n);
+  auto* j = static_cast<StepJob*>(ctx);
+  j->fn(&j->s->args, tid, n);
 }
 
-// One step over the first `rows` scratch rows.
+// One step over the first `rows` scratch rows: the base entry (no LoRA side paths) when
+// the model has one and no row is on an adapter, else the step.
 void step(kiln_session* s, int64_t rows, int64_t logit_rows, float* logits) {
   s->args.n_rows = rows;
   s->args.n_logit_rows = logit_rows;
   s->args.logits = logit_rows > 0 ? logits : nullptr;
-  s->pool->run(run_step, s);
+  StepJob job{s, s->code->step};
+  if (s->code->step_base) {
+    bool adapted = false;
+    for (int64_t r = 0; r < rows && !adapted; ++r) adapted = s->args.adapter_slots[r] != 0;
+    if (!adapted) job.fn = s->code->step_base;
+  }
+  s->pool->run(run_step, &job);
 }
 
 kiln_status check_code(const kiln_compiled_model* c) {

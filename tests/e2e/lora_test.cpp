@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <random>
 
@@ -442,6 +443,41 @@ TEST(LoraE2E, BadAdaptersFailClearlyAndTheSessionStaysUsable) {
 }
 
 // A model compiled without LoRA refuses adapters with a message that says how to compile.
+// The base entry (ABI 6): a LoRA build with int8 activations (the fusions and packing of
+// a default compile) runs the step without side paths when no row has an adapter. Its
+// logits are the bits of the same model compiled without LoRA, and of the LoRA step
+// itself on a row whose adapter contributes nothing (slot 1 at scale 0: that row takes
+// the `step` entry and its lora_add copies the projection).
+TEST(LoraE2E, ZeroAdapterRunsTheBaseEntryWithTheBitsOfABuildWithoutLora) {
+  const fs::path dir = fx().dir / "base-entry";
+  CompileRequest with = testing::default_model_request("lora-int8");
+  with.out_dir = (dir / "lora").string();
+  with.max_context = 256;
+  with.lora_slots = 2;
+  CompileRequest without = with;
+  without.out_dir = (dir / "plain").string();
+  without.lora_slots = 0;
+  Fixture::compile(with);
+  Fixture::compile(without);
+  auto l = open(with.out_dir), p = open(without.out_dir);
+  ASSERT_TRUE(l && p);
+  ASSERT_NE(l->code->model()->step_base, nullptr);
+  EXPECT_EQ(p->code->model()->step_base, nullptr);
+  const auto prompt = tokenize(*l, "The quick brown fox jumps over the lazy dog because");
+  const auto base = run(*l, prompt, kFeed), plain = run(*p, prompt, kFeed);
+  ASSERT_EQ(base.size(), plain.size());
+  for (size_t i = 0; i < base.size(); ++i)
+    EXPECT_EQ(std::memcmp(base[i].data(), plain[i].data(), base[i].size() * 4), 0) << "step " << i;
+  ASSERT_EQ(kiln_adapter_load(l->session, (fx().dir / "qv_peft").c_str(), 1), KILN_OK) << kiln_last_error();
+  ASSERT_EQ(kiln_stream_set_adapter(l->session, 0, 1, 0.0f), KILN_OK) << kiln_last_error();
+  const auto scaled0 = run(*l, prompt, kFeed);
+  for (size_t i = 0; i < base.size(); ++i)
+    EXPECT_EQ(std::memcmp(base[i].data(), scaled0[i].data(), base[i].size() * 4), 0) << "step " << i;
+  // And an adapter at its own scale still changes the output (the step entry runs).
+  ASSERT_EQ(kiln_stream_set_adapter(l->session, 0, 1, 1.0f), KILN_OK) << kiln_last_error();
+  EXPECT_GT(rel_err(run(*l, prompt, kFeed).back(), base.back()), 1e-4);
+}
+
 TEST(LoraE2E, ModelWithoutLoraSaysHowToCompile) {
   auto s = open(fx().merged_dir);
   ASSERT_TRUE(s);

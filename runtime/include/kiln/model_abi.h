@@ -19,7 +19,7 @@
 extern "C" {
 #endif
 
-#define KILN_ABI_VERSION 5u
+#define KILN_ABI_VERSION 6u
 
 typedef struct kiln_step_args {
   const int32_t* tokens;      /* [n_rows] token ids, each < n_vocab */
@@ -119,6 +119,10 @@ typedef struct kiln_compiled_model {
        LM head; writes those layers' KV at positions (the verify pass overwrites them).
        (Compiled with a layer list, kiln compile --ds2d-draft-layers=0-9,20-29, it runs
        draft_layers layers with the middle ones skipped instead.) */
+  /* ABI 6: for models compiled with LoRA slots, the step without the LoRA side paths (and
+     with the fusions they prevent); the runtime runs it instead of `step` when no row of
+     the step has an adapter (adapter_slots all 0): the same results. NULL otherwise. */
+  void (*step_base)(const kiln_step_args* args, int32_t tid, int32_t n_threads);
 } kiln_compiled_model;
 
 #ifdef __cplusplus
