@@ -215,7 +215,7 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-using StepFn = void (*)(const kiln_step_args*, int32_t, int32_t);
+using StepFn = kiln_session::StepFn;
 
 struct Template {
   kiln::ds2d::Shape shape;
@@ -299,10 +299,11 @@ struct kiln_ds2d {
     const double f = std::clamp((pos - pos_lo) / (double)(pos_hi - pos_lo), 0.0, 1.0);
     return t.ratio_lo + f * (t.ratio_hi - t.ratio_lo);
   }
-  double ratio(const Template& t, int32_t n, double pos) const {
-    const double a = t.adjust[(size_t)n] > 0 ? t.adjust[(size_t)n] : t.adjust[1] > 0 ? t.adjust[1] : 1.0;
-    return a * model_ratio(t, pos);
+  // The correction for n streams: measured, else one stream's, else none.
+  static double adjust_of(const Template& t, int32_t n) {
+    return t.adjust[(size_t)n] > 0 ? t.adjust[(size_t)n] : t.adjust[1] > 0 ? t.adjust[1] : 1.0;
   }
+  double ratio(const Template& t, int32_t n, double pos) const { return adjust_of(t, n) * model_ratio(t, pos); }
   // Seconds of template t's verify pass for n streams at position pos.
   double cost(const Template& t, int32_t n, double pos) const { return ratio(t, n, pos) * plain(n); }
   double draft_cost(int32_t n) const {
@@ -351,7 +352,7 @@ void calibrate(kiln_ds2d* d) {
     std::vector<double> plains;
     for (int rep = 0; rep < 6; ++rep) {  // the first round pays page faults: not counted
       fill_rows(one, at_end ? end - 1 : pos);
-      const double p = d->run(c->step, 1, 1);
+      const double p = d->run(s->step_entry(1), 1, 1);
       if (rep > 0) plains.push_back(p);
       for (size_t t = 0; t < T; ++t) {
         const Template& tm = d->templates[t];
@@ -670,7 +671,7 @@ kiln_status kiln_ds2d_step(kiln_ds2d* d, const int32_t* roots, const int32_t* st
         s->adapter_slots[(size_t)k] = s->lora.stream_slot[(size_t)(streams[k])];
         s->logit_rows[(size_t)k] = k;
       }
-      const double secs = d->run(c->step, n, n);
+      const double secs = d->run(s->step_entry(n), n, n);
       d->plain_cost[(size_t)n] = ewma(d->plain_cost[(size_t)n], secs, d->p.ewma);
       d->stats.plain_seconds += secs;
       ++d->stats.plain_steps;
@@ -711,9 +712,7 @@ kiln_status kiln_ds2d_step(kiln_ds2d* d, const int32_t* roots, const int32_t* st
     // From the calibrated model (adjust 1) on: one slow pass (a page fault, the machine
     // busy) moves the estimate by the EWMA weight only, not to a value that would keep
     // the template from ever being picked, and so re-measured, again.
-    double& adj = tm.adjust[(size_t)n];
-    if (adj <= 0) adj = tm.adjust[1] > 0 ? tm.adjust[1] : 1.0;
-    adj = ewma(adj, secs / d->plain(n) / d->model_ratio(tm, mean_pos), d->p.ewma);
+    tm.adjust[(size_t)n] = ewma(kiln_ds2d::adjust_of(tm, n), secs / d->plain(n) / d->model_ratio(tm, mean_pos), d->p.ewma);
     d->stats.verify_seconds += secs;
     ++d->stats.verify_passes;
     if (best < KILN_DS2D_MAX_TEMPLATES) ++d->stats.template_uses[best];

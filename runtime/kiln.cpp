@@ -44,7 +44,7 @@ namespace {
 
 struct StepJob {
   kiln_session* s;
-  void (*fn)(const kiln_step_args*, int32_t, int32_t);
+  kiln_session::StepFn fn;
 };
 
 void run_step(void* ctx, int32_t tid, int32_t n) {
@@ -52,18 +52,12 @@ void run_step(void* ctx, int32_t tid, int32_t n) {
   j->fn(&j->s->args, tid, n);
 }
 
-// One step over the first `rows` scratch rows: the base entry (no LoRA side paths) when
-// the model has one and no row is on an adapter, else the step.
+// One step over the first `rows` scratch rows (kiln_session::step_entry picks the entry).
 void step(kiln_session* s, int64_t rows, int64_t logit_rows, float* logits) {
   s->args.n_rows = rows;
   s->args.n_logit_rows = logit_rows;
   s->args.logits = logit_rows > 0 ? logits : nullptr;
-  StepJob job{s, s->code->step};
-  if (s->code->step_base) {
-    bool adapted = false;
-    for (int64_t r = 0; r < rows && !adapted; ++r) adapted = s->args.adapter_slots[r] != 0;
-    if (!adapted) job.fn = s->code->step_base;
-  }
+  StepJob job{s, s->step_entry(rows)};
   s->pool->run(run_step, &job);
 }
 

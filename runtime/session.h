@@ -140,6 +140,17 @@ struct kiln_session {
   std::vector<uint8_t> seen;  // decode: streams listed so far
   std::vector<int32_t> tokens, positions, streams, logit_rows;  // max_rows each
   kiln_step_args args{};
+
+  using StepFn = void (*)(const kiln_step_args*, int32_t, int32_t);
+  // The entry for an ordinary step over the first `rows` scratch rows: the base entry
+  // (no LoRA side paths, ABI 6) when the model has one and no row is on an adapter, else
+  // the step. Both give the same bits for such rows; the base one is faster.
+  StepFn step_entry(int64_t rows) const {
+    if (!code->step_base) return code->step;
+    for (int64_t r = 0; r < rows; ++r)
+      if (adapter_slots[(size_t)r] != 0) return code->step;
+    return code->step_base;
+  }
 };
 
 struct kiln_sampler {
