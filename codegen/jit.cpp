@@ -1,8 +1,15 @@
 // codegen/jit.cpp — see jit.h.
 #include "codegen/jit.h"
 
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+
 #include <llvm/ExecutionEngine/Orc/ExecutionUtils.h>
 #include <llvm/ExecutionEngine/Orc/LLJIT.h>
+#include <llvm/ExecutionEngine/Orc/RTDyldObjectLinkingLayer.h>
+#include <llvm/Object/ELFObjectFile.h>
 #include <llvm/Support/MemoryBuffer.h>
 #include <llvm/Support/TargetSelect.h>
 
@@ -13,6 +20,35 @@ struct JitObject::Impl {
 };
 
 JitObject::~JitObject() = default;
+
+// KILN_PERF_MAP=1: append the loaded functions (kernels included, which are internal) to
+// /tmp/perf-<pid>.map, the file `perf report` reads to name code that lies in no file, so
+// a profile of kiln run or a bench shows the kernels and entries by name.
+static bool perf_map_wanted() {
+  const char* env = std::getenv("KILN_PERF_MAP");
+  return env && *env && *env != '0';
+}
+static void write_perf_map(const llvm::object::ObjectFile& obj, const llvm::RuntimeDyld::LoadedObjectInfo& info) {
+  FILE* f = std::fopen(("/tmp/perf-" + std::to_string(::getpid()) + ".map").c_str(), "a");
+  if (!f) return;
+  for (const llvm::object::SymbolRef& sym : obj.symbols()) {
+    auto type = sym.getType();
+    auto name = sym.getName();
+    auto sec = sym.getSection();
+    auto value = sym.getValue();
+    if (type && name && sec && value && *type == llvm::object::SymbolRef::ST_Function && *sec != obj.section_end()) {
+      const uint64_t base = info.getSectionLoadAddress(**sec);
+      const uint64_t size = llvm::object::ELFSymbolRef(sym).getSize();
+      if (base) std::fprintf(f, "%llx %llx %s\n", (unsigned long long)(base + *value), (unsigned long long)size,
+                             name->str().c_str());
+    }
+    if (!type) llvm::consumeError(type.takeError());
+    if (!name) llvm::consumeError(name.takeError());
+    if (!sec) llvm::consumeError(sec.takeError());
+    if (!value) llvm::consumeError(value.takeError());
+  }
+  std::fclose(f);
+}
 
 Result<std::unique_ptr<JitObject>> JitObject::load(const std::string& object_bytes, const std::string& symbol) {
   static bool init = [] {
@@ -28,6 +64,11 @@ Result<std::unique_ptr<JitObject>> JitObject::load(const std::string& object_byt
       (*jit)->getDataLayout().getGlobalPrefix());
   if (!gen) return make_error("JIT: {}", llvm::toString(gen.takeError()));
   (*jit)->getMainJITDylib().addGenerator(std::move(*gen));
+  if (perf_map_wanted()) {
+    if (auto* rt = llvm::dyn_cast<llvm::orc::RTDyldObjectLinkingLayer>(&(*jit)->getObjLinkingLayer()))
+      rt->setNotifyLoaded([](llvm::orc::MaterializationResponsibility&, const llvm::object::ObjectFile& obj,
+                             const llvm::RuntimeDyld::LoadedObjectInfo& info) { write_perf_map(obj, info); });
+  }
   auto buf = llvm::MemoryBuffer::getMemBufferCopy(llvm::StringRef(object_bytes.data(), object_bytes.size()), "model.o");
   if (auto err = (*jit)->addObjectFile(std::move(buf)))
     return make_error("JIT: cannot add model.o: {}", llvm::toString(std::move(err)));

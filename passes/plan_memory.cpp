@@ -5,7 +5,8 @@
 // max_rows rows; two values share bytes only when their lifetimes (definition to last
 // use, in graph order) do not overlap. The value that feeds output "logits" is written
 // straight into the caller's logits buffer (attr place = "logits"). Attention gets
-// max_threads rows of max-context floats of scratch (attr scratch_offset). Each state
+// max-context floats of scratch per thread and per head of a kernel pass (attr
+// scratch_offset). Each state
 // buffer [S, C, F] gets an offset within a stream's KV region (attr kv_offset); stream s
 // lives at kv + s * kv_stream_bytes.
 //
@@ -22,6 +23,7 @@
 #include <list>
 #include <unordered_map>
 
+#include "codegen/kernels/kernels.h"
 #include "passes/passes.h"
 
 namespace kiln {
@@ -169,8 +171,11 @@ class PlanMemoryPass final : public Pass {
         }
       }
       if (n->op() == Op::Attention) {
+        // The kernel's scores: C floats per head of a pass, passes per thread (kernels.h).
         const auto& cache = n->operand(1)->type().shape;
-        uint64_t size = (uint64_t)*max_threads * (uint64_t)cache[cache.size() - 2] * 4;
+        const int64_t heads = kiln_attention_heads_per_pass(n->int_attr("n_head").value_or(1),
+                                                            n->int_attr("n_kv_head").value_or(1));
+        uint64_t size = (uint64_t)*max_threads * (uint64_t)heads * (uint64_t)cache[cache.size() - 2] * 4;
         uint64_t off = arena.alloc(size);
         n->set_attr("scratch_offset", (int64_t)off);
         arena.release(off, size);  // scratch lives only while the node runs

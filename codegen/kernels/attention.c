@@ -7,12 +7,16 @@
  * Attention splits the T * H (row, head) pairs over threads in contiguous ranges. For a
  * pair, with p = pos[t]:
  *
- *   s[j] = (q . k[j]) / sqrt(hd)    j = 0..p     scores in the thread's scratch row
+ *   s[j] = (q . k[j]) / sqrt(hd)    j = 0..p     scores in the thread's scratch
  *   e[j] = exp(s[j] - max s)                     kiln_expf, eight partial sums
- *   out  = (sum_j e[j] v[j]) / sum_j e[j]        four rows of v per pass over out
+ *   out  = (sum_j e[j] v[j]) / sum_j e[j]        four rows of v at a time
+ *
+ * The consecutive heads of a range that share a kv head (grouped-query attention: 3 query
+ * heads per kv head in SmolLM2, up to 8 in larger LLaMAs) run as one pass, up to
+ * KILN_ATT_G at a time, so each key and value row is loaded once for all of them.
  *
  * All sums are float in fixed orders, so a pair's result does not depend on the thread
- * count or on the other rows of the step.
+ * count, on the heads it shares a pass with, or on the other rows of the step.
  */
 #include "common.h"
 
@@ -28,6 +32,17 @@ void kiln_kv_write(float* restrict cache, const float* restrict x, const int32_t
     for (; k + 8 <= F; k += 8) kiln_store8(dst + k, kiln_load8(src + k));
     for (; k < F; ++k) dst[k] = src[k];
   }
+}
+
+/* Sixteen floats: a zmm on AVX-512, two ymm on AVX2, four q registers on NEON. Lanes 0-7
+ * and 8-15 of a score accumulator are the two 8-lane accumulators of dot() below, so the
+ * wider form computes dot()'s bits with half the instructions where the target has them. */
+typedef float kiln_f16x __attribute__((vector_size(64)));
+typedef float kiln_f16xu __attribute__((vector_size(64), aligned(4)));
+KILN_INLINE kiln_f16x load16(const float* p) { return *(const kiln_f16xu*)p; }
+KILN_INLINE void store16(float* p, kiln_f16x v) { *(kiln_f16xu*)p = v; }
+KILN_INLINE kiln_f16x splat16(float v) {
+  return (kiln_f16x){v, v, v, v, v, v, v, v, v, v, v, v, v, v, v, v};
 }
 
 /* q . k over hd floats: two 8-lane accumulators, then a fixed-order fold. */
@@ -47,105 +62,221 @@ KILN_INLINE float dot(const float* restrict q, const float* restrict k, int64_t 
   return s;
 }
 
-/* s[j] = dot(q, k + j * F, hd) * scale for j in [0, n), and the running max of them.
- * Four keys at a time when hd is a multiple of 16: each key's two accumulators are
- * dot()'s, and the four horizontal sums come out of one transposed reduction that adds
- * the lanes in kiln_hsum8's order ((l + l+4), then (0 + 2) + (1 + 3)), so every score is
- * dot()'s bits (the tree kernel mixes both forms and must match the causal one). Why:
- * per key, dot() spends as many instructions on its horizontal sum as on the products
- * (hd = 64), and attention was ~16% of a decode step at position 250. */
-KILN_INLINE float scores(const float* restrict q, const float* restrict k, int64_t F, int64_t hd,
-                         int64_t n, float scale, float* restrict s, float mx) {
+/* The G heads of one kv group that a pass handles together (their query rows share every
+ * key and value row, so each is loaded once for all of them): at most KILN_ATT_G. */
+typedef struct {
+  const float* q[KILN_ATT_G]; /* query of each head */
+  float* s[KILN_ATT_G];       /* its scores, then weights: C floats of scratch */
+  float* o[KILN_ATT_G];       /* its output */
+  float mx[KILN_ATT_G], sum[KILN_ATT_G];
+} heads;
+
+/* s[g][j] = dot(q[g], k + j * F, hd) * scale for j in [0, n), and the running max. Four
+ * keys at a time when hd is a multiple of 16: each key's accumulator is dot()'s two, and
+ * the four horizontal sums come out of one transposed reduction that adds the lanes in
+ * kiln_hsum8's order ((l + l+4), then (0 + 2) + (1 + 3)), so every score is dot()'s bits
+ * (the tree kernel mixes both forms and must match the causal one). Why: per key, dot()
+ * spends as many instructions on its horizontal sum as on the products (hd = 64). */
+KILN_INLINE void scores(heads* hs, int G, const float* restrict k, int64_t F, int64_t hd, int64_t n,
+                        float scale) {
   int64_t j = 0;
   if (hd % 16 == 0)
     for (; j + 4 <= n; j += 4) {
       const float* k0 = k + j * F;
-      kiln_f8 a[4][2];
-      for (int r = 0; r < 4; ++r) a[r][0] = a[r][1] = kiln_splat8(0.0f);
+      kiln_f16x a[KILN_ATT_G][4];
+      for (int g = 0; g < G; ++g)
+        for (int r = 0; r < 4; ++r) a[g][r] = splat16(0.0f);
       for (int64_t d = 0; d < hd; d += 16) {
-        const kiln_f8 q0 = kiln_load8(q + d), q1 = kiln_load8(q + d + 8);
-        for (int r = 0; r < 4; ++r) {
-          a[r][0] += q0 * kiln_load8(k0 + r * F + d);
-          a[r][1] += q1 * kiln_load8(k0 + r * F + d + 8);
+        kiln_f16x kr[4];
+        for (int r = 0; r < 4; ++r) kr[r] = load16(k0 + r * F + d);
+        for (int g = 0; g < G; ++g) {
+          const kiln_f16x qd = load16(hs->q[g] + d);
+          for (int r = 0; r < 4; ++r) a[g][r] += qd * kr[r];
         }
       }
-      const kiln_f8 v0 = a[0][0] + a[0][1], v1 = a[1][0] + a[1][1];
-      const kiln_f8 v2 = a[2][0] + a[2][1], v3 = a[3][0] + a[3][1];
-      /* t01 = [v0 (l + l+4) for l < 4, v1 likewise], t23 for v2, v3. */
-      const kiln_f8 t01 = __builtin_shufflevector(v0, v1, 0, 1, 2, 3, 8, 9, 10, 11) +
-                          __builtin_shufflevector(v0, v1, 4, 5, 6, 7, 12, 13, 14, 15);
-      const kiln_f8 t23 = __builtin_shufflevector(v2, v3, 0, 1, 2, 3, 8, 9, 10, 11) +
-                          __builtin_shufflevector(v2, v3, 4, 5, 6, 7, 12, 13, 14, 15);
-      /* w = [v0 (0+2), v0 (1+3), v2 .., v2 .., v1 .., v1 .., v3 .., v3 ..] */
-      const kiln_f8 w = __builtin_shufflevector(t01, t23, 0, 1, 8, 9, 4, 5, 12, 13) +
-                        __builtin_shufflevector(t01, t23, 2, 3, 10, 11, 6, 7, 14, 15);
-      const kiln_f4 sum = __builtin_shufflevector(w, w, 0, 4, 2, 6) + __builtin_shufflevector(w, w, 1, 5, 3, 7);
-      for (int r = 0; r < 4; ++r) {
-        s[j + r] = sum[r] * scale;
-        mx = s[j + r] > mx ? s[j + r] : mx;
+      for (int g = 0; g < G; ++g) {
+        kiln_f8 v[4];
+        for (int r = 0; r < 4; ++r)
+          v[r] = __builtin_shufflevector(a[g][r], a[g][r], 0, 1, 2, 3, 4, 5, 6, 7) +
+                 __builtin_shufflevector(a[g][r], a[g][r], 8, 9, 10, 11, 12, 13, 14, 15);
+        /* t01 = [v0 (l + l+4) for l < 4, v1 likewise], t23 for v2, v3. */
+        const kiln_f8 t01 = __builtin_shufflevector(v[0], v[1], 0, 1, 2, 3, 8, 9, 10, 11) +
+                            __builtin_shufflevector(v[0], v[1], 4, 5, 6, 7, 12, 13, 14, 15);
+        const kiln_f8 t23 = __builtin_shufflevector(v[2], v[3], 0, 1, 2, 3, 8, 9, 10, 11) +
+                            __builtin_shufflevector(v[2], v[3], 4, 5, 6, 7, 12, 13, 14, 15);
+        /* w = [v0 (0+2), v0 (1+3), v2 .., v2 .., v1 .., v1 .., v3 .., v3 ..] */
+        const kiln_f8 w = __builtin_shufflevector(t01, t23, 0, 1, 8, 9, 4, 5, 12, 13) +
+                          __builtin_shufflevector(t01, t23, 2, 3, 10, 11, 6, 7, 14, 15);
+        const kiln_f4 sum = __builtin_shufflevector(w, w, 0, 4, 2, 6) + __builtin_shufflevector(w, w, 1, 5, 3, 7);
+        for (int r = 0; r < 4; ++r) {
+          hs->s[g][j + r] = sum[r] * scale;
+          hs->mx[g] = hs->s[g][j + r] > hs->mx[g] ? hs->s[g][j + r] : hs->mx[g];
+        }
       }
     }
-  for (; j < n; ++j) {
-    s[j] = dot(q, k + j * F, hd) * scale;
-    mx = s[j] > mx ? s[j] : mx;
-  }
-  return mx;
+  for (; j < n; ++j)
+    for (int g = 0; g < G; ++g) {
+      hs->s[g][j] = dot(hs->q[g], k + j * F, hd) * scale;
+      hs->mx[g] = hs->s[g][j] > hs->mx[g] ? hs->s[g][j] : hs->mx[g];
+    }
 }
 
-/* o (+)= (e0 v0 + e1 v1) + (e2 v2 + e3 v3) for four value rows F apart. */
-KILN_INLINE void rows4(float* restrict o, const float* restrict v, int64_t F,
-                       const float* restrict e, int64_t hd, int accumulate) {
-  const float *v0 = v, *v1 = v0 + F, *v2 = v1 + F, *v3 = v2 + F;
-  for (int64_t d = 0; d < hd; ++d) {
-    const float t = (e[0] * v0[d] + e[1] * v1[d]) + (e[2] * v2[d] + e[3] * v3[d]);
-    o[d] = accumulate ? o[d] + t : t;
-  }
-}
-
-void kiln_attention(const float* restrict q, const float* restrict kc, const float* restrict vc,
-                    const int32_t* restrict pos, const int32_t* restrict streams,
-                    float* restrict out, float* restrict scratch, int64_t T, int64_t C, int64_t H,
-                    int64_t KVH, int64_t hd, int64_t stream_stride, int32_t tid, int32_t nth) {
-  int64_t i0, i1;
-  kiln_split(T * H, 1, tid, nth, &i0, &i1);
-  const int64_t F = KVH * hd, group = H / KVH;
-  const float scale = (float)(1.0 / __builtin_sqrt((double)hd));
-  float* s = scratch + tid * C;
-  for (int64_t i = i0; i < i1; ++i) {
-    const int64_t t = i / H, h = i % H, n = (int64_t)pos[t] + 1;
-    const int64_t base = (streams ? streams[t] : 0) * stream_stride + (h / group) * hd;
-    const float* kb = kc + base;
-    const float* vb = vc + base;
-    const float* qv = q + t * H * hd + h * hd;
-    float* o = out + t * H * hd + h * hd;
-
-    const float mx = scores(qv, kb, F, hd, n, scale, s, -__builtin_inff());
-    /* Weights e^(s - max) in place, summed in eight lanes (a vector loop). */
+/* Weights e^(s - max) in place, summed in eight lanes (a vector loop). */
+KILN_INLINE void weights(heads* hs, int G, int64_t n) {
+  for (int g = 0; g < G; ++g) {
+    float* s = hs->s[g];
+    const float mx = hs->mx[g];
     float part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     int64_t j = 0;
     for (; j + 8 <= n; j += 8)
       for (int l = 0; l < 8; ++l) part[l] += (s[j + l] = kiln_expf(s[j + l] - mx));
     for (; j < n; ++j) part[0] += (s[j] = kiln_expf(s[j] - mx));
-    const float sum = ((part[0] + part[4]) + (part[2] + part[6])) +
-                      ((part[1] + part[5]) + (part[3] + part[7]));
-
-    /* out = sum_j e[j] v[j], four rows of v per pass over out (the first pass stores,
-     * so out is never zeroed: a zeroing loop could become a memset call), then / sum. */
-    if (n >= 4) {
-      rows4(o, vb, F, s, hd, 0);
-      j = 4;
-    } else {
-      for (int64_t d = 0; d < hd; ++d) o[d] = s[0] * vb[d];
-      j = 1;
-    }
-    for (; j + 4 <= n; j += 4) rows4(o, vb + j * F, F, s + j, hd, 1);
-    for (; j < n; ++j) {
-      const float e = s[j];
-      const float* v = vb + j * F;
-      for (int64_t d = 0; d < hd; ++d) o[d] += e * v[d];
-    }
-    for (int64_t d = 0; d < hd; ++d) o[d] /= sum;
+    hs->sum[g] = ((part[0] + part[4]) + (part[2] + part[6])) + ((part[1] + part[5]) + (part[3] + part[7]));
   }
+}
+
+/* o[g] = (sum_m e[g][m] v(m)) / sum[g] over the attended rows m = 0..n-1, row m being
+ * vb + ROW(m) * F: the first base_row rows of the cache, then the tree rows tree[]. Per
+ * output element, in every variant: the first four rows' (e0 v0 + e1 v1) + (e2 v2 + e3 v3)
+ * is stored, each next four's is added, the rest one at a time, then divided; so a
+ * result does not depend on how rows are grouped in memory. With hd a multiple of 16 the
+ * element loop is outermost, 16 at a time: every head's 16 outputs stay in a register over
+ * all rows, and each value row is loaded once for the G heads. */
+#define KILN_ROW(m) ((m) < base_row ? (m) : tree[(m) - base_row])
+KILN_INLINE void values(heads* hs, int G, const float* restrict vb, int64_t F, int64_t hd, int64_t n,
+                        int64_t base_row, const int64_t* restrict tree) {
+  if (hd % 16 == 0) {
+    for (int64_t c = 0; c < hd; c += 16) {
+      kiln_f16x acc[KILN_ATT_G];
+      int64_t m;
+      if (n >= 4) {
+        const kiln_f16x v0 = load16(vb + KILN_ROW(0) * F + c), v1 = load16(vb + KILN_ROW(1) * F + c);
+        const kiln_f16x v2 = load16(vb + KILN_ROW(2) * F + c), v3 = load16(vb + KILN_ROW(3) * F + c);
+        for (int g = 0; g < G; ++g) {
+          const float* e = hs->s[g];
+          acc[g] = (splat16(e[0]) * v0 + splat16(e[1]) * v1) + (splat16(e[2]) * v2 + splat16(e[3]) * v3);
+        }
+        m = 4;
+      } else {
+        const kiln_f16x v0 = load16(vb + KILN_ROW(0) * F + c);
+        for (int g = 0; g < G; ++g) acc[g] = splat16(hs->s[g][0]) * v0;
+        m = 1;
+      }
+      for (; m + 4 <= base_row; m += 4) {
+        const float* v = vb + m * F + c;
+        const kiln_f16x v0 = load16(v), v1 = load16(v + F), v2 = load16(v + 2 * F), v3 = load16(v + 3 * F);
+        for (int g = 0; g < G; ++g) {
+          const float* e = hs->s[g] + m;
+          const kiln_f16x t = (splat16(e[0]) * v0 + splat16(e[1]) * v1) + (splat16(e[2]) * v2 + splat16(e[3]) * v3);
+          acc[g] = acc[g] + t;
+        }
+      }
+      for (; m + 4 <= n; m += 4) {
+        const kiln_f16x v0 = load16(vb + KILN_ROW(m) * F + c), v1 = load16(vb + KILN_ROW(m + 1) * F + c);
+        const kiln_f16x v2 = load16(vb + KILN_ROW(m + 2) * F + c), v3 = load16(vb + KILN_ROW(m + 3) * F + c);
+        for (int g = 0; g < G; ++g) {
+          const float* e = hs->s[g] + m;
+          const kiln_f16x t = (splat16(e[0]) * v0 + splat16(e[1]) * v1) + (splat16(e[2]) * v2 + splat16(e[3]) * v3);
+          acc[g] = acc[g] + t;
+        }
+      }
+      for (; m < n; ++m) {
+        const kiln_f16x v = load16(vb + KILN_ROW(m) * F + c);
+        for (int g = 0; g < G; ++g) acc[g] += splat16(hs->s[g][m]) * v;
+      }
+      for (int g = 0; g < G; ++g) store16(hs->o[g] + c, acc[g] / splat16(hs->sum[g]));
+    }
+    return;
+  }
+  for (int g = 0; g < G; ++g) {
+    const float* e = hs->s[g];
+    float* o = hs->o[g];
+    int64_t m;
+    if (n >= 4) {
+      const float *v0 = vb + KILN_ROW(0) * F, *v1 = vb + KILN_ROW(1) * F;
+      const float *v2 = vb + KILN_ROW(2) * F, *v3 = vb + KILN_ROW(3) * F;
+      for (int64_t d = 0; d < hd; ++d) o[d] = (e[0] * v0[d] + e[1] * v1[d]) + (e[2] * v2[d] + e[3] * v3[d]);
+      m = 4;
+    } else {
+      const float* v0 = vb + KILN_ROW(0) * F;
+      for (int64_t d = 0; d < hd; ++d) o[d] = e[0] * v0[d];
+      m = 1;
+    }
+    for (; m + 4 <= n; m += 4) {
+      const float *v0 = vb + KILN_ROW(m) * F, *v1 = vb + KILN_ROW(m + 1) * F;
+      const float *v2 = vb + KILN_ROW(m + 2) * F, *v3 = vb + KILN_ROW(m + 3) * F;
+      for (int64_t d = 0; d < hd; ++d) {
+        const float t = (e[m] * v0[d] + e[m + 1] * v1[d]) + (e[m + 2] * v2[d] + e[m + 3] * v3[d]);
+        o[d] = o[d] + t;
+      }
+    }
+    for (; m < n; ++m) {
+      const float* v = vb + KILN_ROW(m) * F;
+      for (int64_t d = 0; d < hd; ++d) o[d] += e[m] * v[d];
+    }
+    for (int64_t d = 0; d < hd; ++d) o[d] /= hs->sum[g];
+  }
+}
+#undef KILN_ROW
+
+/* One pass: G heads h0.. of row t, all of kv head kvh, attending the first base_row rows
+ * of the cache and then the nt tree rows tree[] (nt = 0 for causal attention). */
+KILN_INLINE void attend(int G, const float* restrict q, const float* restrict kc, const float* restrict vc,
+                        const int32_t* restrict streams, float* restrict out, float* restrict s,
+                        int64_t t, int64_t h0, int64_t C, int64_t H, int64_t KVH, int64_t hd,
+                        int64_t stream_stride, int64_t base_row, const int64_t* restrict tree, int64_t nt) {
+  const int64_t F = KVH * hd, group = H / KVH, n = base_row + nt;
+  const float scale = (float)(1.0 / __builtin_sqrt((double)hd));
+  const int64_t base = (streams ? streams[t] : 0) * stream_stride + (h0 / group) * hd;
+  const float* kb = kc + base;
+  const float* vb = vc + base;
+  heads hs;
+  for (int g = 0; g < G; ++g) {
+    hs.q[g] = q + t * H * hd + (h0 + g) * hd;
+    hs.o[g] = out + t * H * hd + (h0 + g) * hd;
+    hs.s[g] = s + g * C;
+    hs.mx[g] = -__builtin_inff();
+  }
+  scores(&hs, G, kb, F, hd, base_row, scale);
+  for (int64_t m = base_row; m < n; ++m)
+    for (int g = 0; g < G; ++g) {
+      hs.s[g][m] = dot(hs.q[g], kb + tree[m - base_row] * F, hd) * scale;
+      hs.mx[g] = hs.s[g][m] > hs.mx[g] ? hs.s[g][m] : hs.mx[g];
+    }
+  weights(&hs, G, n);
+  values(&hs, G, vb, F, hd, n, base_row, tree);
+}
+
+/* Threads split the T * H (row, head) pairs in contiguous ranges, as before grouping; a
+ * range is walked in passes of the consecutive heads that share a row and a kv head (at
+ * most KILN_ATT_G), so a head's result does not depend on the thread count. tree_of
+ * gives a row's cache rows before its tree and its tree rows (none for causal rows). */
+#define KILN_ATTENTION_PASSES(tree_of)                                                        \
+  int64_t i0, i1;                                                                           \
+  kiln_split(T * H, 1, tid, nth, &i0, &i1);                                                 \
+  const int64_t group = H / KVH;                                                            \
+  float* s = scratch + tid * kiln_attention_heads_per_pass(H, KVH) * C;                     \
+  for (int64_t i = i0; i < i1;) {                                                           \
+    const int64_t t = i / H, h = i % H;                                                     \
+    int64_t G = (h / group + 1) * group - h; /* heads left in h's kv group */               \
+    G = G < i1 - i ? G : i1 - i;                                                            \
+    G = G < KILN_ATT_G ? G : KILN_ATT_G;                                                    \
+    int64_t base_row, tree[64], nt = 0; tree[0] = 0;                                        \
+    tree_of;                                                                                \
+    switch (G) {                                                                            \
+      case 4: attend(4, q, kc, vc, streams, out, s, t, h, C, H, KVH, hd, stream_stride, base_row, tree, nt); break; \
+      case 3: attend(3, q, kc, vc, streams, out, s, t, h, C, H, KVH, hd, stream_stride, base_row, tree, nt); break; \
+      case 2: attend(2, q, kc, vc, streams, out, s, t, h, C, H, KVH, hd, stream_stride, base_row, tree, nt); break; \
+      default: attend(1, q, kc, vc, streams, out, s, t, h, C, H, KVH, hd, stream_stride, base_row, tree, nt); break; \
+    }                                                                                       \
+    i += G;                                                                                 \
+  }
+
+void kiln_attention(const float* restrict q, const float* restrict kc, const float* restrict vc,
+                    const int32_t* restrict pos, const int32_t* restrict streams,
+                    float* restrict out, float* restrict scratch, int64_t T, int64_t C, int64_t H,
+                    int64_t KVH, int64_t hd, int64_t stream_stride, int32_t tid, int32_t nth) {
+  KILN_ATTENTION_PASSES(base_row = (int64_t)pos[t] + 1)
 }
 
 /* ---- DS2D tree verification (ir/tree.h) ---------------------------------------------
@@ -176,76 +307,16 @@ void kiln_kv_write_tree(float* restrict cache, const float* restrict x, const in
   }
 }
 
-/* As rows4, with four rows anywhere. */
-KILN_INLINE void rows4p(float* restrict o, const float* v0, const float* v1, const float* v2,
-                        const float* v3, const float* restrict e, int64_t hd, int accumulate) {
-  for (int64_t d = 0; d < hd; ++d) {
-    const float t = (e[0] * v0[d] + e[1] * v1[d]) + (e[2] * v2[d] + e[3] * v3[d]);
-    o[d] = accumulate ? o[d] + t : t;
-  }
-}
-
 void kiln_tree_attention(const float* restrict q, const float* restrict kc, const float* restrict vc,
                          const int32_t* restrict pos, const int32_t* restrict streams,
                          float* restrict out, float* restrict scratch, int64_t T, int64_t C, int64_t H,
                          int64_t KVH, int64_t hd, int64_t stream_stride, int64_t N,
                          const int32_t* restrict depth, const uint64_t* restrict anc, int32_t tid,
                          int32_t nth) {
-  int64_t i0, i1;
-  kiln_split(T * H, 1, tid, nth, &i0, &i1);
-  const int64_t F = KVH * hd, group = H / KVH;
-  const float scale = (float)(1.0 / __builtin_sqrt((double)hd));
-  float* s = scratch + tid * C;
-  for (int64_t i = i0; i < i1; ++i) {
-    const int64_t t = i / H, h = i % H, j = t % N;
-    const int64_t base_row = (int64_t)pos[t] - depth[j];  /* rows before the tree */
-    /* Tree rows of j's ancestors-or-self, ascending: at most N <= 64 of them. */
-    int64_t tree[64];
-    int64_t nt = 0;
+  /* Node j = t % N: the rows before its block, then its ancestors-or-self, ascending. */
+  KILN_ATTENTION_PASSES({
+    const int64_t j = t % N;
+    base_row = (int64_t)pos[t] - depth[j];
     for (uint64_t m = anc[j]; m; m &= m - 1) tree[nt++] = base_row + __builtin_ctzll(m);
-    const int64_t n = base_row + nt;
-    const int64_t base = (streams ? streams[t] : 0) * stream_stride + (h / group) * hd;
-    const float* kb = kc + base;
-    const float* vb = vc + base;
-#define KILN_ROW(m) ((m) < base_row ? (m) : tree[(m) - base_row])
-    const float* qv = q + t * H * hd + h * hd;
-    float* o = out + t * H * hd + h * hd;
-
-    float mx = scores(qv, kb, F, hd, base_row, scale, s, -__builtin_inff());
-    int64_t m = base_row;
-    for (; m < n; ++m) {
-      s[m] = dot(qv, kb + tree[m - base_row] * F, hd) * scale;
-      mx = s[m] > mx ? s[m] : mx;
-    }
-    float part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    m = 0;
-    for (; m + 8 <= n; m += 8)
-      for (int l = 0; l < 8; ++l) part[l] += (s[m + l] = kiln_expf(s[m + l] - mx));
-    for (; m < n; ++m) part[0] += (s[m] = kiln_expf(s[m] - mx));
-    const float sum = ((part[0] + part[4]) + (part[2] + part[6])) +
-                      ((part[1] + part[5]) + (part[3] + part[7]));
-
-    /* The cache part in groups of four contiguous rows, as kiln_attention does; groups
-     * that reach into the tree rows gather their four rows. */
-    if (n >= 4) {
-      if (base_row >= 4) rows4(o, vb, F, s, hd, 0);
-      else rows4p(o, vb + KILN_ROW(0) * F, vb + KILN_ROW(1) * F, vb + KILN_ROW(2) * F, vb + KILN_ROW(3) * F, s, hd, 0);
-      m = 4;
-    } else {
-      const float* v0 = vb + KILN_ROW(0) * F;
-      for (int64_t d = 0; d < hd; ++d) o[d] = s[0] * v0[d];
-      m = 1;
-    }
-    for (; m + 4 <= base_row; m += 4) rows4(o, vb + m * F, F, s + m, hd, 1);
-    for (; m + 4 <= n; m += 4)
-      rows4p(o, vb + KILN_ROW(m) * F, vb + KILN_ROW(m + 1) * F, vb + KILN_ROW(m + 2) * F,
-             vb + KILN_ROW(m + 3) * F, s + m, hd, 1);
-    for (; m < n; ++m) {
-      const float e = s[m];
-      const float* v = vb + KILN_ROW(m) * F;
-      for (int64_t d = 0; d < hd; ++d) o[d] += e * v[d];
-    }
-#undef KILN_ROW
-    for (int64_t d = 0; d < hd; ++d) o[d] /= sum;
-  }
+  })
 }

@@ -113,8 +113,13 @@ void kiln_kv_write(float* cache, const float* x, const int32_t* pos, const int32
                    int64_t T, int64_t F, int64_t stream_stride, int32_t tid, int32_t nth);
 /* Causal grouped-query attention: row t (head h) attends rows 0..pos[t] of its stream's
  * k/v cache (kv head h / (H/KVH)) with scale 1/sqrt(hd); caches are laid out as for
- * kv_write (streams may be NULL). `scratch` holds at least nth * C floats (C = cache
- * rows per stream); thread tid uses scratch + tid*C. */
+ * kv_write (streams may be NULL). Up to KILN_ATT_G heads that share a kv head run as one
+ * pass, each with C floats of scores: `scratch` holds at least
+ * nth * kiln_attention_heads_per_pass(H, KVH) * C floats (C = cache rows per stream). */
+#define KILN_ATT_G 4
+static inline int64_t kiln_attention_heads_per_pass(int64_t H, int64_t KVH) {
+  return H / KVH < KILN_ATT_G ? H / KVH : KILN_ATT_G;
+}
 void kiln_attention(const float* q, const float* kc, const float* vc, const int32_t* pos,
                     const int32_t* streams, float* out, float* scratch, int64_t T, int64_t C,
                     int64_t H, int64_t KVH, int64_t hd, int64_t stream_stride, int32_t tid,
@@ -122,7 +127,7 @@ void kiln_attention(const float* q, const float* kc, const float* vc, const int3
 /* DS2D tree verification (ir/tree.h): rows are blocks of N tree nodes; node j = t % N
  * writes row pos[t] - depth[j] + j and attends rows below its block's base plus the block
  * rows of its ancestors-or-self (bit i of anc[j]); a node's result is bit for bit the
- * causal kernel's for its root-to-node path. N <= 64. */
+ * causal kernel's for its root-to-node path. N <= 64. Scratch as for kiln_attention. */
 void kiln_kv_write_tree(float* cache, const float* x, const int32_t* pos, const int32_t* streams,
                         int64_t T, int64_t F, int64_t stream_stride, int64_t N, const int32_t* depth,
                         int32_t tid, int32_t nth);

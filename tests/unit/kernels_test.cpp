@@ -847,7 +847,7 @@ TEST(Kernels, AttentionMatchesInterpreter) {
     std::vector<float> first;
     for (const Schedule& s : kSchedules) {
       std::vector<float> y((size_t)(sh.T * sh.H * sh.hd), NAN);
-      std::vector<float> scratch((size_t)(s.nth * sh.C), NAN);
+      std::vector<float> scratch((size_t)(s.nth * kiln_attention_heads_per_pass(sh.H, sh.KVH) * sh.C), NAN);
       run_split(s, [&](int32_t tid, int32_t nth) {
         kiln_attention(q.data(), kc.data(), vc.data(), pos.data(),
                        sh.S ? streams.data() : nullptr, y.data(), scratch.data(), sh.T, sh.C,
