@@ -29,6 +29,7 @@ static bool perf_map_wanted() {
   return env && *env && *env != '0';
 }
 static void write_perf_map(const llvm::object::ObjectFile& obj, const llvm::RuntimeDyld::LoadedObjectInfo& info) {
+  if (!llvm::isa<llvm::object::ELFObjectFileBase>(&obj)) return;  // sizes below are ELF's
   FILE* f = std::fopen(("/tmp/perf-" + std::to_string(::getpid()) + ".map").c_str(), "a");
   if (!f) return;
   for (const llvm::object::SymbolRef& sym : obj.symbols()) {
