@@ -34,16 +34,9 @@ void kiln_kv_write(float* restrict cache, const float* restrict x, const int32_t
   }
 }
 
-/* Sixteen floats: a zmm on AVX-512, two ymm on AVX2, four q registers on NEON. Lanes 0-7
- * and 8-15 of a score accumulator are the two 8-lane accumulators of dot() below, so the
- * wider form computes dot()'s bits with half the instructions where the target has them. */
-typedef float kiln_f16x __attribute__((vector_size(64)));
-typedef float kiln_f16xu __attribute__((vector_size(64), aligned(4)));
-KILN_INLINE kiln_f16x load16(const float* p) { return *(const kiln_f16xu*)p; }
-KILN_INLINE void store16(float* p, kiln_f16x v) { *(kiln_f16xu*)p = v; }
-KILN_INLINE kiln_f16x splat16(float v) {
-  return (kiln_f16x){v, v, v, v, v, v, v, v, v, v, v, v, v, v, v, v};
-}
+/* Accumulators are 16 lanes (kiln_f16x): lanes 0-7 and 8-15 of a score accumulator are
+ * the two 8-lane accumulators of dot() below, so the wider form computes dot()'s bits with
+ * half the instructions where the target has them. */
 
 /* q . k over hd floats: two 8-lane accumulators, then a fixed-order fold. */
 KILN_INLINE float dot(const float* restrict q, const float* restrict k, int64_t hd) {
@@ -80,17 +73,19 @@ typedef struct {
 KILN_INLINE void scores(heads* hs, int G, const float* restrict k, int64_t F, int64_t hd, int64_t n,
                         float scale) {
   int64_t j = 0;
+  kiln_f4 mx4[KILN_ATT_G]; /* running maxima per lane (max is exact: any order, same value) */
+  for (int g = 0; g < G; ++g) mx4[g] = (kiln_f4){hs->mx[g], hs->mx[g], hs->mx[g], hs->mx[g]};
   if (hd % 16 == 0)
     for (; j + 4 <= n; j += 4) {
       const float* k0 = k + j * F;
       kiln_f16x a[KILN_ATT_G][4];
       for (int g = 0; g < G; ++g)
-        for (int r = 0; r < 4; ++r) a[g][r] = splat16(0.0f);
+        for (int r = 0; r < 4; ++r) a[g][r] = kiln_splat16(0.0f);
       for (int64_t d = 0; d < hd; d += 16) {
         kiln_f16x kr[4];
-        for (int r = 0; r < 4; ++r) kr[r] = load16(k0 + r * F + d);
+        for (int r = 0; r < 4; ++r) kr[r] = kiln_load16(k0 + r * F + d);
         for (int g = 0; g < G; ++g) {
-          const kiln_f16x qd = load16(hs->q[g] + d);
+          const kiln_f16x qd = kiln_load16(hs->q[g] + d);
           for (int r = 0; r < 4; ++r) a[g][r] += qd * kr[r];
         }
       }
@@ -108,12 +103,13 @@ KILN_INLINE void scores(heads* hs, int G, const float* restrict k, int64_t F, in
         const kiln_f8 w = __builtin_shufflevector(t01, t23, 0, 1, 8, 9, 4, 5, 12, 13) +
                           __builtin_shufflevector(t01, t23, 2, 3, 10, 11, 6, 7, 14, 15);
         const kiln_f4 sum = __builtin_shufflevector(w, w, 0, 4, 2, 6) + __builtin_shufflevector(w, w, 1, 5, 3, 7);
-        for (int r = 0; r < 4; ++r) {
-          hs->s[g][j + r] = sum[r] * scale;
-          hs->mx[g] = hs->s[g][j + r] > hs->mx[g] ? hs->s[g][j + r] : hs->mx[g];
-        }
+        const kiln_f4 sc = sum * scale;
+        *(kiln_f4u*)(hs->s[g] + j) = sc;
+        mx4[g] = kiln_select4(sc > mx4[g], sc, mx4[g]);
       }
     }
+  for (int g = 0; g < G; ++g)
+    for (int r = 0; r < 4; ++r) hs->mx[g] = mx4[g][r] > hs->mx[g] ? mx4[g][r] : hs->mx[g];
   for (; j < n; ++j)
     for (int g = 0; g < G; ++g) {
       hs->s[g][j] = dot(hs->q[g], k + j * F, hd) * scale;
@@ -121,13 +117,22 @@ KILN_INLINE void scores(heads* hs, int G, const float* restrict k, int64_t F, in
     }
 }
 
-/* Weights e^(s - max) in place, summed in eight lanes (a vector loop). */
+/* Weights e^(s - max) in place, summed in eight lanes: lane l adds e[j + l] for j = 0, 8,
+ * 16, ... in order, sixteen exps at a time (kiln_expf16, kiln_expf's bits), the rest one
+ * at a time into lane 0; then a fixed fold. */
 KILN_INLINE void weights(heads* hs, int G, int64_t n) {
   for (int g = 0; g < G; ++g) {
     float* s = hs->s[g];
     const float mx = hs->mx[g];
-    float part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    kiln_f8 acc = kiln_splat8(0.0f);
     int64_t j = 0;
+    for (; j + 16 <= n; j += 16) {
+      const kiln_f16x e = kiln_expf16(kiln_load16(s + j) - mx);
+      kiln_store16(s + j, e);
+      acc = (acc + kiln_lo8(e)) + kiln_hi8(e);
+    }
+    float part[8];
+    kiln_store8(part, acc);
     for (; j + 8 <= n; j += 8)
       for (int l = 0; l < 8; ++l) part[l] += (s[j + l] = kiln_expf(s[j + l] - mx));
     for (; j < n; ++j) part[0] += (s[j] = kiln_expf(s[j] - mx));
@@ -150,41 +155,41 @@ KILN_INLINE void values(heads* hs, int G, const float* restrict vb, int64_t F, i
       kiln_f16x acc[KILN_ATT_G];
       int64_t m;
       if (n >= 4) {
-        const kiln_f16x v0 = load16(vb + KILN_ROW(0) * F + c), v1 = load16(vb + KILN_ROW(1) * F + c);
-        const kiln_f16x v2 = load16(vb + KILN_ROW(2) * F + c), v3 = load16(vb + KILN_ROW(3) * F + c);
+        const kiln_f16x v0 = kiln_load16(vb + KILN_ROW(0) * F + c), v1 = kiln_load16(vb + KILN_ROW(1) * F + c);
+        const kiln_f16x v2 = kiln_load16(vb + KILN_ROW(2) * F + c), v3 = kiln_load16(vb + KILN_ROW(3) * F + c);
         for (int g = 0; g < G; ++g) {
           const float* e = hs->s[g];
-          acc[g] = (splat16(e[0]) * v0 + splat16(e[1]) * v1) + (splat16(e[2]) * v2 + splat16(e[3]) * v3);
+          acc[g] = (kiln_splat16(e[0]) * v0 + kiln_splat16(e[1]) * v1) + (kiln_splat16(e[2]) * v2 + kiln_splat16(e[3]) * v3);
         }
         m = 4;
       } else {
-        const kiln_f16x v0 = load16(vb + KILN_ROW(0) * F + c);
-        for (int g = 0; g < G; ++g) acc[g] = splat16(hs->s[g][0]) * v0;
+        const kiln_f16x v0 = kiln_load16(vb + KILN_ROW(0) * F + c);
+        for (int g = 0; g < G; ++g) acc[g] = kiln_splat16(hs->s[g][0]) * v0;
         m = 1;
       }
       for (; m + 4 <= base_row; m += 4) {
         const float* v = vb + m * F + c;
-        const kiln_f16x v0 = load16(v), v1 = load16(v + F), v2 = load16(v + 2 * F), v3 = load16(v + 3 * F);
+        const kiln_f16x v0 = kiln_load16(v), v1 = kiln_load16(v + F), v2 = kiln_load16(v + 2 * F), v3 = kiln_load16(v + 3 * F);
         for (int g = 0; g < G; ++g) {
           const float* e = hs->s[g] + m;
-          const kiln_f16x t = (splat16(e[0]) * v0 + splat16(e[1]) * v1) + (splat16(e[2]) * v2 + splat16(e[3]) * v3);
+          const kiln_f16x t = (kiln_splat16(e[0]) * v0 + kiln_splat16(e[1]) * v1) + (kiln_splat16(e[2]) * v2 + kiln_splat16(e[3]) * v3);
           acc[g] = acc[g] + t;
         }
       }
       for (; m + 4 <= n; m += 4) {
-        const kiln_f16x v0 = load16(vb + KILN_ROW(m) * F + c), v1 = load16(vb + KILN_ROW(m + 1) * F + c);
-        const kiln_f16x v2 = load16(vb + KILN_ROW(m + 2) * F + c), v3 = load16(vb + KILN_ROW(m + 3) * F + c);
+        const kiln_f16x v0 = kiln_load16(vb + KILN_ROW(m) * F + c), v1 = kiln_load16(vb + KILN_ROW(m + 1) * F + c);
+        const kiln_f16x v2 = kiln_load16(vb + KILN_ROW(m + 2) * F + c), v3 = kiln_load16(vb + KILN_ROW(m + 3) * F + c);
         for (int g = 0; g < G; ++g) {
           const float* e = hs->s[g] + m;
-          const kiln_f16x t = (splat16(e[0]) * v0 + splat16(e[1]) * v1) + (splat16(e[2]) * v2 + splat16(e[3]) * v3);
+          const kiln_f16x t = (kiln_splat16(e[0]) * v0 + kiln_splat16(e[1]) * v1) + (kiln_splat16(e[2]) * v2 + kiln_splat16(e[3]) * v3);
           acc[g] = acc[g] + t;
         }
       }
       for (; m < n; ++m) {
-        const kiln_f16x v = load16(vb + KILN_ROW(m) * F + c);
-        for (int g = 0; g < G; ++g) acc[g] += splat16(hs->s[g][m]) * v;
+        const kiln_f16x v = kiln_load16(vb + KILN_ROW(m) * F + c);
+        for (int g = 0; g < G; ++g) acc[g] += kiln_splat16(hs->s[g][m]) * v;
       }
-      for (int g = 0; g < G; ++g) store16(hs->o[g] + c, acc[g] / splat16(hs->sum[g]));
+      for (int g = 0; g < G; ++g) kiln_store16(hs->o[g] + c, acc[g] / kiln_splat16(hs->sum[g]));
     }
     return;
   }

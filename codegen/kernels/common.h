@@ -108,6 +108,8 @@ KILN_INLINE int64_t kiln_row_bytes(enum kiln_wt t, int64_t k) {
 typedef float kiln_f8 __attribute__((vector_size(32)));
 typedef float kiln_f8u __attribute__((vector_size(32), aligned(4)));
 typedef float kiln_f4 __attribute__((vector_size(16)));
+typedef float kiln_f4u __attribute__((vector_size(16), aligned(4)));
+typedef int32_t kiln_i32x4 __attribute__((vector_size(16)));
 typedef uint32_t kiln_u32x8 __attribute__((vector_size(32)));
 typedef uint16_t kiln_u16x8u __attribute__((vector_size(16), aligned(2)));
 typedef _Float16 kiln_h8u __attribute__((vector_size(16), aligned(2)));
@@ -121,6 +123,28 @@ typedef uint8_t kiln_u8x8u __attribute__((vector_size(8), aligned(1)));
 KILN_INLINE kiln_f8 kiln_load8(const float* p) { return *(const kiln_f8u*)p; }
 KILN_INLINE void kiln_store8(float* p, kiln_f8 v) { *(kiln_f8u*)p = v; }
 KILN_INLINE kiln_f8 kiln_splat8(float v) { return (kiln_f8){v, v, v, v, v, v, v, v}; }
+
+/* Sixteen floats: a zmm on AVX-512, two ymm on AVX2, four q registers on NEON (attention's
+ * accumulators and its exp). Lanes 0-7 and 8-15 are two kiln_f8. Masks are int32 lanes of
+ * all ones or zeros, as vector compares give them. */
+typedef float kiln_f16x __attribute__((vector_size(64)));
+typedef float kiln_f16xu __attribute__((vector_size(64), aligned(4)));
+typedef int32_t kiln_i32x16 __attribute__((vector_size(64)));
+KILN_INLINE kiln_f16x kiln_load16(const float* p) { return *(const kiln_f16xu*)p; }
+KILN_INLINE void kiln_store16(float* p, kiln_f16x v) { *(kiln_f16xu*)p = v; }
+KILN_INLINE kiln_f16x kiln_splat16(float v) {
+  return (kiln_f16x){v, v, v, v, v, v, v, v, v, v, v, v, v, v, v, v};
+}
+KILN_INLINE kiln_f8 kiln_lo8(kiln_f16x v) { return __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7); }
+KILN_INLINE kiln_f8 kiln_hi8(kiln_f16x v) { return __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15); }
+/* m ? a : b per lane (C has no ?: on vectors; LLVM turns this back into a select: one
+ * vminps for x < c ? x : c, a bsl/bif on NEON). */
+KILN_INLINE kiln_f16x kiln_select16(kiln_i32x16 m, kiln_f16x a, kiln_f16x b) {
+  return (kiln_f16x)(((kiln_i32x16)a & m) | ((kiln_i32x16)b & ~m));
+}
+KILN_INLINE kiln_f4 kiln_select4(kiln_i32x4 m, kiln_f4 a, kiln_f4 b) {
+  return (kiln_f4)(((kiln_i32x4)a & m) | ((kiln_i32x4)b & ~m));
+}
 
 /* Sum of the lanes in a fixed tree order: ((0+4)+(2+6)) + ((1+5)+(3+7)). */
 KILN_INLINE float kiln_hsum8(kiln_f8 v) {
@@ -234,6 +258,31 @@ KILN_INLINE float kiln_expf(float x) {
   float y = p * scale;
   y = x < -87.3365448f ? 0.0f : y;
   return x == x ? y : x;
+}
+
+/* kiln_expf on 16 lanes: the same operations in the same order lane by lane (the same
+ * contractions into FMA, the clamps as selects that keep kiln_expf's NaN handling), so
+ * the same bits (kernels_test checks, NaN and infinities included). Why: written as a
+ * scalar loop, LLVM 16 vectorised attention's exp four lanes wide, a third of the kernel. */
+KILN_INLINE kiln_f16x kiln_expf16(kiln_f16x x) {
+  const kiln_f16x hi = kiln_splat16(88.37f), lo = kiln_splat16(-87.5f), magic = kiln_splat16(12582912.0f);
+  kiln_f16x xc = kiln_select16(x < hi, x, hi);
+  xc = kiln_select16(xc > lo, xc, lo);
+  const kiln_f16x n = (xc * 1.44269504088896341f + magic) - magic;
+  kiln_f16x r = xc - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  const kiln_f16x z = r * r;
+  kiln_f16x p = kiln_splat16(1.9875691500e-4f);
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * z + r + 1.0f;
+  const kiln_f16x scale = (kiln_f16x)((__builtin_convertvector(n, kiln_i32x16) + 127) << 23);
+  kiln_f16x y = p * scale;
+  y = kiln_select16(x < kiln_splat16(-87.3365448f), kiln_splat16(0.0f), y);
+  return kiln_select16(x == x, y, x);
 }
 
 /* One row of RMS normalisation (norm.c; also the prologue of qmatmul.c's rms_matmul, so

@@ -17,6 +17,7 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <limits>
 #include <random>
 #include <thread>
 
@@ -28,6 +29,8 @@
 #include "ir/verifier.h"
 
 #include "tests/unit/numeric.h"
+
+extern "C" void kiln_test_expf(const float* x, float* scalar, float* lanes, int64_t n);
 
 namespace kiln {
 namespace {
@@ -672,6 +675,30 @@ TEST(Kernels, ExpApproximationIsAccurateOverItsRange) {
   float nan_in = NAN, nan_out = 0;
   kiln_silu(&nan_in, &nan_out, 1, 0, 1);
   EXPECT_TRUE(std::isnan(nan_out));
+}
+
+// attention's softmax takes sixteen exps at a time (kiln_expf16) and the rest one by one
+// (kiln_expf): the two must give the same bits everywhere, or a row's weights would depend
+// on where the 16-lane part ends.
+TEST(Kernels, SixteenLaneExpHasTheScalarBits) {
+  std::vector<float> x;
+  for (double v = -100.0; v <= 100.0; v += 0.00731) x.push_back((float)v);
+  for (float v : {0.0f, -0.0f, 1e-30f, -1e-30f, 88.37f, 88.38f, -87.5f, -87.3365448f, -87.34f, 1e30f,
+                  -1e30f, INFINITY, -INFINITY, NAN, -NAN, std::numeric_limits<float>::denorm_min()})
+    x.push_back(v);
+  std::mt19937 rng(7);
+  for (int i = 0; i < 4096; ++i) {
+    uint32_t u = rng();
+    float f;
+    std::memcpy(&f, &u, 4);
+    x.push_back(f);  // any bit pattern: NaNs with payloads, denormals, huge values
+  }
+  while (x.size() % 16) x.push_back(1.0f);
+  std::vector<float> scalar(x.size()), lanes(x.size());
+  kiln_test_expf(x.data(), scalar.data(), lanes.data(), (int64_t)x.size());
+  for (size_t i = 0; i < x.size(); ++i)
+    ASSERT_TRUE(std::memcmp(&scalar[i], &lanes[i], 4) == 0 || (std::isnan(scalar[i]) && std::isnan(lanes[i])))
+        << "exp(" << x[i] << "): scalar " << scalar[i] << ", 16 lanes " << lanes[i];
 }
 
 // ---- rope ------------------------------------------------------------------------------
