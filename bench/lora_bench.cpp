@@ -7,6 +7,8 @@
 //    separately, the time to load an adapter from disk into a slot);
 //  * memory per loaded adapter: its own f32 factors, and the slot it occupies;
 //  * decode tokens/s per stream for S = 1..4 streams, each on its own adapter;
+// Ratios (step costs, speedups) are medians of each repetition's own ratio, its two sides
+// measured back to back, so the shared machine's drift hits both alike.
 //  * 3 styled replies of 64 tokens: 3 sequential runs (switching adapters between them)
 //    against one 3-stream pass (each stream its own adapter), and the same with
 //    prompt-styled replies on the zero adapter (prompt prefilled once, KV copied);
@@ -168,20 +170,24 @@ int main(int argc, char** argv) {
       if (kiln_decode(ss, toks.data(), streams.data(), S, logits.data()) != KILN_OK) return -1;
     return S * kGen / secs(a, clk::now());
   };
-  std::string per_s = "[";
-  double single = 0;
-  for (int S = 1; S <= kMaxStreams; ++S) {
-    if (!set_streams(S, false)) return fail();
-    std::vector<double> rates;
-    for (int r = 0; r <= reps; ++r) {
+  // S = 1..4 run back to back in every repetition, and a step cost is the median of the
+  // repetitions' own ratios: the shared machine's speed drifts over seconds, and pairing
+  // keeps that drift out of the ratios.
+  std::vector<std::vector<double>> rates(kMaxStreams + 1);
+  for (int r = 0; r <= reps; ++r)
+    for (int S = 1; S <= kMaxStreams; ++S) {
+      if (!set_streams(S, false)) return fail();
       double v = decode_rate(s, S);
       if (v < 0) return fail();
-      if (r > 0) rates.push_back(v);
+      if (r > 0) rates[S].push_back(v);
     }
-    double total = median(rates);
-    if (S == 1) single = total;
+  std::string per_s = "[";
+  for (int S = 1; S <= kMaxStreams; ++S) {
+    std::vector<double> cost;
+    for (size_t i = 0; i < rates[S].size(); ++i) cost.push_back(S * rates[1][i] / rates[S][i]);
+    const double total = median(rates[S]);
     per_s += fmt::format("{}{{\"streams\": {}, \"total_tok_s\": {:.2f}, \"per_stream_tok_s\": {:.2f}, "
-                         "\"step_cost_vs_1_stream\": {:.3f}}}", S > 1 ? ", " : "", S, total, total / S, S * single / total);
+                         "\"step_cost_vs_1_stream\": {:.3f}}}", S > 1 ? ", " : "", S, total, total / S, median(cost));
   }
   per_s += "]";
 
@@ -228,15 +234,15 @@ int main(int argc, char** argv) {
   };
   std::string replies;
   for (bool by_adapter : {true, false}) {
-    std::vector<double> seq, multi;
+    std::vector<double> seq, multi, speedup;
     for (int r = 0; r <= reps; ++r) {
       double a = run_seq(by_adapter), b = run_multi(by_adapter);
       if (a < 0 || b < 0) return fail();
-      if (r > 0) seq.push_back(a), multi.push_back(b);
+      if (r > 0) seq.push_back(a), multi.push_back(b), speedup.push_back(a / b);
     }
     replies += fmt::format("{}\"{}\": {{\"sequential_s\": {:.3f}, \"multi_stream_s\": {:.3f}, \"speedup\": {:.2f}}}",
                            by_adapter ? "" : ", ", by_adapter ? "styled_by_adapter" : "styled_by_prompt_zero_adapter",
-                           median(seq), median(multi), median(seq) / median(multi));
+                           median(seq), median(multi), median(speedup));
   }
 
   std::printf("{\"model\": \"%s\", \"threads\": %d, \"gen_tokens\": %d, \"lora_slots\": %d, \"lora_rank\": 16, "
