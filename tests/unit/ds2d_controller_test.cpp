@@ -121,7 +121,15 @@ kiln_compiled_model code() {
 struct Toy {
   Toy() {
     static const kiln_compiled_model kCode = code();
-    static const std::string path = [] {
+    // One model file per test process, removed when the process exits.
+    struct TempFile {
+      std::string path;
+      ~TempFile() {
+        std::error_code ec;
+        std::filesystem::remove(path, ec);
+      }
+    };
+    static const TempFile file = [] {
       std::string p = (std::filesystem::temp_directory_path() /
                        ("kiln_ds2d_toy_" + std::to_string(::getpid()) + ".kiln")).string();
       std::vector<uint8_t> w(64, 1);
@@ -136,9 +144,9 @@ struct Toy {
       c.vocab = vocab();
       c.weights = w;
       EXPECT_TRUE(write_model_file(p, c).ok());
-      return p;
+      return TempFile{p};
     }();
-    EXPECT_EQ(kiln_model_load(&kCode, path.c_str(), &model), KILN_OK) << kiln_last_error();
+    EXPECT_EQ(kiln_model_load(&kCode, file.path.c_str(), &model), KILN_OK) << kiln_last_error();
     EXPECT_EQ(kiln_session_init(model, nullptr, &session), KILN_OK) << kiln_last_error();
   }
   ~Toy() {

@@ -82,9 +82,16 @@ ModelFileContents test_contents(const std::vector<uint8_t>& weights) {
 }
 
 std::string temp_path(const std::string& name) {
-  fs::path dir = fs::temp_directory_path() / ("kiln_runtime_test_" + std::to_string(::getpid()));
-  fs::create_directories(dir);
-  return (dir / name).string();
+  // One folder per test process, removed when the process exits.
+  static const struct Dir {
+    fs::path path = fs::temp_directory_path() / ("kiln_runtime_test_" + std::to_string(::getpid()));
+    ~Dir() {
+      std::error_code ec;
+      fs::remove_all(path, ec);
+    }
+  } dir;
+  fs::create_directories(dir.path);
+  return (dir.path / name).string();
 }
 
 std::string file_bytes(const std::string& path) {
