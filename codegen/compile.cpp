@@ -135,6 +135,7 @@ std::string header_of(const CompileRequest& req, const Graph& g, const TargetPro
   out += fmt::format("#define KILN_MODEL_ARENA_BYTES {}ull\n", attr("arena_bytes"));
   out += fmt::format("#define KILN_MODEL_KV_BYTES {}ull\n", attr("kv_bytes"));
   out += fmt::format("#define KILN_MODEL_KV_STREAM_BYTES {}ull\n", attr("kv_stream_bytes"));
+  out += fmt::format("#define KILN_MODEL_KV_TYPE \"{}\" /* KV cache elements */\n", req.kv_type);
   out += fmt::format("#define KILN_MODEL_LORA_SLOTS {}\n", attr("lora_slots"));
   out += fmt::format("#define KILN_MODEL_LORA_RANK {}\n", attr("lora_rank"));
   // DS2D: the templates' parent arrays (the same as model->tree_templates) and the draft depth.
@@ -209,6 +210,9 @@ Result<CompileSummary> compile_model(const CompileRequest& req) {
   progress.stage("lowering to graph IR");
   LlamaBuildOptions bopts;
   bopts.max_context = req.max_context;
+  if (req.kv_type != "f16" && req.kv_type != "f32")
+    return make_error("the KV cache type must be f16 or f32, got '{}'", req.kv_type);
+  bopts.kv_type = req.kv_type == "f16" ? DType::F16 : DType::F32;
   bopts.max_streams = req.max_streams;
   KILN_ASSIGN(Graph g, build_llama_graph(gguf, cfg, bopts));
   g.set_attr("max_rows", req.max_rows);

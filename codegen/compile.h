@@ -25,6 +25,7 @@ struct CompileRequest {
   int64_t max_rows = 64;             // tokens per step (prefill chunk)
   int64_t max_streams = 1;
   int64_t max_context = 2048;
+  std::string kv_type = "f16";       // KV cache elements: f16 (half the bytes) or f32
   int64_t threads = 0;               // 0: the profile's
   bool int8_activations = true;      // quantized matmuls round activations to int8 blocks
                                      // where the profile has an integer dot product

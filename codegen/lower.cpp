@@ -205,6 +205,20 @@ class Lowering {
     return Status::success();
   }
 
+  // A KV cache's kernels ("" for f32, "_f16") and its stream stride in elements (a stream's
+  // region, kv_stream_bytes, holds every layer's caches; plan-memory aligns each to 64 bytes).
+  struct KvCache {
+    std::string suffix;
+    int64_t stream_stride;
+  };
+  Result<KvCache> kv_cache(const Node* cache) const {
+    const DType t = cache->type().dtype;
+    const int64_t elem = (int64_t)dtype_bytes(t, 1), bytes = *g_->int_attr("kv_stream_bytes");
+    if ((t != DType::F32 && t != DType::F16) || bytes % elem)
+      return make_error("codegen: a KV cache must be f32 or f16 with whole elements per stream region (at {})", cache->loc());
+    return KvCache{t == DType::F16 ? "_f16" : "", bytes / elem};
+  }
+
   // The one tree of a verify graph (every kv_write and attention must carry it).
   static Result<TreeShape> graph_tree(const Graph& g) {
     std::optional<TreeShape> tree;
@@ -423,7 +437,7 @@ class Lowering {
         if (!off) return fail(n, "has no kv_offset: run plan-memory first");
         ptr_[n] = byte_ptr(field_[kKv], *off);
         const auto& s = n->type().shape;
-        region_[n] = {1, *off, *off + s[1] * s[2] * 4};
+        region_[n] = {1, *off, *off + (int64_t)dtype_bytes(n->type().dtype, (uint64_t)(s[1] * s[2]))};
         return Status::success();
       }
       case Op::Output:
@@ -434,15 +448,16 @@ class Lowering {
         ptr_[n] = ptr_[o[0]];
         region_[n] = region_[o[0]];
         if (o.size() < 4) return fail(n, "needs a streams operand ([S,C,F] cache)");
-        int64_t stride = *g_->int_attr("kv_stream_bytes") / 4;
+        KILN_ASSIGN(KvCache kv, kv_cache(o[0]));
+        const int64_t stride = kv.stream_stride;
         sync(regions_of(o), {region_[o[0]]});
         auto tree = node_tree(n);
         if (!tree.ok()) return fail(n, tree.error().message);
         if (tree->size())
-          return call(n, "kiln_kv_write_tree", {ptr_[o[0]], ptr_[o[1]], ptr_[o[2]], ptr_[o[3]], rows_[o[1]],
+          return call(n, "kiln_kv_write_tree" + kv.suffix, {ptr_[o[0]], ptr_[o[1]], ptr_[o[2]], ptr_[o[3]], rows_[o[1]],
                                                 i64c(o[0]->type().shape[2]), i64c(stride), i64c(tree->size()),
                                                 tree_constants(*tree).first});
-        return call(n, "kiln_kv_write", {ptr_[o[0]], ptr_[o[1]], ptr_[o[2]], ptr_[o[3]], rows_[o[1]],
+        return call(n, "kiln_kv_write" + kv.suffix, {ptr_[o[0]], ptr_[o[1]], ptr_[o[2]], ptr_[o[3]], rows_[o[1]],
                                          i64c(o[0]->type().shape[2]), i64c(stride)});
       }
       case Op::Dequant:
@@ -532,18 +547,19 @@ class Lowering {
       case Op::Attention: {
         if (o.size() < 5) return fail(n, "needs a streams operand ([S,C,F] cache)");
         int64_t C = o[1]->type().shape[1];
-        int64_t stride = *g_->int_attr("kv_stream_bytes") / 4;
+        KILN_ASSIGN(KvCache kv, kv_cache(o[1]));
+        const int64_t stride = kv.stream_stride;
         Value* scratch = byte_ptr(field_[kArena], *n->int_attr("scratch_offset"));
         auto tree = node_tree(n);
         if (!tree.ok()) return fail(n, tree.error().message);
         if (tree->size()) {
           auto [depth, anc] = tree_constants(*tree);
-          return call(n, "kiln_tree_attention",
+          return call(n, "kiln_tree_attention" + kv.suffix,
                       {ptr_[o[0]], ptr_[o[1]], ptr_[o[2]], ptr_[o[3]], ptr_[o[4]], y, scratch, T, i64c(C),
                        i64c(*n->int_attr("n_head")), i64c(*n->int_attr("n_kv_head")),
                        i64c(*n->int_attr("head_dim")), i64c(stride), i64c(tree->size()), depth, anc});
         }
-        return call(n, "kiln_attention",
+        return call(n, "kiln_attention" + kv.suffix,
                     {ptr_[o[0]], ptr_[o[1]], ptr_[o[2]], ptr_[o[3]], ptr_[o[4]], y, scratch, T, i64c(C),
                      i64c(*n->int_attr("n_head")), i64c(*n->int_attr("n_kv_head")),
                      i64c(*n->int_attr("head_dim")), i64c(stride)});
@@ -636,7 +652,7 @@ class Lowering {
       auto off = s->int_attr("kv_offset");
       if (!off) return make_error("codegen: state at {} has no kv_offset (run plan-memory)", s->loc());
       blocks.push_back(llvm::ConstantStruct::get(
-          block_ty, {llvm::ConstantInt::get(i64, *off), llvm::ConstantInt::get(i64, s->type().shape.back() * 4)}));
+          block_ty, {llvm::ConstantInt::get(i64, *off), llvm::ConstantInt::get(i64, (int64_t)dtype_bytes(s->type().dtype, (uint64_t)s->type().shape.back()))}));
     }
     auto* blocks_ty = llvm::ArrayType::get(block_ty, blocks.size());
     auto* blocks_gv = new llvm::GlobalVariable(m_, blocks_ty, true, llvm::GlobalValue::PrivateLinkage,

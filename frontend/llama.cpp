@@ -192,7 +192,9 @@ Result<Graph> build_llama_graph(std::shared_ptr<const GgufFile> f, const LlamaCo
     KILN_ASSIGN(Node* v, g.build(Op::MatMul, {h, mat(wv)}, {}, L + ".attn_v"));
     KILN_ASSIGN(q, g.build(Op::Rope, {q, pos}, rope, L + ".rope_q"));
     KILN_ASSIGN(k, g.build(Op::Rope, {k, pos}, rope, L + ".rope_k"));
-    TensorType cache{DType::F32, {opts.max_streams, opts.max_context, kvF}};
+    if (opts.kv_type != DType::F32 && opts.kv_type != DType::F16)
+      return make_error("the KV cache type must be f32 or f16, got {}", dtype_name(opts.kv_type));
+    TensorType cache{opts.kv_type, {opts.max_streams, opts.max_context, kvF}};
     Node* kc = g.add(Op::State, {}, cache, Attrs{{"name", fmt::format("kv.{}.k", l)}}, L + ".k_cache");
     Node* vc = g.add(Op::State, {}, cache, Attrs{{"name", fmt::format("kv.{}.v", l)}}, L + ".v_cache");
     KILN_ASSIGN(kc, g.build(Op::KvWrite, {kc, k, pos, streams}, {}, L + ".k_cache"));

@@ -36,6 +36,8 @@ struct LlamaBuildOptions {
   int64_t max_context = 2048;    // KV cache rows per stream
   int64_t max_streams = 1;       // independent sequences sharing one forward pass
   bool all_logits = false;       // logits for every row instead of the rows in logit_rows
+  DType kv_type = DType::F16;    // KV cache elements: f16 (half the bytes; llama.cpp's default
+                                 // too) or f32. Attention reads every cached row each step.
 };
 
 // The GGUF file as a weight source: tensor shapes in logical [rows, cols] order.

@@ -219,7 +219,8 @@ Status need_row_indices(const Node* idx, const Node* x, std::string_view what) {
 // A cache is [C,F] (one stream) or [S,C,F] with a streams[T] operand at `streams_at`.
 Status need_cache(const std::vector<Node*>& o, size_t cache, size_t streams_at, const Node* rows) {
   const TensorType& t = o[cache]->type();
-  KILN_TRY(need_f32(o[cache], "the cache"));
+  if (t.dtype != DType::F32 && t.dtype != DType::F16)  // f16: half the bytes (kv-type)
+    return make_error("the cache must be f32 or f16, got {}", t.str());
   bool has_streams = o.size() > streams_at;
   if (t.rank() != (has_streams ? 3 : 2))
     return make_error("the cache must be {} {}, got {}", has_streams ? "[S,C,F] with" : "[C,F] without",

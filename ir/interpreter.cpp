@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 
 #include "ir/tree.h"
+#include "support/half.h"
 
 namespace kiln {
 
@@ -520,10 +521,14 @@ Result<std::map<std::string, Tensor>> Interpreter::run(const std::map<std::strin
           return where(fmt::format("x has {} columns, the cache {}", x->cols(), cv.F));
         KILN_ASSIGN(TreeShape tree, node_tree(n));
         KILN_ASSIGN(std::vector<int64_t> rows, kv_rows(tree, *pos, cv, x->rows(), where));
+        // An f16 cache is kept in floats here, each value rounded to nearest-even half as
+        // it is written (what the kernels store), so reads need no conversion.
+        const bool half = n->operand(0)->type().dtype == DType::F16;
         for (int64_t t = 0; t < x->rows(); ++t) {
           int64_t p = rows[(size_t)t];
-          std::copy(x->f32.begin() + t * cv.F, x->f32.begin() + (t + 1) * cv.F,
-                    cache->f32.begin() + cv.row(t, p));
+          float* dst = cache->f32.data() + cv.row(t, p);
+          const float* src = x->f32.data() + t * cv.F;
+          for (int64_t k = 0; k < cv.F; ++k) dst[k] = half ? fp16_to_f32(f32_to_fp16(src[k])) : src[k];
         }
         val[n] = cache;
         continue;

@@ -131,7 +131,7 @@ class PlanMemoryPass final : public Pass {
         return make_error("state buffers disagree on the stream count ({} and {})", streams, s[0]);
       streams = s[0];
       n->set_attr("kv_offset", (int64_t)kv_stream);
-      kv_stream += align_up((uint64_t)(s[1] * s[2]) * 4);
+      kv_stream += align_up(dtype_bytes(n->type().dtype, (uint64_t)(s[1] * s[2])));  // f32 or f16 rows
     }
 
     // Adapter region: every lora.* input at a fixed offset.

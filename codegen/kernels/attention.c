@@ -20,18 +20,63 @@
  */
 #include "common.h"
 
+/* Cache element types. An f16 cache holds half the bytes (attention reads every cached
+ * row of its stream each step): x is rounded to nearest-even half when written, and
+ * widened back to float when read, so every sum below is the same float code on the
+ * widened values. */
+enum kiln_kv { KILN_KV_f32, KILN_KV_f16 };
+typedef _Float16 kiln_h16u __attribute__((vector_size(32), aligned(2)));
+typedef _Float16 kiln_h8 __attribute__((vector_size(16)));
+typedef _Float16 kiln_h16 __attribute__((vector_size(32)));
+
+/* Elements i.. of a cache c of type t, as floats. */
+KILN_INLINE kiln_f16x kv16(enum kiln_kv t, const void* c, int64_t i) {
+  if (t == KILN_KV_f16) return __builtin_convertvector(*(const kiln_h16u*)((const _Float16*)c + i), kiln_f16x);
+  return kiln_load16((const float*)c + i);
+}
+KILN_INLINE kiln_f8 kv8(enum kiln_kv t, const void* c, int64_t i) {
+  if (t == KILN_KV_f16) return __builtin_convertvector(*(const kiln_h8u*)((const _Float16*)c + i), kiln_f8);
+  return kiln_load8((const float*)c + i);
+}
+KILN_INLINE float kv1(enum kiln_kv t, const void* c, int64_t i) {
+  return t == KILN_KV_f16 ? (float)((const _Float16*)c)[i] : ((const float*)c)[i];
+}
+/* c + i elements of type t. */
+KILN_INLINE const void* kv_at(enum kiln_kv t, const void* c, int64_t i) {
+  return t == KILN_KV_f16 ? (const void*)((const _Float16*)c + i) : (const void*)((const float*)c + i);
+}
+/* dst[0..F) <- src[0..F), rounded to the cache type. */
+KILN_INLINE void kv_store_row(enum kiln_kv t, void* dst, const float* restrict src, int64_t F) {
+  int64_t k = 0;
+  if (t == KILN_KV_f16) {
+    _Float16* d = (_Float16*)dst;
+    for (; k + 16 <= F; k += 16) *(kiln_h16u*)(d + k) = __builtin_convertvector(kiln_load16(src + k), kiln_h16);
+    for (; k + 8 <= F; k += 8) *(kiln_h8u*)(d + k) = __builtin_convertvector(kiln_load8(src + k), kiln_h8);
+    for (; k < F; ++k) d[k] = (_Float16)src[k];
+    return;
+  }
+  float* d = (float*)dst;
+  for (; k + 8 <= F; k += 8) kiln_store8(d + k, kiln_load8(src + k));
+  for (; k < F; ++k) d[k] = src[k];
+}
+
+KILN_INLINE void kv_write(enum kiln_kv kt, void* restrict cache, const float* restrict x,
+                          const int32_t* restrict pos, const int32_t* restrict streams, int64_t T,
+                          int64_t F, int64_t stream_stride, int32_t tid, int32_t nth) {
+  int64_t t0, t1;
+  kiln_split(T, 1, tid, nth, &t0, &t1);
+  for (int64_t t = t0; t < t1; ++t)
+    kv_store_row(kt, (void*)kv_at(kt, cache, (streams ? streams[t] : 0) * stream_stride + pos[t] * F), x + t * F, F);
+}
 void kiln_kv_write(float* restrict cache, const float* restrict x, const int32_t* restrict pos,
                    const int32_t* restrict streams, int64_t T, int64_t F, int64_t stream_stride,
                    int32_t tid, int32_t nth) {
-  int64_t t0, t1;
-  kiln_split(T, 1, tid, nth, &t0, &t1);
-  for (int64_t t = t0; t < t1; ++t) {
-    float* dst = cache + (streams ? streams[t] : 0) * stream_stride + pos[t] * F;
-    const float* src = x + t * F;
-    int64_t k = 0;
-    for (; k + 8 <= F; k += 8) kiln_store8(dst + k, kiln_load8(src + k));
-    for (; k < F; ++k) dst[k] = src[k];
-  }
+  kv_write(KILN_KV_f32, cache, x, pos, streams, T, F, stream_stride, tid, nth);
+}
+void kiln_kv_write_f16(_Float16* restrict cache, const float* restrict x, const int32_t* restrict pos,
+                       const int32_t* restrict streams, int64_t T, int64_t F, int64_t stream_stride,
+                       int32_t tid, int32_t nth) {
+  kv_write(KILN_KV_f16, cache, x, pos, streams, T, F, stream_stride, tid, nth);
 }
 
 /* Accumulators are 16 lanes (kiln_f16x): lanes 0-7 and 8-15 of a score accumulator are
@@ -39,19 +84,19 @@ void kiln_kv_write(float* restrict cache, const float* restrict x, const int32_t
  * half the instructions where the target has them. */
 
 /* q . k over hd floats: two 8-lane accumulators, then a fixed-order fold. */
-KILN_INLINE float dot(const float* restrict q, const float* restrict k, int64_t hd) {
+KILN_INLINE float dot(enum kiln_kv kt, const float* restrict q, const void* restrict k, int64_t hd) {
   kiln_f8 a0 = kiln_splat8(0.0f), a1 = kiln_splat8(0.0f);
   int64_t d = 0;
   for (; d + 16 <= hd; d += 16) {
-    a0 += kiln_load8(q + d) * kiln_load8(k + d);
-    a1 += kiln_load8(q + d + 8) * kiln_load8(k + d + 8);
+    a0 += kiln_load8(q + d) * kv8(kt, k, d);
+    a1 += kiln_load8(q + d + 8) * kv8(kt, k, d + 8);
   }
   if (d + 8 <= hd) {
-    a0 += kiln_load8(q + d) * kiln_load8(k + d);
+    a0 += kiln_load8(q + d) * kv8(kt, k, d);
     d += 8;
   }
   float s = kiln_hsum8(a0 + a1);
-  for (; d < hd; ++d) s += q[d] * k[d];
+  for (; d < hd; ++d) s += q[d] * kv1(kt, k, d);
   return s;
 }
 
@@ -70,20 +115,19 @@ typedef struct {
  * kiln_hsum8's order ((l + l+4), then (0 + 2) + (1 + 3)), so every score is dot()'s bits
  * (the tree kernel mixes both forms and must match the causal one). Why: per key, dot()
  * spends as many instructions on its horizontal sum as on the products (hd = 64). */
-KILN_INLINE void scores(heads* hs, int G, const float* restrict k, int64_t F, int64_t hd, int64_t n,
-                        float scale) {
+KILN_INLINE void scores(enum kiln_kv kt, heads* hs, int G, const void* restrict k, int64_t F, int64_t hd,
+                        int64_t n, float scale) {
   int64_t j = 0;
   kiln_f4 mx4[KILN_ATT_G]; /* running maxima per lane (max is exact: any order, same value) */
   for (int g = 0; g < G; ++g) mx4[g] = (kiln_f4){hs->mx[g], hs->mx[g], hs->mx[g], hs->mx[g]};
   if (hd % 16 == 0)
     for (; j + 4 <= n; j += 4) {
-      const float* k0 = k + j * F;
       kiln_f16x a[KILN_ATT_G][4];
       for (int g = 0; g < G; ++g)
         for (int r = 0; r < 4; ++r) a[g][r] = kiln_splat16(0.0f);
       for (int64_t d = 0; d < hd; d += 16) {
         kiln_f16x kr[4];
-        for (int r = 0; r < 4; ++r) kr[r] = kiln_load16(k0 + r * F + d);
+        for (int r = 0; r < 4; ++r) kr[r] = kv16(kt, k, (j + r) * F + d);
         for (int g = 0; g < G; ++g) {
           const kiln_f16x qd = kiln_load16(hs->q[g] + d);
           for (int r = 0; r < 4; ++r) a[g][r] += qd * kr[r];
@@ -112,7 +156,7 @@ KILN_INLINE void scores(heads* hs, int G, const float* restrict k, int64_t F, in
     for (int r = 0; r < 4; ++r) hs->mx[g] = mx4[g][r] > hs->mx[g] ? mx4[g][r] : hs->mx[g];
   for (; j < n; ++j)
     for (int g = 0; g < G; ++g) {
-      hs->s[g][j] = dot(hs->q[g], k + j * F, hd) * scale;
+      hs->s[g][j] = dot(kt, hs->q[g], kv_at(kt, k, j * F), hd) * scale;
       hs->mx[g] = hs->s[g][j] > hs->mx[g] ? hs->s[g][j] : hs->mx[g];
     }
 }
@@ -148,28 +192,28 @@ KILN_INLINE void weights(heads* hs, int G, int64_t n) {
  * element loop is outermost, 16 at a time: every head's 16 outputs stay in a register over
  * all rows, and each value row is loaded once for the G heads. */
 #define KILN_ROW(m) ((m) < base_row ? (m) : tree[(m) - base_row])
-KILN_INLINE void values(heads* hs, int G, const float* restrict vb, int64_t F, int64_t hd, int64_t n,
-                        int64_t base_row, const int64_t* restrict tree) {
+KILN_INLINE void values(enum kiln_kv kt, heads* hs, int G, const void* restrict vb, int64_t F, int64_t hd,
+                        int64_t n, int64_t base_row, const int64_t* restrict tree) {
   if (hd % 16 == 0) {
     for (int64_t c = 0; c < hd; c += 16) {
       kiln_f16x acc[KILN_ATT_G];
       int64_t m;
       if (n >= 4) {
-        const kiln_f16x v0 = kiln_load16(vb + KILN_ROW(0) * F + c), v1 = kiln_load16(vb + KILN_ROW(1) * F + c);
-        const kiln_f16x v2 = kiln_load16(vb + KILN_ROW(2) * F + c), v3 = kiln_load16(vb + KILN_ROW(3) * F + c);
+        const kiln_f16x v0 = kv16(kt, vb, KILN_ROW(0) * F + c), v1 = kv16(kt, vb, KILN_ROW(1) * F + c);
+        const kiln_f16x v2 = kv16(kt, vb, KILN_ROW(2) * F + c), v3 = kv16(kt, vb, KILN_ROW(3) * F + c);
         for (int g = 0; g < G; ++g) {
           const float* e = hs->s[g];
           acc[g] = (kiln_splat16(e[0]) * v0 + kiln_splat16(e[1]) * v1) + (kiln_splat16(e[2]) * v2 + kiln_splat16(e[3]) * v3);
         }
         m = 4;
       } else {
-        const kiln_f16x v0 = kiln_load16(vb + KILN_ROW(0) * F + c);
+        const kiln_f16x v0 = kv16(kt, vb, KILN_ROW(0) * F + c);
         for (int g = 0; g < G; ++g) acc[g] = kiln_splat16(hs->s[g][0]) * v0;
         m = 1;
       }
       for (; m + 4 <= base_row; m += 4) {
-        const float* v = vb + m * F + c;
-        const kiln_f16x v0 = kiln_load16(v), v1 = kiln_load16(v + F), v2 = kiln_load16(v + 2 * F), v3 = kiln_load16(v + 3 * F);
+        const int64_t v = m * F + c;
+        const kiln_f16x v0 = kv16(kt, vb, v), v1 = kv16(kt, vb, v + F), v2 = kv16(kt, vb, v + 2 * F), v3 = kv16(kt, vb, v + 3 * F);
         for (int g = 0; g < G; ++g) {
           const float* e = hs->s[g] + m;
           const kiln_f16x t = (kiln_splat16(e[0]) * v0 + kiln_splat16(e[1]) * v1) + (kiln_splat16(e[2]) * v2 + kiln_splat16(e[3]) * v3);
@@ -177,8 +221,8 @@ KILN_INLINE void values(heads* hs, int G, const float* restrict vb, int64_t F, i
         }
       }
       for (; m + 4 <= n; m += 4) {
-        const kiln_f16x v0 = kiln_load16(vb + KILN_ROW(m) * F + c), v1 = kiln_load16(vb + KILN_ROW(m + 1) * F + c);
-        const kiln_f16x v2 = kiln_load16(vb + KILN_ROW(m + 2) * F + c), v3 = kiln_load16(vb + KILN_ROW(m + 3) * F + c);
+        const kiln_f16x v0 = kv16(kt, vb, KILN_ROW(m) * F + c), v1 = kv16(kt, vb, KILN_ROW(m + 1) * F + c);
+        const kiln_f16x v2 = kv16(kt, vb, KILN_ROW(m + 2) * F + c), v3 = kv16(kt, vb, KILN_ROW(m + 3) * F + c);
         for (int g = 0; g < G; ++g) {
           const float* e = hs->s[g] + m;
           const kiln_f16x t = (kiln_splat16(e[0]) * v0 + kiln_splat16(e[1]) * v1) + (kiln_splat16(e[2]) * v2 + kiln_splat16(e[3]) * v3);
@@ -186,7 +230,7 @@ KILN_INLINE void values(heads* hs, int G, const float* restrict vb, int64_t F, i
         }
       }
       for (; m < n; ++m) {
-        const kiln_f16x v = kiln_load16(vb + KILN_ROW(m) * F + c);
+        const kiln_f16x v = kv16(kt, vb, KILN_ROW(m) * F + c);
         for (int g = 0; g < G; ++g) acc[g] += kiln_splat16(hs->s[g][m]) * v;
       }
       for (int g = 0; g < G; ++g) kiln_store16(hs->o[g] + c, acc[g] / kiln_splat16(hs->sum[g]));
@@ -198,26 +242,26 @@ KILN_INLINE void values(heads* hs, int G, const float* restrict vb, int64_t F, i
     float* o = hs->o[g];
     int64_t m;
     if (n >= 4) {
-      const float *v0 = vb + KILN_ROW(0) * F, *v1 = vb + KILN_ROW(1) * F;
-      const float *v2 = vb + KILN_ROW(2) * F, *v3 = vb + KILN_ROW(3) * F;
-      for (int64_t d = 0; d < hd; ++d) o[d] = (e[0] * v0[d] + e[1] * v1[d]) + (e[2] * v2[d] + e[3] * v3[d]);
+      const int64_t v0 = KILN_ROW(0) * F, v1 = KILN_ROW(1) * F, v2 = KILN_ROW(2) * F, v3 = KILN_ROW(3) * F;
+      for (int64_t d = 0; d < hd; ++d)
+        o[d] = (e[0] * kv1(kt, vb, v0 + d) + e[1] * kv1(kt, vb, v1 + d)) + (e[2] * kv1(kt, vb, v2 + d) + e[3] * kv1(kt, vb, v3 + d));
       m = 4;
     } else {
-      const float* v0 = vb + KILN_ROW(0) * F;
-      for (int64_t d = 0; d < hd; ++d) o[d] = e[0] * v0[d];
+      const int64_t v0 = KILN_ROW(0) * F;
+      for (int64_t d = 0; d < hd; ++d) o[d] = e[0] * kv1(kt, vb, v0 + d);
       m = 1;
     }
     for (; m + 4 <= n; m += 4) {
-      const float *v0 = vb + KILN_ROW(m) * F, *v1 = vb + KILN_ROW(m + 1) * F;
-      const float *v2 = vb + KILN_ROW(m + 2) * F, *v3 = vb + KILN_ROW(m + 3) * F;
+      const int64_t v0 = KILN_ROW(m) * F, v1 = KILN_ROW(m + 1) * F, v2 = KILN_ROW(m + 2) * F, v3 = KILN_ROW(m + 3) * F;
       for (int64_t d = 0; d < hd; ++d) {
-        const float t = (e[m] * v0[d] + e[m + 1] * v1[d]) + (e[m + 2] * v2[d] + e[m + 3] * v3[d]);
+        const float t = (e[m] * kv1(kt, vb, v0 + d) + e[m + 1] * kv1(kt, vb, v1 + d)) +
+                        (e[m + 2] * kv1(kt, vb, v2 + d) + e[m + 3] * kv1(kt, vb, v3 + d));
         o[d] = o[d] + t;
       }
     }
     for (; m < n; ++m) {
-      const float* v = vb + KILN_ROW(m) * F;
-      for (int64_t d = 0; d < hd; ++d) o[d] += e[m] * v[d];
+      const int64_t v = KILN_ROW(m) * F;
+      for (int64_t d = 0; d < hd; ++d) o[d] += e[m] * kv1(kt, vb, v + d);
     }
     for (int64_t d = 0; d < hd; ++d) o[d] /= hs->sum[g];
   }
@@ -226,15 +270,15 @@ KILN_INLINE void values(heads* hs, int G, const float* restrict vb, int64_t F, i
 
 /* One pass: G heads h0.. of row t, all of kv head kvh, attending the first base_row rows
  * of the cache and then the nt tree rows tree[] (nt = 0 for causal attention). */
-KILN_INLINE void attend(int G, const float* restrict q, const float* restrict kc, const float* restrict vc,
+KILN_INLINE void attend(enum kiln_kv kt, int G, const float* restrict q, const void* restrict kc, const void* restrict vc,
                         const int32_t* restrict streams, float* restrict out, float* restrict s,
                         int64_t t, int64_t h0, int64_t C, int64_t H, int64_t KVH, int64_t hd,
                         int64_t stream_stride, int64_t base_row, const int64_t* restrict tree, int64_t nt) {
   const int64_t F = KVH * hd, group = H / KVH, n = base_row + nt;
   const float scale = (float)(1.0 / __builtin_sqrt((double)hd));
   const int64_t base = (streams ? streams[t] : 0) * stream_stride + (h0 / group) * hd;
-  const float* kb = kc + base;
-  const float* vb = vc + base;
+  const void* kb = kv_at(kt, kc, base);
+  const void* vb = kv_at(kt, vc, base);
   heads hs;
   for (int g = 0; g < G; ++g) {
     hs.q[g] = q + t * H * hd + (h0 + g) * hd;
@@ -242,21 +286,21 @@ KILN_INLINE void attend(int G, const float* restrict q, const float* restrict kc
     hs.s[g] = s + g * C;
     hs.mx[g] = -__builtin_inff();
   }
-  scores(&hs, G, kb, F, hd, base_row, scale);
+  scores(kt, &hs, G, kb, F, hd, base_row, scale);
   for (int64_t m = base_row; m < n; ++m)
     for (int g = 0; g < G; ++g) {
-      hs.s[g][m] = dot(hs.q[g], kb + tree[m - base_row] * F, hd) * scale;
+      hs.s[g][m] = dot(kt, hs.q[g], kv_at(kt, kb, tree[m - base_row] * F), hd) * scale;
       hs.mx[g] = hs.s[g][m] > hs.mx[g] ? hs.s[g][m] : hs.mx[g];
     }
   weights(&hs, G, n);
-  values(&hs, G, vb, F, hd, n, base_row, tree);
+  values(kt, &hs, G, vb, F, hd, n, base_row, tree);
 }
 
 /* Threads split the T * H (row, head) pairs in contiguous ranges, as before grouping; a
  * range is walked in passes of the consecutive heads that share a row and a kv head (at
  * most KILN_ATT_G), so a head's result does not depend on the thread count. tree_of
  * gives a row's cache rows before its tree and its tree rows (none for causal rows). */
-#define KILN_ATTENTION_PASSES(tree_of)                                                        \
+#define KILN_ATTENTION_PASSES(kt, tree_of)                                                    \
   int64_t i0, i1;                                                                           \
   kiln_split(T * H, 1, tid, nth, &i0, &i1);                                                 \
   const int64_t group = H / KVH;                                                            \
@@ -269,19 +313,24 @@ KILN_INLINE void attend(int G, const float* restrict q, const float* restrict kc
     int64_t base_row, tree[64], nt = 0; tree[0] = 0;                                        \
     tree_of;                                                                                \
     switch (G) {                                                                            \
-      case 4: attend(4, q, kc, vc, streams, out, s, t, h, C, H, KVH, hd, stream_stride, base_row, tree, nt); break; \
-      case 3: attend(3, q, kc, vc, streams, out, s, t, h, C, H, KVH, hd, stream_stride, base_row, tree, nt); break; \
-      case 2: attend(2, q, kc, vc, streams, out, s, t, h, C, H, KVH, hd, stream_stride, base_row, tree, nt); break; \
-      default: attend(1, q, kc, vc, streams, out, s, t, h, C, H, KVH, hd, stream_stride, base_row, tree, nt); break; \
+      case 4: attend(kt, 4, q, kc, vc, streams, out, s, t, h, C, H, KVH, hd, stream_stride, base_row, tree, nt); break; \
+      case 3: attend(kt, 3, q, kc, vc, streams, out, s, t, h, C, H, KVH, hd, stream_stride, base_row, tree, nt); break; \
+      case 2: attend(kt, 2, q, kc, vc, streams, out, s, t, h, C, H, KVH, hd, stream_stride, base_row, tree, nt); break; \
+      default: attend(kt, 1, q, kc, vc, streams, out, s, t, h, C, H, KVH, hd, stream_stride, base_row, tree, nt); break; \
     }                                                                                       \
     i += G;                                                                                 \
   }
 
-void kiln_attention(const float* restrict q, const float* restrict kc, const float* restrict vc,
-                    const int32_t* restrict pos, const int32_t* restrict streams,
-                    float* restrict out, float* restrict scratch, int64_t T, int64_t C, int64_t H,
-                    int64_t KVH, int64_t hd, int64_t stream_stride, int32_t tid, int32_t nth) {
-  KILN_ATTENTION_PASSES(base_row = (int64_t)pos[t] + 1)
+#define KILN_ATTENTION_ARGS                                                                \
+  const float* restrict q, const void* restrict kc, const void* restrict vc,              \
+  const int32_t* restrict pos, const int32_t* restrict streams, float* restrict out,      \
+  float* restrict scratch, int64_t T, int64_t C, int64_t H, int64_t KVH, int64_t hd,      \
+  int64_t stream_stride
+void kiln_attention(KILN_ATTENTION_ARGS, int32_t tid, int32_t nth) {
+  KILN_ATTENTION_PASSES(KILN_KV_f32, base_row = (int64_t)pos[t] + 1)
+}
+void kiln_attention_f16(KILN_ATTENTION_ARGS, int32_t tid, int32_t nth) {
+  KILN_ATTENTION_PASSES(KILN_KV_f16, base_row = (int64_t)pos[t] + 1)
 }
 
 /* ---- DS2D tree verification (ir/tree.h) ---------------------------------------------
@@ -297,31 +346,40 @@ void kiln_attention(const float* restrict q, const float* restrict kc, const flo
  * m in the same order and grouping as kiln_attention: a node's result is bit for bit
  * what the causal kernel gives for its path. */
 
-void kiln_kv_write_tree(float* restrict cache, const float* restrict x, const int32_t* restrict pos,
-                        const int32_t* restrict streams, int64_t T, int64_t F, int64_t stream_stride,
-                        int64_t N, const int32_t* restrict depth, int32_t tid, int32_t nth) {
+KILN_INLINE void kv_write_tree(enum kiln_kv kt, void* restrict cache, const float* restrict x,
+                               const int32_t* restrict pos, const int32_t* restrict streams, int64_t T,
+                               int64_t F, int64_t stream_stride, int64_t N, const int32_t* restrict depth,
+                               int32_t tid, int32_t nth) {
   int64_t t0, t1;
   kiln_split(T, 1, tid, nth, &t0, &t1);
   for (int64_t t = t0; t < t1; ++t) {
-    const int64_t j = t % N;
-    float* dst = cache + (streams ? streams[t] : 0) * stream_stride + (pos[t] - depth[j] + j) * F;
-    const float* src = x + t * F;
-    int64_t k = 0;
-    for (; k + 8 <= F; k += 8) kiln_store8(dst + k, kiln_load8(src + k));
-    for (; k < F; ++k) dst[k] = src[k];
+    const int64_t j = t % N, row = pos[t] - depth[j] + j;
+    kv_store_row(kt, (void*)kv_at(kt, cache, (streams ? streams[t] : 0) * stream_stride + row * F), x + t * F, F);
   }
 }
+void kiln_kv_write_tree(float* restrict cache, const float* restrict x, const int32_t* restrict pos,
+                        const int32_t* restrict streams, int64_t T, int64_t F, int64_t stream_stride,
+                        int64_t N, const int32_t* restrict depth, int32_t tid, int32_t nth) {
+  kv_write_tree(KILN_KV_f32, cache, x, pos, streams, T, F, stream_stride, N, depth, tid, nth);
+}
+void kiln_kv_write_tree_f16(_Float16* restrict cache, const float* restrict x, const int32_t* restrict pos,
+                            const int32_t* restrict streams, int64_t T, int64_t F, int64_t stream_stride,
+                            int64_t N, const int32_t* restrict depth, int32_t tid, int32_t nth) {
+  kv_write_tree(KILN_KV_f16, cache, x, pos, streams, T, F, stream_stride, N, depth, tid, nth);
+}
 
-void kiln_tree_attention(const float* restrict q, const float* restrict kc, const float* restrict vc,
-                         const int32_t* restrict pos, const int32_t* restrict streams,
-                         float* restrict out, float* restrict scratch, int64_t T, int64_t C, int64_t H,
-                         int64_t KVH, int64_t hd, int64_t stream_stride, int64_t N,
-                         const int32_t* restrict depth, const uint64_t* restrict anc, int32_t tid,
-                         int32_t nth) {
-  /* Node j = t % N: the rows before its block, then its ancestors-or-self, ascending. */
-  KILN_ATTENTION_PASSES({
-    const int64_t j = t % N;
-    base_row = (int64_t)pos[t] - depth[j];
-    for (uint64_t m = anc[j]; m; m &= m - 1) tree[nt++] = base_row + __builtin_ctzll(m);
-  })
+/* Node j = t % N: the rows before its block, then its ancestors-or-self, ascending. */
+#define KILN_TREE_ROWS                                                                      \
+  {                                                                                         \
+    const int64_t j = t % N;                                                                \
+    base_row = (int64_t)pos[t] - depth[j];                                                  \
+    for (uint64_t m = anc[j]; m; m &= m - 1) tree[nt++] = base_row + __builtin_ctzll(m);    \
+  }
+void kiln_tree_attention(KILN_ATTENTION_ARGS, int64_t N, const int32_t* restrict depth,
+                         const uint64_t* restrict anc, int32_t tid, int32_t nth) {
+  KILN_ATTENTION_PASSES(KILN_KV_f32, KILN_TREE_ROWS)
+}
+void kiln_tree_attention_f16(KILN_ATTENTION_ARGS, int64_t N, const int32_t* restrict depth,
+                             const uint64_t* restrict anc, int32_t tid, int32_t nth) {
+  KILN_ATTENTION_PASSES(KILN_KV_f16, KILN_TREE_ROWS)
 }

@@ -111,6 +111,10 @@ void kiln_last_row(const float* x, float* y, int64_t T, int64_t F, int32_t tid, 
  * (stream, position) pairs (threads write rows in parallel). */
 void kiln_kv_write(float* cache, const float* x, const int32_t* pos, const int32_t* streams,
                    int64_t T, int64_t F, int64_t stream_stride, int32_t tid, int32_t nth);
+/* The same into an f16 cache (kv-type f16): x rounded to nearest-even half. Each kernel
+ * here has an _f16 twin that reads or writes such a cache (strides in elements). */
+void kiln_kv_write_f16(_Float16* cache, const float* x, const int32_t* pos, const int32_t* streams,
+                       int64_t T, int64_t F, int64_t stream_stride, int32_t tid, int32_t nth);
 /* Causal grouped-query attention: row t (head h) attends rows 0..pos[t] of its stream's
  * k/v cache (kv head h / (H/KVH)) with scale 1/sqrt(hd); caches are laid out as for
  * kv_write (streams may be NULL). Up to KILN_ATT_G heads that share a kv head run as one
@@ -120,10 +124,14 @@ void kiln_kv_write(float* cache, const float* x, const int32_t* pos, const int32
 static inline int64_t kiln_attention_heads_per_pass(int64_t H, int64_t KVH) {
   return H / KVH < KILN_ATT_G ? H / KVH : KILN_ATT_G;
 }
-void kiln_attention(const float* q, const float* kc, const float* vc, const int32_t* pos,
+void kiln_attention(const float* q, const void* kc, const void* vc, const int32_t* pos,
                     const int32_t* streams, float* out, float* scratch, int64_t T, int64_t C,
                     int64_t H, int64_t KVH, int64_t hd, int64_t stream_stride, int32_t tid,
                     int32_t nth);
+void kiln_attention_f16(const float* q, const void* kc, const void* vc, const int32_t* pos,
+                        const int32_t* streams, float* out, float* scratch, int64_t T, int64_t C,
+                        int64_t H, int64_t KVH, int64_t hd, int64_t stream_stride, int32_t tid,
+                        int32_t nth);
 /* DS2D tree verification (ir/tree.h): rows are blocks of N tree nodes; node j = t % N
  * writes row pos[t] - depth[j] + j and attends rows below its block's base plus the block
  * rows of its ancestors-or-self (bit i of anc[j]); a node's result is bit for bit the
@@ -131,10 +139,17 @@ void kiln_attention(const float* q, const float* kc, const float* vc, const int3
 void kiln_kv_write_tree(float* cache, const float* x, const int32_t* pos, const int32_t* streams,
                         int64_t T, int64_t F, int64_t stream_stride, int64_t N, const int32_t* depth,
                         int32_t tid, int32_t nth);
-void kiln_tree_attention(const float* q, const float* kc, const float* vc, const int32_t* pos,
+void kiln_kv_write_tree_f16(_Float16* cache, const float* x, const int32_t* pos, const int32_t* streams,
+                            int64_t T, int64_t F, int64_t stream_stride, int64_t N, const int32_t* depth,
+                            int32_t tid, int32_t nth);
+void kiln_tree_attention(const float* q, const void* kc, const void* vc, const int32_t* pos,
                          const int32_t* streams, float* out, float* scratch, int64_t T, int64_t C,
                          int64_t H, int64_t KVH, int64_t hd, int64_t stream_stride, int64_t N,
                          const int32_t* depth, const uint64_t* anc, int32_t tid, int32_t nth);
+void kiln_tree_attention_f16(const float* q, const void* kc, const void* vc, const int32_t* pos,
+                             const int32_t* streams, float* out, float* scratch, int64_t T, int64_t C,
+                             int64_t H, int64_t KVH, int64_t hd, int64_t stream_stride, int64_t N,
+                             const int32_t* depth, const uint64_t* anc, int32_t tid, int32_t nth);
 
 /* LoRA side path: y[t, :] = scale[s] * sum_{r < rank[s]} b[s, r, :] (a[s, r, :] . x[t, :])
  * with s = slots[t]; a [K, R, in], b [K, R, out], scale [K], rank [K], R <= 64. Threads

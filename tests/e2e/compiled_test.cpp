@@ -36,6 +36,7 @@ const std::string& compiled() {
   static std::string dir = [] {
     CompileRequest req = testing::default_model_request("a");
     req.int8_activations = false;
+    req.kv_type = "f32";  // as the goldens: llama.cpp ran with an f32 KV cache
     auto sum = compile_model(req);
     EXPECT_TRUE(sum.ok()) << sum.error().message;
     if (sum.ok())
@@ -168,6 +169,7 @@ TEST(Compiled, OneAndTwoThreadsGiveTheSameTokens) {
 TEST(Compiled, CompilingTwiceGivesIdenticalBytes) {
   CompileRequest req = testing::default_model_request("b");
   req.int8_activations = false;
+  req.kv_type = "f32";  // the options of compiled()
   auto sum = compile_model(req);
   ASSERT_TRUE(sum.ok()) << sum.error().message;
   for (const char* f : {"model.o", "libmodel.a", "model.h", "model.kiln"}) {

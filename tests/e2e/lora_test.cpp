@@ -179,8 +179,11 @@ struct Fixture {
     write_gguf(full, dir / "full.gguf");
     write_peft(qv, dir / "qv_peft");
     write_peft(big, dir / "rank8_peft");
+    // f32 KV caches throughout: the checks hold two float computations of the same
+    // logits to 2e-4, and an f16 cache would round their differences to half-ulp jumps.
     // Every target, R 16, three slots, three streams.
     CompileRequest req = testing::default_model_request("lora");
+    req.kv_type = "f32";
     req.max_context = 256;
     req.max_streams = kStreams;
     req.int8_activations = false;
@@ -189,6 +192,7 @@ struct Fixture {
     lora_dir = compile(req);
     // q and v only, R 4 = the adapters' rank: the unpadded computation.
     CompileRequest n = testing::default_model_request("lora-r4");
+    n.kv_type = "f32";
     n.max_context = 256;
     n.int8_activations = false;
     n.lora_slots = 2;
@@ -200,6 +204,7 @@ struct Fixture {
     EXPECT_TRUE(write_file_atomic((dir / "merged.gguf").string(), bytes).ok());
     CompileRequest m = testing::default_model_request("lora-merged");
     m.model_path = (dir / "merged.gguf").string();
+    m.kv_type = "f32";
     m.max_context = 256;
     m.int8_activations = false;
     merged_dir = compile(m);

@@ -364,7 +364,9 @@ TEST(Ds2dCodegen, VerifyAndDraftEntriesMatchInterpreterAndPlainSteps) {
     for (const Node* st : states) {
       kv_after.push_back(r.state(st));
       const Tensor& it = *ip.state().at(std::string(*st->str_attr("name")));
-      EXPECT_LT(testing::nmse(kv_after.back(), it.f32), 1e-10) << st->loc();
+      // f16 caches: a K/V value within float rounding of the interpreter's can round to
+      // the neighbouring half (2^-11 relative) when it sits near a rounding boundary.
+      EXPECT_LT(testing::nmse(kv_after.back(), it.f32), st->type().dtype == DType::F16 ? 1e-8 : 1e-10) << st->loc();
     }
     // Each node's path as a plain chunk in the compiled step: the same logits, bit for bit.
     for (int st = 0; st < 2; ++st) {

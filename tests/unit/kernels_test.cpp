@@ -202,7 +202,8 @@ TEST(Kernels, BitcodeIsEmbeddedForEachTarget) {
       KILN_WEIGHT_TYPES(KILN_TEST_NAMES)
 #undef KILN_TEST_NAMES
       "kiln_rms_norm", "kiln_add", "kiln_mul", "kiln_silu", "kiln_rope", "kiln_gather_rows",
-      "kiln_last_row", "kiln_kv_write", "kiln_attention"};
+      "kiln_last_row", "kiln_kv_write", "kiln_attention", "kiln_kv_write_f16", "kiln_attention_f16",
+      "kiln_kv_write_tree_f16", "kiln_tree_attention_f16"};
   for (std::string_view arch : {"x86_64", "aarch64"}) {
     SCOPED_TRACE(arch);
     std::string_view bc = kernel_bitcode(arch);
@@ -883,6 +884,81 @@ TEST(Kernels, AttentionMatchesInterpreter) {
       EXPECT_LT(worst(nmse(y, ref)), 1e-12) << describe(s);
       if (first.empty()) first = y;
       EXPECT_TRUE(same_bits(y, first)) << describe(s) << " differs from nth=1";
+    }
+  }
+}
+
+// An f16 cache (kv-type f16): kv_write rounds to nearest-even half, as the interpreter does
+// for an f16 state buffer (exact: both round the same floats); attention widens the halves
+// and runs the f32 code, so its result is the f32 kernel's on the widened cache, bit for
+// bit, for causal and tree rows alike.
+TEST(Kernels, F16CacheKernelsAreTheF32OnesOnHalves) {
+  std::mt19937 rng(29);
+  {
+    const CacheShape cs{2, 9, 40};
+    const int64_t T = 3;
+    auto x = random_floats(rng, T * cs.F, 4.0f);
+    x[0] = 65520.0f;       // rounds to inf in half
+    x[1] = 1e-7f;          // a subnormal half
+    x[2] = 1.0f + 0x1p-11f;  // a tie: to even
+    std::vector<int32_t> pos = {8, 0, 3}, streams = {1, 0, 1};
+    Graph g;
+    Node* cache = g.add(Op::State, {}, {DType::F16, cs.dims()}, {{"name", std::string("k")}});
+    std::vector<Node*> ops = {cache, input(g, "x", DType::F32, {kDynamic, cs.F}),
+                              input(g, "pos", DType::I32, {kDynamic}), input(g, "streams", DType::I32, {kDynamic})};
+    auto ref = reference(g, Op::KvWrite, ops, {},
+                         {{"x", f32_tensor({T, cs.F}, x)}, {"pos", i32_tensor(pos)}, {"streams", i32_tensor(streams)}});
+    for (const Schedule& sc : kSchedules) {
+      std::vector<_Float16> c((size_t)cs.floats(), (_Float16)0.0f);
+      run_split(sc, [&](int32_t tid, int32_t nth) {
+        kiln_kv_write_f16(c.data(), x.data(), pos.data(), streams.data(), T, cs.F, cs.C * cs.F, tid, nth);
+      });
+      std::vector<float> wide(c.begin(), c.end());
+      EXPECT_TRUE(same_bits(wide, ref)) << describe(sc);
+    }
+  }
+  struct Shape { int64_t S, C, H, KVH, hd, T; };
+  for (const Shape& sh : {Shape{2, 70, 9, 3, 64, 4}, Shape{4, 20, 3, 1, 12, 9}, Shape{2, 33, 2, 2, 40, 1}}) {
+    const int64_t F = sh.KVH * sh.hd;
+    const CacheShape cs{sh.S, sh.C, F};
+    SCOPED_TRACE(fmt::format("S={} C={} H={} KVH={} hd={} T={}", sh.S, sh.C, sh.H, sh.KVH, sh.hd, sh.T));
+    auto q = random_floats(rng, sh.T * sh.H * sh.hd);
+    auto kf = random_floats(rng, cs.floats(), 2.0f), vf = random_floats(rng, cs.floats());
+    std::vector<_Float16> kh(kf.begin(), kf.end()), vh(vf.begin(), vf.end());
+    std::vector<float> kw(kh.begin(), kh.end()), vw(vh.begin(), vh.end());  // the halves, widened
+    auto pos = random_ints(rng, sh.T, 0, (int32_t)(sh.C * 3 / 4));
+    auto streams = random_ints(rng, sh.T, 0, (int32_t)sh.S - 1);
+    // A chain tree of N = T nodes over one stream for the tree kernels.
+    std::vector<int32_t> depth, tpos, tstreams((size_t)sh.T, 0);
+    std::vector<uint64_t> anc;
+    for (int64_t j = 0; j < sh.T; ++j) {
+      depth.push_back((int32_t)j);
+      anc.push_back(j ? anc.back() | (1ull << j) : 1ull);
+      tpos.push_back((int32_t)(sh.C / 2 + j));
+    }
+    for (const Schedule& sc : kSchedules) {
+      const size_t out = (size_t)(sh.T * sh.H * sh.hd);
+      std::vector<float> y32(out, NAN), y16(out, NAN), t32(out, NAN), t16(out, NAN);
+      std::vector<float> scratch((size_t)(sc.nth * kiln_attention_heads_per_pass(sh.H, sh.KVH) * sh.C), NAN);
+      run_split(sc, [&](int32_t tid, int32_t nth) {
+        kiln_attention(q.data(), kw.data(), vw.data(), pos.data(), streams.data(), y32.data(), scratch.data(),
+                       sh.T, sh.C, sh.H, sh.KVH, sh.hd, sh.C * F, tid, nth);
+      });
+      run_split(sc, [&](int32_t tid, int32_t nth) {
+        kiln_attention_f16(q.data(), kh.data(), vh.data(), pos.data(), streams.data(), y16.data(), scratch.data(),
+                           sh.T, sh.C, sh.H, sh.KVH, sh.hd, sh.C * F, tid, nth);
+      });
+      EXPECT_TRUE(same_bits(y16, y32)) << describe(sc);
+      run_split(sc, [&](int32_t tid, int32_t nth) {
+        kiln_tree_attention(q.data(), kw.data(), vw.data(), tpos.data(), tstreams.data(), t32.data(), scratch.data(),
+                            sh.T, sh.C, sh.H, sh.KVH, sh.hd, sh.C * F, sh.T, depth.data(), anc.data(), tid, nth);
+      });
+      run_split(sc, [&](int32_t tid, int32_t nth) {
+        kiln_tree_attention_f16(q.data(), kh.data(), vh.data(), tpos.data(), tstreams.data(), t16.data(),
+                                scratch.data(), sh.T, sh.C, sh.H, sh.KVH, sh.hd, sh.C * F, sh.T, depth.data(),
+                                anc.data(), tid, nth);
+      });
+      EXPECT_TRUE(same_bits(t16, t32)) << describe(sc);
     }
   }
 }

@@ -31,6 +31,7 @@
 #include "passes/freeze_base.h"
 #include "passes/pass.h"
 #include "runtime/include/kiln/model_abi.h"
+#include "support/half.h"
 
 namespace kiln::testing {
 
@@ -206,15 +207,25 @@ class StepRunner {
     return out;
   }
 
-  // The floats of a state buffer [S,C,F] gathered from every stream's KV region, laid out
-  // like the interpreter's state tensor.
+  // The floats of a state buffer [S,C,F] (f32, or f16 widened) gathered from every
+  // stream's KV region, laid out like the interpreter's state tensor.
   std::vector<float> state(const Node* st) const {
     const auto& sh = st->type().shape;
     const size_t per = (size_t)(sh[1] * sh[2]);
+    const bool half = st->type().dtype == DType::F16;
     std::vector<float> out((size_t)sh[0] * per);
-    for (int64_t s = 0; s < sh[0]; ++s)
-      std::memcpy(out.data() + s * per,
-                  kv_.data() + s * model().kv_stream_bytes + *st->int_attr("kv_offset"), per * 4);
+    for (int64_t s = 0; s < sh[0]; ++s) {
+      const uint8_t* src = kv_.data() + s * model().kv_stream_bytes + *st->int_attr("kv_offset");
+      if (!half) {
+        std::memcpy(out.data() + s * per, src, per * 4);
+        continue;
+      }
+      for (size_t i = 0; i < per; ++i) {
+        uint16_t h;
+        std::memcpy(&h, src + 2 * i, 2);
+        out[s * per + i] = fp16_to_f32(h);
+      }
+    }
     return out;
   }
 

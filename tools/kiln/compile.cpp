@@ -15,6 +15,7 @@ static const std::vector<OptionSpec> kCompileOptions = {
     {"max-rows", "N", "most tokens one step processes, the prefill chunk (default 64)"},
     {"streams", "S", "streams decoded together in one pass (default 1)"},
     {"ctx", "N", "context length: KV cache rows per stream (default 2048)"},
+    {"kv-type", "T", "KV cache elements: f16 (half the memory, the default) or f32"},
     {"threads", "N", "most threads the step runs on (default: the profile's)"},
     {"quantize", "TYPE", "quantize float weights: int4 (= q4_1), q4_0, q4_1 or none (default none)"},
     {"group-size", "N", "elements per INT4 scale, a multiple of 32 (default: the profile's group_size)"},
@@ -81,6 +82,11 @@ int cmd_compile(int argc, char** argv) {
   req.max_rows = *rows;
   req.max_streams = *streams;
   req.max_context = *ctx;
+  req.kv_type = args->get("kv-type").value_or("f16");
+  if (req.kv_type != "f16" && req.kv_type != "f32") {
+    fmt::print(stderr, "kiln compile: --kv-type takes f16 or f32; got '{}'\n", req.kv_type);
+    return 2;
+  }
   req.threads = *threads;
   req.lora_slots = *lora_slots;
   req.lora_rank = *lora_rank;

@@ -93,6 +93,7 @@ Result<std::string> cache_key(const EngineOptions& o) {
                                st.st_mtime, o.max_context, o.max_streams, o.max_rows, o.threads,
                                o.int8_activations, xxh64(self.data(), self.size()));
   if (o.lora_slots > 0) id += fmt::format("|lora {} {}", o.lora_slots, o.lora_rank);
+  if (o.kv_type != "f16") id += "|kv " + o.kv_type;
   return fmt::format("{:016x}", xxh64(id.data(), id.size()));
 }
 
@@ -111,6 +112,9 @@ Result<std::unique_ptr<Engine>> make_interpreter_engine(const EngineOptions& o) 
   KILN_ASSIGN(LlamaConfig cfg, read_llama_config(*e->file_));
   LlamaBuildOptions bo;
   bo.max_context = o.max_context;
+  if (o.kv_type != "f16" && o.kv_type != "f32")
+    return make_error("the KV cache type must be f16 or f32, got '{}'", o.kv_type);
+  bo.kv_type = o.kv_type == "f16" ? DType::F16 : DType::F32;
   KILN_ASSIGN(Graph g, build_llama_graph(e->file_, cfg, bo));
   KILN_TRY(verify(g));
   e->graph_ = std::make_unique<Graph>(std::move(g));
@@ -130,6 +134,7 @@ Result<std::unique_ptr<LoadedArtifact>> open_compiled_session(const EngineOption
       req.model_path = o.model_path;
       req.out_dir = dir;
       req.max_context = o.max_context;
+      req.kv_type = o.kv_type;
       req.max_streams = o.max_streams;
       req.max_rows = o.max_rows;
       req.threads = o.threads;

@@ -35,6 +35,7 @@ struct EngineOptions {
   std::string model_path;
   std::string artifact_dir;  // use this compiled artifact instead of the cache
   int64_t max_context = 2048;
+  std::string kv_type = "f16";  // KV cache elements: f16 or f32
   int64_t max_streams = 1;
   int64_t max_rows = 64;     // tokens per compiled step (prefill chunk)
   int64_t threads = 2;

@@ -33,6 +33,7 @@ namespace kiln::cli {
 static const std::vector<OptionSpec> kPerplexityOptions = {
     {"file", "TEXT", "the text to score (required), e.g. the King James Bible (scripts/setup.sh)"},
     {"ctx", "N", "tokens per chunk, as llama-perplexity's -c (default 512)"},
+    {"kv-type", "T", "KV cache elements: f16 (half the memory, the default) or f32"},
     {"chunks", "N", "score the first N chunks only (default: every whole chunk of the file)"},
     {"batch", "N", "tokens per compiled step (default 128; at most --ctx)"},
     {"threads", "N", "threads for the compiled engine (default 2)"},
@@ -112,6 +113,8 @@ int cmd_perplexity(int argc, char** argv) {
   eo.model_path = model_path;
   eo.artifact_dir = args->get("artifact").value_or("");
   eo.max_context = n_ctx;
+  eo.kv_type = args->get("kv-type").value_or("f16");
+  if (eo.kv_type != "f16" && eo.kv_type != "f32") return fail(fmt::format("--kv-type takes f16 or f32; got '{}'", eo.kv_type));
   eo.max_rows = *batch;
   eo.threads = *threads;
   eo.int8_activations = !args->flag("float-activations");
@@ -158,10 +161,10 @@ int cmd_perplexity(int argc, char** argv) {
   const double err = count > 1 ? ppl * std::sqrt(var / (double)(count - 1)) : 0.0;
   if (args->flag("json")) {
     fmt::print("{{\"engine\": \"kiln\", \"backend\": \"{}\", \"model\": \"{}\", \"file\": \"{}\", \"ctx\": {}, "
-               "\"chunks\": {}, \"tokens_scored\": {}, \"add_bos\": {}, \"int8_activations\": {}, "
+               "\"chunks\": {}, \"tokens_scored\": {}, \"add_bos\": {}, \"int8_activations\": {}, \"kv_type\": \"{}\", "
                "\"ppl\": {:.6f}, \"ppl_stderr\": {:.6f}, \"seconds\": {:.2f}, \"load_seconds\": {:.2f}}}\n",
-               (*engine)->name(), model_path, text_path, n_ctx, n_chunk, count, add_bos, eo.int8_activations, ppl,
-               err, seconds, secs(t_start, t0));
+               (*engine)->name(), model_path, text_path, n_ctx, n_chunk, count, add_bos, eo.int8_activations, eo.kv_type,
+               ppl, err, seconds, secs(t_start, t0));
   } else {
     fmt::print("PPL = {:.4f} +/- {:.4f}  ({} chunks of {} tokens, {} tokens scored, {} engine, {:.1f} s)\n", ppl, err,
                n_chunk, n_ctx, count, (*engine)->name(), seconds);

@@ -32,6 +32,7 @@ static const std::vector<OptionSpec> kRunOptions = {
     {"top-p", "P", "nucleus sampling threshold (default 0.95)"},
     {"seed", "S", "random seed for sampling (default 0)"},
     {"ctx", "N", "context size: KV cache rows (default 2048)"},
+    {"kv-type", "T", "KV cache elements: f16 (half the memory, the default) or f32"},
     {"ignore-eos", "", "keep generating past the end-of-generation token"},
     {"print-tokens", "", "print the generated token ids to stderr"},
     {"interpreter", "", "run through the reference interpreter instead of compiled code"},
@@ -331,6 +332,8 @@ int cmd_run(int argc, char** argv) {
   eo.model_path = model_path;
   eo.artifact_dir = args->get("artifact").value_or("");
   eo.max_context = *ctx;
+  eo.kv_type = args->get("kv-type").value_or("f16");
+  if (eo.kv_type != "f16" && eo.kv_type != "f32") return fail(fmt::format("--kv-type takes f16 or f32; got '{}'", eo.kv_type));
   eo.threads = *threads;
   eo.max_streams = *streams;
   eo.int8_activations = !args->flag("float-activations");
