@@ -1,14 +1,15 @@
 /* codegen/kernels/attention.c — the KV cache write and causal grouped-query attention.
  *
- * A cache holds S streams of C rows of F = KVH * hd floats; row p of stream s starts at
- * cache + s * stream_stride + p * F (stream_stride = C * F for the interpreter's [S,C,F]
- * layout). streams may be NULL for a single-stream cache (every row is stream 0).
+ * A cache holds S streams of C rows of F = KVH * hd elements (f32, or f16: each kernel
+ * has an _f16 twin); row p of stream s starts at element s * stream_stride + p * F
+ * (stream_stride = C * F for the interpreter's [S,C,F] layout). streams may be NULL for a
+ * single-stream cache (every row is stream 0).
  *
  * Attention splits the T * H (row, head) pairs over threads in contiguous ranges. For a
  * pair, with p = pos[t]:
  *
  *   s[j] = (q . k[j]) / sqrt(hd)    j = 0..p     scores in the thread's scratch
- *   e[j] = exp(s[j] - max s)                     kiln_expf, eight partial sums
+ *   e[j] = exp(s[j] - max s)                     kiln_expf16, eight partial sums
  *   out  = (sum_j e[j] v[j]) / sum_j e[j]        four rows of v at a time
  *
  * The consecutive heads of a range that share a kv head (grouped-query attention: 3 query
