@@ -24,9 +24,7 @@ out=bench/results/backend.json
 reps=${KILN_BENCH_REPS:-3}
 fusions=${KILN_BENCH_FUSIONS:-}
 
-# The peer build script can exit non-zero after building everything but its last app.
-bin=$(bash ../shared/peer/build-llama-cpp.sh 2>/dev/null | tail -n 1 || true)
-[ -x "$bin/llama-bench" ] || bin="$HOME/.cache/kiln-peer/llama.cpp-0.3.36/build/bin"
+bin=$(bash bench/peer_bin.sh)
 [ -x "$bin/llama-bench" ] || { echo "no llama-bench (build the peer first)" >&2; exit 1; }
 if [ ! -f "$f16" ]; then
   "$bin/llama-quantize" --allow-requantize "$q41" "$f16.partial" F16 1 >/dev/null 2>&1

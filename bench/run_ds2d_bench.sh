@@ -18,8 +18,7 @@ threads=${KILN_DS2D_THREADS:-2}
 build=${KILN_BUILD:-build}
 out=bench/results/ds2d.json
 
-bin=$(bash ../shared/peer/build-llama-cpp.sh 2>/dev/null | tail -n 1 || true)
-[ -x "$bin/llama-lookup" ] || bin="$HOME/.cache/kiln-peer/llama.cpp-0.3.36/build/bin"
+bin=$(bash bench/peer_bin.sh)
 [ -x "$bin/llama-lookup" ] || { echo "no llama-lookup (build the peer first)" >&2; exit 1; }
 export LD_LIBRARY_PATH="$bin${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 cmake --build "$build" --target ds2d_bench >/dev/null

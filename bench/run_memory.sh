@@ -22,8 +22,7 @@ ctx=512
 prompt="Write a short story about a lighthouse keeper."
 t_start=$(date +%s)
 
-bin=${KILN_PEER_BIN:-$HOME/.cache/kiln-peer/llama.cpp-0.3.36/build/bin}
-[ -x "$bin/llama-completion" ] || bin=$(bash ../shared/peer/build-llama-cpp.sh 2>/dev/null | tail -n 1 || true)
+bin=$(bash bench/peer_bin.sh)
 [ -x "$bin/llama-completion" ] || { echo "run_memory: no llama-completion (build the peer first)" >&2; exit 1; }
 [ -x /usr/bin/time ] || { echo "run_memory: needs /usr/bin/time (Debian package 'time')" >&2; exit 1; }
 [ -f "$model" ] || { echo "run_memory: no model $model (run scripts/setup.sh)" >&2; exit 1; }

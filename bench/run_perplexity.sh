@@ -28,8 +28,7 @@ lines=8000
 threads=2
 t_start=$(date +%s)
 
-bin=${KILN_PEER_BIN:-$HOME/.cache/kiln-peer/llama.cpp-0.3.36/build/bin}
-[ -x "$bin/llama-perplexity" ] || bin=$(bash ../shared/peer/build-llama-cpp.sh 2>/dev/null | tail -n 1 || true)
+bin=$(bash bench/peer_bin.sh)
 [ -x "$bin/llama-perplexity" ] || { echo "run_perplexity: no llama-perplexity (build the peer first)" >&2; exit 1; }
 export LD_LIBRARY_PATH="$bin${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 [ -f "$kjv" ] || { echo "run_perplexity: no $kjv (run scripts/setup.sh)" >&2; exit 1; }
