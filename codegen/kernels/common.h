@@ -239,21 +239,30 @@ KILN_INLINE float kiln_load_elem(enum kiln_wt t, const void* row, int64_t k) {
  * vectorises. Relative error < 2e-7 for x in [-87.3, 88.3] (kernels_test checks it);
  * e^x = 0 below -87.3365 (no denormals) and saturates at e^88.37 = 2.4e38 above (never
  * inf: silu and softmax only need it to be huge). NaN stays NaN. */
+/* The reduction and polynomial of kiln_expf for a clamped xc of type T (float, or a
+ * vector of floats: GNU vectors apply scalar operands lane by lane, S splats a constant),
+ * so the scalar exp and kiln_expf16 share one definition: n = round(xc / ln2) and p =
+ * e^(xc - n ln2). Adding 1.5 * 2^23 rounds to an integer. */
+#define KILN_EXPF_POLY(T, S, xc, n, p)                                    \
+  const T n = (xc * 1.44269504088896341f + S(12582912.0f)) - S(12582912.0f); \
+  T p = S(1.9875691500e-4f);                                              \
+  {                                                                       \
+    T r = xc - n * 0.693359375f;                                          \
+    r = r - n * -2.12194440e-4f;                                          \
+    const T z = r * r;                                                    \
+    p = p * r + 1.3981999507e-3f;                                         \
+    p = p * r + 8.3334519073e-3f;                                         \
+    p = p * r + 4.1665795894e-2f;                                         \
+    p = p * r + 1.6666665459e-1f;                                         \
+    p = p * r + 5.0000001201e-1f;                                         \
+    p = p * z + r + 1.0f;                                                 \
+  }
+#define KILN_SCALAR(v) (v)
+
 KILN_INLINE float kiln_expf(float x) {
   float xc = x < 88.37f ? x : 88.37f; /* NaN goes to the clamp; restored below */
   xc = xc > -87.5f ? xc : -87.5f;     /* keeps n in [-126, 127] */
-  const float magic = 12582912.0f;    /* 1.5 * 2^23: adding it rounds to an integer */
-  float n = (xc * 1.44269504088896341f + magic) - magic;
-  float r = xc - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
-  float z = r * r;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * z + r + 1.0f;
+  KILN_EXPF_POLY(float, KILN_SCALAR, xc, n, p)
   float scale = kiln_bits_f32((uint32_t)((int32_t)n + 127) << 23);
   float y = p * scale;
   y = x < -87.3365448f ? 0.0f : y;
@@ -265,20 +274,10 @@ KILN_INLINE float kiln_expf(float x) {
  * the same bits (kernels_test checks, NaN and infinities included). Why: written as a
  * scalar loop, LLVM 16 vectorised attention's exp four lanes wide, a third of the kernel. */
 KILN_INLINE kiln_f16x kiln_expf16(kiln_f16x x) {
-  const kiln_f16x hi = kiln_splat16(88.37f), lo = kiln_splat16(-87.5f), magic = kiln_splat16(12582912.0f);
+  const kiln_f16x hi = kiln_splat16(88.37f), lo = kiln_splat16(-87.5f);
   kiln_f16x xc = kiln_select16(x < hi, x, hi);
   xc = kiln_select16(xc > lo, xc, lo);
-  const kiln_f16x n = (xc * 1.44269504088896341f + magic) - magic;
-  kiln_f16x r = xc - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
-  const kiln_f16x z = r * r;
-  kiln_f16x p = kiln_splat16(1.9875691500e-4f);
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * z + r + 1.0f;
+  KILN_EXPF_POLY(kiln_f16x, kiln_splat16, xc, n, p)
   const kiln_f16x scale = (kiln_f16x)((__builtin_convertvector(n, kiln_i32x16) + 127) << 23);
   kiln_f16x y = p * scale;
   y = kiln_select16(x < kiln_splat16(-87.3365448f), kiln_splat16(0.0f), y);
