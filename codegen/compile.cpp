@@ -210,9 +210,7 @@ Result<CompileSummary> compile_model(const CompileRequest& req) {
   progress.stage("lowering to graph IR");
   LlamaBuildOptions bopts;
   bopts.max_context = req.max_context;
-  if (req.kv_type != "f16" && req.kv_type != "f32")
-    return make_error("the KV cache type must be f16 or f32, got '{}'", req.kv_type);
-  bopts.kv_type = req.kv_type == "f16" ? DType::F16 : DType::F32;
+  KILN_ASSIGN(bopts.kv_type, kv_cache_type(req.kv_type));
   bopts.max_streams = req.max_streams;
   KILN_ASSIGN(Graph g, build_llama_graph(gguf, cfg, bopts));
   g.set_attr("max_rows", req.max_rows);

@@ -227,6 +227,12 @@ Result<Graph> build_llama_graph(std::shared_ptr<const GgufFile> f, const LlamaCo
   return g;
 }
 
+Result<DType> kv_cache_type(std::string_view name) {
+  if (name == "f16") return DType::F16;
+  if (name == "f32") return DType::F32;
+  return make_error("the KV cache type must be f16 or f32, got '{}'", name);
+}
+
 Result<Graph> llama_draft_graph(const Graph& step, const std::vector<int64_t>& layers) {
   int64_t n_layer = (int64_t)step.nodes_of(Op::Attention).size();
   std::vector<bool> keep((size_t)n_layer, false);

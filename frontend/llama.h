@@ -32,6 +32,9 @@ struct LlamaConfig {
 // Reads and sanity-checks the hyperparameters; errors name the file and key.
 Result<LlamaConfig> read_llama_config(const GgufFile& f);
 
+// The KV cache element type named by `name` ("f16" or "f32", as --kv-type takes it).
+Result<DType> kv_cache_type(std::string_view name);
+
 struct LlamaBuildOptions {
   int64_t max_context = 2048;    // KV cache rows per stream
   int64_t max_streams = 1;       // independent sequences sharing one forward pass

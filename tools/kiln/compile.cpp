@@ -2,6 +2,7 @@
 #include <fmt/format.h>
 
 #include "codegen/compile.h"
+#include "frontend/llama.h"
 #include "support/log.h"
 #include "tools/kiln/args.h"
 #include "tools/kiln/commands.h"
@@ -83,8 +84,8 @@ int cmd_compile(int argc, char** argv) {
   req.max_streams = *streams;
   req.max_context = *ctx;
   req.kv_type = args->get("kv-type").value_or("f16");
-  if (req.kv_type != "f16" && req.kv_type != "f32") {
-    fmt::print(stderr, "kiln compile: --kv-type takes f16 or f32; got '{}'\n", req.kv_type);
+  if (auto t = kv_cache_type(req.kv_type); !t.ok()) {
+    fmt::print(stderr, "kiln compile: --kv-type: {}\n", t.error().message);
     return 2;
   }
   req.threads = *threads;

@@ -112,9 +112,7 @@ Result<std::unique_ptr<Engine>> make_interpreter_engine(const EngineOptions& o) 
   KILN_ASSIGN(LlamaConfig cfg, read_llama_config(*e->file_));
   LlamaBuildOptions bo;
   bo.max_context = o.max_context;
-  if (o.kv_type != "f16" && o.kv_type != "f32")
-    return make_error("the KV cache type must be f16 or f32, got '{}'", o.kv_type);
-  bo.kv_type = o.kv_type == "f16" ? DType::F16 : DType::F32;
+  KILN_ASSIGN(bo.kv_type, kv_cache_type(o.kv_type));
   KILN_ASSIGN(Graph g, build_llama_graph(e->file_, cfg, bo));
   KILN_TRY(verify(g));
   e->graph_ = std::make_unique<Graph>(std::move(g));

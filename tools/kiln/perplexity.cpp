@@ -114,7 +114,7 @@ int cmd_perplexity(int argc, char** argv) {
   eo.artifact_dir = args->get("artifact").value_or("");
   eo.max_context = n_ctx;
   eo.kv_type = args->get("kv-type").value_or("f16");
-  if (eo.kv_type != "f16" && eo.kv_type != "f32") return fail(fmt::format("--kv-type takes f16 or f32; got '{}'", eo.kv_type));
+  if (auto t = kv_cache_type(eo.kv_type); !t.ok()) return fail("--kv-type: " + t.error().message);
   eo.max_rows = *batch;
   eo.threads = *threads;
   eo.int8_activations = !args->flag("float-activations");

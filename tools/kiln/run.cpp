@@ -333,7 +333,7 @@ int cmd_run(int argc, char** argv) {
   eo.artifact_dir = args->get("artifact").value_or("");
   eo.max_context = *ctx;
   eo.kv_type = args->get("kv-type").value_or("f16");
-  if (eo.kv_type != "f16" && eo.kv_type != "f32") return fail(fmt::format("--kv-type takes f16 or f32; got '{}'", eo.kv_type));
+  if (auto t = kv_cache_type(eo.kv_type); !t.ok()) return fail("--kv-type: " + t.error().message);
   eo.threads = *threads;
   eo.max_streams = *streams;
   eo.int8_activations = !args->flag("float-activations");
