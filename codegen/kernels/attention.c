@@ -61,23 +61,28 @@ KILN_INLINE void kv_store_row(enum kiln_kv t, void* dst, const float* restrict s
   for (; k < F; ++k) d[k] = src[k];
 }
 
+/* Row t of x into its stream's cache row: pos[t] for a causal step; for a tree of N nodes
+ * (depth != NULL, ir/tree.h) node j = t % N goes to pos[t] - depth[j] + j. */
 KILN_INLINE void kv_write(enum kiln_kv kt, void* restrict cache, const float* restrict x,
                           const int32_t* restrict pos, const int32_t* restrict streams, int64_t T,
-                          int64_t F, int64_t stream_stride, int32_t tid, int32_t nth) {
+                          int64_t F, int64_t stream_stride, int64_t N, const int32_t* restrict depth,
+                          int32_t tid, int32_t nth) {
   int64_t t0, t1;
   kiln_split(T, 1, tid, nth, &t0, &t1);
-  for (int64_t t = t0; t < t1; ++t)
-    kv_store_row(kt, (void*)kv_at(kt, cache, (streams ? streams[t] : 0) * stream_stride + pos[t] * F), x + t * F, F);
+  for (int64_t t = t0; t < t1; ++t) {
+    const int64_t row = depth ? pos[t] - depth[t % N] + t % N : pos[t];
+    kv_store_row(kt, (void*)kv_at(kt, cache, (streams ? streams[t] : 0) * stream_stride + row * F), x + t * F, F);
+  }
 }
 void kiln_kv_write(float* restrict cache, const float* restrict x, const int32_t* restrict pos,
                    const int32_t* restrict streams, int64_t T, int64_t F, int64_t stream_stride,
                    int32_t tid, int32_t nth) {
-  kv_write(KILN_KV_f32, cache, x, pos, streams, T, F, stream_stride, tid, nth);
+  kv_write(KILN_KV_f32, cache, x, pos, streams, T, F, stream_stride, 1, 0, tid, nth);
 }
 void kiln_kv_write_f16(_Float16* restrict cache, const float* restrict x, const int32_t* restrict pos,
                        const int32_t* restrict streams, int64_t T, int64_t F, int64_t stream_stride,
                        int32_t tid, int32_t nth) {
-  kv_write(KILN_KV_f16, cache, x, pos, streams, T, F, stream_stride, tid, nth);
+  kv_write(KILN_KV_f16, cache, x, pos, streams, T, F, stream_stride, 1, 0, tid, nth);
 }
 
 /* Accumulators are 16 lanes (kiln_f16x): lanes 0-7 and 8-15 of a score accumulator are
@@ -347,26 +352,15 @@ void kiln_attention_f16(KILN_ATTENTION_ARGS, int32_t tid, int32_t nth) {
  * m in the same order and grouping as kiln_attention: a node's result is bit for bit
  * what the causal kernel gives for its path. */
 
-KILN_INLINE void kv_write_tree(enum kiln_kv kt, void* restrict cache, const float* restrict x,
-                               const int32_t* restrict pos, const int32_t* restrict streams, int64_t T,
-                               int64_t F, int64_t stream_stride, int64_t N, const int32_t* restrict depth,
-                               int32_t tid, int32_t nth) {
-  int64_t t0, t1;
-  kiln_split(T, 1, tid, nth, &t0, &t1);
-  for (int64_t t = t0; t < t1; ++t) {
-    const int64_t j = t % N, row = pos[t] - depth[j] + j;
-    kv_store_row(kt, (void*)kv_at(kt, cache, (streams ? streams[t] : 0) * stream_stride + row * F), x + t * F, F);
-  }
-}
 void kiln_kv_write_tree(float* restrict cache, const float* restrict x, const int32_t* restrict pos,
                         const int32_t* restrict streams, int64_t T, int64_t F, int64_t stream_stride,
                         int64_t N, const int32_t* restrict depth, int32_t tid, int32_t nth) {
-  kv_write_tree(KILN_KV_f32, cache, x, pos, streams, T, F, stream_stride, N, depth, tid, nth);
+  kv_write(KILN_KV_f32, cache, x, pos, streams, T, F, stream_stride, N, depth, tid, nth);
 }
 void kiln_kv_write_tree_f16(_Float16* restrict cache, const float* restrict x, const int32_t* restrict pos,
                             const int32_t* restrict streams, int64_t T, int64_t F, int64_t stream_stride,
                             int64_t N, const int32_t* restrict depth, int32_t tid, int32_t nth) {
-  kv_write_tree(KILN_KV_f16, cache, x, pos, streams, T, F, stream_stride, N, depth, tid, nth);
+  kv_write(KILN_KV_f16, cache, x, pos, streams, T, F, stream_stride, N, depth, tid, nth);
 }
 
 /* Node j = t % N: the rows before its block, then its ancestors-or-self, ascending. */
