@@ -29,11 +29,10 @@
 #include "bench/prompts/prompt_file.h"
 #include "codegen/loaded_artifact.h"
 #include "runtime/include/kiln/kiln.h"
+#include "bench/bench_util.h"
 
 using namespace kiln;
-using clk = std::chrono::steady_clock;
-
-static double secs(clk::time_point a, clk::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+using namespace kiln::bench;
 
 static std::vector<std::string> read_prompts(const std::string& path) { return read_prompt_file(path); }
 

@@ -32,16 +32,10 @@
 #include "frontend/llama.h"
 #include "runtime/include/kiln/kiln.h"
 #include "support/file.h"
+#include "bench/bench_util.h"
 
 using namespace kiln;
-using clk = std::chrono::steady_clock;
-
-static double secs(clk::time_point a, clk::time_point b) { return std::chrono::duration<double>(b - a).count(); }
-
-static double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
+using namespace kiln::bench;
 
 int main(int argc, char** argv) {
   if (argc < 2) {

@@ -34,13 +34,11 @@
 #include "frontend/lora_names.h"
 #include "runtime/include/kiln/kiln.h"
 #include "support/file.h"
+#include "bench/bench_util.h"
 
 using namespace kiln;
-using clk = std::chrono::steady_clock;
+using namespace kiln::bench;
 namespace fs = std::filesystem;
-
-static double secs(clk::time_point a, clk::time_point b) { return std::chrono::duration<double>(b - a).count(); }
-static double median(std::vector<double> v) { std::sort(v.begin(), v.end()); return v[v.size() / 2]; }
 
 // A seeded random PEFT adapter, rank r on q_proj and v_proj of every layer.
 static bool write_random_peft(const GgufFile& base, const fs::path& dir, int64_t r, uint32_t seed) {
@@ -181,15 +179,7 @@ int main(int argc, char** argv) {
       if (v < 0) return fail();
       if (r > 0) rates[S].push_back(v);
     }
-  std::string per_s = "[";
-  for (int S = 1; S <= kMaxStreams; ++S) {
-    std::vector<double> cost;
-    for (size_t i = 0; i < rates[S].size(); ++i) cost.push_back(S * rates[1][i] / rates[S][i]);
-    const double total = median(rates[S]);
-    per_s += fmt::format("{}{{\"streams\": {}, \"total_tok_s\": {:.2f}, \"per_stream_tok_s\": {:.2f}, "
-                         "\"step_cost_vs_1_stream\": {:.3f}}}", S > 1 ? ", " : "", S, total, total / S, median(cost));
-  }
-  per_s += "]";
+  const std::string per_s = decode_by_streams_json(rates, kMaxStreams);
 
   // Zero adapter vs no LoRA: single stream, interleaved.
   if (!set_streams(1, true)) return fail();

@@ -21,12 +21,10 @@
 #include "codegen/loaded_artifact.h"
 #include "runtime/include/kiln/kiln.h"
 #include "support/file.h"
+#include "bench/bench_util.h"
 
 using namespace kiln;
-using clk = std::chrono::steady_clock;
-
-static double secs(clk::time_point a, clk::time_point b) { return std::chrono::duration<double>(b - a).count(); }
-static double median(std::vector<double> v) { std::sort(v.begin(), v.end()); return v[v.size() / 2]; }
+using namespace kiln::bench;
 
 int main(int argc, char** argv) {
   if (argc < 2) { std::fprintf(stderr, "usage: streams_bench MODEL [--threads N] [--reps R] [--pack-weights auto|on|off]\n"); return 2; }
@@ -72,16 +70,7 @@ int main(int argc, char** argv) {
         if (kiln_decode(s, toks.data(), streams.data(), S, logits.data()) != KILN_OK) return fail();
       if (r > 0) rates[S].push_back(S * kGen / secs(t0, clk::now()));
     }
-  std::string per_s = "[";
-  for (int S = 1; S <= kMaxStreams; ++S) {
-    std::vector<double> cost;
-    for (size_t i = 0; i < rates[S].size(); ++i) cost.push_back(S * rates[1][i] / rates[S][i]);
-    const double total = median(rates[S]);
-    per_s += fmt::format("{}{{\"streams\": {}, \"total_tok_s\": {:.2f}, \"per_stream_tok_s\": {:.2f}, "
-                         "\"step_cost_vs_1_stream\": {:.3f}}}",
-                         S > 1 ? ", " : "", S, total, total / S, median(cost));
-  }
-  per_s += "]";
+  const std::string per_s = decode_by_streams_json(rates, kMaxStreams);
 
   // Three 64-token replies: sequential vs one multi-stream pass.
   std::vector<double> seq, multi, speedup;

@@ -27,9 +27,7 @@ namespace fs = std::filesystem;
 // Kernels accumulate in float (the interpreter in double); logits of magnitude ~10-30.
 constexpr float kCompiledTol = 2e-3f;  // observed 1.1e-4
 
-std::string artifact_dir(const std::string& tag) {
-  return (fs::temp_directory_path() / ("kiln-e2e-" + tag + "-" + std::to_string(::getpid()))).string();
-}
+std::string artifact_dir(const std::string& tag) { return testing::process_temp_path("e2e-" + tag); }
 
 // Float activations: the same math as llama.cpp's F32 run on the same weight values.
 const std::string& compiled() {

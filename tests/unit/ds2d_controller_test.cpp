@@ -18,6 +18,7 @@
 #include "kiln/kiln.h"
 #include "runtime/model_file.h"
 #include "runtime/model_file_writer.h"
+#include "tests/temp_folder.h"
 #include "tests/unit/byte_vocab.h"
 
 namespace kiln {
@@ -122,16 +123,8 @@ struct Toy {
   Toy() {
     static const kiln_compiled_model kCode = code();
     // One model file per test process, removed when the process exits.
-    struct TempFile {
-      std::string path;
-      ~TempFile() {
-        std::error_code ec;
-        std::filesystem::remove(path, ec);
-      }
-    };
-    static const TempFile file = [] {
-      std::string p = (std::filesystem::temp_directory_path() /
-                       ("kiln_ds2d_toy_" + std::to_string(::getpid()) + ".kiln")).string();
+    static const std::string path = [] {
+      std::string p = kiln::testing::process_temp_path("ds2d_toy.kiln");
       std::vector<uint8_t> w(64, 1);
       ModelFileContents c;
       c.model_hash = kHash;
@@ -144,9 +137,9 @@ struct Toy {
       c.vocab = vocab();
       c.weights = w;
       EXPECT_TRUE(write_model_file(p, c).ok());
-      return TempFile{p};
+      return p;
     }();
-    EXPECT_EQ(kiln_model_load(&kCode, file.path.c_str(), &model), KILN_OK) << kiln_last_error();
+    EXPECT_EQ(kiln_model_load(&kCode, path.c_str(), &model), KILN_OK) << kiln_last_error();
     EXPECT_EQ(kiln_session_init(model, nullptr, &session), KILN_OK) << kiln_last_error();
   }
   ~Toy() {

@@ -21,6 +21,7 @@
 #include "runtime/model_file.h"
 #include "runtime/model_file_writer.h"
 #include "runtime/thread_pool.h"
+#include "tests/temp_folder.h"
 #include "tests/unit/byte_vocab.h"
 
 namespace kiln {
@@ -81,18 +82,7 @@ ModelFileContents test_contents(const std::vector<uint8_t>& weights) {
   return c;
 }
 
-std::string temp_path(const std::string& name) {
-  // One folder per test process, removed when the process exits.
-  static const struct Dir {
-    fs::path path = fs::temp_directory_path() / ("kiln_runtime_test_" + std::to_string(::getpid()));
-    ~Dir() {
-      std::error_code ec;
-      fs::remove_all(path, ec);
-    }
-  } dir;
-  fs::create_directories(dir.path);
-  return (dir.path / name).string();
-}
+std::string temp_path(const std::string& name) { return kiln::testing::process_temp_path(name); }
 
 std::string file_bytes(const std::string& path) {
   std::ifstream f(path, std::ios::binary);

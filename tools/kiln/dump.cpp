@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include "frontend/llama.h"
 #include "ir/text.h"
 #include "passes/pass.h"
 #include "support/file.h"
@@ -24,6 +25,7 @@ static const std::vector<OptionSpec> kDumpOptions = {
     {"weights", "MODEL", "for IR text input: the GGUF file its weight nodes refer to"},
     {"ctx", "N", "KV cache rows per stream when lowering a model (default 2048)"},
     {"streams", "S", "streams when lowering a model (default 1)"},
+    {"kv-type", "T", "KV cache elements when lowering a model: f16 (the default) or f32"},
     {"max-rows", "N", "graph attribute max_rows for freeze-base/plan-memory (default 64)"},
     {"threads", "N", "graph attribute max_threads for plan-memory (default 2)"},
     {"all-logits", "", "when lowering: logits for every token, not just the last"},
@@ -59,6 +61,9 @@ int cmd_dump(int argc, char** argv) {
   for (auto* r : {&streams, &rows, &threads})
     if (!r->ok()) { fmt::print(stderr, "kiln dump: {}\n", r->error().message); return 2; }
   LlamaBuildOptions opts;
+  auto kv = kv_cache_type(args->get("kv-type").value_or("f16"));
+  if (!kv.ok()) { fmt::print(stderr, "kiln dump: --kv-type: {}\n", kv.error().message); return 2; }
+  opts.kv_type = *kv;
   opts.max_context = *ctx;
   opts.max_streams = *streams;
   opts.all_logits = args->flag("all-logits");
