@@ -1,0 +1,96 @@
+/* bench/qmatmul_rows.c — what one more row costs in the packed int8 kernels (x86 VNNI).
+ *
+ * Multi-stream decoding runs S rows per step and a DS2D verify pass N rows; both pay off
+ * only while an extra row costs much less than a step. This times, on one thread, the
+ * FFN of SmolLM2-135M (gate+up as one matmul_swiglu 576 -> 1536, then down 1536 -> 576,
+ * packed Q4_1, random weights: the timing does not depend on the values) for R = 1..8
+ * rows, twice:
+ *   * "stream": 30 layers of distinct weights (50 MB), read from L3/DRAM each pass, as in
+ *     a decode step;
+ *   * "l2": one layer's weights (1.7 MB) 30 times: the pure compute cost, no memory wait.
+ * The "l2" column is the floor for an extra row; the "stream" column shows how much of it
+ * hides under the memory time of a single-row pass. Best of --reps passes (default 30).
+ * Prints one JSON object. Needs AVX512-VNNI (checked).
+ *
+ * usage: qmatmul_rows [--reps N] */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "codegen/kernels/kernels.h"
+
+enum { kLayers = 30, kD = 576, kF = 1536, kMaxR = 8, kBlockBytes = 320 /* q4_1 x16 block */ };
+
+static double now(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* A packed q4_1 weight of N rows x K: N/16 groups of K/32 blocks; fp16 scales and mins
+ * small and finite, quants random. */
+static void* packed_q4_1(int64_t K, int64_t N, unsigned* seed) {
+  const int64_t blocks = N / 16 * (K / 32), bytes = blocks * kBlockBytes;
+  uint8_t* p = aligned_alloc(64, (size_t)bytes);
+  if (!p) return NULL;
+  for (int64_t i = 0; i < bytes; ++i) p[i] = (uint8_t)rand_r(seed);
+  for (int64_t b = 0; b < blocks; ++b) {
+    uint16_t* h = (uint16_t*)(p + b * kBlockBytes);
+    for (int j = 0; j < 32; ++j) h[j] = (uint16_t)(0x2000 + (rand_r(seed) & 0xff));
+  }
+  return p;
+}
+
+int main(int argc, char** argv) {
+  int reps = 30;
+  for (int i = 1; i + 1 < argc; i += 2)
+    if (!strcmp(argv[i], "--reps")) reps = atoi(argv[i + 1]);
+  if (reps < 1) { fprintf(stderr, "qmatmul_rows: --reps must be at least 1\n"); return 2; }
+  __builtin_cpu_init();
+  if (!__builtin_cpu_supports("avx512vnni")) {
+    fprintf(stderr, "qmatmul_rows: this CPU has no AVX512-VNNI (the packed x86 kernels need it)\n");
+    return 1;
+  }
+  unsigned seed = 7;
+  void *gate[kLayers], *up[kLayers], *down[kLayers];
+  for (int l = 0; l < kLayers; ++l) {
+    gate[l] = packed_q4_1(kD, kF, &seed);
+    up[l] = packed_q4_1(kD, kF, &seed);
+    down[l] = packed_q4_1(kF, kD, &seed);
+    if (!gate[l] || !up[l] || !down[l]) { fprintf(stderr, "qmatmul_rows: out of memory\n"); return 1; }
+  }
+  float* x = aligned_alloc(64, sizeof(float) * kMaxR * kF);
+  float* h = aligned_alloc(64, sizeof(float) * kMaxR * kF);
+  float* y = aligned_alloc(64, sizeof(float) * kMaxR * kF);
+  if (!x || !h || !y) { fprintf(stderr, "qmatmul_rows: out of memory\n"); return 1; }
+  for (int i = 0; i < kMaxR * kF; ++i) x[i] = (float)(rand_r(&seed) % 2001) / 1000.0f - 1.0f;
+
+  double ms[2][kMaxR + 1];
+  for (int R = 1; R <= kMaxR; ++R)
+    for (int l2 = 0; l2 < 2; ++l2) {
+      double best = 1e30;
+      for (int r = 0; r < reps; ++r) {
+        const double t = now();
+        for (int l = 0; l < kLayers; ++l) {
+          const int w = l2 ? 0 : l;
+          kiln_matmul_swiglu_q4_1x16_q8_vnni(x, gate[w], up[w], h, R, kD, kF, 0, 1);
+          kiln_matmul_q4_1x16_q8_vnni(h, down[w], y, R, kF, kD, 0, 1);
+        }
+        const double e = now() - t;
+        if (e < best) best = e;
+      }
+      ms[l2][R] = 1e3 * best;
+    }
+  const double macs = (double)kLayers * 3 * kD * kF;
+  printf("{\"what\": \"SmolLM2-135M FFN (packed Q4_1, 30 layers), one thread, R rows per pass\", "
+         "\"reps\": %d, \"rows\": [", reps);
+  for (int R = 1; R <= kMaxR; ++R)
+    printf("%s{\"rows\": %d, \"stream_ms\": %.3f, \"stream_vs_1_row\": %.3f, \"l2_ms\": %.3f, "
+           "\"l2_vs_1_row\": %.3f, \"l2_gmac_s\": %.1f}",
+           R > 1 ? ", " : "", R, ms[0][R], ms[0][R] / ms[0][1], ms[1][R], ms[1][R] / ms[1][1],
+           R * macs / (ms[1][R] * 1e6));
+  printf("]}\n");
+  return 0;
+}
