@@ -5,9 +5,9 @@
 #   otherwise        ../shared/peer/build-llama-cpp.sh (llama.cpp from llama-cpp-python
 #                    0.3.36, GGML_NATIVE=ON), cached in ~/.cache/kiln-peer
 # On a CPU that lists AMX (Sapphire Rapids and later) the native build also compiles
-# ggml's AMX matmuls, and where the kernel does not grant a process the AMX tile state (as
-# on the shared test machines) they die with SIGILL on the first long prompt. There this
-# script builds the same source once more with AMX turned off (-mno-amx-*; AVX512-VNNI and
+# ggml's AMX matmuls, and on the shared test machines those die with SIGILL on the first
+# long prompt (although a process that requests the tile state with arch_prctl can run AMX
+# there). On such a CPU this script builds the same source once more with AMX turned off (-mno-amx-*; AVX512-VNNI and
 # the rest of the native ISA stay) into build-noamx/ and prints that folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -67,22 +67,22 @@ int main(int argc, char** argv) {
   if (!x || !h || !y) { fprintf(stderr, "qmatmul_rows: out of memory\n"); return 1; }
   for (int i = 0; i < kMaxR * kF; ++i) x[i] = (float)(rand_r(&seed) % 2001) / 1000.0f - 1.0f;
 
+  /* Every repetition times all R and both placements back to back (the machine's speed
+   * drifts over seconds); each figure is the best of its repetitions. */
   double ms[2][kMaxR + 1];
-  for (int R = 1; R <= kMaxR; ++R)
-    for (int l2 = 0; l2 < 2; ++l2) {
-      double best = 1e30;
-      for (int r = 0; r < reps; ++r) {
+  for (int R = 1; R <= kMaxR; ++R) ms[0][R] = ms[1][R] = 1e30;
+  for (int r = 0; r < reps; ++r)
+    for (int R = 1; R <= kMaxR; ++R)
+      for (int l2 = 0; l2 < 2; ++l2) {
         const double t = now();
         for (int l = 0; l < kLayers; ++l) {
           const int w = l2 ? 0 : l;
           kiln_matmul_swiglu_q4_1x16_q8_vnni(x, gate[w], up[w], h, R, kD, kF, 0, 1);
           kiln_matmul_q4_1x16_q8_vnni(h, down[w], y, R, kF, kD, 0, 1);
         }
-        const double e = now() - t;
-        if (e < best) best = e;
+        const double e = 1e3 * (now() - t);
+        if (e < ms[l2][R]) ms[l2][R] = e;
       }
-      ms[l2][R] = 1e3 * best;
-    }
   const double macs = (double)kLayers * 3 * kD * kF;
   printf("{\"what\": \"SmolLM2-135M FFN (packed Q4_1, 30 layers), one thread, R rows per pass\", "
          "\"reps\": %d, \"rows\": [", reps);

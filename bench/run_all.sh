@@ -7,6 +7,8 @@
 #                                  with each decode as a fraction of the roofline
 #   bench/results/memory.json      peak RSS while decoding; model.kiln vs GGUF size
 #   bench/results/perplexity.json  perplexity, Q4_1 and F32, kiln and llama.cpp
+#   bench/results/streams.json     multi-stream decode (S = 1..4) and three replies
+#   bench/results/qmatmul_rows.json  one more row in the packed int8 kernels (x86 only)
 #   bench/results/backend.png      the plot (tokens/s per configuration and thread count)
 #
 # About 15-20 minutes on 2 quiet cores (each step prints its progress and time). Run it on
@@ -40,6 +42,12 @@ if [[ "$skip" != *" streams "* ]]; then
   build/bench/streams_bench "$HOME/.cache/kiln/models/SmolLM2-135M-Instruct.Q4_1.gguf" --threads 2 \
     --reps "${KILN_BENCH_REPS:-5}" > bench/results/streams.json.partial
   mv bench/results/streams.json.partial bench/results/streams.json
+fi
+if [[ "$skip" != *" rows "* ]] && [ "$(uname -m)" = x86_64 ]; then
+  step "cost of one more row in the packed int8 kernels (~1 min)"
+  cmake --build build --target qmatmul_rows_bench >/dev/null
+  build/bench/qmatmul_rows --reps "$(( ${KILN_BENCH_REPS:-5} * 8 ))" > bench/results/qmatmul_rows.json.partial
+  mv bench/results/qmatmul_rows.json.partial bench/results/qmatmul_rows.json
 fi
 if [[ "$skip" != *" memory "* ]]; then
   step "peak RSS (~1 min)"
