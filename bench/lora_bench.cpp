@@ -10,8 +10,11 @@
 // Ratios (step costs, speedups) are medians of each repetition's own ratio, its two sides
 // measured back to back, so the shared machine's drift hits both alike.
 //  * 3 styled replies of 64 tokens: 3 sequential runs (switching adapters between them)
-//    against one 3-stream pass (each stream its own adapter), and the same with
-//    prompt-styled replies on the zero adapter (prompt prefilled once, KV copied);
+//    against one 3-stream pass (each stream its own adapter; the three prompts prefilled
+//    in one kiln_prefill_streams call), and the same with
+//    prompt-styled replies on the zero adapter (each reply's prompt the shared 40 tokens
+//    plus a 14-token style request of its own; the shared part prefilled once and copied,
+//    each stream's style tokens prefilled into it);
 //  * single-stream decode with the zero adapter against the build without LoRA
 //    (interleaved repetitions, so load on a shared machine hits both alike).
 // Prints one JSON object. usage: lora_bench MODEL [--threads N] [--reps R] [ADAPTER...]
@@ -194,13 +197,22 @@ int main(int argc, char** argv) {
 
   // Three styled replies of 64 tokens. (a) Styles by adapter: sequential runs switch the
   // adapter and prefill + decode each reply; one pass prefills each stream (its prompt's
-  // KV depends on its adapter), then decodes all three together.
+  // KV depends on its adapter), then decodes all three together. (b) Styles by prompt,
+  // as streams_bench: a style request of its own after the shared prompt.
+  const int kStyleTokens = 14;
+  std::vector<std::vector<int32_t>> style(3), styled(3);
+  for (int k = 0; k < 3; ++k) {
+    for (int i = 0; i < kStyleTokens; ++i) style[k].push_back(2000 + 97 * k + 31 * i);
+    styled[k] = prompt;
+    styled[k].insert(styled[k].end(), style[k].begin(), style[k].end());
+  }
   auto run_seq = [&](bool by_adapter) -> double {
     auto a = clk::now();
     for (int k = 0; k < 3; ++k) {
       kiln_session_reset(s, KILN_ALL_STREAMS);
       if (kiln_stream_set_adapter(s, 0, by_adapter ? k + 1 : 0, 1.0f) != KILN_OK) return -1;
-      if (kiln_prefill(s, prompt.data(), (int32_t)prompt.size(), 0, logits.data()) != KILN_OK) return -1;
+      const std::vector<int32_t>& p = by_adapter ? prompt : styled[(size_t)k];
+      if (kiln_prefill(s, p.data(), (int32_t)p.size(), 0, logits.data()) != KILN_OK) return -1;
       for (int t = 0; t < kGen; ++t)
         if (kiln_decode(s, toks.data(), streams.data(), 1, logits.data()) != KILN_OK) return -1;
     }
@@ -211,13 +223,17 @@ int main(int argc, char** argv) {
     kiln_session_reset(s, KILN_ALL_STREAMS);
     for (int i = 0; i < 3; ++i)
       if (kiln_stream_set_adapter(s, i, by_adapter ? i + 1 : 0, 1.0f) != KILN_OK) return -1;
+    // Each group of rows in one call (kiln_prefill_streams), as `kiln run --streams` does.
+    std::vector<const int32_t*> ptrs;
+    std::vector<int32_t> lens;
     if (by_adapter) {
-      for (int i = 0; i < 3; ++i)
-        if (kiln_prefill(s, prompt.data(), (int32_t)prompt.size(), i, logits.data()) != KILN_OK) return -1;
+      for (int i = 0; i < 3; ++i) ptrs.push_back(prompt.data()), lens.push_back((int32_t)prompt.size());
     } else {
-      if (kiln_prefill(s, prompt.data(), (int32_t)prompt.size(), 0, logits.data()) != KILN_OK) return -1;
+      if (kiln_prefill(s, prompt.data(), (int32_t)prompt.size(), 0, nullptr) != KILN_OK) return -1;
       for (int i = 1; i < 3; ++i) kiln_session_copy_stream(s, 0, i, (int32_t)prompt.size());
+      for (int i = 0; i < 3; ++i) ptrs.push_back(style[(size_t)i].data()), lens.push_back(kStyleTokens);
     }
+    if (kiln_prefill_streams(s, ptrs.data(), lens.data(), streams.data(), 3, logits.data()) != KILN_OK) return -1;
     for (int t = 0; t < kGen; ++t)
       if (kiln_decode(s, toks.data(), streams.data(), 3, logits.data()) != KILN_OK) return -1;
     return secs(a, clk::now());

@@ -2,9 +2,13 @@
 //
 // Compiles MODEL for 4 streams, then measures in one run:
 //  * decode tokens/s in total and per stream for S = 1..4 streams decoded together;
-//  * the wall time of 3 replies of 64 tokens to one prompt: 3 sequential single-stream
-//    runs (prefill + 64 decode steps each) against one multi-stream run (prompt prefilled
-//    once and copied, then 64 steps that advance all 3 streams).
+//  * the wall time of 3 styled replies of 64 tokens to one prompt: each reply's prompt is
+//    the shared 40 tokens plus a 14-token style request of its own (as `kiln run --streams
+//    --style` builds them: the request and the chat template's turn end); 3 sequential
+//    single-stream runs (prefill of its whole prompt + 64 decode steps each) against one
+//    multi-stream run (the shared tokens prefilled once and copied, the three streams'
+//    style tokens prefilled in one kiln_prefill_streams call, then 64 steps that advance
+//    all 3 streams), as `kiln run --streams 3` does.
 // Ratios are medians of each repetition's own ratio (both sides measured back to back).
 // Prints one JSON object. usage: streams_bench MODEL [--threads N] [--reps R] [--pack-weights auto|on|off]
 #include <algorithm>
@@ -72,20 +76,31 @@ int main(int argc, char** argv) {
     }
   const std::string per_s = decode_by_streams_json(rates, kMaxStreams);
 
-  // Three 64-token replies: sequential vs one multi-stream pass.
+  // Three styled 64-token replies: sequential vs one multi-stream pass.
+  const int kStyleTokens = 14;
+  std::vector<std::vector<int32_t>> style(3), full(3);
+  for (int k = 0; k < 3; ++k) {
+    for (int i = 0; i < kStyleTokens; ++i) style[k].push_back(2000 + 97 * k + 31 * i);
+    full[k] = prompt;
+    full[k].insert(full[k].end(), style[k].begin(), style[k].end());
+  }
+  std::vector<const int32_t*> style_ptrs = {style[0].data(), style[1].data(), style[2].data()};
+  std::vector<int32_t> style_lens(3, kStyleTokens);
   std::vector<double> seq, multi, speedup;
   for (int r = 0; r <= reps; ++r) {
     auto t0 = clk::now();
     for (int k = 0; k < 3; ++k) {
       kiln_session_reset(s, KILN_ALL_STREAMS);
-      if (kiln_prefill(s, prompt.data(), (int32_t)prompt.size(), 0, logits.data()) != KILN_OK) return fail();
+      if (kiln_prefill(s, full[k].data(), (int32_t)full[k].size(), 0, logits.data()) != KILN_OK) return fail();
       for (int t = 0; t < kGen; ++t)
         if (kiln_decode(s, toks.data(), streams.data(), 1, logits.data()) != KILN_OK) return fail();
     }
     auto t1 = clk::now();
     kiln_session_reset(s, KILN_ALL_STREAMS);
-    if (kiln_prefill(s, prompt.data(), (int32_t)prompt.size(), 0, logits.data()) != KILN_OK) return fail();
+    if (kiln_prefill(s, prompt.data(), (int32_t)prompt.size(), 0, nullptr) != KILN_OK) return fail();
     for (int i = 1; i < 3; ++i) kiln_session_copy_stream(s, 0, i, (int32_t)prompt.size());
+    if (kiln_prefill_streams(s, style_ptrs.data(), style_lens.data(), streams.data(), 3, logits.data()) != KILN_OK)
+      return fail();
     for (int t = 0; t < kGen; ++t)
       if (kiln_decode(s, toks.data(), streams.data(), 3, logits.data()) != KILN_OK) return fail();
     auto t2 = clk::now();
@@ -95,9 +110,9 @@ int main(int argc, char** argv) {
     speedup.push_back(secs(t0, t1) / secs(t1, t2));
   }
   std::printf("{\"model\": \"%s\", \"threads\": %d, \"gen_tokens\": %d, \"cpu\": \"%s\", \"pack_weights\": \"%s\", \"decode_by_streams\": %s, "
-              "\"three_replies\": {\"sequential_s\": %.3f, \"multi_stream_s\": %.3f, \"speedup\": %.2f}}\n",
+              "\"three_replies\": {\"shared_prompt_tokens\": %d, \"style_tokens\": %d, \"sequential_s\": %.3f, \"multi_stream_s\": %.3f, \"speedup\": %.2f}}\n",
               std::filesystem::path(argv[1]).filename().c_str(), threads, kGen, sum->cpu.c_str(), pack.c_str(), per_s.c_str(),
-              median(seq), median(multi), median(speedup));
+              (int)prompt.size(), kStyleTokens, median(seq), median(multi), median(speedup));
   std::filesystem::remove_all(req.out_dir);
   return 0;
 }

@@ -330,6 +330,73 @@ kiln_status prefill(const char* fn, kiln_session* s, const int32_t* tokens, int3
 
 }  // namespace
 
+kiln_status kiln_prefill_streams(kiln_session* s, const int32_t* const* tokens, const int32_t* n,
+                                 const int32_t* streams, int32_t n_streams, float* logits) {
+  static const char* fn = "kiln_prefill_streams";
+  return guarded(fn, [&]() -> kiln_status {
+    if (!s) return fail(KILN_ERR_INVALID_ARGUMENT, "%s: session is NULL", fn);
+    const kiln_compiled_model* c = s->code;
+    if (!tokens || !n || !streams)
+      return fail(KILN_ERR_INVALID_ARGUMENT, "%s: %s is NULL", fn, !tokens ? "tokens" : !n ? "n" : "streams");
+    if (n_streams < 1 || n_streams > c->max_streams)
+      return fail(KILN_ERR_INVALID_ARGUMENT, "%s: n_streams is %d, expected 1..%lld (max_streams)", fn,
+                  n_streams, (long long)c->max_streams);
+    // Check everything before running anything; `seen` marks the streams listed so far.
+    kiln_status st = KILN_OK;
+    int32_t marked = 0;
+    for (int32_t i = 0; i < n_streams && st == KILN_OK; ++i) {
+      const int32_t sm = streams[i];
+      if (sm < 0 || sm >= c->max_streams) {
+        st = fail(KILN_ERR_INVALID_ARGUMENT, "%s: streams[%d] = %d is out of range [0, %lld)", fn, i, sm,
+                  (long long)c->max_streams);
+        break;
+      }
+      if (s->seen[static_cast<size_t>(sm)]) {
+        st = fail(KILN_ERR_INVALID_ARGUMENT, "%s: streams[%d] = %d is listed twice", fn, i, sm);
+        break;
+      }
+      s->seen[static_cast<size_t>(sm)] = 1;
+      marked = i + 1;
+      if (!tokens[i] || n[i] < 1)
+        st = fail(KILN_ERR_INVALID_ARGUMENT, "%s: stream %d: %s", fn, sm,
+                  !tokens[i] ? "tokens is NULL" : "n is below 1");
+      else if (static_cast<int64_t>(s->pos[static_cast<size_t>(sm)]) + n[i] > c->max_context)
+        st = fail(KILN_ERR_CONTEXT_FULL, "%s: stream %d holds %d tokens; %d more exceed max_context %lld", fn,
+                  sm, s->pos[static_cast<size_t>(sm)], n[i], (long long)c->max_context);
+      for (int32_t k = 0; st == KILN_OK && k < n[i]; ++k)
+        if (!token_ok(s->model, tokens[i][k]))
+          st = fail(KILN_ERR_INVALID_ARGUMENT, "%s: stream %d: tokens[%d] = %d is not a token id (n_vocab %d)",
+                    fn, sm, k, tokens[i][k], s->model->n_vocab);
+    }
+    for (int32_t j = 0; j < marked; ++j) s->seen[static_cast<size_t>(streams[j])] = 0;
+    if (st != KILN_OK) return st;
+    // Rows stream after stream, in steps of max_rows; a step's logit rows are the last
+    // rows of the streams that end in it, which are consecutive in stream order.
+    const size_t V = static_cast<size_t>(s->model->n_vocab);
+    int32_t stream_i = 0, tok_k = 0, first_logit = 0;
+    while (stream_i < n_streams) {
+      int32_t rows = 0, n_logits = 0;
+      while (rows < c->max_rows && stream_i < n_streams) {
+        const int32_t sm = streams[stream_i];
+        int32_t& pos = s->pos[static_cast<size_t>(sm)];
+        s->tokens[rows] = tokens[stream_i][tok_k];
+        s->positions[rows] = pos++;
+        s->streams[rows] = sm;
+        s->adapter_slots[rows] = s->lora.stream_slot[static_cast<size_t>(sm)];
+        ++rows;
+        if (++tok_k == n[stream_i]) {
+          s->logit_rows[n_logits++] = rows - 1;
+          ++stream_i;
+          tok_k = 0;
+        }
+      }
+      step(s, rows, logits ? n_logits : 0, logits ? logits + static_cast<size_t>(first_logit) * V : nullptr);
+      first_logit += n_logits;
+    }
+    return KILN_OK;
+  });
+}
+
 kiln_status kiln_prefill(kiln_session* s, const int32_t* tokens, int32_t n, int32_t stream,
                          float* logits) {
   return prefill("kiln_prefill", s, tokens, n, stream, logits, false);

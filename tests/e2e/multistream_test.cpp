@@ -107,10 +107,77 @@ TEST(MultiStream, SharedPromptCopiedToStreamsContinuesExactly) {
     ASSERT_EQ(kiln_prefill(s->session, suffixes[i].data(), (int32_t)suffixes[i].size(), i, b.data()), KILN_OK);
     EXPECT_EQ(b, ref[i]) << "stream " << i;
   }
+  // The same suffixes in one call: every stream's rows in one step, the same logits.
+  ASSERT_EQ(kiln_session_reset(s->session, KILN_ALL_STREAMS), KILN_OK);
+  ASSERT_EQ(kiln_prefill(s->session, prefix.data(), (int32_t)prefix.size(), 0, nullptr), KILN_OK);
+  for (int i = 1; i < kStreams; ++i)
+    ASSERT_EQ(kiln_session_copy_stream(s->session, 0, i, (int32_t)prefix.size()), KILN_OK);
+  std::vector<const int32_t*> ptrs;
+  std::vector<int32_t> lens, ids = {2, 0, 1};  // any order of streams
+  for (int32_t id : ids) ptrs.push_back(suffixes[(size_t)id].data()), lens.push_back((int32_t)suffixes[(size_t)id].size());
+  std::vector<float> all((size_t)s->n_vocab() * kStreams);
+  ASSERT_EQ(kiln_prefill_streams(s->session, ptrs.data(), lens.data(), ids.data(), kStreams, all.data()), KILN_OK)
+      << kiln_last_error();
+  for (int k = 0; k < kStreams; ++k) {
+    EXPECT_EQ(kiln_session_position(s->session, ids[(size_t)k]), (int32_t)(prefix.size() + suffixes[(size_t)ids[(size_t)k]].size()));
+    EXPECT_EQ(std::vector<float>(all.begin() + (long)k * s->n_vocab(), all.begin() + (long)(k + 1) * s->n_vocab()),
+              ref[(size_t)ids[(size_t)k]])
+        << "stream " << ids[(size_t)k];
+  }
+
   // Bad copies are refused.
   EXPECT_EQ(kiln_session_copy_stream(s->session, 0, 0, 1), KILN_ERR_INVALID_ARGUMENT);
   EXPECT_EQ(kiln_session_copy_stream(s->session, 0, 1, 10000), KILN_ERR_INVALID_ARGUMENT);
   EXPECT_EQ(kiln_session_copy_stream(s->session, 0, kStreams, 1), KILN_ERR_INVALID_ARGUMENT);
+}
+
+// Whole prompts of several streams in shared steps, longer together than one step
+// (max_rows 32), so a stream's rows span two steps and a step holds several streams: each
+// stream's logits are those of its own kiln_prefill, and it decodes on identically. Bad
+// arguments are refused with nothing run.
+TEST(MultiStream, PrefillOfSeveralStreamsInSharedStepsEqualsSeparatePrefills) {
+  auto s = open_session();
+  ASSERT_TRUE(s && s->session);
+  const size_t V = (size_t)s->n_vocab();
+  std::vector<std::vector<int32_t>> prompts;
+  for (auto& p : kPrompts) prompts.push_back(tokenize(*s, p + " " + p));
+  size_t total = 0;
+  for (auto& p : prompts) total += p.size();
+  ASSERT_GT(total, 32u) << "the prompts must not fit one step";
+  std::vector<float> ref(V * kStreams), got(V * kStreams), next_ref(V * kStreams), next_got(V * kStreams);
+  std::vector<int32_t> streams = {0, 1, 2}, lens, next(kStreams);
+  std::vector<const int32_t*> ptrs;
+  for (auto& p : prompts) ptrs.push_back(p.data()), lens.push_back((int32_t)p.size());
+
+  ASSERT_EQ(kiln_session_reset(s->session, KILN_ALL_STREAMS), KILN_OK);
+  for (int i = 0; i < kStreams; ++i)
+    ASSERT_EQ(kiln_prefill(s->session, ptrs[i], lens[i], i, ref.data() + i * V), KILN_OK);
+  for (int i = 0; i < kStreams; ++i) next[i] = Sampler::argmax({ref.data() + i * V, V});
+  ASSERT_EQ(kiln_decode(s->session, next.data(), streams.data(), kStreams, next_ref.data()), KILN_OK);
+
+  ASSERT_EQ(kiln_session_reset(s->session, KILN_ALL_STREAMS), KILN_OK);
+  ASSERT_EQ(kiln_prefill_streams(s->session, ptrs.data(), lens.data(), streams.data(), kStreams, got.data()), KILN_OK)
+      << kiln_last_error();
+  EXPECT_EQ(got, ref);
+  ASSERT_EQ(kiln_decode(s->session, next.data(), streams.data(), kStreams, next_got.data()), KILN_OK);
+  EXPECT_EQ(next_got, next_ref);
+
+  // Refused, nothing run: a stream twice, one out of range, an empty list, a NULL.
+  ASSERT_EQ(kiln_session_reset(s->session, KILN_ALL_STREAMS), KILN_OK);
+  std::vector<int32_t> twice = {1, 1}, out_of_range = {0, kStreams};
+  EXPECT_EQ(kiln_prefill_streams(s->session, ptrs.data(), lens.data(), twice.data(), 2, nullptr), KILN_ERR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(kiln_last_error()).find("listed twice"), std::string::npos) << kiln_last_error();
+  EXPECT_EQ(kiln_prefill_streams(s->session, ptrs.data(), lens.data(), out_of_range.data(), 2, nullptr),
+            KILN_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(kiln_prefill_streams(s->session, ptrs.data(), lens.data(), streams.data(), 0, nullptr), KILN_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(kiln_prefill_streams(s->session, nullptr, lens.data(), streams.data(), 1, nullptr), KILN_ERR_INVALID_ARGUMENT);
+  std::vector<int32_t> too_long = {lens[0], 100000};
+  EXPECT_EQ(kiln_prefill_streams(s->session, ptrs.data(), too_long.data(), streams.data(), 2, nullptr), KILN_ERR_CONTEXT_FULL);
+  for (int i = 0; i < kStreams; ++i) EXPECT_EQ(kiln_session_position(s->session, i), 0) << "stream " << i;
+  // After a refusal the marks are cleared: a good call works.
+  ASSERT_EQ(kiln_prefill_streams(s->session, ptrs.data(), lens.data(), streams.data(), kStreams, got.data()), KILN_OK)
+      << kiln_last_error();
+  EXPECT_EQ(got, ref);
 }
 
 }  // namespace

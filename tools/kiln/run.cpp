@@ -55,7 +55,8 @@ static const char* kDefaultStyles[] = {"formal", "polite", "jovial", "concise", 
 
 // Several styled replies to one prompt, decoded together: each stream's prompt is the
 // user's prompt plus its style request. The tokens all streams share are prefilled once
-// and copied (kiln_session_copy_stream); then one kiln_decode call per step advances
+// and copied (kiln_session_copy_stream), the style requests of all streams together
+// (kiln_prefill_streams); then one kiln_decode call per step advances
 // every stream still generating. Replies print labelled, once all are done.
 static int run_streams(const Args& args, const Tokenizer& tok, const GgufFile& gguf, EngineOptions eo,
                        const SamplerParams& sp, int64_t max_tokens) {
@@ -122,20 +123,28 @@ static int run_streams(const Args& args, const Tokenizer& tok, const GgufFile& g
   }
   auto t1 = std::chrono::steady_clock::now();
   // The shared prompt tokens are prefilled once per adapter slot (their KV depends on it),
-  // on the first stream of that slot, and copied to the others.
-  for (int32_t i = 0; i < S && shared > 0; ++i) {
-    int32_t first = 0;
-    while (slot_of[(size_t)first] != slot_of[(size_t)i]) ++first;
-    if (first == i) {
-      if (check(kiln_prefill(sess, prompts[(size_t)i].data(), (int32_t)shared, i, nullptr))) return 1;
-    } else if (check(kiln_session_copy_stream(sess, first, i, (int32_t)shared))) {
-      return 1;
+  // on the first stream of that slot, and copied to the others; then every stream's own
+  // tokens (its style request) — each group in one call, so in shared steps.
+  std::vector<const int32_t*> ptrs;
+  std::vector<int32_t> lens, ids;
+  if (shared > 0) {
+    for (int32_t i = 0; i < S; ++i) {
+      int32_t first = 0;
+      while (slot_of[(size_t)first] != slot_of[(size_t)i]) ++first;
+      if (first == i) ptrs.push_back(prompts[(size_t)i].data()), lens.push_back((int32_t)shared), ids.push_back(i);
+    }
+    if (check(kiln_prefill_streams(sess, ptrs.data(), lens.data(), ids.data(), (int32_t)ids.size(), nullptr))) return 1;
+    for (int32_t i = 0; i < S; ++i) {
+      int32_t first = 0;
+      while (slot_of[(size_t)first] != slot_of[(size_t)i]) ++first;
+      if (first != i && check(kiln_session_copy_stream(sess, first, i, (int32_t)shared))) return 1;
     }
   }
+  ptrs.clear(), lens.clear(), ids.clear();
   for (int32_t i = 0; i < S; ++i)
-    if (check(kiln_prefill(sess, prompts[(size_t)i].data() + shared, (int32_t)(prompts[(size_t)i].size() - shared), i,
-                           logits.data() + (size_t)i * V)))
-      return 1;
+    ptrs.push_back(prompts[(size_t)i].data() + shared), lens.push_back((int32_t)(prompts[(size_t)i].size() - shared)),
+        ids.push_back(i);
+  if (check(kiln_prefill_streams(sess, ptrs.data(), lens.data(), ids.data(), S, logits.data()))) return 1;
   auto t2 = std::chrono::steady_clock::now();
 
   std::vector<Sampler> samplers;

@@ -104,6 +104,16 @@ KILN_API int32_t kiln_session_n_threads(const kiln_session* session);
 KILN_API kiln_status kiln_prefill(kiln_session* session, const int32_t* tokens, int32_t n,
                                   int32_t stream, float* logits);
 
+/* Appends n[i] >= 1 tokens (tokens[i][0..n[i])) to each of n_streams distinct streams,
+ * the rows of all of them in the same steps (up to max_rows rows per step): the style
+ * requests of several streams after a shared, copied prompt cost one pass over the weights
+ * instead of one per stream. Each stream's results are those kiln_prefill gives it alone.
+ * If logits is not NULL it receives [n_streams][n_vocab] floats, row i after the last
+ * token of streams[i]. Nothing is run if any argument is bad or a stream lacks room. */
+KILN_API kiln_status kiln_prefill_streams(kiln_session* session, const int32_t* const* tokens,
+                                          const int32_t* n, const int32_t* streams,
+                                          int32_t n_streams, float* logits);
+
 /* As kiln_prefill, but logits (if not NULL) receives [n][n_vocab] floats: row i is the
  * logits after tokens[i] (what perplexity and scoring need). */
 KILN_API kiln_status kiln_prefill_all_logits(kiln_session* session, const int32_t* tokens,
