@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -22,6 +23,21 @@ inline double secs(clk::time_point a, clk::time_point b) { return std::chrono::d
 inline double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
+}
+
+// The multi-stream benches' prompt: 40 token ids spread over the vocabulary (the timings
+// do not depend on which ids), and the style request of reply k: 14 tokens of its own,
+// the length of `kiln run --style`'s request with the chat template's turn end.
+inline std::vector<int32_t> bench_prompt() {
+  std::vector<int32_t> p(40);
+  for (size_t i = 0; i < p.size(); ++i) p[i] = 1000 + (int32_t)(i * 53 % 15000);
+  return p;
+}
+constexpr int kStyleTokens = 14;
+inline std::vector<int32_t> style_request(int k) {
+  std::vector<int32_t> s;
+  for (int i = 0; i < kStyleTokens; ++i) s.push_back(2000 + 97 * k + 31 * i);
+  return s;
 }
 
 // Decode rates of S = 1..max streams, rates[S][i] in tokens/s over all streams, measured

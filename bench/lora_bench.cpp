@@ -152,8 +152,7 @@ int main(int argc, char** argv) {
     if (kiln_stream_set_adapter(s, 0, 1 + (i & 1), 1.0f) != KILN_OK) return fail();
   double switch_us = 1e6 * secs(t0, clk::now()) / kSwitches;
   std::vector<float> logits((size_t)V * kMaxStreams);
-  std::vector<int32_t> prompt(40);
-  for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = 1000 + (int32_t)(i * 53 % 15000);
+  const std::vector<int32_t> prompt = bench_prompt();
   std::vector<int32_t> streams = {0, 1, 2, 3}, toks(kMaxStreams, 504);
 
   // Decode tokens/s with S streams, stream i on slot i + 1.
@@ -199,10 +198,9 @@ int main(int argc, char** argv) {
   // adapter and prefill + decode each reply; one pass prefills each stream (its prompt's
   // KV depends on its adapter), then decodes all three together. (b) Styles by prompt,
   // as streams_bench: a style request of its own after the shared prompt.
-  const int kStyleTokens = 14;
   std::vector<std::vector<int32_t>> style(3), styled(3);
   for (int k = 0; k < 3; ++k) {
-    for (int i = 0; i < kStyleTokens; ++i) style[k].push_back(2000 + 97 * k + 31 * i);
+    style[k] = style_request(k);
     styled[k] = prompt;
     styled[k].insert(styled[k].end(), style[k].begin(), style[k].end());
   }

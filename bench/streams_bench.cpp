@@ -56,8 +56,7 @@ int main(int argc, char** argv) {
   kiln_session* s = (*art)->session;
   const int32_t V = kiln_model_n_vocab(m);
   std::vector<float> logits((size_t)V * kMaxStreams);
-  std::vector<int32_t> prompt(40);
-  for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = 1000 + (int32_t)(i * 53 % 15000);
+  const std::vector<int32_t> prompt = bench_prompt();
   std::vector<int32_t> streams = {0, 1, 2, 3}, toks(kMaxStreams, 504);
 
   auto fail = [&] { std::fprintf(stderr, "streams_bench: %s\n", kiln_last_error()); return 1; };
@@ -77,10 +76,9 @@ int main(int argc, char** argv) {
   const std::string per_s = decode_by_streams_json(rates, kMaxStreams);
 
   // Three styled 64-token replies: sequential vs one multi-stream pass.
-  const int kStyleTokens = 14;
   std::vector<std::vector<int32_t>> style(3), full(3);
   for (int k = 0; k < 3; ++k) {
-    for (int i = 0; i < kStyleTokens; ++i) style[k].push_back(2000 + 97 * k + 31 * i);
+    style[k] = style_request(k);
     full[k] = prompt;
     full[k].insert(full[k].end(), style[k].begin(), style[k].end());
   }
