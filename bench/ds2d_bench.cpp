@@ -11,7 +11,7 @@
 // prompt to DIR/{kind}_{i}.txt for the llama.cpp runs of bench/run_ds2d_bench.sh.
 //
 // usage: ds2d_bench MODEL [--threads N] [--tokens N] [--templates LIST] [--prompts DIR]
-//                         [--write-prompts DIR] [--no-early-exit] [--pack-weights auto|on|off]
+//                         [--write-prompts DIR] [--no-early-exit] [--recycle] [--pack-weights auto|on|off]
 //                         [--topology chain|tree|P1,P2,...]
 #include <algorithm>
 #include <chrono>
@@ -45,13 +45,13 @@ static int32_t argmax(const float* l, int32_t v) {
 int main(int argc, char** argv) {
   if (argc < 2) {
     std::fprintf(stderr, "usage: ds2d_bench MODEL [--threads N] [--tokens N] [--templates LIST] [--prompts DIR] "
-                         "[--write-prompts DIR] [--no-early-exit] [--pack-weights auto|on|off] [--topology T]\n");
+                         "[--write-prompts DIR] [--no-early-exit] [--recycle] [--pack-weights auto|on|off] [--topology T]\n");
     return 2;
   }
   int threads = 2, max_tokens = 128;
   std::string templates = CompileRequest{}.ds2d_templates, prompt_dir = std::string(KILN_SOURCE_DIR) + "/bench/prompts",
               write_dir;
-  bool early_exit = true;
+  bool early_exit = true, recycle = false;
   std::string pack = "auto", topology = CompileRequest{}.ds2d_topology;
   for (int i = 2; i < argc; ++i) {
     std::string a = argv[i];
@@ -62,6 +62,7 @@ int main(int argc, char** argv) {
     else if (a == "--prompts") prompt_dir = val();
     else if (a == "--write-prompts") write_dir = val();
     else if (a == "--no-early-exit") early_exit = false;
+    else if (a == "--recycle") recycle = true;
     else if (a == "--pack-weights") pack = val();
     else if (a == "--topology") topology = val();
     else { std::fprintf(stderr, "ds2d_bench: unknown option %s\n", a.c_str()); return 2; }
@@ -95,6 +96,7 @@ int main(int argc, char** argv) {
     if (prompts.empty()) { std::fprintf(stderr, "ds2d_bench: no prompts in %s/%s.txt\n", prompt_dir.c_str(), kind); return 1; }
     kiln_ds2d_params dp = kiln_ds2d_default_params();
     dp.early_exit = early_exit ? 1 : 0;
+    dp.recycle = recycle ? 1 : 0;
     kiln_ds2d* d = nullptr;
     if (kiln_ds2d_init(s, &dp, &d) != KILN_OK) return fail();
     const int32_t stride = kiln_ds2d_max_step_tokens(d);
@@ -181,8 +183,8 @@ int main(int argc, char** argv) {
         st.plain_steps, st.early_exit_drafts, st.draft_seconds, st.verify_seconds, st.plain_seconds, uses);
   }
   std::printf("{\"model\": \"%s\", \"threads\": %d, \"max_tokens\": %d, \"templates_option\": \"%s\", "
-              "\"topology\": \"%s\", \"early_exit\": %s, \"draft_layers\": %lld, %s, \"kinds\": {%s}}\n",
+              "\"topology\": \"%s\", \"early_exit\": %s, \"recycle\": %s, \"draft_layers\": %lld, %s, \"kinds\": {%s}}\n",
               std::filesystem::path(argv[1]).filename().c_str(), threads, max_tokens, templates.c_str(),
-              topology.c_str(), early_exit ? "true" : "false", (long long)sum->draft_layers, cost_json.c_str(), kinds_json.c_str());
+              topology.c_str(), early_exit ? "true" : "false", recycle ? "true" : "false", (long long)sum->draft_layers, cost_json.c_str(), kinds_json.c_str());
   return 0;
 }

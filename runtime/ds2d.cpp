@@ -83,6 +83,93 @@ std::vector<Candidate> NgramDrafter::draft(int max_len, int max_candidates) cons
   return out;
 }
 
+// ---- token recycling ------------------------------------------------------------------
+
+void top_k(std::span<const float> logits, int k, int32_t* ids, float* values) {
+  for (int i = 0; i < k; ++i) { ids[i] = -1; values[i] = -INFINITY; }
+  bool full = false;
+  auto consider = [&](size_t t) {
+    const float x = logits[t];
+    if (full && !(x > values[k - 1])) return;
+    int at = k - 1;  // passes only smaller ones: of equal logits the lower id stays first
+    while (at > 0 && (ids[at - 1] < 0 || x > values[at - 1])) {
+      ids[at] = ids[at - 1];
+      values[at] = values[at - 1];
+      --at;
+    }
+    ids[at] = (int32_t)t;
+    values[at] = x;
+    full = ids[k - 1] >= 0;
+  };
+  // Blocks of 64 whose maximum (eight lanes, a loop the compiler vectorises, as in
+  // Sampler::argmax) does not beat the k-th largest so far are skipped whole: once the
+  // first blocks are in, nearly all are. Called on every row a step computes.
+  constexpr size_t kBlock = 64;
+  const size_t n = logits.size();
+  size_t t = 0;
+  for (; t + kBlock <= n; t += kBlock) {
+    if (full) {
+      float m[8];
+      for (int l = 0; l < 8; ++l) m[l] = logits[t + (size_t)l];
+      for (size_t i = 8; i < kBlock; i += 8)
+        for (int l = 0; l < 8; ++l) m[l] = logits[t + i + (size_t)l] > m[l] ? logits[t + i + (size_t)l] : m[l];
+      float mx = m[0];
+      for (int l = 1; l < 8; ++l) mx = m[l] > mx ? m[l] : mx;
+      if (!(mx > values[k - 1])) continue;
+    }
+    for (size_t i = 0; i < kBlock; ++i) consider(t + i);
+  }
+  for (; t < n; ++t) consider(t);
+}
+
+void SuccessorTable::reset(int32_t n_vocab) {
+  next_.assign((size_t)std::max(n_vocab, 0) * kWidth, -1);
+  rel_.assign(next_.size(), 0.0f);
+}
+
+void SuccessorTable::observe(int32_t token, std::span<const float> logits) {
+  if (token < 0 || (size_t)token * kWidth >= next_.size() || logits.size() < (size_t)kWidth) return;
+  int32_t* ids = next_.data() + (size_t)token * kWidth;
+  float* rel = rel_.data() + (size_t)token * kWidth;
+  float v[kWidth];
+  top_k(logits, kWidth, ids, v);
+  for (int i = 0; i < kWidth; ++i) rel[i] = ids[i] >= 0 ? std::exp(v[i] - v[0]) : 0.0f;
+}
+
+std::vector<Candidate> SuccessorTable::draft(int32_t root, int max_len, int max_candidates,
+                                             int32_t source) const {
+  std::vector<Candidate> out;
+  const size_t v = next_.size() / kWidth;
+  if (max_len < 1 || max_candidates < 1 || root < 0 || (size_t)root >= v) return out;
+  // `prefix` then successor `rank` of its last token (of the root when empty), then
+  // first choices up to max_len.
+  auto chain = [&](std::vector<int32_t> prefix, int32_t from, int rank, float weight) {
+    const int32_t first = next_[(size_t)from * kWidth + (size_t)rank];
+    if (first < 0 || (int)out.size() >= max_candidates) return;
+    Candidate c;
+    c.source = source;
+    c.weight = weight * rel_[(size_t)from * kWidth + (size_t)rank];
+    c.top = out.empty();
+    c.tokens = std::move(prefix);
+    c.tokens.push_back(first);
+    while ((int)c.tokens.size() < max_len) {
+      const int32_t t = next_[(size_t)c.tokens.back() * kWidth];
+      if (t < 0) break;
+      c.tokens.push_back(t);
+    }
+    c.prob.assign(c.tokens.size(), 0.0f);  // set from the source's accuracy by the caller
+    out.push_back(std::move(c));
+  };
+  chain({}, root, 0, 1.0f);
+  if (out.empty()) return out;
+  const std::vector<int32_t> main = out[0].tokens;
+  // The root's other successors, then the main chain's alternatives from the top down.
+  for (int r = 1; r < kWidth; ++r) chain({}, root, r, 1.0f);
+  for (size_t d = 1; d < main.size(); ++d)
+    chain(std::vector<int32_t>(main.begin(), main.begin() + (long)d), main[d - 1], 1, 1.0f);
+  return out;
+}
+
 // ---- draft tree -----------------------------------------------------------------------
 
 void DraftTree::reset(int32_t root_token) {
@@ -259,6 +346,10 @@ double ewma(double old, double x, double w) { return old <= 0 ? x : (1 - w) * ol
 
 }  // namespace
 
+// Draft sources index `kiln_ds2d::rates`: 0 early exit, n an n-gram match of n tokens
+// (n <= 16), then token recycling.
+constexpr int32_t kRecycleSource = 17;
+
 struct kiln_ds2d {
   kiln_session* s = nullptr;
   kiln_ds2d_params p{};
@@ -272,7 +363,8 @@ struct kiln_ds2d {
   std::vector<float> logits;          // max_rows x n_vocab
   std::vector<uint8_t> seen;
   int32_t max_step_tokens = 1;
-  std::vector<Rate> rates;            // by draft source (0: early exit, n: n-gram of n)
+  std::vector<Rate> rates;            // by draft source (kRecycleSource above)
+  kiln::ds2d::SuccessorTable recycle; // empty unless p.recycle
   kiln_ds2d_stats stats{};
 
   // Runs `fn` over the session's first `rows` scratch rows; returns its seconds.
@@ -423,6 +515,7 @@ kiln_ds2d_params kiln_ds2d_default_params(void) {
   p.early_exit_len = 3;
   p.template_index = -1;
   p.ewma = 0.1f;
+  p.recycle = 0;
   return p;
 }
 
@@ -480,8 +573,10 @@ kiln_status kiln_ds2d_init(kiln_session* s, const kiln_ds2d_params* params, kiln
                   d->templates.size());
     d->plain_cost.assign(max_n + 1, 0.0);
     d->draft_ratio.assign(max_n + 1, 0.0);
-    d->rates.assign(17, Rate{});
+    d->rates.assign(kRecycleSource + 1, Rate{});
     d->rates[0] = Rate{0.4, 0.5};  // early exit: a guess until it has run
+    d->rates[kRecycleSource] = Rate{0.3, 0.5};  // recycling: likewise
+    if (p.recycle) d->recycle.reset(s->model->n_vocab);
     for (int64_t k = 0; k < c->max_streams; ++k) d->streams.emplace_back(p.ngram_min, p.ngram_max);
     d->logits.assign((size_t)c->max_rows * (size_t)s->model->n_vocab, 0.0f);
     d->seen.assign((size_t)c->max_streams, 0);
@@ -576,6 +671,8 @@ kiln_status kiln_ds2d_step(kiln_ds2d* d, const int32_t* roots, const int32_t* st
       trees.emplace_back(roots[k]);
       if (deepest == 0) continue;
       for (auto& cand : ss.ngram.draft(deepest, d->p.max_candidates)) add(k, cand);
+      if (d->p.recycle)
+        for (auto& cand : d->recycle.draft(roots[k], deepest, d->p.max_candidates, kRecycleSource)) add(k, cand);
     }
     d->stats.draft_seconds += std::chrono::duration<double>(Clock::now() - t_draft).count();
 
@@ -679,6 +776,7 @@ kiln_status kiln_ds2d_step(kiln_ds2d* d, const int32_t* roots, const int32_t* st
         ++s->pos[(size_t)streams[k]];
         kiln::Sampler* sp = sampler_of(k);
         auto lg = d->row_logits(k);
+        if (d->p.recycle) d->recycle.observe(roots[k], lg);
         out[(size_t)k * (size_t)out_stride] = sp ? sp->sample(lg) : kiln::Sampler::argmax(lg);
         out_n[k] = 1;
         learn(k, std::span<const int32_t>(out + (size_t)k * (size_t)out_stride, 1));
@@ -732,6 +830,9 @@ kiln_status kiln_ds2d_step(kiln_ds2d* d, const int32_t* roots, const int32_t* st
           ? kiln::ds2d::accept_sampled(tm.shape, f, *sp, node_logits)
           : kiln::ds2d::accept_greedy(tm.shape, f, node_logits);
       kiln::ds2d::compact_kv(kv + (uint64_t)sm * c->kv_stream_bytes, blocks, base, a.path);
+      if (d->p.recycle)  // every row with logits: what the model expects after its token
+        for (int32_t j = 0; j < nn; ++j)
+          if (f.valid[(size_t)j]) d->recycle.observe(f.tokens[(size_t)j], node_logits(j));
       s->pos[(size_t)sm] = base + (int32_t)a.path.size();
       const int32_t acc = (int32_t)a.path.size() - 1;
       int32_t* o = out + (size_t)k * (size_t)out_stride;

@@ -54,6 +54,41 @@ class NgramDrafter {
   std::unordered_map<uint64_t, std::vector<int32_t>> index_;
 };
 
+// Token recycling: what the model itself predicted after a token, the last time a step
+// fed it that token, drafts what follows it now — no draft model and no extra pass, the
+// logits are there anyway. Every row a step computes (plain or verify) leaves its top
+// kWidth next tokens here, keyed by the token the row was fed; a draft walks the table
+// from the root: the root's successors, then theirs. A prediction depends on more than
+// the last token, so this guesses (its accuracy is learnt like every source's), but it
+// guesses where the text does not repeat itself, where n-gram lookup has nothing (open
+// chat). The table outlives prompts: what the model said after "the" in one reply is a
+// fair guess in the next.
+class SuccessorTable {
+ public:
+  static constexpr int kWidth = 4;
+  explicit SuccessorTable(int32_t n_vocab = 0) { reset(n_vocab); }
+  void reset(int32_t n_vocab);
+  // Records the top kWidth tokens of `logits` as the successors of `token`.
+  void observe(int32_t token, std::span<const float> logits);
+  // Successors of `token`, most likely first (-1: none known).
+  std::span<const int32_t> next(int32_t token) const {
+    return {next_.data() + (size_t)token * kWidth, (size_t)kWidth};
+  }
+  // Continuations of `root` of up to max_len tokens: each known successor of the root
+  // followed by the table's first choices, then the first chain's alternatives deeper
+  // down. Candidate::weight is the softmax share of the chosen successors relative to
+  // the first choices at the same places (the first chain: 1).
+  std::vector<Candidate> draft(int32_t root, int max_len, int max_candidates, int32_t source) const;
+
+ private:
+  std::vector<int32_t> next_;  // n_vocab x kWidth token ids
+  std::vector<float> rel_;     // exp(logit - top logit) of each successor
+};
+
+// The k largest logits, largest first (ties: the lower token id first, as Sampler::argmax);
+// ids[i] = -1 past the vocabulary.
+void top_k(std::span<const float> logits, int k, int32_t* ids, float* values);
+
 // Draft candidates merged into one prefix tree. Node 0 is the root (the last accepted
 // token); a node's prob estimates the chance that the path to it is accepted.
 struct DraftTree {

@@ -170,11 +170,13 @@ TEST(Ds2dE2E, EveryTemplateAloneGivesThePlainOutput) {
     kiln_ds2d_params prm = kiln_ds2d_default_params();
     prm.template_index = t;
     prm.early_exit = early;
+    prm.recycle = 1 - early;  // token recycling with the others
     kiln_ds2d* d = nullptr;
     ASSERT_EQ(kiln_ds2d_init(a->session, &prm, &d), KILN_OK) << kiln_last_error();
     for (size_t k = 0; k < some.size(); ++k)
       EXPECT_EQ(ds2d(*a, d, {chat_tokens(*a, some[k])})[0], want[k])
-          << "template " << t << " (" << st.template_nodes[t] << " nodes), early exit " << early << ", prompt " << k;
+          << "template " << t << " (" << st.template_nodes[t] << " nodes), early exit " << early
+          << ", recycling " << 1 - early << ", prompt " << k;
     kiln_ds2d_free(d);
   }
 }

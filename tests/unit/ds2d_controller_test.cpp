@@ -214,6 +214,7 @@ TEST(Ds2dController, GreedyOutputEqualsPlainDecodingForEveryTemplateChoice) {
       kiln_ds2d_params p = kiln_ds2d_default_params();
       p.template_index = tmpl;
       p.early_exit = early;
+      p.recycle = early;  // token recycling with the early-exit runs: both extra sources at once
       kiln_ds2d* d = nullptr;
       ASSERT_EQ(kiln_ds2d_init(toy.session, &p, &d), KILN_OK) << kiln_last_error();
       EXPECT_EQ(kiln_ds2d_max_step_tokens(d), 5);
@@ -223,7 +224,7 @@ TEST(Ds2dController, GreedyOutputEqualsPlainDecodingForEveryTemplateChoice) {
         auto got = ds2d(toy.session, d, prompts, n);
         for (int k = 0; k < S; ++k)
           EXPECT_EQ(got[(size_t)k], plain(toy.session, 0, prompts[(size_t)k], n))
-              << "template " << tmpl << " early exit " << early << " streams " << S << " stream " << k;
+              << "template " << tmpl << " early exit and recycling " << early << " streams " << S << " stream " << k;
       }
       kiln_ds2d_stats st{};
       ASSERT_EQ(kiln_ds2d_get_stats(d, &st), KILN_OK);

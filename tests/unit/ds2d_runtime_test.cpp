@@ -5,6 +5,7 @@
 // plausible wrong rule shown to fail the same test.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -68,6 +69,69 @@ TEST(Ds2dNgram, IncrementalAppendEqualsOneAppend) {
 
 // parents: chain 0-1-2-3, branches 4 (under 0) and 5 (under 1)
 const std::vector<int32_t> kParents = {-1, 0, 1, 2, 0, 1};
+
+TEST(Ds2dRecycle, TopKIsSortedAndBreaksTiesLikeArgmax) {
+  const std::vector<float> logits = {0.5f, 3.0f, -1.0f, 3.0f, 2.0f, 7.0f, 2.0f, -INFINITY};
+  int32_t ids[4];
+  float v[4];
+  top_k(logits, 4, ids, v);
+  EXPECT_EQ(std::vector<int32_t>(ids, ids + 4), (std::vector<int32_t>{5, 1, 3, 4}));
+  EXPECT_EQ(ids[0], Sampler::argmax(logits));
+  EXPECT_EQ(v[0], 7.0f);
+  EXPECT_EQ(v[3], 2.0f);
+  // Fewer logits than k: the rest are -1.
+  top_k(std::vector<float>{1.0f, 2.0f}, 4, ids, v);
+  EXPECT_EQ(std::vector<int32_t>(ids, ids + 4), (std::vector<int32_t>{1, 0, -1, -1}));
+  // Against a full sort on a larger row.
+  std::vector<float> big(1000);
+  for (size_t i = 0; i < big.size(); ++i) big[i] = std::sin((float)i * 0.37f) * 10.0f;
+  std::vector<int32_t> order(big.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = (int32_t)i;
+  std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return big[(size_t)a] > big[(size_t)b]; });
+  top_k(big, 4, ids, v);
+  EXPECT_EQ(std::vector<int32_t>(ids, ids + 4), std::vector<int32_t>(order.begin(), order.begin() + 4));
+}
+
+TEST(Ds2dRecycle, DraftsWalkWhatTheModelPredictedAfterEachToken) {
+  SuccessorTable t(10);
+  auto logits_for = [](std::vector<std::pair<int32_t, float>> top) {
+    std::vector<float> l(10, -5.0f);
+    for (auto [id, v] : top) l[(size_t)id] = v;
+    return l;
+  };
+  EXPECT_TRUE(t.draft(1, 3, 8, 17).empty());  // nothing observed yet
+  t.observe(1, logits_for({{2, 4.0f}, {7, 3.0f}}));
+  t.observe(2, logits_for({{3, 4.0f}, {8, 2.0f}}));
+  t.observe(3, logits_for({{4, 4.0f}}));
+  EXPECT_EQ(t.next(1)[0], 2);
+  EXPECT_EQ(t.next(1)[1], 7);
+  auto c = t.draft(1, 3, 8, 17);
+  ASSERT_GE(c.size(), 3u);
+  // The first choices from the root: 1 -> 2 -> 3 -> 4, cut at max_len.
+  EXPECT_EQ(c[0].tokens, (std::vector<int32_t>{2, 3, 4}));
+  EXPECT_TRUE(c[0].top);
+  EXPECT_EQ(c[0].source, 17);
+  EXPECT_FLOAT_EQ(c[0].weight, 1.0f);
+  // The root's second successor, weighted by its share relative to the first (e^-1).
+  EXPECT_EQ(c[1].tokens[0], 7);
+  EXPECT_FALSE(c[1].top);
+  EXPECT_NEAR(c[1].weight, std::exp(-1.0f), 1e-6);
+  // An alternative deeper down the first chain: 2 then 8 (e^-2).
+  bool deeper = false;
+  for (const auto& k : c)
+    if (k.tokens.size() >= 2 && k.tokens[0] == 2 && k.tokens[1] == 8) {
+      deeper = true;
+      EXPECT_NEAR(k.weight, std::exp(-2.0f), 1e-6);
+    }
+  EXPECT_TRUE(deeper);
+  // A newer observation replaces the old successors; out-of-range tokens are ignored.
+  t.observe(1, logits_for({{9, 1.0f}}));
+  EXPECT_EQ(t.draft(1, 1, 1, 17)[0].tokens, (std::vector<int32_t>{9}));
+  t.observe(42, logits_for({{9, 1.0f}}));
+  EXPECT_TRUE(t.draft(42, 3, 8, 17).empty());
+  // max_candidates bounds the drafts.
+  EXPECT_EQ(t.draft(2, 3, 1, 17).size(), 1u);
+}
 
 TEST(Ds2dTree, CandidatesMergeIntoAPrefixTreeAndFillByLikelihood) {
   DraftTree t(100);

@@ -46,7 +46,8 @@ static const std::vector<OptionSpec> kRunOptions = {
     {"adapter-scale", "F", "multiplies the adapters' own scale (default 1)"},
     {"ds2d", "", "decode with DS2D self-speculative tree decoding; prints its statistics"},
     {"ds2d-template", "N", "with --ds2d: always verify with tree template N (default: chosen each step)"},
-    {"ds2d-no-early-exit", "", "with --ds2d: draft with n-gram lookup only"},
+    {"ds2d-no-early-exit", "", "with --ds2d: no early-exit drafts"},
+    {"ds2d-recycle", "", "with --ds2d: also draft from the model's recent predictions (token recycling)"},
     {"ds2d-compare", "", "with --ds2d: also decode plainly, report the speedup and check the output"},
 };
 
@@ -208,6 +209,7 @@ static int run_ds2d(const Args& args, const Tokenizer& tok, EngineOptions eo, co
   if (!tmpl.ok()) return fail(tmpl.error().message);
   dp.template_index = (int32_t)*tmpl;
   dp.early_exit = args.flag("ds2d-no-early-exit") ? 0 : 1;
+  dp.recycle = args.flag("ds2d-recycle") ? 1 : 0;
   kiln_ds2d* ds = nullptr;
   if (check(kiln_ds2d_init(sess, &dp, &ds))) return 1;
   std::unique_ptr<kiln_ds2d, void (*)(kiln_ds2d*)> guard(ds, kiln_ds2d_free);

@@ -231,6 +231,10 @@ typedef struct kiln_ds2d_params {
                               (plain decode only where it does not fit) */
   float ewma;              /* weight of the newest observation in the running averages of
                               acceptance and cost (default 0.1) */
+  int32_t recycle;         /* 1: also draft from the model's own recent predictions (token
+                              recycling: the top next tokens every computed row gave after
+                              its token). Default 0: on 2-core x86 its extra verify passes
+                              cost more than they gain (docs/ds2d.md) */
 } kiln_ds2d_params;
 
 #define KILN_DS2D_MAX_TEMPLATES 16
