@@ -63,6 +63,7 @@ std::vector<Candidate> NgramDrafter::draft(int max_len, int max_candidates) cons
     // Longer matches predict better; the share of occurrences splits the chance.
     const float per_token = std::min(0.9f, 0.35f + 0.15f * (float)n);
     bool first = true;
+    const int top_cnt = conts.front().second;
     for (auto& [toks, cnt] : conts) {
       if ((int)out.size() >= max_candidates) break;
       bool dup = false;
@@ -71,7 +72,10 @@ std::vector<Candidate> NgramDrafter::draft(int max_len, int max_candidates) cons
       Candidate c;
       c.tokens = toks;
       c.source = n;
-      c.weight = (float)cnt / (float)total;
+      // Relative to this match length's most frequent continuation: the source's learnt
+      // accuracy is that of its best draft, which already reflects the competition (the
+      // share of all occurrences counted it twice and priced every draft 2-4x too low).
+      c.weight = (float)cnt / (float)top_cnt;
       c.top = first;
       first = false;
       float p = trust * (float)cnt / (float)total;

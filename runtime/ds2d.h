@@ -25,7 +25,7 @@ struct Candidate {
   std::vector<int32_t> tokens;
   std::vector<float> prob;
   int32_t source = 0;   // who drafted it: n for an n-gram match of n tokens, 0 early exit
-  float weight = 1.0f;  // its share among the drafts of its source (occurrence counts)
+  float weight = 1.0f;  // its chance relative to its source's best draft (which has 1)
   bool top = true;      // the source's best draft this step (the one its accuracy is learnt on)
 };
 

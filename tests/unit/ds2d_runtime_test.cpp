@@ -49,7 +49,12 @@ TEST(Ds2dNgram, SeveralContinuationsMergedMostFrequentFirst) {
   EXPECT_FALSE(c[1].top);
   EXPECT_EQ(c[2].source, 1);
   EXPECT_TRUE(c[2].top);
-  EXPECT_NEAR(c[0].weight, 2.0f / 3.0f, 1e-6);
+  // Weights are relative to the match length's best draft: 1 for it, 1/2 for the
+  // continuation seen once against its twice (not shares of all occurrences: the source's
+  // learnt accuracy is its best draft's and already counts the competition).
+  EXPECT_FLOAT_EQ(c[0].weight, 1.0f);
+  EXPECT_FLOAT_EQ(c[1].weight, 0.5f);
+  EXPECT_FLOAT_EQ(c[2].weight, 0.5f);  // "6" -> 1 twice (already drafted), -> 4 once
   // Nothing to propose for a suffix never seen before.
   NgramDrafter none(1, 3);
   none.append(std::vector<int32_t>{1, 2, 3, 4});
