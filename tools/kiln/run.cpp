@@ -44,15 +44,50 @@ static const std::vector<OptionSpec> kRunOptions = {
     {"adapter", "PATH", "LoRA adapter (PEFT folder or GGUF LoRA) applied at run time"},
     {"stream-adapter", "PATH", "with --streams: stream i's adapter, or none (repeatable)", true},
     {"adapter-scale", "F", "multiplies the adapters' own scale (default 1)"},
-    {"ds2d", "", "decode with DS2D self-speculative tree decoding; prints its statistics"},
+    {"ds2d", "", "decode with DS2D self-speculative tree decoding (with --streams: every stream in one "
+                 "verify pass); prints its statistics"},
     {"ds2d-template", "N", "with --ds2d: always verify with tree template N (default: chosen each step)"},
     {"ds2d-no-early-exit", "", "with --ds2d: no early-exit drafts"},
     {"ds2d-recycle", "", "with --ds2d: also draft from the model's recent predictions (token recycling)"},
-    {"ds2d-compare", "", "with --ds2d: also decode plainly, report the speedup and check the output"},
+    {"ds2d-compare", "", "with --ds2d: also decode plainly (with --streams: all streams), report the speedup "
+                         "and check the output"},
 };
 
 // Reply styles for --streams when --style is not given.
 static const char* kDefaultStyles[] = {"formal", "polite", "jovial", "concise", "enthusiastic", "poetic"};
+
+// The DS2D controller's parameters from --ds2d-template, --ds2d-no-early-exit, --ds2d-recycle.
+static Result<kiln_ds2d_params> ds2d_params(const Args& args) {
+  kiln_ds2d_params dp = kiln_ds2d_default_params();
+  auto tmpl = args.get_int("ds2d-template", -1, -1, 1 << 20);
+  if (!tmpl.ok()) return tmpl.error();
+  dp.template_index = (int32_t)*tmpl;
+  dp.early_exit = args.flag("ds2d-no-early-exit") ? 0 : 1;
+  dp.recycle = args.flag("ds2d-recycle") ? 1 : 0;
+  return dp;
+}
+
+// DS2D's statistics on stderr: steps, acceptance, template use and cost, where the time went.
+static int print_ds2d_stats(const kiln_ds2d* ds) {
+  kiln_ds2d_stats st{};
+  if (kiln_ds2d_get_stats(ds, &st) != KILN_OK) {
+    fmt::print(stderr, "kiln run: {}\n", kiln_last_error());
+    return 1;
+  }
+  fmt::print(stderr, "[ds2d] steps {} (verify {}, plain {}) | accepted drafts per verify pass {:.2f} "
+             "({} of {} drafted) | tokens per step {:.2f}\n",
+             st.steps, st.verify_passes, st.plain_steps,
+             st.stream_passes ? (double)st.accepted / (double)st.stream_passes : 0.0, st.accepted, st.drafted,
+             st.steps ? (double)st.tokens / (double)st.steps : 0.0);
+  std::string uses;
+  for (int32_t t = 0; t < st.n_templates; ++t)
+    uses += fmt::format(" {}-node: {} passes ({:.2f} ms)", st.template_nodes[t], st.template_uses[t],
+                        st.template_seconds[t] * 1e3);
+  fmt::print(stderr, "[ds2d] templates:{} | plain step {:.2f} ms | early-exit drafts {} | time: draft {:.3f} s, "
+             "verify {:.3f} s, plain {:.3f} s\n", uses.empty() ? " none (the model has no tree templates)" : uses,
+             st.plain_step_seconds * 1e3, st.early_exit_drafts, st.draft_seconds, st.verify_seconds, st.plain_seconds);
+  return 0;
+}
 
 // Several styled replies to one prompt, decoded together: each stream's prompt is the
 // user's prompt plus its style request. The tokens all streams share are prefilled once
@@ -122,62 +157,150 @@ static int run_streams(const Args& args, const Tokenizer& tok, const GgufFile& g
                                                     : fmt::format("{} + {}", info.name, styles[(size_t)i]);
     }
   }
+  // With --ds2d the controller is made now: after the adapters are set (its timing passes
+  // run on the streams' slots) and before the prefill (it times rows past the emptiest
+  // stream, which the prefill then overwrites).
+  std::unique_ptr<kiln_ds2d, void (*)(kiln_ds2d*)> ds(nullptr, kiln_ds2d_free);
+  if (args.flag("ds2d")) {
+    auto dp = ds2d_params(args);
+    if (!dp.ok()) return fail(dp.error().message);
+    kiln_ds2d* d = nullptr;
+    if (check(kiln_ds2d_init(sess, &*dp, &d))) return 1;
+    ds.reset(d);
+  }
   auto t1 = std::chrono::steady_clock::now();
   // The shared prompt tokens are prefilled once per adapter slot (their KV depends on it),
   // on the first stream of that slot, and copied to the others; then every stream's own
   // tokens (its style request) — each group in one call, so in shared steps.
-  std::vector<const int32_t*> ptrs;
-  std::vector<int32_t> lens, ids;
-  if (shared > 0) {
-    for (int32_t i = 0; i < S; ++i) {
-      int32_t first = 0;
-      while (slot_of[(size_t)first] != slot_of[(size_t)i]) ++first;
-      if (first == i) ptrs.push_back(prompts[(size_t)i].data()), lens.push_back((int32_t)shared), ids.push_back(i);
+  auto prefill = [&]() -> int {
+    std::vector<const int32_t*> ptrs;
+    std::vector<int32_t> lens, ids;
+    if (shared > 0) {
+      for (int32_t i = 0; i < S; ++i) {
+        int32_t first = 0;
+        while (slot_of[(size_t)first] != slot_of[(size_t)i]) ++first;
+        if (first == i) ptrs.push_back(prompts[(size_t)i].data()), lens.push_back((int32_t)shared), ids.push_back(i);
+      }
+      if (check(kiln_prefill_streams(sess, ptrs.data(), lens.data(), ids.data(), (int32_t)ids.size(), nullptr))) return 1;
+      for (int32_t i = 0; i < S; ++i) {
+        int32_t first = 0;
+        while (slot_of[(size_t)first] != slot_of[(size_t)i]) ++first;
+        if (first != i && check(kiln_session_copy_stream(sess, first, i, (int32_t)shared))) return 1;
+      }
     }
-    if (check(kiln_prefill_streams(sess, ptrs.data(), lens.data(), ids.data(), (int32_t)ids.size(), nullptr))) return 1;
-    for (int32_t i = 0; i < S; ++i) {
-      int32_t first = 0;
-      while (slot_of[(size_t)first] != slot_of[(size_t)i]) ++first;
-      if (first != i && check(kiln_session_copy_stream(sess, first, i, (int32_t)shared))) return 1;
-    }
-  }
-  ptrs.clear(), lens.clear(), ids.clear();
-  for (int32_t i = 0; i < S; ++i)
-    ptrs.push_back(prompts[(size_t)i].data() + shared), lens.push_back((int32_t)(prompts[(size_t)i].size() - shared)),
-        ids.push_back(i);
-  if (check(kiln_prefill_streams(sess, ptrs.data(), lens.data(), ids.data(), S, logits.data()))) return 1;
+    ptrs.clear(), lens.clear(), ids.clear();
+    for (int32_t i = 0; i < S; ++i)
+      ptrs.push_back(prompts[(size_t)i].data() + shared), lens.push_back((int32_t)(prompts[(size_t)i].size() - shared)),
+          ids.push_back(i);
+    return check(kiln_prefill_streams(sess, ptrs.data(), lens.data(), ids.data(), S, logits.data()));
+  };
+  if (prefill()) return 1;
   auto t2 = std::chrono::steady_clock::now();
 
-  std::vector<Sampler> samplers;
-  for (int32_t i = 0; i < S; ++i) samplers.emplace_back(SamplerParams{sp.temperature, sp.top_k, sp.top_p, sp.seed + (uint64_t)i});
-  std::vector<std::string> replies((size_t)S);
-  std::vector<int32_t> active(S), next;
-  for (int32_t i = 0; i < S; ++i) active[(size_t)i] = i;
-  std::vector<float> step_logits = logits;  // row i of the last step belongs to active[i]
-  size_t generated = 0;
-  for (int64_t t = 0; t < max_tokens && !active.empty(); ++t) {
-    std::vector<int32_t> still, toks;
-    for (size_t r = 0; r < active.size(); ++r) {
-      int32_t id = samplers[(size_t)active[r]].sample({step_logits.data() + r * V, (size_t)V});
-      if (tok.is_eog(id) && !args.flag("ignore-eos")) continue;
-      replies[(size_t)active[r]] += tok.piece(id);
-      ++generated;
-      still.push_back(active[r]);
-      toks.push_back(id);
+  // Each stream's sampler (seed + stream index), first token from the prefill's logits.
+  const bool ignore_eos = args.flag("ignore-eos");
+  std::vector<std::unique_ptr<kiln_sampler, void (*)(kiln_sampler*)>> samplers;
+  auto make_samplers = [&]() -> int {
+    samplers.clear();
+    for (int32_t i = 0; i < S; ++i) {
+      kiln_sampler_params kp{sp.temperature, sp.top_k, sp.top_p, sp.seed + (uint64_t)i};
+      kiln_sampler* p = nullptr;
+      if (check(kiln_sampler_init(&kp, &p))) return 1;
+      samplers.emplace_back(p, kiln_sampler_free);
     }
-    active = still;
-    if (active.empty() || t + 1 == max_tokens) break;
-    if (check(kiln_decode(sess, toks.data(), active.data(), (int32_t)active.size(), step_logits.data()))) return 1;
-  }
+    return 0;
+  };
+  // Plain decoding: one kiln_decode call per step advances every stream still generating.
+  auto decode_plain = [&](std::vector<std::vector<int32_t>>& out) -> int {
+    if (make_samplers()) return 1;
+    out.assign((size_t)S, {});
+    std::vector<int32_t> active(S);
+    for (int32_t i = 0; i < S; ++i) active[(size_t)i] = i;
+    std::vector<float> step_logits = logits;  // row i of the last step belongs to active[i]
+    for (int64_t t = 0; t < max_tokens && !active.empty(); ++t) {
+      std::vector<int32_t> still, toks;
+      for (size_t r = 0; r < active.size(); ++r) {
+        int32_t id = 0;
+        if (check(kiln_sampler_sample(samplers[(size_t)active[r]].get(), step_logits.data() + r * V, V, &id))) return 1;
+        if (tok.is_eog(id) && !ignore_eos) continue;
+        out[(size_t)active[r]].push_back(id);
+        still.push_back(active[r]);
+        toks.push_back(id);
+      }
+      active = still;
+      if (active.empty() || t + 1 == max_tokens) break;
+      if (check(kiln_decode(sess, toks.data(), active.data(), (int32_t)active.size(), step_logits.data()))) return 1;
+    }
+    return 0;
+  };
+  // DS2D: one kiln_ds2d_step per step over every stream still generating, each with its
+  // own draft tree, acceptance and sampler; a step yields one or more tokens per stream.
+  auto decode_ds2d = [&](std::vector<std::vector<int32_t>>& out) -> int {
+    if (make_samplers()) return 1;
+    out.assign((size_t)S, {});
+    const int32_t stride = kiln_ds2d_max_step_tokens(ds.get());
+    std::vector<int32_t> active, roots, buf((size_t)S * (size_t)stride), n_out((size_t)S);
+    auto take = [&](int32_t i, int32_t id) {  // false: stream i is done
+      if ((tok.is_eog(id) && !ignore_eos) || (int64_t)out[(size_t)i].size() >= max_tokens) return false;
+      out[(size_t)i].push_back(id);
+      return (int64_t)out[(size_t)i].size() < max_tokens;
+    };
+    for (int32_t i = 0; i < S; ++i) {
+      if (check(kiln_ds2d_begin(ds.get(), i, prompts[(size_t)i].data(), (int32_t)prompts[(size_t)i].size()))) return 1;
+      int32_t id = 0;
+      if (check(kiln_sampler_sample(samplers[(size_t)i].get(), logits.data() + (size_t)i * V, V, &id))) return 1;
+      if (take(i, id)) active.push_back(i), roots.push_back(id);
+    }
+    while (!active.empty()) {
+      std::vector<kiln_sampler*> sps;
+      for (int32_t i : active) sps.push_back(samplers[(size_t)i].get());
+      if (check(kiln_ds2d_step(ds.get(), roots.data(), active.data(), (int32_t)active.size(), sps.data(), buf.data(),
+                               stride, n_out.data())))
+        return 1;
+      std::vector<int32_t> still, still_roots;
+      for (size_t r = 0; r < active.size(); ++r) {
+        bool going = true;
+        for (int32_t j = 0; j < n_out[r] && going; ++j) going = take(active[r], buf[r * (size_t)stride + (size_t)j]);
+        if (going) still.push_back(active[r]), still_roots.push_back(buf[r * (size_t)stride + (size_t)n_out[r] - 1]);
+      }
+      active = still;
+      roots = still_roots;
+    }
+    return 0;
+  };
+
+  std::vector<std::vector<int32_t>> replies;
+  if (ds ? decode_ds2d(replies) : decode_plain(replies)) return 1;
   auto t3 = std::chrono::steady_clock::now();
-  for (int32_t i = 0; i < S; ++i) fmt::print("[{}] {}\n\n", labels[(size_t)i], replies[(size_t)i]);
+  size_t generated = 0;
+  for (int32_t i = 0; i < S; ++i) {
+    std::string text;
+    for (int32_t id : replies[(size_t)i]) text += tok.piece(id);
+    generated += replies[(size_t)i].size();
+    fmt::print("[{}] {}\n\n", labels[(size_t)i], text);
+  }
   std::fflush(stdout);
   auto secs = [](auto a, auto b) { return std::chrono::duration<double>(b - a).count(); };
-  fmt::print(stderr, "[kiln] engine: compiled, {} streams | load {:.2f} s | prompts {} tokens ({} shared, prefilled once{}) "
+  fmt::print(stderr, "[kiln] engine: compiled{}, {} streams | load {:.2f} s | prompts {} tokens ({} shared, prefilled once{}) "
              "in {:.2f} s | generated {} tokens in {:.2f} s ({:.1f} tok/s over all streams)\n",
-             S, secs(t0, t1), shared + [&] { size_t n = 0; for (auto& p : prompts) n += p.size() - shared; return n; }(),
+             ds ? " + DS2D" : "", S, secs(t0, t1), shared + [&] { size_t n = 0; for (auto& p : prompts) n += p.size() - shared; return n; }(),
              shared, by_adapter ? " per adapter" : "", secs(t1, t2), generated, secs(t2, t3), generated / std::max(1e-9, secs(t2, t3)));
-  return 0;
+  if (!ds) return 0;
+  if (print_ds2d_stats(ds.get())) return 1;
+  if (!args.flag("ds2d-compare")) return 0;
+  // The same replies decoded plainly, from a fresh prefill.
+  if (check(kiln_session_reset(sess, KILN_ALL_STREAMS))) return 1;
+  if (prefill()) return 1;
+  std::vector<std::vector<int32_t>> plain;
+  auto p1 = std::chrono::steady_clock::now();
+  if (decode_plain(plain)) return 1;
+  auto p2 = std::chrono::steady_clock::now();
+  const double ds_tps = generated / std::max(1e-9, secs(t2, t3));
+  const double plain_tps = generated / std::max(1e-9, secs(p1, p2));
+  fmt::print(stderr, "[ds2d] plain multi-stream decode: {:.1f} tok/s over all streams | speedup {:.2f}x | output {}\n",
+             plain_tps, ds_tps / plain_tps,
+             plain == replies ? "identical" : (sp.temperature > 0 ? "differs (sampling)" : "DIFFERS"));
+  return sp.temperature <= 0 && plain != replies ? 1 : 0;
 }
 
 // --ds2d: prefill, then kiln_ds2d_step until max_tokens or the end of generation; each
@@ -204,14 +327,10 @@ static int run_ds2d(const Args& args, const Tokenizer& tok, EngineOptions eo, co
     if (check(kiln_adapter_query(sess, 1, &info))) return 1;
     label = fmt::format("[{}] ", info.name);
   }
-  kiln_ds2d_params dp = kiln_ds2d_default_params();
-  auto tmpl = args.get_int("ds2d-template", -1, -1, 1 << 20);
-  if (!tmpl.ok()) return fail(tmpl.error().message);
-  dp.template_index = (int32_t)*tmpl;
-  dp.early_exit = args.flag("ds2d-no-early-exit") ? 0 : 1;
-  dp.recycle = args.flag("ds2d-recycle") ? 1 : 0;
+  auto dp = ds2d_params(args);
+  if (!dp.ok()) return fail(dp.error().message);
   kiln_ds2d* ds = nullptr;
-  if (check(kiln_ds2d_init(sess, &dp, &ds))) return 1;
+  if (check(kiln_ds2d_init(sess, &*dp, &ds))) return 1;
   std::unique_ptr<kiln_ds2d, void (*)(kiln_ds2d*)> guard(ds, kiln_ds2d_free);
   kiln_sampler_params kp{sp.temperature, sp.top_k, sp.top_p, sp.seed};
   kiln_sampler* smp = nullptr;
@@ -250,26 +369,13 @@ static int run_ds2d(const Args& args, const Tokenizer& tok, EngineOptions eo, co
   std::fputc('\n', stdout);
   std::fflush(stdout);
   auto secs = [](auto a, auto b) { return std::chrono::duration<double>(b - a).count(); };
-  kiln_ds2d_stats st{};
-  if (check(kiln_ds2d_get_stats(ds, &st))) return 1;
   // Tokens after the first (which comes from the prefill's logits), as plain decode counts.
   const double decode_s = secs(t1, t2);
   const double tps = generated.size() > 1 ? (generated.size() - 1) / decode_s : 0.0;
   if (args.flag("print-tokens")) fmt::print(stderr, "tokens: {}\n", fmt::join(generated, " "));
   fmt::print(stderr, "[kiln] engine: compiled + DS2D | prompt {} tokens in {:.2f} s | generated {} tokens in "
              "{:.2f} s ({:.2f} tok/s)\n", prompt.size(), secs(t0, t1), generated.size(), decode_s, tps);
-  fmt::print(stderr, "[ds2d] steps {} (verify {}, plain {}) | accepted drafts per verify pass {:.2f} "
-             "({} of {} drafted) | tokens per step {:.2f}\n",
-             st.steps, st.verify_passes, st.plain_steps,
-             st.stream_passes ? (double)st.accepted / (double)st.stream_passes : 0.0, st.accepted, st.drafted,
-             st.steps ? (double)st.tokens / (double)st.steps : 0.0);
-  std::string uses;
-  for (int32_t t = 0; t < st.n_templates; ++t)
-    uses += fmt::format(" {}-node: {} passes ({:.2f} ms)", st.template_nodes[t], st.template_uses[t],
-                        st.template_seconds[t] * 1e3);
-  fmt::print(stderr, "[ds2d] templates:{} | plain step {:.2f} ms | early-exit drafts {} | time: draft {:.3f} s, "
-             "verify {:.3f} s, plain {:.3f} s\n", uses.empty() ? " none (the model has no tree templates)" : uses,
-             st.plain_step_seconds * 1e3, st.early_exit_drafts, st.draft_seconds, st.verify_seconds, st.plain_seconds);
+  if (print_ds2d_stats(ds)) return 1;
   if (args.flag("ds2d-compare")) {
     if (check(kiln_session_reset(sess, 0))) return 1;
     kiln_sampler* ps = nullptr;
