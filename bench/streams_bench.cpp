@@ -11,6 +11,9 @@
 //    all 3 streams), as `kiln run --streams 3` does.
 // Ratios are medians of each repetition's own ratio (both sides measured back to back).
 // Prints one JSON object. usage: streams_bench MODEL [--threads N] [--reps R] [--pack-weights auto|on|off]
+//                                               [--profile-streams S]
+// --profile-streams S only decodes S streams, 64-token replies to the prompt over and over
+// for about 20 s, and prints nothing: a steady load to attach a profiler to (perf record).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -34,10 +37,12 @@ int main(int argc, char** argv) {
   if (argc < 2) { std::fprintf(stderr, "usage: streams_bench MODEL [--threads N] [--reps R] [--pack-weights auto|on|off]\n"); return 2; }
   int threads = 2, reps = 3;
   std::string pack = "auto";
+  int profile_streams = 0;
   for (int i = 2; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--threads")) threads = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--reps")) reps = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--pack-weights")) pack = argv[i + 1];
+    else if (!std::strcmp(argv[i], "--profile-streams")) profile_streams = std::atoi(argv[i + 1]);
   }
   const int kMaxStreams = 4, kGen = 64;
   CompileRequest req;
@@ -60,6 +65,22 @@ int main(int argc, char** argv) {
   std::vector<int32_t> streams = {0, 1, 2, 3}, toks(kMaxStreams, 504);
 
   auto fail = [&] { std::fprintf(stderr, "streams_bench: %s\n", kiln_last_error()); return 1; };
+  if (profile_streams > 0) {
+    const int S = std::min(profile_streams, kMaxStreams);
+    const auto t_end = clk::now() + std::chrono::seconds(20);
+    long long steps = 0;
+    while (clk::now() < t_end) {
+      kiln_session_reset(s, KILN_ALL_STREAMS);
+      if (kiln_prefill(s, prompt.data(), (int32_t)prompt.size(), 0, nullptr) != KILN_OK) return fail();
+      for (int i = 1; i < S; ++i) kiln_session_copy_stream(s, 0, i, (int32_t)prompt.size());
+      for (int t = 0; t < kGen; ++t)
+        if (kiln_decode(s, toks.data(), streams.data(), S, logits.data()) != KILN_OK) return fail();
+      steps += kGen;
+    }
+    std::filesystem::remove_all(req.out_dir);
+    std::fprintf(stderr, "streams_bench: %d streams, %lld decode steps\n", S, steps);
+    return 0;
+  }
   // S = 1..4 back to back in every repetition; a step cost is the median of the
   // repetitions' own ratios (the shared machine's speed drifts over seconds).
   std::vector<std::vector<double>> rates(kMaxStreams + 1);
