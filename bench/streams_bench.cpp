@@ -12,8 +12,10 @@
 // Ratios are medians of each repetition's own ratio (both sides measured back to back).
 // Prints one JSON object. usage: streams_bench MODEL [--threads N] [--reps R] [--pack-weights auto|on|off]
 //                                               [--profile-streams S]
-// --profile-streams S only decodes S streams, 64-token replies to the prompt over and over
-// for about 20 s, and prints nothing: a steady load to attach a profiler to (perf record).
+// --profile-streams S only runs S-stream replies (the prompt's prefill, copied to the
+// streams, then 64 decode steps) over and over for about 20 s and prints the number of
+// decode steps to stderr: a steady load for a profiler (perf record; with KILN_PERF_MAP=1
+// the kernels are named), whose samples per step compare across S.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -34,7 +36,7 @@ using namespace kiln;
 using namespace kiln::bench;
 
 int main(int argc, char** argv) {
-  if (argc < 2) { std::fprintf(stderr, "usage: streams_bench MODEL [--threads N] [--reps R] [--pack-weights auto|on|off]\n"); return 2; }
+  if (argc < 2) { std::fprintf(stderr, "usage: streams_bench MODEL [--threads N] [--reps R] [--pack-weights auto|on|off] [--profile-streams S]\n"); return 2; }
   int threads = 2, reps = 3;
   std::string pack = "auto";
   int profile_streams = 0;
@@ -70,9 +72,11 @@ int main(int argc, char** argv) {
     const auto t_end = clk::now() + std::chrono::seconds(20);
     long long steps = 0;
     while (clk::now() < t_end) {
-      kiln_session_reset(s, KILN_ALL_STREAMS);
-      if (kiln_prefill(s, prompt.data(), (int32_t)prompt.size(), 0, nullptr) != KILN_OK) return fail();
-      for (int i = 1; i < S; ++i) kiln_session_copy_stream(s, 0, i, (int32_t)prompt.size());
+      if (kiln_session_reset(s, KILN_ALL_STREAMS) != KILN_OK ||
+          kiln_prefill(s, prompt.data(), (int32_t)prompt.size(), 0, nullptr) != KILN_OK)
+        return fail();
+      for (int i = 1; i < S; ++i)
+        if (kiln_session_copy_stream(s, 0, i, (int32_t)prompt.size()) != KILN_OK) return fail();
       for (int t = 0; t < kGen; ++t)
         if (kiln_decode(s, toks.data(), streams.data(), S, logits.data()) != KILN_OK) return fail();
       steps += kGen;

@@ -60,10 +60,11 @@ std::vector<Candidate> NgramDrafter::draft(int max_len, int max_candidates) cons
     if (conts.empty()) continue;
     std::stable_sort(conts.begin(), conts.end(),  // most frequent first, then most recent
                      [](const auto& a, const auto& b) { return a.second > b.second; });
-    // Longer matches predict better; the share of occurrences splits the chance.
+    // `prob` is a standalone estimate (the controller replaces it by the source's learnt
+    // accuracy): longer matches predict better; the share of occurrences splits the chance.
     const float per_token = std::min(0.9f, 0.35f + 0.15f * (float)n);
     bool first = true;
-    const int top_cnt = conts.front().second;
+    int top_cnt = 1;
     for (auto& [toks, cnt] : conts) {
       if ((int)out.size() >= max_candidates) break;
       bool dup = false;
@@ -72,9 +73,11 @@ std::vector<Candidate> NgramDrafter::draft(int max_len, int max_candidates) cons
       Candidate c;
       c.tokens = toks;
       c.source = n;
-      // Relative to this match length's most frequent continuation: the source's learnt
-      // accuracy is that of its best draft, which already reflects the competition (the
-      // share of all occurrences counted it twice and priced every draft 2-4x too low).
+      // Relative to this match length's best draft (its most frequent continuation not
+      // already drafted by a longer match), on which the source's accuracy is learnt and
+      // which already reflects the competition: the share of all occurrences counted it
+      // twice and priced drafts 2-4x too low.
+      if (first) top_cnt = cnt;
       c.weight = (float)cnt / (float)top_cnt;
       c.top = first;
       first = false;
@@ -90,6 +93,7 @@ std::vector<Candidate> NgramDrafter::draft(int max_len, int max_candidates) cons
 // ---- token recycling ------------------------------------------------------------------
 
 void top_k(std::span<const float> logits, int k, int32_t* ids, float* values) {
+  if (k <= 0) return;
   for (int i = 0; i < k; ++i) { ids[i] = -1; values[i] = -INFINITY; }
   bool full = false;
   auto consider = [&](size_t t) {
@@ -135,9 +139,14 @@ void SuccessorTable::observe(int32_t token, std::span<const float> logits) {
   if (token < 0 || (size_t)token * kWidth >= next_.size() || logits.size() < (size_t)kWidth) return;
   int32_t* ids = next_.data() + (size_t)token * kWidth;
   float* rel = rel_.data() + (size_t)token * kWidth;
+  int32_t top[kWidth];
   float v[kWidth];
-  top_k(logits, kWidth, ids, v);
-  for (int i = 0; i < kWidth; ++i) rel[i] = ids[i] >= 0 ? std::exp(v[i] - v[0]) : 0.0f;
+  top_k(logits, kWidth, top, v);
+  if (!std::isfinite(v[0])) return;  // no usable prediction: keep what the table had
+  for (int i = 0; i < kWidth; ++i) {
+    ids[i] = top[i];
+    rel[i] = top[i] >= 0 && std::isfinite(v[i]) ? std::exp(v[i] - v[0]) : 0.0f;
+  }
 }
 
 std::vector<Candidate> SuccessorTable::draft(int32_t root, int max_len, int max_candidates,
@@ -145,14 +154,14 @@ std::vector<Candidate> SuccessorTable::draft(int32_t root, int max_len, int max_
   std::vector<Candidate> out;
   const size_t v = next_.size() / kWidth;
   if (max_len < 1 || max_candidates < 1 || root < 0 || (size_t)root >= v) return out;
-  // `prefix` then successor `rank` of its last token (of the root when empty), then
+  // `prefix` then successor `rank` of `from` (the prefix's last token, or the root), then
   // first choices up to max_len.
-  auto chain = [&](std::vector<int32_t> prefix, int32_t from, int rank, float weight) {
+  auto chain = [&](std::vector<int32_t> prefix, int32_t from, int rank) {
     const int32_t first = next_[(size_t)from * kWidth + (size_t)rank];
-    if (first < 0 || (int)out.size() >= max_candidates) return;
+    if (first < 0) return;
     Candidate c;
     c.source = source;
-    c.weight = weight * rel_[(size_t)from * kWidth + (size_t)rank];
+    c.weight = rel_[(size_t)from * kWidth + (size_t)rank];
     c.top = out.empty();
     c.tokens = std::move(prefix);
     c.tokens.push_back(first);
@@ -164,13 +173,18 @@ std::vector<Candidate> SuccessorTable::draft(int32_t root, int max_len, int max_
     c.prob.assign(c.tokens.size(), 0.0f);  // set from the source's accuracy by the caller
     out.push_back(std::move(c));
   };
-  chain({}, root, 0, 1.0f);
+  chain({}, root, 0);
   if (out.empty()) return out;
   const std::vector<int32_t> main = out[0].tokens;
-  // The root's other successors, then the main chain's alternatives from the top down.
-  for (int r = 1; r < kWidth; ++r) chain({}, root, r, 1.0f);
+  // The alternatives: the root's other successors and the main chain's second choices,
+  // likeliest first (a distant third successor of the root is worth less than a close
+  // second choice deeper down), as many as the cap leaves room for.
+  for (int r = 1; r < kWidth; ++r) chain({}, root, r);
   for (size_t d = 1; d < main.size(); ++d)
-    chain(std::vector<int32_t>(main.begin(), main.begin() + (long)d), main[d - 1], 1, 1.0f);
+    chain(std::vector<int32_t>(main.begin(), main.begin() + (long)d), main[d - 1], 1);
+  std::stable_sort(out.begin() + 1, out.end(),
+                   [](const Candidate& a, const Candidate& b) { return a.weight > b.weight; });
+  if ((int)out.size() > max_candidates) out.resize((size_t)max_candidates);
   return out;
 }
 
@@ -351,8 +365,9 @@ double ewma(double old, double x, double w) { return old <= 0 ? x : (1 - w) * ol
 }  // namespace
 
 // Draft sources index `kiln_ds2d::rates`: 0 early exit, n an n-gram match of n tokens
-// (n <= 16), then token recycling.
-constexpr int32_t kRecycleSource = 17;
+// (n <= kMaxNgram), then token recycling.
+constexpr int32_t kMaxNgram = 16;
+constexpr int32_t kRecycleSource = kMaxNgram + 1;
 
 struct kiln_ds2d {
   kiln_session* s = nullptr;
@@ -368,7 +383,9 @@ struct kiln_ds2d {
   std::vector<uint8_t> seen;
   int32_t max_step_tokens = 1;
   std::vector<Rate> rates;            // by draft source (kRecycleSource above)
-  kiln::ds2d::SuccessorTable recycle; // empty unless p.recycle
+  // Empty unless p.recycle. One table for all streams, whatever their adapters: a stream
+  // on another adapter only makes the drafts of the others less often right.
+  kiln::ds2d::SuccessorTable recycle;
   kiln_ds2d_stats stats{};
 
   // Runs `fn` over the session's first `rows` scratch rows; returns its seconds.
@@ -529,9 +546,9 @@ kiln_status kiln_ds2d_init(kiln_session* s, const kiln_ds2d_params* params, kiln
     *out = nullptr;
     if (!s) return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_ds2d_init: session is NULL");
     kiln_ds2d_params p = params ? *params : kiln_ds2d_default_params();
-    if (p.ngram_min < 1 || p.ngram_max < p.ngram_min || p.ngram_max > 16)
+    if (p.ngram_min < 1 || p.ngram_max < p.ngram_min || p.ngram_max > kMaxNgram)
       return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_ds2d_init: n-gram lengths %d..%d, expected "
-                  "1 <= ngram_min <= ngram_max <= 16", p.ngram_min, p.ngram_max);
+                  "1 <= ngram_min <= ngram_max <= %d", p.ngram_min, p.ngram_max, kMaxNgram);
     if (p.max_candidates < 1 || p.max_candidates > 64)
       return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_ds2d_init: max_candidates %d, expected 1..64",
                   p.max_candidates);

@@ -74,10 +74,11 @@ class SuccessorTable {
   std::span<const int32_t> next(int32_t token) const {
     return {next_.data() + (size_t)token * kWidth, (size_t)kWidth};
   }
-  // Continuations of `root` of up to max_len tokens: each known successor of the root
-  // followed by the table's first choices, then the first chain's alternatives deeper
-  // down. Candidate::weight is the softmax share of the chosen successors relative to
-  // the first choices at the same places (the first chain: 1).
+  // Continuations of `root` of up to max_len tokens, at most max_candidates: the first
+  // chain (the root's first successor, then first choices), then the alternatives — the
+  // root's other successors and the first chain's second choices, each followed by first
+  // choices — likeliest first. Candidate::weight is the softmax share of the branching
+  // successor relative to the first choice at the same place (the first chain: 1).
   std::vector<Candidate> draft(int32_t root, int max_len, int max_candidates, int32_t source) const;
 
  private:

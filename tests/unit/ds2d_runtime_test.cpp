@@ -54,7 +54,9 @@ TEST(Ds2dNgram, SeveralContinuationsMergedMostFrequentFirst) {
   // learnt accuracy is its best draft's and already counts the competition).
   EXPECT_FLOAT_EQ(c[0].weight, 1.0f);
   EXPECT_FLOAT_EQ(c[1].weight, 0.5f);
-  EXPECT_FLOAT_EQ(c[2].weight, 0.5f);  // "6" -> 1 twice (already drafted), -> 4 once
+  // "6" -> 1 twice (already drafted by "5 6"), -> 4 once: 4 is the 1-token match's best
+  // draft not drafted before, the one its accuracy is learnt on.
+  EXPECT_FLOAT_EQ(c[2].weight, 1.0f);
   // Nothing to propose for a suffix never seen before.
   NgramDrafter none(1, 3);
   none.append(std::vector<int32_t>{1, 2, 3, 4});
@@ -134,8 +136,21 @@ TEST(Ds2dRecycle, DraftsWalkWhatTheModelPredictedAfterEachToken) {
   EXPECT_EQ(t.draft(1, 1, 1, 17)[0].tokens, (std::vector<int32_t>{9}));
   t.observe(42, logits_for({{9, 1.0f}}));
   EXPECT_TRUE(t.draft(42, 3, 8, 17).empty());
-  // max_candidates bounds the drafts.
+  // max_candidates bounds the drafts, keeping the likeliest alternatives.
   EXPECT_EQ(t.draft(2, 3, 1, 17).size(), 1u);
+  t.observe(1, logits_for({{2, 4.0f}, {7, 3.0f}}));
+  auto two = t.draft(1, 3, 3, 17);
+  ASSERT_EQ(two.size(), 3u);
+  EXPECT_EQ(two[1].tokens[0], 7);                                  // e^-1
+  EXPECT_EQ(two[2].tokens, (std::vector<int32_t>{2, 8}));          // e^-2, before the root's e^-9 ones
+  // Logits with no finite maximum leave the table as it was.
+  t.observe(1, std::vector<float>(10, -INFINITY));
+  t.observe(1, std::vector<float>(10, NAN));
+  EXPECT_EQ(t.next(1)[0], 2);
+  int32_t none[1] = {7};
+  float nv[1] = {1.0f};
+  top_k(std::vector<float>{1.0f}, 0, none, nv);  // k = 0: nothing written
+  EXPECT_EQ(none[0], 7);
 }
 
 TEST(Ds2dTree, CandidatesMergeIntoAPrefixTreeAndFillByLikelihood) {

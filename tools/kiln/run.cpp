@@ -4,6 +4,7 @@
 // (prefill), then one step per generated token (decode). Each step is a run of the
 // lowered graph with tokens and positions as inputs; the KV cache persists in the
 // graph's state buffers between steps.
+#include <cfloat>
 #include <chrono>
 #include <cstdio>
 
@@ -92,8 +93,9 @@ static int print_ds2d_stats(const kiln_ds2d* ds) {
 // Several styled replies to one prompt, decoded together: each stream's prompt is the
 // user's prompt plus its style request. The tokens all streams share are prefilled once
 // and copied (kiln_session_copy_stream), the style requests of all streams together
-// (kiln_prefill_streams); then one kiln_decode call per step advances
-// every stream still generating. Replies print labelled, once all are done.
+// (kiln_prefill_streams); then one kiln_decode call per step advances every stream still
+// generating (with --ds2d one kiln_ds2d_step, which may give each several tokens). Replies
+// print labelled, once all are done.
 static int run_streams(const Args& args, const Tokenizer& tok, const GgufFile& gguf, EngineOptions eo,
                        const SamplerParams& sp, int64_t max_tokens) {
   auto fail = [](const std::string& m) { fmt::print(stderr, "kiln run: {}\n", m); return 1; };
@@ -295,10 +297,12 @@ static int run_streams(const Args& args, const Tokenizer& tok, const GgufFile& g
   auto p1 = std::chrono::steady_clock::now();
   if (decode_plain(plain)) return 1;
   auto p2 = std::chrono::steady_clock::now();
+  size_t plain_generated = 0;
+  for (auto& r : plain) plain_generated += r.size();
   const double ds_tps = generated / std::max(1e-9, secs(t2, t3));
-  const double plain_tps = generated / std::max(1e-9, secs(p1, p2));
-  fmt::print(stderr, "[ds2d] plain multi-stream decode: {:.1f} tok/s over all streams | speedup {:.2f}x | output {}\n",
-             plain_tps, ds_tps / plain_tps,
+  const double plain_tps = plain_generated / std::max(1e-9, secs(p1, p2));
+  fmt::print(stderr, "[ds2d] plain multi-stream decode: {} tokens, {:.1f} tok/s over all streams | speedup {:.2f}x | output {}\n",
+             plain_generated, plain_tps, plain_tps > 0 ? ds_tps / plain_tps : 0.0,
              plain == replies ? "identical" : (sp.temperature > 0 ? "differs (sampling)" : "DIFFERS"));
   return sp.temperature <= 0 && plain != replies ? 1 : 0;
 }
@@ -427,6 +431,9 @@ int cmd_run(int argc, char** argv) {
   if (!top_k.ok()) return fail(top_k.error().message);
   if (!top_p.ok()) return fail(top_p.error().message);
   if (!seed.ok()) return fail(seed.error().message);
+  // --top-p 0 keeps the likeliest token alone; the C sampler (kiln_sampler_init, which the
+  // multi-stream and DS2D paths use) takes (0, 1], and its smallest value does the same.
+  const float top_p_v = *top_p > 0.0 ? (float)*top_p : FLT_MIN;
 
   auto threads = args->get_int("threads", 2, 1, 256);
   if (!threads.ok()) return fail(threads.error().message);
@@ -459,7 +466,7 @@ int cmd_run(int argc, char** argv) {
   if (args->get("adapter") && args->flag("interpreter")) return fail("--adapter runs on compiled code, not --interpreter");
   if (args->get("adapter")) eo.lora_slots = 2;
   if (*streams > 1)
-    return run_streams(*args, *tok, *gguf, eo, {(float)*temp, (int32_t)*top_k, (float)*top_p, (uint64_t)*seed},
+    return run_streams(*args, *tok, *gguf, eo, {(float)*temp, (int32_t)*top_k, top_p_v, (uint64_t)*seed},
                        *max_tokens);
 
   std::string prompt = *args->get("prompt");
@@ -483,7 +490,7 @@ int cmd_run(int argc, char** argv) {
   spdlog::info("prompt: {} tokens", tokens.size());
   if (args->flag("ds2d")) {
     if (args->flag("interpreter")) return fail("--ds2d runs on compiled code, not --interpreter");
-    return run_ds2d(*args, *tok, eo, {(float)*temp, (int32_t)*top_k, (float)*top_p, (uint64_t)*seed},
+    return run_ds2d(*args, *tok, eo, {(float)*temp, (int32_t)*top_k, top_p_v, (uint64_t)*seed},
                     *max_tokens, tokens);
   }
   auto engine = args->flag("interpreter") ? make_interpreter_engine(eo) : make_compiled_engine(eo);
@@ -498,7 +505,7 @@ int cmd_run(int argc, char** argv) {
 
   auto step = [&](const std::vector<int32_t>& toks, int32_t) { return (*engine)->step(toks); };
 
-  Sampler sampler({(float)*temp, (int32_t)*top_k, (float)*top_p, (uint64_t)*seed});
+  Sampler sampler({(float)*temp, (int32_t)*top_k, top_p_v, (uint64_t)*seed});
   auto t0 = std::chrono::steady_clock::now();
   auto logits = step(tokens, 0);
   if (!logits.ok()) return fail(logits.error().message);

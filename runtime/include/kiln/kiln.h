@@ -223,7 +223,8 @@ typedef struct kiln_ds2d kiln_ds2d;
 typedef struct kiln_ds2d_params {
   int32_t ngram_min;       /* shortest suffix the n-gram drafter matches (default 1) */
   int32_t ngram_max;       /* longest (default 4); longer matches are tried first */
-  int32_t max_candidates;  /* continuations drafted per stream and step (default 6) */
+  int32_t max_candidates;  /* continuations drafted per stream, step and source (n-gram
+                              lookup; token recycling) (default 6) */
   int32_t early_exit;      /* 1: also draft with the early-exit entry when the compiled model
                               has one and it pays (default 1) */
   int32_t early_exit_len;  /* tokens an early-exit draft proposes (default 3) */
