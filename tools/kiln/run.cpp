@@ -119,6 +119,11 @@ static int run_streams(const Args& args, const Tokenizer& tok, const GgufFile& g
     if (!text.ok()) return fail(text.error().message);
     prompts.push_back(tok.encode(*text, true, true));
   }
+  for (size_t i = 0; i < prompts.size(); ++i)
+    if ((int64_t)prompts[i].size() + max_tokens > eo.max_context)
+      return fail(fmt::format("stream {} ({}): prompt ({} tokens) plus --max-tokens {} exceeds the context of {} "
+                              "(raise --ctx)", i, styles[i].empty() ? "no style" : styles[i], prompts[i].size(),
+                              max_tokens, eo.max_context));
   size_t shared = prompts[0].size();
   for (auto& p : prompts) {
     size_t k = 0;
