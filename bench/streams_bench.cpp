@@ -67,18 +67,26 @@ int main(int argc, char** argv) {
   std::vector<int32_t> streams = {0, 1, 2, 3}, toks(kMaxStreams, 504);
 
   auto fail = [&] { std::fprintf(stderr, "streams_bench: %s\n", kiln_last_error()); return 1; };
+  // S streams at the end of the prompt (prefilled once, copied), then kGen decode steps.
+  auto start_replies = [&](int S) {
+    if (kiln_session_reset(s, KILN_ALL_STREAMS) != KILN_OK ||
+        kiln_prefill(s, prompt.data(), (int32_t)prompt.size(), 0, nullptr) != KILN_OK)
+      return false;
+    for (int i = 1; i < S; ++i)
+      if (kiln_session_copy_stream(s, 0, i, (int32_t)prompt.size()) != KILN_OK) return false;
+    return true;
+  };
+  auto decode_replies = [&](int S) {
+    for (int t = 0; t < kGen; ++t)
+      if (kiln_decode(s, toks.data(), streams.data(), S, logits.data()) != KILN_OK) return false;
+    return true;
+  };
   if (profile_streams > 0) {
     const int S = std::min(profile_streams, kMaxStreams);
     const auto t_end = clk::now() + std::chrono::seconds(20);
     long long steps = 0;
     while (clk::now() < t_end) {
-      if (kiln_session_reset(s, KILN_ALL_STREAMS) != KILN_OK ||
-          kiln_prefill(s, prompt.data(), (int32_t)prompt.size(), 0, nullptr) != KILN_OK)
-        return fail();
-      for (int i = 1; i < S; ++i)
-        if (kiln_session_copy_stream(s, 0, i, (int32_t)prompt.size()) != KILN_OK) return fail();
-      for (int t = 0; t < kGen; ++t)
-        if (kiln_decode(s, toks.data(), streams.data(), S, logits.data()) != KILN_OK) return fail();
+      if (!start_replies(S) || !decode_replies(S)) return fail();
       steps += kGen;
     }
     std::filesystem::remove_all(req.out_dir);
@@ -90,12 +98,9 @@ int main(int argc, char** argv) {
   std::vector<std::vector<double>> rates(kMaxStreams + 1);
   for (int r = 0; r <= reps; ++r)
     for (int S = 1; S <= kMaxStreams; ++S) {
-      kiln_session_reset(s, KILN_ALL_STREAMS);
-      if (kiln_prefill(s, prompt.data(), (int32_t)prompt.size(), 0, nullptr) != KILN_OK) return fail();
-      for (int i = 1; i < S; ++i) kiln_session_copy_stream(s, 0, i, (int32_t)prompt.size());
+      if (!start_replies(S)) return fail();
       auto t0 = clk::now();
-      for (int t = 0; t < kGen; ++t)
-        if (kiln_decode(s, toks.data(), streams.data(), S, logits.data()) != KILN_OK) return fail();
+      if (!decode_replies(S)) return fail();
       if (r > 0) rates[S].push_back(S * kGen / secs(t0, clk::now()));
     }
   const std::string per_s = decode_by_streams_json(rates, kMaxStreams);

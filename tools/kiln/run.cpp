@@ -179,21 +179,21 @@ static int run_streams(const Args& args, const Tokenizer& tok, const GgufFile& g
   // The shared prompt tokens are prefilled once per adapter slot (their KV depends on it),
   // on the first stream of that slot, and copied to the others; then every stream's own
   // tokens (its style request) — each group in one call, so in shared steps.
+  std::vector<int32_t> first_of_slot((size_t)S);  // the first stream reading stream i's slot
+  for (int32_t i = 0; i < S; ++i)
+    while (slot_of[(size_t)first_of_slot[(size_t)i]] != slot_of[(size_t)i]) ++first_of_slot[(size_t)i];
   auto prefill = [&]() -> int {
     std::vector<const int32_t*> ptrs;
     std::vector<int32_t> lens, ids;
     if (shared > 0) {
-      for (int32_t i = 0; i < S; ++i) {
-        int32_t first = 0;
-        while (slot_of[(size_t)first] != slot_of[(size_t)i]) ++first;
-        if (first == i) ptrs.push_back(prompts[(size_t)i].data()), lens.push_back((int32_t)shared), ids.push_back(i);
-      }
+      for (int32_t i = 0; i < S; ++i)
+        if (first_of_slot[(size_t)i] == i)
+          ptrs.push_back(prompts[(size_t)i].data()), lens.push_back((int32_t)shared), ids.push_back(i);
       if (check(kiln_prefill_streams(sess, ptrs.data(), lens.data(), ids.data(), (int32_t)ids.size(), nullptr))) return 1;
-      for (int32_t i = 0; i < S; ++i) {
-        int32_t first = 0;
-        while (slot_of[(size_t)first] != slot_of[(size_t)i]) ++first;
-        if (first != i && check(kiln_session_copy_stream(sess, first, i, (int32_t)shared))) return 1;
-      }
+      for (int32_t i = 0; i < S; ++i)
+        if (first_of_slot[(size_t)i] != i &&
+            check(kiln_session_copy_stream(sess, first_of_slot[(size_t)i], i, (int32_t)shared)))
+          return 1;
     }
     ptrs.clear(), lens.clear(), ids.clear();
     for (int32_t i = 0; i < S; ++i)
