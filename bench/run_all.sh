@@ -9,6 +9,8 @@
 #   bench/results/perplexity.json  perplexity, Q4_1 and F32, kiln and llama.cpp
 #   bench/results/streams.json     multi-stream decode (S = 1..4) and three replies
 #   bench/results/qmatmul_rows.json  one more row in the packed int8 kernels (x86 only)
+#   bench/results/attention_cold.json  decode attention on a cold KV cache, with and
+#                                  without the cache-row prefetch (x86 only)
 #   bench/results/backend.png      the plot (tokens/s per configuration and thread count)
 #
 # About 15-20 minutes on 2 quiet cores (each step prints its progress and time). Run it on
@@ -48,6 +50,12 @@ if [[ "$skip" != *" rows "* ]] && [ "$(uname -m)" = x86_64 ]; then
   cmake --build build --target qmatmul_rows_bench >/dev/null
   build/bench/qmatmul_rows --reps "$(( ${KILN_BENCH_REPS:-5} * 8 ))" > bench/results/qmatmul_rows.json.partial
   mv bench/results/qmatmul_rows.json.partial bench/results/qmatmul_rows.json
+fi
+if [[ "$skip" != *" attention "* ]] && [ "$(uname -m)" = x86_64 ]; then
+  step "decode attention on a cold KV cache (~10 s)"
+  cmake --build build --target attention_cold_bench >/dev/null
+  build/bench/attention_cold --reps "$(( ${KILN_BENCH_REPS:-5} * 8 ))" > bench/results/attention_cold.json.partial
+  mv bench/results/attention_cold.json.partial bench/results/attention_cold.json
 fi
 if [[ "$skip" != *" memory "* ]]; then
   step "peak RSS (~1 min)"
