@@ -18,7 +18,8 @@
 # the ratios survive some noise, but bandwidth and absolute tokens/s do not.
 #   KILN_BENCH_REPS   repetitions per tokens/s figure (default 3)
 #   KILN_PPL_CHUNKS   perplexity chunks of 512 tokens (default 40)
-#   KILN_SKIP         steps to skip, e.g. "perplexity memory"
+#   KILN_SKIP         steps to skip, e.g. "perplexity memory" (names: bandwidth backend
+#                     streams rows attention memory perplexity)
 # Needs: scripts/setup.sh done, the kiln build in build/, the peer (../shared/peer/build-llama-cpp.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -56,7 +56,8 @@ void ThreadPool::wait_while(WaitWord& w, uint32_t old, std::atomic<int64_t>& bud
   if (spin_ns_ > 0) {
     thread_local uint32_t waits = 0;
     const int64_t cur = budget_ns.load(std::memory_order_relaxed);
-    const int64_t budget = (++waits & 63) == 0 ? spin_ns_ : cur;  // every 64th wait probes
+    const int64_t probe = std::max(cur, std::min(spin_ns_, kProbeSpinNs));
+    const int64_t budget = (++waits & 63) == 0 ? probe : cur;  // every 64th wait probes
     const int64_t deadline = now_ns() + budget;
     for (uint32_t i = 1;; ++i) {
       cpu_relax();

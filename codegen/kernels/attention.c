@@ -53,17 +53,23 @@ KILN_INLINE const void* kv_at(enum kiln_kv t, const void* c, int64_t i) {
  * prefetchers to ramp up. Measured on this machine, 30 layers of 3 streams at 72 rows, one
  * thread, caches flushed first: 780 us per step without, 530 with every row of a pass
  * prefetched at its start, 317 with rows prefetched 16 ahead in the key loop (values with
- * the keys) and the next pass's first keys during this one (hot caches: 155 us, the same
- * with or without). In the engine (perf, 3 streams decoding): attention's samples per
- * 1000 steps 2292 -> 1482, steps in 20 s +6.5%; one stream 831 -> 558, +2%. Prefetches
- * never fault and change no result. */
+ * the keys) and the next pass's first keys during this one; bench/attention_cold's
+ * recorded run: 410 -> 200 us (one stream 80 -> 61). With the rows in L3 instead of DRAM
+ * it gained 0-50% across runs (they sit at L3 latency, too). In the engine (perf, 3
+ * streams decoding): attention's samples per 1000 steps 2292 -> 1482, steps in 20 s
+ * +6.5%; one stream 831 -> 558, +2%. Prefetches never fault and change no result. */
 #ifndef KILN_ATT_PREFETCH /* 0: none (bench/attention_cold builds that variant too) */
 #define KILN_ATT_PREFETCH 16
 #endif
+/* Every cache line of the hd elements at c + i (from the line holding the first byte to
+ * the one holding the last: a slice need not start on a line). */
 KILN_INLINE void kv_prefetch_row(enum kiln_kv kt, const void* c, int64_t i, int64_t hd) {
   if (KILN_ATT_PREFETCH == 0) return;
   const char* r = (const char*)kv_at(kt, c, i);
-  for (int64_t l = 0; l < hd * (kt == KILN_KV_f16 ? 2 : 4); l += 64) __builtin_prefetch(r + l);
+  const uintptr_t first = (uintptr_t)r & ~(uintptr_t)63;
+  const uintptr_t last = (uintptr_t)(r + hd * (kt == KILN_KV_f16 ? 2 : 4) - 1);
+  __builtin_prefetch(r); /* the first line; the others from their starts, all inside the slice */
+  for (uintptr_t l = first + 64; l <= last; l += 64) __builtin_prefetch(r + (l - (uintptr_t)r));
 }
 
 /* dst[0..F) <- src[0..F), rounded to the cache type. */
@@ -141,7 +147,7 @@ typedef struct {
  * kiln_hsum8's order ((l + l+4), then (0 + 2) + (1 + 3)), so every score is dot()'s bits
  * (the tree kernel mixes both forms and must match the causal one). Why: per key, dot()
  * spends as many instructions on its horizontal sum as on the products (hd = 64). */
-KILN_INLINE void scores(enum kiln_kv kt, heads* hs, int G, const void* restrict k, const void* restrict v,
+KILN_INLINE void scores(enum kiln_kv kt, heads* hs, int G, const void* restrict k, const void* restrict vrows,
                         int64_t F, int64_t hd, int64_t n, float scale) {
   int64_t j = 0;
   kiln_f4 mx4[KILN_ATT_G]; /* running maxima per lane (max is exact: any order, same value) */
@@ -151,7 +157,7 @@ KILN_INLINE void scores(enum kiln_kv kt, heads* hs, int G, const void* restrict 
       kiln_f16x a[KILN_ATT_G][4];
       for (int r = 0; r < 4; ++r) { /* the keys ahead, and these keys' values for values() */
         kv_prefetch_row(kt, k, kiln_min(j + KILN_ATT_PREFETCH + r, n - 1) * F, hd);
-        kv_prefetch_row(kt, v, (j + r) * F, hd);
+        kv_prefetch_row(kt, vrows, (j + r) * F, hd);
       }
       for (int g = 0; g < G; ++g)
         for (int r = 0; r < 4; ++r) a[g][r] = kiln_splat16(0.0f);
