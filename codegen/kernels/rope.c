@@ -22,12 +22,6 @@ KILN_INLINE uint64_t f64_bits(double f) {
   return v.u;
 }
 
-/* Rounds to the nearest integer (|x| < 2^51) by adding and removing 1.5 * 2^52. */
-KILN_INLINE double round_f64(double x) {
-  const double magic = 6755399441055744.0;
-  return (x + magic) - magic;
-}
-
 /* ln(x) for finite x > 0: x = m * 2^e with m in [sqrt(1/2), sqrt(2)), then
  * ln(m) = 2 atanh(s), s = (m-1)/(m+1), |s| < 0.172, by its odd series to s^23. */
 KILN_INLINE double log_f64(double x) {
@@ -44,54 +38,17 @@ KILN_INLINE double log_f64(double x) {
   return 2.0 * s * p + (double)e * 0.69314718055994530942;
 }
 
-/* e^x for |x| < 700: x = n ln2 + r with |r| <= ln2/2 (ln2 split in two for an exact
- * n*ln2_hi), e^r by its Taylor series to r^13 (truncation < 1e-17 relative). */
-KILN_INLINE double exp_f64(double x) {
-  const double n = round_f64(x * 1.4426950408889634);
-  const double r = (x - n * 6.93147180369123816490e-01) - n * 1.90821492927058770002e-10;
-  double p = 1.0 / 6227020800.0; /* 1/13! */
-  double f = 6227020800.0;
-  for (int k = 13; k >= 1; --k) {
-    f /= k; /* f = (k-1)! */
-    p = p * r + 1.0 / f;
-  }
-  return p * bits_f64((uint64_t)((int64_t)n + 1023) << 52);
-}
-
-/* sin and cos of a: a = k pi/2 + r, pi/2 in three parts (fdlibm's pio2_1, _2, _3: the
- * first two have 33 significant bits, so k * part is exact for |k| < 2^20), |r| <= pi/4,
- * Taylor series to r^17 and r^18, then the quadrant k mod 4 picks and signs them. */
-KILN_INLINE void sincos_f64(double a, double* s, double* c) {
-  const double k = round_f64(a * 6.36619772367581382433e-01);
-  const double r = ((a - k * 1.57079632673412561417e+00) - k * 6.07710050630396597660e-11) -
-                   k * 2.02226624879595063154e-21;
-  const double r2 = r * r;
-  double ps = 0.0, pc = 0.0;
-  double fs = 355687428096000.0, fc = 6402373705728000.0; /* 17!, 18! */
-  for (int j = 17; j >= 3; j -= 2) {
-    ps = (ps + ((j / 2) % 2 ? -1.0 : 1.0) / fs) * r2;
-    fs /= (double)(j * (j - 1));
-  }
-  for (int j = 18; j >= 2; j -= 2) {
-    pc = (pc + ((j / 2) % 2 ? -1.0 : 1.0) / fc) * r2;
-    fc /= (double)(j * (j - 1));
-  }
-  const double sr = r + r * ps, cr = 1.0 + pc;
-  const int64_t q = (int64_t)k & 3;
-  *s = q == 0 ? sr : q == 1 ? cr : q == 2 ? -sr : -cr;
-  *c = q == 0 ? cr : q == 1 ? -sr : q == 2 ? -cr : sr;
-}
-
-/* The same functions on eight lanes: element for element the same expressions (so the
- * same contractions and roundings) as exp_f64 and sincos_f64, which the tails use. Why:
- * the scalar forms did not vectorise, and the 32 angles of each row cost ~0.22 us per call
- * (60 calls per decode step: ~15 us per row, ~1% of a step; several rows per step for
- * multi-stream decoding and DS2D verify passes). Measured, SmolLM2's shapes, one thread,
- * 60 calls: 17.4 -> 6.9 us for one row, 61.8 -> 20.3 us for four; the same bits on 20000
- * cases (positions up to 10^6, theta 10 to 10^6, rotary sizes 24 to 128 with tails). */
+/* Eight lanes at a time. Why: scalar forms of these did not vectorise, and the 32 angles
+ * of each row cost ~0.22 us per call (60 calls per decode step: ~15 us per row, ~1% of a
+ * step; several rows per step for multi-stream decoding and DS2D verify passes).
+ * Measured, SmolLM2's shapes, one thread, 60 calls: 17.4 -> 6.9 us for one row, 61.8 ->
+ * 20.3 us for four; the same bits as the scalar forms on 20000 cases (positions up to
+ * 10^6, theta 10 to 10^6, rotary sizes 24 to 128): every lane runs the scalar expressions.
+ * Pair counts that are not a multiple of eight fill the last vector with spare lanes. */
 typedef double kiln_d8 __attribute__((vector_size(64)));
 typedef int64_t kiln_l8 __attribute__((vector_size(64)));
 KILN_INLINE kiln_d8 splat_d8(double v) { return (kiln_d8){v, v, v, v, v, v, v, v}; }
+/* Rounds to the nearest integer (|x| < 2^51) by adding and removing 1.5 * 2^52. */
 KILN_INLINE kiln_d8 round_d8(kiln_d8 x) {
   const kiln_d8 magic = splat_d8(6755399441055744.0);
   return (x + magic) - magic;
@@ -99,6 +56,8 @@ KILN_INLINE kiln_d8 round_d8(kiln_d8 x) {
 KILN_INLINE kiln_d8 select_d8(kiln_l8 m, kiln_d8 a, kiln_d8 b) {
   return (kiln_d8)(((kiln_l8)a & m) | ((kiln_l8)b & ~m));
 }
+/* e^x for |x| < 700: x = n ln2 + r with |r| <= ln2/2 (ln2 split in two for an exact
+ * n*ln2_hi), e^r by its Taylor series to r^13 (truncation < 1e-17 relative). */
 KILN_INLINE kiln_d8 exp_d8(kiln_d8 x) {
   const kiln_d8 xl = x * 1.4426950408889634;
   const kiln_d8 n = round_d8(xl);
@@ -112,6 +71,9 @@ KILN_INLINE kiln_d8 exp_d8(kiln_d8 x) {
   const kiln_l8 e = (__builtin_convertvector(n, kiln_l8) + 1023) << 52;
   return p * (kiln_d8)e;
 }
+/* sin and cos of a: a = k pi/2 + r, pi/2 in three parts (fdlibm's pio2_1, _2, _3: the
+ * first two have 33 significant bits, so k * part is exact for |k| < 2^20), |r| <= pi/4,
+ * Taylor series to r^17 and r^18, then the quadrant k mod 4 picks and signs them. */
 KILN_INLINE void sincos_d8(kiln_d8 a, kiln_d8* s, kiln_d8* c) {
   const kiln_d8 al = a * 6.36619772367581382433e-01;
   const kiln_d8 k = round_d8(al);
@@ -143,32 +105,23 @@ void kiln_rope(const float* x, float* y, const int32_t* restrict pos, int64_t T,
   /* theta^(-2i/nrot) for each pair, then each row's cos and sin, in small stack arrays
    * (half <= hd/2; with constant shapes they have constant size). */
   if (t0 >= t1) return; /* no rows here: skip the angle setup */
-  double inv[half > 0 ? half : 1];
+  const int64_t padded = (half + 7) / 8 * 8 > 0 ? (half + 7) / 8 * 8 : 8; /* whole vectors */
+  _Alignas(64) double inv[padded];
   const double lt = log_f64((double)theta);
-  int64_t i8 = 0;
-  for (; i8 + 8 <= half; i8 += 8) {
-    const kiln_d8 iv = {(double)i8, (double)(i8 + 1), (double)(i8 + 2), (double)(i8 + 3),
-                        (double)(i8 + 4), (double)(i8 + 5), (double)(i8 + 6), (double)(i8 + 7)};
-    typedef double d8u __attribute__((vector_size(64), aligned(8)));
-    *(d8u*)(inv + i8) = exp_d8(-2.0 * iv / (double)nrot * lt);
+  for (int64_t i = 0; i < padded; i += 8) {
+    const kiln_d8 iv = {(double)i, (double)(i + 1), (double)(i + 2), (double)(i + 3),
+                        (double)(i + 4), (double)(i + 5), (double)(i + 6), (double)(i + 7)};
+    *(kiln_d8*)(inv + i) = exp_d8(-2.0 * iv / (double)nrot * lt);
   }
-  for (int64_t i = i8; i < half; ++i) inv[i] = exp_f64(-2.0 * (double)i / (double)nrot * lt);
-  float cs[half > 0 ? half : 1], sn[half > 0 ? half : 1];
+  _Alignas(64) float cs[padded], sn[padded];
   for (int64_t t = t0; t < t1; ++t) {
     const double p = (double)pos[t];
-    for (int64_t i = 0; i + 8 <= half; i += 8) {
-      typedef double d8u __attribute__((vector_size(64), aligned(8)));
-      typedef float f8u __attribute__((vector_size(32), aligned(4)));
+    for (int64_t i = 0; i < padded; i += 8) {
+      typedef float f8 __attribute__((vector_size(32)));
       kiln_d8 s, c;
-      sincos_d8(p * *(const d8u*)(inv + i), &s, &c);
-      *(f8u*)(cs + i) = __builtin_convertvector(c, f8u);
-      *(f8u*)(sn + i) = __builtin_convertvector(s, f8u);
-    }
-    for (int64_t i = i8; i < half; ++i) {
-      double s, c;
-      sincos_f64(p * inv[i], &s, &c);
-      cs[i] = (float)c;
-      sn[i] = (float)s;
+      sincos_d8(p * *(const kiln_d8*)(inv + i), &s, &c);
+      *(f8*)(cs + i) = __builtin_convertvector(c, f8);
+      *(f8*)(sn + i) = __builtin_convertvector(s, f8);
     }
     for (int64_t h = 0; h < H; ++h) {
       const float* xv = x + t * F + h * hd;
