@@ -459,7 +459,7 @@ KILN_INLINE void quantize_rows(const float* restrict x, int8_t* restrict q, floa
       const kiln_i32x16 g = a0 > a1;
       mb[b] = hmax_i32x16((a0 & g) | (a1 & ~g));
     }
-    const kiln_f16x mx = (kiln_f16x) * (const kiln_i32x16*)mb;
+    const kiln_f16x mx = (kiln_f16x)(*(const kiln_i32x16*)mb); /* the maxima, as floats */
     _Alignas(64) float db[KILN_QZ_GROUP], id[KILN_QZ_GROUP];
     *(kiln_f16x*)db = mx / kiln_splat16(127.0f);
     *(kiln_f16x*)id = kiln_select16(mx > kiln_splat16(0.0f), kiln_splat16(127.0f) / mx, kiln_splat16(0.0f));

@@ -65,7 +65,7 @@ KILN_INLINE kiln_d8 exp_d8(kiln_d8 x) {
   kiln_d8 p = splat_d8(1.0 / 6227020800.0);
   double f = 6227020800.0;
   for (int k = 13; k >= 1; --k) {
-    f /= k;
+    f /= k; /* f = (k-1)! */
     p = p * r + 1.0 / f;
   }
   const kiln_l8 e = (__builtin_convertvector(n, kiln_l8) + 1023) << 52;
@@ -117,11 +117,10 @@ void kiln_rope(const float* x, float* y, const int32_t* restrict pos, int64_t T,
   for (int64_t t = t0; t < t1; ++t) {
     const double p = (double)pos[t];
     for (int64_t i = 0; i < padded; i += 8) {
-      typedef float f8 __attribute__((vector_size(32)));
       kiln_d8 s, c;
       sincos_d8(p * *(const kiln_d8*)(inv + i), &s, &c);
-      *(f8*)(cs + i) = __builtin_convertvector(c, f8);
-      *(f8*)(sn + i) = __builtin_convertvector(s, f8);
+      *(kiln_f8*)(cs + i) = __builtin_convertvector(c, kiln_f8);
+      *(kiln_f8*)(sn + i) = __builtin_convertvector(s, kiln_f8);
     }
     for (int64_t h = 0; h < H; ++h) {
       const float* xv = x + t * F + h * hd;
