@@ -11,7 +11,9 @@
 //    all 3 streams), as `kiln run --streams 3` does.
 // Ratios are medians of each repetition's own ratio (both sides measured back to back).
 // Prints one JSON object. usage: streams_bench MODEL [--threads N] [--reps R] [--pack-weights auto|on|off]
-//                                               [--profile-streams S]
+//                                               [--profile-streams S] [--passes P]
+// --passes P runs the passes P before the backend pipeline (as kiln_bench's --passes: to
+// try an opt-in pass such as fuse-qkv on the multi-stream step).
 // --profile-streams S only runs S-stream replies (the prompt's prefill, copied to the
 // streams, then 64 decode steps) over and over for about 20 s and prints the number of
 // decode steps to stderr: a steady load for a profiler (perf record; with KILN_PERF_MAP=1
@@ -36,15 +38,17 @@ using namespace kiln;
 using namespace kiln::bench;
 
 int main(int argc, char** argv) {
-  if (argc < 2) { std::fprintf(stderr, "usage: streams_bench MODEL [--threads N] [--reps R] [--pack-weights auto|on|off] [--profile-streams S]\n"); return 2; }
+  if (argc < 2) { std::fprintf(stderr, "usage: streams_bench MODEL [--threads N] [--reps R] [--pack-weights auto|on|off] [--profile-streams S] [--passes P]\n"); return 2; }
   int threads = 2, reps = 3;
   std::string pack = "auto";
   int profile_streams = 0;
+  std::string passes;  // run before the backend pipeline, as kiln_bench's --passes
   for (int i = 2; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--threads")) threads = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--reps")) reps = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--pack-weights")) pack = argv[i + 1];
     else if (!std::strcmp(argv[i], "--profile-streams")) profile_streams = std::atoi(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--passes")) passes = argv[i + 1];
   }
   const int kMaxStreams = 4, kGen = 64;
   CompileRequest req;
@@ -55,6 +59,7 @@ int main(int argc, char** argv) {
   req.threads = threads;
   req.progress = false;
   req.pack_weights = pack;
+  req.extra_passes = passes;
   auto sum = compile_model(req);
   if (!sum.ok()) { std::fprintf(stderr, "%s\n", sum.error().message.c_str()); return 1; }
   auto art = load_artifact(req.out_dir, threads);
