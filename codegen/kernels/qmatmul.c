@@ -790,6 +790,22 @@ KILN_INLINE void qmm_p16(enum kiln_isa isa, enum kiln_wt wt, const int8_t* restr
   qmm_p16_ref(wt, q, d, s, is, wg, y, K, N, R);
 }
 
+/* Rows of x for the next pass over a packed group, `left` of the call's `rows` to go. A call
+ * of up to KILN_PACK_MAX_R rows (decode, streams, a DS2D verify) makes one pass: the group
+ * comes from DRAM once, and its loads overlap every row's work. A call with more rows
+ * (prefill) reads a group from DRAM in its first pass and from L1 in the others, where the
+ * kernel is bound by its own instructions, and there passes of 4 rows beat passes of 8:
+ * at 8 rows the zmm kernel (8 accumulators, 8 q4_1 offsets, 8 weight lines) spills. A row's
+ * result does not depend on the passes, so this changes speed only. Measured on this
+ * machine (bench/qmatmul_rows, one thread, SmolLM2's FFN, q4_1, weights in L2, ms for 8
+ * rows): 2.31-2.35 in one pass, 2.02-2.07 in two of 4; 7 rows 2.00 -> 1.83-1.87 as 4 + 3;
+ * with the weights streamed from DRAM instead, 7 rows in two passes were 5-8% slower (the
+ * second pass issues no new loads), hence one pass for calls of up to 8 rows. */
+KILN_INLINE int pack_pass_rows(int64_t rows, int64_t left) {
+  if (rows > KILN_PACK_MAX_R && left >= 7) return 4;
+  return (int)kiln_min(KILN_PACK_MAX_R, left);
+}
+
 /* Groups [n0, n1) (multiples of 16) of a packed weight on `rows` quantized rows. */
 KILN_INLINE void qmm_packed(enum kiln_isa isa, enum kiln_wt wt, const int8_t* q, const float* d,
                             const float* s, const int32_t* is, const void* restrict w,
@@ -798,8 +814,8 @@ KILN_INLINE void qmm_packed(enum kiln_isa isa, enum kiln_wt wt, const int8_t* q,
   const int64_t nb = K / KILN_QK;
   for (int64_t n = n0; n < n1; n += KILN_PACK_ROWS) {
     const void* wg = (const char*)w + n / KILN_PACK_ROWS * nb * pack_bytes(wt);
-    for (int64_t t = 0; t < rows; t += KILN_PACK_MAX_R) {
-      const int R = (int)kiln_min(KILN_PACK_MAX_R, rows - t);
+    for (int64_t t = 0, R; t < rows; t += R) {
+      R = pack_pass_rows(rows, rows - t);
       qmm_p16(isa, wt, q + t * K, d + t * nb, s + t * nb, is + t * nb, wg, yc + t * N + n, K, N, R);
     }
   }
@@ -937,7 +953,7 @@ KILN_INLINE void qmatmul_swiglu(enum kiln_isa isa, enum kiln_wt wt, const float*
       const void* g = (const char*)wg + nt * rb;
       const void* u = (const char*)wu + nt * rb;
       for (int64_t t = 0; t < rows;) {
-        const int R = packed ? (int)kiln_min(KILN_PACK_MAX_R, rows - t)
+        const int R = packed ? pack_pass_rows(rows, rows - t)
                     : rows - t >= 8 ? 8 : rows - t >= 4 ? 4 : rows - t == 3 ? 3 : rows - t >= 2 ? 2 : 1;
         float gv[8 * 16], uv[8 * 16];
         if (packed) {
