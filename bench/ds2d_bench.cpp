@@ -8,10 +8,13 @@
 // their ratio, DS2D's mean accepted drafts per verify pass and tokens per step, template
 // use, and whether every output was identical; and the cost of each verify entry against
 // a decode step. Prints one JSON object; --write-prompts DIR also writes each formatted
-// prompt to DIR/{kind}_{i}.txt for the llama.cpp runs of bench/run_ds2d_bench.sh.
+// prompt to DIR/{kind}_{i}.txt for the llama.cpp runs of bench/run_ds2d_bench.sh, and
+// --write-outputs DIR each prompt's and greedy reply's token ids to DIR/{kind}_{i}.tokens
+// (two lines) for bench/ds2d_oracle.py.
 //
 // usage: ds2d_bench MODEL [--threads N] [--tokens N] [--templates LIST] [--prompts DIR]
-//                         [--write-prompts DIR] [--no-early-exit] [--recycle] [--pack-weights auto|on|off]
+//                         [--write-prompts DIR] [--write-outputs DIR] [--no-early-exit] [--recycle]
+//                         [--pack-weights auto|on|off]
 //                         [--topology chain|tree|P1,P2,...]
 #include <algorithm>
 #include <chrono>
@@ -45,12 +48,12 @@ static int32_t argmax(const float* l, int32_t v) { return Sampler::argmax(std::s
 int main(int argc, char** argv) {
   if (argc < 2) {
     std::fprintf(stderr, "usage: ds2d_bench MODEL [--threads N] [--tokens N] [--templates LIST] [--prompts DIR] "
-                         "[--write-prompts DIR] [--no-early-exit] [--recycle] [--pack-weights auto|on|off] [--topology T]\n");
+                         "[--write-prompts DIR] [--write-outputs DIR] [--no-early-exit] [--recycle] [--pack-weights auto|on|off] [--topology T]\n");
     return 2;
   }
   int threads = 2, max_tokens = 128;
   std::string templates = CompileRequest{}.ds2d_templates, prompt_dir = std::string(KILN_SOURCE_DIR) + "/bench/prompts",
-              write_dir;
+              write_dir, outputs_dir;
   bool early_exit = true, recycle = false;
   std::string pack = "auto", topology = CompileRequest{}.ds2d_topology;
   for (int i = 2; i < argc; ++i) {
@@ -61,6 +64,7 @@ int main(int argc, char** argv) {
     else if (a == "--templates") templates = val();
     else if (a == "--prompts") prompt_dir = val();
     else if (a == "--write-prompts") write_dir = val();
+    else if (a == "--write-outputs") outputs_dir = val();
     else if (a == "--no-early-exit") early_exit = false;
     else if (a == "--recycle") recycle = true;
     else if (a == "--pack-weights") pack = val();
@@ -153,6 +157,11 @@ int main(int argc, char** argv) {
         (ds2d ? n_ds2d : n_plain) += (long)out.size() - 1;
       }
       identical += out_plain == out_ds2d;
+      if (!outputs_dir.empty()) {  // for bench/ds2d_oracle.py: the prompt's ids, then the reply's
+        std::filesystem::create_directories(outputs_dir);
+        std::ofstream f(fmt::format("{}/{}_{:02}.tokens", outputs_dir, kind, pi));
+        f << fmt::format("{}\n{}\n", fmt::join(prompt, " "), fmt::join(out_plain, " "));
+      }
       std::fprintf(stderr, "[ds2d_bench] %s %zu: %zu tokens, %s\n", kind, pi, out_plain.size(),
                    out_plain == out_ds2d ? "identical" : "DIFFERENT");
     }

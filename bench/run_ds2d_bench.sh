@@ -4,7 +4,9 @@
 # prompt n-gram lookup; llama-lookahead: Jacobi-style lookahead) against its plain decode
 # (llama-simple), on the same prompts (bench/prompts: grounded and open chat, in the
 # model's chat template) and the same GGUF. Greedy everywhere; up to TOKENS tokens per
-# reply, ending at the end of generation. Output: bench/results/ds2d.json.
+# reply, ending at the end of generation. Also the bound bench/ds2d_oracle.py puts on
+# drafting from the text, for the same replies at this run's costs (text_drafting_bound).
+# Output: bench/results/ds2d.json.
 #
 # usage: bench/run_ds2d_bench.sh [MODEL.gguf]   (env: KILN_DS2D_TOKENS=128,
 #        KILN_DS2D_THREADS=2, KILN_DS2D_TEMPLATES=<compile default>, KILN_BUILD=build)
@@ -29,7 +31,9 @@ tmpl_args=()
 [ -n "${KILN_DS2D_TEMPLATES:-}" ] && tmpl_args=(--templates "$KILN_DS2D_TEMPLATES")
 echo "[ds2d] kiln: DS2D vs plain decode" >&2
 "$build/bench/ds2d_bench" "$model" --threads "$threads" --tokens "$tokens" --write-prompts "$tmp/prompts" \
-  "${tmpl_args[@]}" > "$tmp/kiln.json"
+  --write-outputs "$tmp/outputs" "${tmpl_args[@]}" > "$tmp/kiln.json"
+# What an ideal drafter from the text could reach on the same replies, at this run's costs.
+python3 bench/ds2d_oracle.py "$tmp/outputs" "$tmp/kiln.json" > "$tmp/oracle.json"
 
 echo "[ds2d] llama.cpp: llama-simple, llama-lookup, llama-lookahead" >&2
 # llama-lookahead verifies a large fixed window each step (W=15, N=5, G=15 in the
@@ -95,6 +99,7 @@ result = {
     "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     "nproc": int(nproc), "threads": int(threads), "max_tokens": int(tokens),
     "kiln": kiln,
+    "text_drafting_bound": json.load(open(os.path.join(tmp, "oracle.json"))),
     "llama_cpp": {kind: peer(kind) for kind in ("grounded", "chat")},
 }
 json.dump(result, open(out + ".partial", "w"), indent=2)
