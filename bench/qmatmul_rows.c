@@ -9,7 +9,8 @@
  *     a decode step;
  *   * "l2": one layer's weights (1.7 MB) 30 times: the pure compute cost, no memory wait.
  * The "l2" column is the floor for an extra row; the "stream" column shows how much of it
- * hides under the memory time of a single-row pass. Best of --reps passes (default 30).
+ * hides under the memory time of a single-row pass. Also R = 16 and 32 (prefill-sized
+ * calls). Best of --reps passes (default 30).
  * Prints one JSON object. Needs AVX512-VNNI (checked).
  *
  * usage: qmatmul_rows [--reps N] */
@@ -21,7 +22,11 @@
 
 #include "codegen/kernels/kernels.h"
 
-enum { kLayers = 30, kD = 576, kF = 1536, kMaxR = 8, kBlockBytes = 320 /* q4_1 x16 block */ };
+enum { kLayers = 30, kD = 576, kF = 1536, kMaxR = 32, kBlockBytes = 320 /* q4_1 x16 block */ };
+/* Rows per call: decode, multi-stream and DS2D verify passes (1-8), and two prefill-sized
+ * calls (16, 32: more rows than one pass over a weight group takes). */
+static const int kRows[] = {1, 2, 3, 4, 5, 6, 7, 8, 16, 32};
+enum { kNRows = sizeof kRows / sizeof kRows[0] };
 
 static double now(void) {
   struct timespec t;
@@ -69,11 +74,12 @@ int main(int argc, char** argv) {
 
   /* Every repetition times all R and both placements back to back (the machine's speed
    * drifts over seconds); each figure is the best of its repetitions. */
-  double ms[2][kMaxR + 1];
-  for (int R = 1; R <= kMaxR; ++R) ms[0][R] = ms[1][R] = 1e30;
+  double ms[2][kNRows];
+  for (int i = 0; i < kNRows; ++i) ms[0][i] = ms[1][i] = 1e30;
   for (int r = 0; r < reps; ++r)
-    for (int R = 1; R <= kMaxR; ++R)
+    for (int i = 0; i < kNRows; ++i)
       for (int l2 = 0; l2 < 2; ++l2) {
+        const int R = kRows[i];
         const double t = now();
         for (int l = 0; l < kLayers; ++l) {
           const int w = l2 ? 0 : l;
@@ -81,16 +87,16 @@ int main(int argc, char** argv) {
           kiln_matmul_q4_1x16_q8_vnni(h, down[w], y, R, kF, kD, 0, 1);
         }
         const double e = 1e3 * (now() - t);
-        if (e < ms[l2][R]) ms[l2][R] = e;
+        if (e < ms[l2][i]) ms[l2][i] = e;
       }
   const double macs = (double)kLayers * 3 * kD * kF;
   printf("{\"what\": \"SmolLM2-135M FFN (packed Q4_1, 30 layers), one thread, R rows per pass\", "
          "\"reps\": %d, \"rows\": [", reps);
-  for (int R = 1; R <= kMaxR; ++R)
+  for (int i = 0; i < kNRows; ++i)
     printf("%s{\"rows\": %d, \"stream_ms\": %.3f, \"stream_vs_1_row\": %.3f, \"l2_ms\": %.3f, "
            "\"l2_vs_1_row\": %.3f, \"l2_gmac_s\": %.1f}",
-           R > 1 ? ", " : "", R, ms[0][R], ms[0][R] / ms[0][1], ms[1][R], ms[1][R] / ms[1][1],
-           R * macs / (ms[1][R] * 1e6));
+           i ? ", " : "", kRows[i], ms[0][i], ms[0][i] / ms[0][0], ms[1][i], ms[1][i] / ms[1][0],
+           kRows[i] * macs / (ms[1][i] * 1e6));
   printf("]}\n");
   return 0;
 }
