@@ -33,7 +33,8 @@ echo "[ds2d] kiln: DS2D vs plain decode" >&2
 "$build/bench/ds2d_bench" "$model" --threads "$threads" --tokens "$tokens" --write-prompts "$tmp/prompts" \
   --write-outputs "$tmp/outputs" "${tmpl_args[@]}" > "$tmp/kiln.json"
 # What an ideal drafter from the text could reach on the same replies, at this run's costs.
-python3 bench/ds2d_oracle.py "$tmp/outputs" "$tmp/kiln.json" > "$tmp/oracle.json"
+python3 bench/ds2d_oracle.py "$tmp/outputs" "$tmp/kiln.json" > "$tmp/oracle.json" ||
+  echo '{"error": "bench/ds2d_oracle.py failed"}' > "$tmp/oracle.json"
 
 echo "[ds2d] llama.cpp: llama-simple, llama-lookup, llama-lookahead" >&2
 # llama-lookahead verifies a large fixed window each step (W=15, N=5, G=15 in the
