@@ -9,7 +9,9 @@
 //    multi-stream run (the shared tokens prefilled once and copied, the three streams'
 //    style tokens prefilled in one kiln_prefill_streams call, then 64 steps that advance
 //    all 3 streams), as `kiln run --streams 3` does.
-// Ratios are medians of each repetition's own ratio (both sides measured back to back).
+// Ratios are medians of each repetition's own ratio (both sides measured back to back); the
+// three replies' smallest and largest ratio over the repetitions show how much the
+// machine's speed moved during the run.
 // Prints one JSON object. usage: streams_bench MODEL [--threads N] [--reps R] [--pack-weights auto|on|off]
 //                                               [--profile-streams S] [--passes P]
 // --passes P runs the passes P before the backend pipeline (as kiln_bench's --passes: to
@@ -50,6 +52,7 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--profile-streams")) profile_streams = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--passes")) passes = argv[i + 1];
   }
+  if (reps < 1) { std::fprintf(stderr, "streams_bench: --reps must be at least 1\n"); return 2; }
   const int kMaxStreams = 4, kGen = 64;
   CompileRequest req;
   req.model_path = argv[1];
@@ -143,9 +146,11 @@ int main(int argc, char** argv) {
     speedup.push_back(secs(t0, t1) / secs(t1, t2));
   }
   std::printf("{\"model\": \"%s\", \"threads\": %d, \"gen_tokens\": %d, \"cpu\": \"%s\", \"pack_weights\": \"%s\", \"decode_by_streams\": %s, "
-              "\"three_replies\": {\"shared_prompt_tokens\": %d, \"style_tokens\": %d, \"sequential_s\": %.3f, \"multi_stream_s\": %.3f, \"speedup\": %.2f}}\n",
+              "\"three_replies\": {\"shared_prompt_tokens\": %d, \"style_tokens\": %d, \"sequential_s\": %.3f, \"multi_stream_s\": %.3f, \"speedup\": %.2f, "
+              "\"speedup_min\": %.2f, \"speedup_max\": %.2f}}\n",
               std::filesystem::path(argv[1]).filename().c_str(), threads, kGen, sum->cpu.c_str(), pack.c_str(), per_s.c_str(),
-              (int)prompt.size(), kStyleTokens, median(seq), median(multi), median(speedup));
+              (int)prompt.size(), kStyleTokens, median(seq), median(multi), median(speedup),
+              *std::min_element(speedup.begin(), speedup.end()), *std::max_element(speedup.begin(), speedup.end()));
   std::filesystem::remove_all(req.out_dir);
   return 0;
 }
