@@ -13,6 +13,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -964,13 +965,15 @@ TEST(ThreadPool, BarrierRoundTripTiming) {
     return best;
   };
   struct Budget {
-    const char* name;
+    std::string name;
     int64_t ns;
     bool adaptive;
-  } budgets[] = {{"sleep at once", 0, false},
-                 {"fixed 200 us", ThreadPool::kDefaultSpinNs, false},
-                 {"spin 10 ms", 10000000, false},
-                 {"adaptive 200us", ThreadPool::kDefaultSpinNs, true}};
+  };
+  const std::string dflt = std::to_string(ThreadPool::kDefaultSpinNs / 1000) + " us";  // follows the constant
+  const Budget budgets[] = {{"sleep at once", 0, false},
+                            {"fixed " + dflt, ThreadPool::kDefaultSpinNs, false},
+                            {"spin 10 ms", 10000000, false},
+                            {"adaptive " + dflt, ThreadPool::kDefaultSpinNs, true}};
   double idle_default = 0, busy_default = 0, busy_spin = 0;
   for (const Budget& b : budgets) {
     const double idle = best_of(3, [&] { return barrier_ns(b.ns, b.adaptive, 20000); });
@@ -989,8 +992,8 @@ TEST(ThreadPool, BarrierRoundTripTiming) {
       return ns;
     };
     const double half = loaded(1), busy = loaded(2);
-    std::printf("[ barrier ] %-14s: ns/barrier idle %7.0f, 1 busy thread %8.0f, 2 busy threads "
-                "%8.0f; ns/empty step dispatch %7.0f\n", b.name, idle, half, busy, run);
+    std::printf("[ barrier ] %-15s: ns/barrier idle %7.0f, 1 busy thread %8.0f, 2 busy threads "
+                "%8.0f; ns/empty step dispatch %7.0f\n", b.name.c_str(), idle, half, busy, run);
     if (b.adaptive) idle_default = idle, busy_default = busy;  // the runtime's policy
     if (b.ns == 10000000) busy_spin = busy;
   }
