@@ -29,6 +29,7 @@
 #include "codegen/compile.h"
 #include "codegen/loaded_artifact.h"
 #include "frontend/gguf.h"
+#include "frontend/hf_checkpoint.h"
 #include "frontend/llama.h"
 #include "runtime/include/kiln/kiln.h"
 #include "support/file.h"
@@ -98,7 +99,7 @@ int main(int argc, char** argv) {
     tg.push_back(gen / secs(t2, t3));
   }
   // Bytes one decode token reads (see the header).
-  auto gguf = GgufFile::open(model);
+  auto gguf = open_model_file(model);
   if (!gguf.ok()) { std::fprintf(stderr, "kiln_bench: %s\n", gguf.error().message.c_str()); return 1; }
   auto cfg = read_llama_config(**gguf);
   if (!cfg.ok()) { std::fprintf(stderr, "kiln_bench: %s\n", cfg.error().message.c_str()); return 1; }

@@ -14,6 +14,7 @@
 #include <llvm/Support/MemoryBuffer.h>
 
 #include "frontend/chat_template.h"
+#include "frontend/hf_checkpoint.h"
 #include "frontend/gguf_names.h"
 #include "frontend/llama.h"
 #include "frontend/tokenizer.h"
@@ -197,7 +198,7 @@ Result<CompileSummary> compile_model(const CompileRequest& req) {
   KILN_ASSIGN(TargetProfile profile, find_profile(req.profile));
   if (req.threads > 0) profile.threads = req.threads;
   if (req.max_rows < 1 || req.max_rows > 4096) return make_error("max rows {} is outside 1..4096", req.max_rows);
-  KILN_ASSIGN(auto file, GgufFile::open(req.model_path));
+  KILN_ASSIGN(auto file, open_model_file(req.model_path));
   std::shared_ptr<const GgufFile> gguf(std::move(file));
   KILN_ASSIGN(LlamaConfig cfg, read_llama_config(*gguf));
   KILN_ASSIGN(VocabData vocab, vocab_from_gguf(*gguf));

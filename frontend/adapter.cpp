@@ -144,14 +144,18 @@ std::string stem_of(const std::string& path, bool folder) {
 
 }  // namespace
 
-void rope_permute_rows(std::vector<float>& m, int64_t rows, int64_t cols, int64_t n_head) {
+void rope_permute_rows(uint8_t* m, int64_t rows, int64_t row_bytes, int64_t n_head) {
   const int64_t hd = rows / n_head, half = hd / 2;
-  std::vector<float> src = m;
+  const std::vector<uint8_t> src(m, m + rows * row_bytes);
   for (int64_t h = 0; h < n_head; ++h)
     for (int64_t t = 0; t < 2; ++t)
       for (int64_t j = 0; j < half; ++j)
-        std::memcpy(&m[(size_t)((h * hd + j * 2 + t) * cols)], &src[(size_t)((h * hd + t * half + j) * cols)],
-                    (size_t)cols * sizeof(float));
+        std::memcpy(m + (h * hd + j * 2 + t) * row_bytes, src.data() + (h * hd + t * half + j) * row_bytes,
+                    (size_t)row_bytes);
+}
+
+void rope_permute_rows(std::vector<float>& m, int64_t rows, int64_t cols, int64_t n_head) {
+  rope_permute_rows(reinterpret_cast<uint8_t*>(m.data()), rows, cols * (int64_t)sizeof(float), n_head);
 }
 
 Result<LoraAdapter> lora_from_gguf(const GgufFile& f, const LoraBase& base, const LoraOptions& opts) {

@@ -214,6 +214,13 @@ Result<std::unique_ptr<GgufFile>> GgufFile::open(const std::string& path) {
   return parse(std::move(f));
 }
 
+Result<std::unique_ptr<GgufFile>> GgufFile::parse_owned(std::string bytes, std::string name) {
+  auto owned = std::make_unique<const std::string>(std::move(bytes));
+  KILN_ASSIGN(auto g, parse(MappedFile::borrow(owned->data(), owned->size(), std::move(name))));
+  g->owned_ = std::move(owned);  // the heap buffer stays where it is: views into it hold
+  return g;
+}
+
 Result<std::unique_ptr<GgufFile>> GgufFile::parse(MappedFile file) {
   auto g = std::unique_ptr<GgufFile>(new GgufFile());
   g->file_ = std::move(file);

@@ -64,6 +64,8 @@ class GgufFile {
   static Result<std::unique_ptr<GgufFile>> open(const std::string& path);
   // Parses bytes already in memory (used by the fuzzer and tests).
   static Result<std::unique_ptr<GgufFile>> parse(MappedFile file);
+  // Parses bytes it then owns (a model translated in memory); `name` stands for the path.
+  static Result<std::unique_ptr<GgufFile>> parse_owned(std::string bytes, std::string name);
 
   const std::string& path() const { return file_.path(); }
   uint32_t version() const { return version_; }
@@ -84,6 +86,7 @@ class GgufFile {
 
  private:
   MappedFile file_;
+  std::unique_ptr<const std::string> owned_;  // parse_owned's bytes, which file_ borrows
   uint32_t version_ = 0;
   uint64_t alignment_ = 32;
   uint64_t data_offset_ = 0;

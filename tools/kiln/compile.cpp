@@ -59,7 +59,7 @@ int cmd_compile(int argc, char** argv) {
   }
   if (args->flag("help") || args->positional().size() != 1 || !args->get("o")) {
     fmt::print(args->flag("help") ? stdout : stderr,
-               "usage: kiln compile MODEL.gguf -o DIR [options]\n\nCompiles the model ahead of time for a "
+               "usage: kiln compile MODEL -o DIR [options]\n\nMODEL: a GGUF file or a Hugging Face checkpoint folder.\nCompiles the model ahead of time for a "
                "target profile. DIR receives model.o and\nlibmodel.a (the model's code), model.h (its C "
                "declaration and sizes) and model.kiln\n(weights, tokenizer, metadata), written atomically.\n\n"
                "options:\n{}",

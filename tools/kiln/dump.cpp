@@ -41,9 +41,9 @@ int cmd_dump(int argc, char** argv) {
   }
   if (args->flag("help") || args->positional().size() != 1) {
     fmt::print(args->flag("help") ? stdout : stderr,
-               "usage: kiln dump MODEL.gguf|FILE.kir|- [options]\n\nLowers a GGUF model into "
-               "kiln's graph IR (or parses IR text), verifies it, runs the\nrequested passes and "
-               "prints the result.\n\noptions:\n{}",
+               "usage: kiln dump MODEL|FILE.kir|- [options]\n\nLowers a model (a GGUF file or a Hugging Face checkpoint "
+               "folder) into kiln's\ngraph IR (or parses IR text), verifies it, runs the requested passes "
+               "and prints\nthe result.\n\noptions:\n{}",
                format_options(kDumpOptions));
     return args->flag("help") ? 0 : 2;
   }

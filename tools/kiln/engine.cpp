@@ -9,6 +9,7 @@
 #include "codegen/compile.h"
 #include "codegen/loaded_artifact.h"
 #include "frontend/llama.h"
+#include "frontend/hf_checkpoint.h"
 #include "ir/interpreter.h"
 #include "ir/verifier.h"
 #include "runtime/hash64.h"
@@ -107,7 +108,7 @@ std::string cache_root() {
 
 Result<std::unique_ptr<Engine>> make_interpreter_engine(const EngineOptions& o) {
   auto e = std::make_unique<InterpreterEngine>();
-  KILN_ASSIGN(auto f, GgufFile::open(o.model_path));
+  KILN_ASSIGN(auto f, open_model_file(o.model_path));
   e->file_ = std::shared_ptr<const GgufFile>(std::move(f));
   KILN_ASSIGN(LlamaConfig cfg, read_llama_config(*e->file_));
   LlamaBuildOptions bo;

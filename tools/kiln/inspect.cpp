@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include "frontend/gguf.h"
+#include "frontend/hf_checkpoint.h"
 #include "frontend/llama.h"
 #include "support/log.h"
 #include "tools/kiln/args.h"
@@ -22,13 +23,13 @@ int cmd_inspect(int argc, char** argv) {
   if (!args.ok()) { fmt::print(stderr, "kiln inspect: {}\n", args.error().message); return 2; }
   if (args->flag("help") || args->positional().size() != 1) {
     fmt::print(args->positional().size() == 1 ? stdout : stderr,
-               "usage: kiln inspect MODEL.gguf [options]\n\nShows the file's GGUF metadata, the "
+               "usage: kiln inspect MODEL [options]\n\nShows the model's GGUF metadata (for a Hugging Face checkpoint folder: the GGUF\nkiln translates it to), the "
                "LLaMA hyperparameters kiln reads from it, and its tensors.\n\noptions:\n{}",
                format_options(kInspectOptions));
     return args->flag("help") ? 0 : 2;
   }
   set_verbosity(args->verbosity());
-  auto f = GgufFile::open(args->positional()[0]);
+  auto f = open_model_file(args->positional()[0]);
   if (!f.ok()) { fmt::print(stderr, "kiln inspect: {}\n", f.error().message); return 1; }
   const GgufFile& g = **f;
   fmt::print("file: {}\nGGUF version {}, {} metadata keys, {} tensors, alignment {}, data at byte {}, {} bytes\n\n",

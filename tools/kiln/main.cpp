@@ -12,13 +12,15 @@ constexpr const char* kUsage = R"(kiln — ahead-of-time compiler for LLaMA-fami
 usage: kiln <command> [options]
 
 commands:
-  inspect MODEL            show a GGUF model's metadata, hyperparameters and tensors
+  inspect MODEL            show a model's GGUF metadata, hyperparameters and tensors
   dump MODEL|FILE.kir      lower a model (or read IR text), run passes, print the IR
   compile MODEL -o DIR     compile ahead of time: model.o, libmodel.a, model.h, model.kiln
   run MODEL --prompt TEXT  generate text with the compiled model (or --interpreter)
   perplexity MODEL --file TEXT
                            perplexity on a text, measured as llama.cpp's llama-perplexity does
 
+MODEL is a GGUF file or a Hugging Face LLaMA checkpoint folder (config.json,
+model.safetensors or its shards, tokenizer.json, tokenizer_config.json).
 Run `kiln <command> --help` for the options of each command.
 The default model is SmolLM2-135M-Instruct (scripts/setup.sh fetches it).
 )";

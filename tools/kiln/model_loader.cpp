@@ -4,6 +4,7 @@
 #include <iostream>
 #include <iterator>
 
+#include "frontend/hf_checkpoint.h"
 #include "ir/text.h"
 #include "ir/verifier.h"
 #include "support/file.h"
@@ -25,14 +26,14 @@ Result<LoadedGraph> load_graph(const std::string& path, const LlamaBuildOptions&
     KILN_ASSIGN(Graph g, parse_graph(text, path == "-" ? "<stdin>" : path));
     LoadedGraph lg{nullptr, {}, std::move(g)};
     if (!weights_from.empty()) {
-      KILN_ASSIGN(auto f, GgufFile::open(weights_from));
+      KILN_ASSIGN(auto f, open_model_file(weights_from));
       lg.gguf = std::shared_ptr<const GgufFile>(std::move(f));
       lg.graph.set_weights(std::make_shared<GgufWeights>(lg.gguf));
     }
     KILN_TRY(verify(lg.graph));
     return lg;
   }
-  KILN_ASSIGN(auto f, GgufFile::open(path));
+  KILN_ASSIGN(auto f, open_model_file(path));
   std::shared_ptr<const GgufFile> file(std::move(f));
   KILN_ASSIGN(LlamaConfig cfg, read_llama_config(*file));
   KILN_ASSIGN(Graph g, build_llama_graph(file, cfg, opts));

@@ -20,6 +20,7 @@
 #include <fmt/format.h>
 
 #include "frontend/gguf.h"
+#include "frontend/hf_checkpoint.h"
 #include "frontend/llama.h"
 #include "frontend/tokenizer.h"
 #include "support/file.h"
@@ -62,7 +63,7 @@ int cmd_perplexity(int argc, char** argv) {
   if (!args.ok()) { fmt::print(stderr, "kiln perplexity: {}\n", args.error().message); return 2; }
   if (args->flag("help") || args->positional().size() != 1 || !args->get("file")) {
     fmt::print(args->flag("help") ? stdout : stderr,
-               "usage: kiln perplexity MODEL.gguf --file TEXT [options]\n\nPerplexity of the model on a "
+               "usage: kiln perplexity MODEL --file TEXT [options]\n\nPerplexity of the model on a "
                "text, computed as llama.cpp's llama-perplexity does: chunks of --ctx tokens, each from\n"
                "an empty context (first token BOS when the vocabulary adds one), the second half of each\n"
                "chunk scored. Progress goes to stderr; the result to stdout.\n\noptions:\n{}",
@@ -84,7 +85,7 @@ int cmd_perplexity(int argc, char** argv) {
   const std::string model_path = args->positional()[0];
   const std::string text_path = *args->get("file");
   auto t_start = std::chrono::steady_clock::now();
-  auto file = GgufFile::open(model_path);
+  auto file = open_model_file(model_path);
   if (!file.ok()) return fail(file.error().message);
   std::shared_ptr<const GgufFile> gguf(std::move(file).value());
   if (auto cfg = read_llama_config(*gguf); !cfg.ok()) return fail(cfg.error().message);

@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 
 #include "frontend/chat_template.h"
+#include "frontend/hf_checkpoint.h"
 #include "frontend/tokenizer.h"
 #include "frontend/gguf.h"
 #include "frontend/llama.h"
@@ -417,7 +418,7 @@ int cmd_run(int argc, char** argv) {
   if (!args.ok()) { fmt::print(stderr, "kiln run: {}\n", args.error().message); return 2; }
   if (args->flag("help") || args->positional().size() != 1 || !args->get("prompt")) {
     fmt::print(args->flag("help") ? stdout : stderr,
-               "usage: kiln run MODEL.gguf --prompt TEXT [options]\n\nGenerates text from a "
+               "usage: kiln run MODEL --prompt TEXT [options]\n\nMODEL: a GGUF file or a Hugging Face checkpoint folder.\nGenerates text from a "
                "prompt and streams it to stdout; statistics go to stderr.\n\noptions:\n{}",
                format_options(kRunOptions));
     return args->flag("help") ? 0 : 2;
@@ -448,7 +449,7 @@ int cmd_run(int argc, char** argv) {
 
   auto t_load = std::chrono::steady_clock::now();
   const std::string model_path = args->positional()[0];
-  auto file = GgufFile::open(model_path);
+  auto file = open_model_file(model_path);
   if (!file.ok()) return fail(file.error().message);
   std::shared_ptr<const GgufFile> gguf(std::move(file).value());
   if (auto cfg = read_llama_config(*gguf); !cfg.ok()) return fail(cfg.error().message);

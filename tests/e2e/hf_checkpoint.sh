@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# tests/e2e/hf_checkpoint.sh KILN GGUF_TO_HF Q4_1_MODEL — a Hugging Face checkpoint folder,
+# end to end. The default model is written out as one (config.json, F32 safetensors holding
+# its dequantized weights exactly, q/k rows in Hugging Face's rope order, tokenizer.json,
+# tokenizer_config.json with the chat template); `kiln compile DIR --quantize=int4` must
+# then print the shipped Q4_1's greedy text, plain and through the chat template (so the
+# tokenizer, special tokens and template came through), and `kiln inspect DIR` must show
+# the translated metadata.
+set -euo pipefail
+kiln=$1
+export_hf=$2
+q41=$3
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+"$export_hf" "$q41" "$tmp/hf"
+"$kiln" compile "$q41" -o "$tmp/ref" --quiet
+"$kiln" compile "$tmp/hf" -o "$tmp/int4" --quiet --quantize=int4
+check() {
+  local want got
+  want=$("$kiln" run "$q41" --artifact "$tmp/ref" "$@" 2>/dev/null)
+  got=$("$kiln" run "$tmp/hf" --artifact "$tmp/int4" "$@" 2>/dev/null)
+  if [ "$want" != "$got" ]; then
+    printf 'shipped Q4_1: %s\nHF checkpoint --quantize=int4: %s\n' "$want" "$got"
+    exit 1
+  fi
+  echo "same text: $got"
+}
+check --prompt "In 1969, 3 astronauts flew to the" --max-tokens 24
+check --chat --prompt "What is the capital of France? Answer in one sentence." --max-tokens 24
+"$kiln" inspect "$tmp/hf" --tensors > "$tmp/inspect.txt"
+grep -q "tokenizer.ggml.pre.*smollm" "$tmp/inspect.txt" || { echo "inspect: no smollm pre-tokenizer"; cat "$tmp/inspect.txt" | head -40; exit 1; }
+grep -q "blk.29.attn_q.weight" "$tmp/inspect.txt" || { echo "inspect: no blk.29.attn_q.weight"; exit 1; }
