@@ -1,15 +1,17 @@
 // tools/kiln/engine.cpp — see engine.h.
 #include "tools/kiln/engine.h"
 
+#include <algorithm>
 #include <filesystem>
+#include <vector>
 #include <sys/stat.h>
 
 #include <fmt/format.h>
 
 #include "codegen/compile.h"
 #include "codegen/loaded_artifact.h"
-#include "frontend/llama.h"
 #include "frontend/hf_checkpoint.h"
+#include "frontend/llama.h"
 #include "ir/interpreter.h"
 #include "ir/verifier.h"
 #include "runtime/hash64.h"
@@ -85,14 +87,26 @@ class CompiledEngine final : public Engine {
   int32_t stream_ = 0;
 };
 
-// Identifies a compile: the model file (path, size, mtime), the options, and this kiln.
+// Identifies a compile: the model (path, size, mtime; for a checkpoint folder, those of
+// every file in it: rewriting model.safetensors does not touch the folder's own mtime),
+// the options, and this kiln.
 Result<std::string> cache_key(const EngineOptions& o) {
   struct stat st {};
   if (::stat(o.model_path.c_str(), &st) != 0) return make_error("{}: cannot open", o.model_path);
+  std::string model = fmt::format("{}|{}|{}", fs::absolute(o.model_path).string(), st.st_size, st.st_mtime);
+  if (S_ISDIR(st.st_mode)) {
+    std::vector<std::string> files;
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(o.model_path, ec))
+      if (::stat(e.path().c_str(), &st) == 0 && S_ISREG(st.st_mode))
+        files.push_back(fmt::format("|{}|{}|{}.{}", e.path().filename().string(), st.st_size, st.st_mtim.tv_sec,
+                                    st.st_mtim.tv_nsec));
+    std::sort(files.begin(), files.end());
+    for (const auto& f : files) model += f;
+  }
   KILN_ASSIGN(std::string self, read_file("/proc/self/exe"));
-  std::string id = fmt::format("{}|{}|{}|{}|{}|{}|{}|{}|{:016x}", fs::absolute(o.model_path).string(), st.st_size,
-                               st.st_mtime, o.max_context, o.max_streams, o.max_rows, o.threads,
-                               o.int8_activations, xxh64(self.data(), self.size()));
+  std::string id = fmt::format("{}|{}|{}|{}|{}|{}|{:016x}", model, o.max_context, o.max_streams, o.max_rows,
+                               o.threads, o.int8_activations, xxh64(self.data(), self.size()));
   if (o.lora_slots > 0) id += fmt::format("|lora {} {}", o.lora_slots, o.lora_rank);
   if (o.kv_type != "f16") id += "|kv " + o.kv_type;
   return fmt::format("{:016x}", xxh64(id.data(), id.size()));
