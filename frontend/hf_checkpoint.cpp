@@ -35,12 +35,16 @@ struct JsonFile {
   Json json;
 };
 
+Result<JsonFile> parse_json(std::string_view text, const std::string& path) {
+  auto j = Json::parse(text, 64);
+  if (!j.ok()) return make_error("{}: {}", path, j.error().message);
+  if (!j->as_object()) return make_error("{}: expected a JSON object", path);
+  return JsonFile{path, std::move(*j)};
+}
+
 Result<JsonFile> read_json(const fs::path& p) {
   KILN_ASSIGN(std::string text, read_file(p.string()));
-  auto j = Json::parse(text, 64);
-  if (!j.ok()) return make_error("{}: {}", p.string(), j.error().message);
-  if (!j->as_object()) return make_error("{}: expected a JSON object", p.string());
-  return JsonFile{p.string(), std::move(*j)};
+  return parse_json(text, p.string());
 }
 
 // Typed config.json access; errors name the file and key.
@@ -292,11 +296,12 @@ Result<std::string> pre_tokenizer_name(const JsonFile& tok, bool clean_spaces) {
                     tok.path, clean_spaces);
 }
 
-Status add_tokenizer(GgufWriter& w, const fs::path& dir) {
-  KILN_ASSIGN(JsonFile tok, read_json(dir / "tokenizer.json"));
-  std::error_code ec;
-  JsonFile cfg{(dir / "tokenizer_config.json").string(), Json()};
-  if (fs::exists(dir / "tokenizer_config.json", ec)) { KILN_ASSIGN(cfg, read_json(dir / "tokenizer_config.json")); }
+}  // namespace
+
+Status hf_tokenizer_to_gguf(GgufWriter& w, std::string_view tokenizer_json, std::string_view tokenizer_config_json,
+                            const std::string& dir) {
+  KILN_ASSIGN(JsonFile tok, parse_json(tokenizer_json, (fs::path(dir) / "tokenizer.json").string()));
+  KILN_ASSIGN(JsonFile cfg, parse_json(tokenizer_config_json, (fs::path(dir) / "tokenizer_config.json").string()));
   const Json* model = tok.json.get("model");
   const Json* mtype = model ? model->get("type") : nullptr;
   if (!mtype || !mtype->as_string() || *mtype->as_string() != "BPE")
@@ -383,7 +388,10 @@ Status add_tokenizer(GgufWriter& w, const fs::path& dir) {
   return Status::success();
 }
 
-}  // namespace
+Result<LlamaConfig> hf_config_from_json(std::string_view config_json, const std::string& dir) {
+  KILN_ASSIGN(JsonFile config, parse_json(config_json, (fs::path(dir) / "config.json").string()));
+  return read_config(config, dir);
+}
 
 bool is_hf_checkpoint(const std::string& path) {
   std::error_code ec;
@@ -391,11 +399,17 @@ bool is_hf_checkpoint(const std::string& path) {
 }
 
 Result<std::string> hf_checkpoint_to_gguf(const std::string& dir) {
-  KILN_ASSIGN(JsonFile config, read_json(fs::path(dir) / "config.json"));
-  KILN_ASSIGN(LlamaConfig c, read_config(config, dir));
+  KILN_ASSIGN(std::string config, read_file((fs::path(dir) / "config.json").string()));
+  KILN_ASSIGN(LlamaConfig c, hf_config_from_json(config, dir));
   GgufWriter w;
   write_llama_config(w, c);
-  KILN_TRY(add_tokenizer(w, dir));
+  KILN_ASSIGN(std::string tokenizer, read_file((fs::path(dir) / "tokenizer.json").string()));
+  std::error_code ec;
+  std::string tokenizer_config = "{}";  // optional
+  if (fs::exists(fs::path(dir) / "tokenizer_config.json", ec)) {
+    KILN_ASSIGN(tokenizer_config, read_file((fs::path(dir) / "tokenizer_config.json").string()));
+  }
+  KILN_TRY(hf_tokenizer_to_gguf(w, tokenizer, tokenizer_config, dir));
   KILN_ASSIGN(Weights weights, open_weights(dir));
   KILN_TRY(add_weights(w, weights, c, dir));
   return w.bytes();

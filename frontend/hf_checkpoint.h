@@ -18,15 +18,25 @@
 #include <string>
 
 #include "frontend/gguf.h"
+#include "frontend/llama.h"
 #include "support/result.h"
 
 namespace kiln {
+
+class GgufWriter;
 
 // True when `path` is a folder holding a config.json (a Hugging Face checkpoint).
 bool is_hf_checkpoint(const std::string& path);
 
 // The GGUF bytes of the checkpoint in folder `dir`.
 Result<std::string> hf_checkpoint_to_gguf(const std::string& dir);
+
+// The pieces, on file contents (tests and the fuzzer); `dir` only names the files in
+// errors. The hyperparameters of config.json:
+Result<LlamaConfig> hf_config_from_json(std::string_view config_json, const std::string& dir);
+// The tokenizer.* keys of tokenizer.json and tokenizer_config.json ("{}" when absent).
+Status hf_tokenizer_to_gguf(GgufWriter& w, std::string_view tokenizer_json, std::string_view tokenizer_config_json,
+                            const std::string& dir);
 
 // A model for any command: a GGUF file, or a Hugging Face checkpoint folder translated by
 // hf_checkpoint_to_gguf (its GgufFile's path() is the folder).
