@@ -144,18 +144,19 @@ std::string stem_of(const std::string& path, bool folder) {
 
 }  // namespace
 
-void rope_permute_rows(uint8_t* m, int64_t rows, int64_t row_bytes, int64_t n_head) {
+void rope_permute_rows(const uint8_t* src, uint8_t* dst, int64_t rows, int64_t row_bytes, int64_t n_head) {
   const int64_t hd = rows / n_head, half = hd / 2;
-  const std::vector<uint8_t> src(m, m + rows * row_bytes);
   for (int64_t h = 0; h < n_head; ++h)
     for (int64_t t = 0; t < 2; ++t)
       for (int64_t j = 0; j < half; ++j)
-        std::memcpy(m + (h * hd + j * 2 + t) * row_bytes, src.data() + (h * hd + t * half + j) * row_bytes,
+        std::memcpy(dst + (h * hd + j * 2 + t) * row_bytes, src + (h * hd + t * half + j) * row_bytes,
                     (size_t)row_bytes);
 }
 
 void rope_permute_rows(std::vector<float>& m, int64_t rows, int64_t cols, int64_t n_head) {
-  rope_permute_rows(reinterpret_cast<uint8_t*>(m.data()), rows, cols * (int64_t)sizeof(float), n_head);
+  const std::vector<float> src = m;
+  rope_permute_rows(reinterpret_cast<const uint8_t*>(src.data()), reinterpret_cast<uint8_t*>(m.data()), rows,
+                    cols * (int64_t)sizeof(float), n_head);
 }
 
 Result<LoraAdapter> lora_from_gguf(const GgufFile& f, const LoraBase& base, const LoraOptions& opts) {

@@ -95,7 +95,8 @@ Result<LoraAdapter> lora_from_peft(std::string_view config_json, const std::stri
 // j*2 + t (half = rows / n_head / 2), as llama.cpp's converter does for q_proj
 // (n_head) and k_proj (n_head_kv). rows must be a multiple of 2 * n_head.
 void rope_permute_rows(std::vector<float>& m, int64_t rows, int64_t cols, int64_t n_head);
-// The same on raw rows of row_bytes bytes each (a checkpoint's tensor in its own dtype).
-void rope_permute_rows(uint8_t* m, int64_t rows, int64_t row_bytes, int64_t n_head);
+// The same from src into dst on raw rows of row_bytes bytes each (a checkpoint's tensor
+// in its own dtype).
+void rope_permute_rows(const uint8_t* src, uint8_t* dst, int64_t rows, int64_t row_bytes, int64_t n_head);
 
 }  // namespace kiln

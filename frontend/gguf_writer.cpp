@@ -58,6 +58,11 @@ void GgufWriter::add_tensor(const std::string& name, DType type, std::vector<int
   tensors_.push_back({name, type, std::move(shape), std::move(data)});
 }
 
+void GgufWriter::add_tensor_fill(const std::string& name, DType type, std::vector<int64_t> shape, uint64_t nbytes,
+                                 std::function<void(uint8_t*)> fill) {
+  tensors_.push_back({name, type, std::move(shape), {}, nbytes, std::move(fill)});
+}
+
 void GgufWriter::add_tensor_f32(const std::string& name, DType type, std::vector<int64_t> shape,
                                 const std::vector<float>& values) {
   add_tensor(name, type, std::move(shape), encode_tensor_data(type, values));
@@ -137,11 +142,18 @@ std::string GgufWriter::bytes() const {
     for (auto it = t.shape.rbegin(); it != t.shape.rend(); ++it) put<uint64_t>(s, (uint64_t)*it);
     put<uint32_t>(s, dtype_info(t.type).ggml_id);
     put<uint64_t>(s, offset);
-    offset += (t.data.size() + 31) / 32 * 32;
+    offset += (t.size() + 31) / 32 * 32;
   }
   s.resize((s.size() + 31) / 32 * 32, '\0');
+  s.reserve(s.size() + offset);  // one allocation: the data of a large model is not copied twice
   for (auto& t : tensors_) {
-    s += t.data;
+    if (t.fill) {
+      const size_t at = s.size();
+      s.resize(at + t.nbytes);
+      t.fill(reinterpret_cast<uint8_t*>(s.data() + at));
+    } else {
+      s += t.data;
+    }
     s.resize((s.size() + 31) / 32 * 32, '\0');
   }
   return s;

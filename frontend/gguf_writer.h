@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -26,6 +27,10 @@ class GgufWriter {
   // the bytes in `type`'s layout.
   void add_tensor(const std::string& name, DType type, std::vector<int64_t> shape,
                   std::string data);
+  // `nbytes` bytes that `fill` writes when bytes() lays the file out, straight into it:
+  // a large model's tensors are not held twice (fill must stay valid until then).
+  void add_tensor_fill(const std::string& name, DType type, std::vector<int64_t> shape, uint64_t nbytes,
+                       std::function<void(uint8_t*)> fill);
   // f32 data quantized/converted to `type` (f32, f16, q8_0, q4_0, q4_1).
   void add_tensor_f32(const std::string& name, DType type, std::vector<int64_t> shape,
                       const std::vector<float>& values);
@@ -33,7 +38,15 @@ class GgufWriter {
 
  private:
   struct KV { std::string key; uint32_t type; std::string payload; };
-  struct TensorRec { std::string name; DType type; std::vector<int64_t> shape; std::string data; };
+  struct TensorRec {
+    std::string name;
+    DType type;
+    std::vector<int64_t> shape;
+    std::string data;                    // or, when fill is set, nbytes from fill
+    uint64_t nbytes = 0;
+    std::function<void(uint8_t*)> fill;
+    uint64_t size() const { return fill ? nbytes : data.size(); }
+  };
   std::vector<KV> kv_;
   std::vector<TensorRec> tensors_;
 };

@@ -1,6 +1,7 @@
 // frontend/hf_checkpoint.cpp — see hf_checkpoint.h.
 #include "frontend/hf_checkpoint.h"
 
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <set>
@@ -223,16 +224,21 @@ Status add_weights(GgufWriter& w, const Weights& weights, const LlamaConfig& c, 
     }
     if (t->shape.empty() || t->shape.size() > 2)
       return make_error("{}: tensor '{}' has {} dimensions, expected 1 or 2", file->path(), name, t->shape.size());
-    std::string bytes(reinterpret_cast<const char*>(t->data), (size_t)t->nbytes());
+    int64_t heads = 0;  // rope groups of the rows to permute (q_proj, k_proj)
     if (m.permute != lora_names::RopePermute::None) {
-      const int64_t heads = m.permute == lora_names::RopePermute::Heads ? c.n_head : c.n_head_kv;
-      const int64_t rows = t->shape[0], cols = t->shape.size() > 1 ? t->shape[1] : 1;
+      heads = m.permute == lora_names::RopePermute::Heads ? c.n_head : c.n_head_kv;
+      const int64_t rows = t->shape[0];
       if (rows != heads * c.head_dim)
         return make_error("{}: tensor '{}' has {} rows, expected {} ({} heads of {})", file->path(), name, rows,
                           heads * c.head_dim, heads, c.head_dim);
-      rope_permute_rows(reinterpret_cast<uint8_t*>(bytes.data()), rows, cols * (int64_t)dtype_bytes(type, 1), heads);
     }
-    w.add_tensor(m.gguf, type, t->shape, std::move(bytes));
+    // Copied (and permuted) straight into the GGUF when GgufWriter::bytes() lays it out.
+    w.add_tensor_fill(m.gguf, type, t->shape, t->nbytes(), [t, heads](uint8_t* dst) {
+      if (heads)
+        rope_permute_rows(t->data, dst, t->shape[0], (int64_t)(t->nbytes() / (uint64_t)t->shape[0]), heads);
+      else
+        std::memcpy(dst, t->data, (size_t)t->nbytes());
+    });
   }
   return Status::success();
 }
