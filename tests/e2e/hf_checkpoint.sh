@@ -4,8 +4,8 @@
 # its dequantized weights exactly, q/k rows in Hugging Face's rope order, tokenizer.json,
 # tokenizer_config.json with the chat template); `kiln compile DIR --quantize=int4` must
 # then print the shipped Q4_1's greedy text, plain and through the chat template (so the
-# tokenizer, special tokens and template came through), and `kiln inspect DIR` must show
-# the translated metadata.
+# tokenizer, special tokens and template came through), as must `kiln run DIR
+# --quantize=int4`, and `kiln inspect DIR` must show the translated metadata.
 set -euo pipefail
 kiln=$1
 export_hf=$2
@@ -27,6 +27,10 @@ check() {
 }
 check --prompt "In 1969, 3 astronauts flew to the" --max-tokens 24
 check --chat --prompt "What is the capital of France? Answer in one sentence." --max-tokens 24
+# kiln run compiles (and caches) the folder itself with --quantize.
+want=$("$kiln" run "$q41" --artifact "$tmp/ref" --prompt "The capital of France is" --max-tokens 12 2>/dev/null)
+got=$(KILN_CACHE="$tmp/cache" "$kiln" run "$tmp/hf" --quantize=int4 --prompt "The capital of France is" --max-tokens 12 2>/dev/null)
+[ "$want" = "$got" ] || { printf 'kiln run --quantize=int4 on the folder: %s\nshipped: %s\n' "$got" "$want"; exit 1; }
 "$kiln" inspect "$tmp/hf" --tensors > "$tmp/inspect.txt"
 grep -q "tokenizer.ggml.pre.*smollm" "$tmp/inspect.txt" || { echo "inspect: no smollm pre-tokenizer"; cat "$tmp/inspect.txt" | head -40; exit 1; }
 grep -q "blk.29.attn_q.weight" "$tmp/inspect.txt" || { echo "inspect: no blk.29.attn_q.weight"; exit 1; }

@@ -109,6 +109,7 @@ Result<std::string> cache_key(const EngineOptions& o) {
                                o.threads, o.int8_activations, xxh64(self.data(), self.size()));
   if (o.lora_slots > 0) id += fmt::format("|lora {} {}", o.lora_slots, o.lora_rank);
   if (o.kv_type != "f16") id += "|kv " + o.kv_type;
+  if (o.quantize != "none") id += "|quantize " + o.quantize;
   return fmt::format("{:016x}", xxh64(id.data(), id.size()));
 }
 
@@ -152,6 +153,7 @@ Result<std::unique_ptr<LoadedArtifact>> open_compiled_session(const EngineOption
       req.max_rows = o.max_rows;
       req.threads = o.threads;
       req.int8_activations = o.int8_activations;
+      req.quantize = o.quantize;
       req.lora_slots = o.lora_slots;
       req.lora_rank = o.lora_rank;
       req.progress = o.progress;

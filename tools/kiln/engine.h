@@ -40,6 +40,7 @@ struct EngineOptions {
   int64_t max_rows = 64;     // tokens per compiled step (prefill chunk)
   int64_t threads = 2;
   bool int8_activations = true;
+  std::string quantize = "none";  // as kiln compile --quantize: float weights to int4 groups
   int64_t lora_slots = 0;  // > 0: compile with LoRA slots (all targets, rank lora_rank)
   int64_t lora_rank = 16;
   bool progress = true;

@@ -39,6 +39,7 @@ static const std::vector<OptionSpec> kPerplexityOptions = {
     {"batch", "N", "tokens per compiled step (default 128; at most --ctx)"},
     {"threads", "N", "threads for the compiled engine (default 2)"},
     {"float-activations", "", "compile with float activations in quantized matmuls (exact, slower)"},
+    {"quantize", "TYPE", "compile float weights (F32/F16/BF16 models) quantized: int4 (= q4_1), q4_0, q4_1 or none (default none)"},
     {"interpreter", "", "run through the reference interpreter instead of compiled code (slow)"},
     {"artifact", "DIR", "use this `kiln compile` output (compiled with --max-rows >= --batch, --ctx >= --ctx)"},
     {"json", "", "print the result as one JSON object on stdout"},
@@ -119,6 +120,7 @@ int cmd_perplexity(int argc, char** argv) {
   eo.max_rows = *batch;
   eo.threads = *threads;
   eo.int8_activations = !args->flag("float-activations");
+  eo.quantize = args->get("quantize").value_or("none");
   eo.progress = !quiet;
   auto engine = args->flag("interpreter") ? make_interpreter_engine(eo) : make_compiled_engine(eo);
   if (!engine.ok()) return fail(engine.error().message);

@@ -41,6 +41,7 @@ static const std::vector<OptionSpec> kRunOptions = {
     {"artifact", "DIR", "use this `kiln compile` output instead of compiling (cached) now"},
     {"threads", "N", "threads for the compiled engine (default 2)"},
     {"float-activations", "", "compile with float activations in quantized matmuls (exact, slower)"},
+    {"quantize", "TYPE", "compile float weights (F32/F16/BF16 models) quantized: int4 (= q4_1), q4_0, q4_1 or none (default none)"},
     {"streams", "S", "generate S replies in one forward pass per token (default 1)"},
     {"style", "TEXT", "with --streams: one reply style per stream, e.g. formal (repeatable)", true},
     {"adapter", "PATH", "LoRA adapter (PEFT folder or GGUF LoRA) applied at run time"},
@@ -467,6 +468,7 @@ int cmd_run(int argc, char** argv) {
   eo.threads = *threads;
   eo.max_streams = *streams;
   eo.int8_activations = !args->flag("float-activations");
+  eo.quantize = args->get("quantize").value_or("none");
   if (!args->all("stream-adapter").empty() && *streams < 2) return fail("--stream-adapter needs --streams S >= 2");
   if (args->get("adapter") && *streams > 1) return fail("with --streams, give --stream-adapter for each stream");
   if (args->get("adapter") && args->flag("interpreter")) return fail("--adapter runs on compiled code, not --interpreter");
