@@ -2,6 +2,7 @@
 #include "frontend/hf_checkpoint.h"
 
 #include <cstring>
+#include <algorithm>
 #include <filesystem>
 #include <map>
 #include <set>
@@ -29,7 +30,7 @@ constexpr std::string_view kLlama3Regex =
     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 
 // GGUF token types (llama.cpp's llama_token_type).
-constexpr int32_t kTokenNormal = 1, kTokenControl = 3, kTokenUserDefined = 4;
+constexpr int32_t kTokenNormal = 1, kTokenControl = 3, kTokenUserDefined = 4, kTokenUnused = 5;
 
 struct JsonFile {
   std::string path;
@@ -51,35 +52,41 @@ Result<JsonFile> read_json(const fs::path& p) {
 // Typed config.json access; errors name the file and key.
 struct Config {
   const JsonFile& f;
-  Result<int64_t> integer(std::string_view key, std::optional<int64_t> fallback = std::nullopt) const {
+  Result<int64_t> integer(std::string_view key, std::optional<int64_t> fallback, int64_t max) const {
     const Json* v = f.json.get(key);
     if (!v || v->is_null()) {
       if (fallback) return *fallback;
       return make_error("{}: key '{}' is missing", f.path, key);
     }
     auto i = v->as_int();
-    if (!i || *i < 1 || *i > (int64_t(1) << 32))
-      return make_error("{}: key '{}' must be a positive integer", f.path, key);
+    if (!i || *i < 1 || *i > max) return make_error("{}: key '{}' must be an integer in 1..{}", f.path, key, max);
     return *i;
   }
-  Result<double> number(std::string_view key, double fallback) const {
+  Result<double> number(std::string_view key, double fallback, double lo, double hi) const {
     const Json* v = f.json.get(key);
     if (!v || v->is_null()) return fallback;
     auto d = v->as_number();
-    if (!d || !(*d > 0)) return make_error("{}: key '{}' must be a positive number", f.path, key);
+    if (!d || !(*d > lo && *d < hi)) return make_error("{}: key '{}' must be a number in ({}, {})", f.path, key, lo, hi);
     return *d;
   }
   std::optional<std::string> string(std::string_view key) const {
     const Json* v = f.json.get(key);
     return v && v->as_string() ? std::optional<std::string>(*v->as_string()) : std::nullopt;
   }
-  bool flag(std::string_view key) const {
+  Result<bool> flag(std::string_view key, bool fallback) const {
     const Json* v = f.json.get(key);
-    return v && v->as_bool().value_or(false);
+    if (!v || v->is_null()) return fallback;
+    if (!v->as_bool()) return make_error("{}: key '{}' must be true or false", f.path, key);
+    return *v->as_bool();
+  }
+  std::optional<int32_t> token_id(std::string_view key) const {
+    const Json* v = f.json.get(key);
+    auto i = v ? v->as_int() : std::nullopt;  // a list (several EOS ids) has no single fallback
+    return i && *i >= 0 && *i < (1 << 24) ? std::optional<int32_t>((int32_t)*i) : std::nullopt;
   }
 };
 
-Result<LlamaConfig> read_config(const JsonFile& f, const std::string& dir) {
+Result<HfConfig> read_config(const JsonFile& f, const std::string& dir) {
   Config c{f};
   const auto type = c.string("model_type");
   if (type != "llama")
@@ -88,31 +95,44 @@ Result<LlamaConfig> read_config(const JsonFile& f, const std::string& dir) {
   if (const Json* rs = f.json.get("rope_scaling"); rs && !rs->is_null())
     return make_error("{}: rope_scaling is set; scaled rope (LLaMA 3.1 style, linear, YaRN) is not supported yet",
                       f.path);
-  for (const char* k : {"attention_bias", "mlp_bias"})
-    if (c.flag(k)) return make_error("{}: {} is true; kiln's LLaMA graph has no biases", f.path, k);
+  for (const char* k : {"attention_bias", "mlp_bias"}) {
+    KILN_ASSIGN(bool bias, c.flag(k, false));
+    if (bias) return make_error("{}: {} is true; kiln's LLaMA graph has no biases", f.path, k);
+  }
   if (auto act = c.string("hidden_act"); act && *act != "silu")
     return make_error("{}: hidden_act is \"{}\", expected \"silu\"", f.path, *act);
-  LlamaConfig m;
+  HfConfig out;
+  LlamaConfig& m = out.llama;
   m.arch = "llama";
-  m.name = fs::path(dir).filename().string();
-  if (m.name.empty()) m.name = fs::path(dir).parent_path().filename().string();
-  KILN_ASSIGN(m.n_embd, c.integer("hidden_size"));
-  KILN_ASSIGN(m.n_ff, c.integer("intermediate_size"));
-  KILN_ASSIGN(m.n_layer, c.integer("num_hidden_layers"));
-  KILN_ASSIGN(m.n_head, c.integer("num_attention_heads"));
-  KILN_ASSIGN(m.n_head_kv, c.integer("num_key_value_heads", m.n_head));
-  KILN_ASSIGN(m.n_ctx_train, c.integer("max_position_embeddings", 2048));
-  KILN_ASSIGN(m.rope_theta, c.number("rope_theta", 10000.0));
-  KILN_ASSIGN(m.rms_eps, c.number("rms_norm_eps", 1e-6));
-  if (m.n_embd % m.n_head || m.n_head % m.n_head_kv)
-    return make_error("{}: hidden_size {} / num_attention_heads {} / num_key_value_heads {} do not divide", f.path,
-                      m.n_embd, m.n_head, m.n_head_kv);
+  // The model's name: the Hub id it was saved from, else the folder's name.
+  auto base = [](std::string p) {
+    while (!p.empty() && p.back() == '/') p.pop_back();
+    return fs::path(p).filename().string();
+  };
+  m.name = base(c.string("_name_or_path").value_or(""));
+  if (m.name.empty()) m.name = base(dir);
+  // The bounds read_llama_config puts on the GGUF keys these become.
+  KILN_ASSIGN(m.n_embd, c.integer("hidden_size", std::nullopt, 1 << 16));
+  KILN_ASSIGN(m.n_ff, c.integer("intermediate_size", std::nullopt, 1 << 20));
+  KILN_ASSIGN(m.n_layer, c.integer("num_hidden_layers", std::nullopt, 1024));
+  KILN_ASSIGN(m.n_head, c.integer("num_attention_heads", std::nullopt, 1024));
+  KILN_ASSIGN(m.n_head_kv, c.integer("num_key_value_heads", m.n_head, 1024));
+  KILN_ASSIGN(m.n_ctx_train, c.integer("max_position_embeddings", 2048, 1 << 24));
+  KILN_ASSIGN(m.rope_theta, c.number("rope_theta", 10000.0, 1.0, 1e12));
+  KILN_ASSIGN(m.rms_eps, c.number("rms_norm_eps", 1e-6, 0.0, 1.0));
+  if (f.json.get("vocab_size")) { KILN_ASSIGN(m.n_vocab, c.integer("vocab_size", std::nullopt, 1 << 24)); }
+  KILN_ASSIGN(m.tied_output, c.flag("tie_word_embeddings", false));  // LlamaConfig's default
+  if (m.n_embd % m.n_head || m.n_head % m.n_head_kv || (m.n_embd / m.n_head) % 2)
+    return make_error("{}: hidden_size {}, num_attention_heads {} and num_key_value_heads {} do not make whole heads "
+                      "of an even size", f.path, m.n_embd, m.n_head, m.n_head_kv);
   m.head_dim = m.n_rot = m.n_embd / m.n_head;
-  KILN_ASSIGN(int64_t hd, c.integer("head_dim", m.head_dim));
+  KILN_ASSIGN(int64_t hd, c.integer("head_dim", m.head_dim, 1 << 12));
   if (hd != m.head_dim)
     return make_error("{}: head_dim {} differs from hidden_size / num_attention_heads = {}; not supported", f.path,
                       hd, m.head_dim);
-  return m;
+  out.bos = c.token_id("bos_token_id");
+  out.eos = c.token_id("eos_token_id");
+  return out;
 }
 
 // The checkpoint's tensors: one safetensors file, or the shards its index names.
@@ -153,87 +173,41 @@ Result<Weights> open_weights(const fs::path& dir) {
   return w;
 }
 
-// HF tensor name -> GGUF name and the rope permutation its rows need.
-struct Mapped {
-  std::string gguf;
-  lora_names::RopePermute permute = lora_names::RopePermute::None;
-};
-
-std::optional<Mapped> map_tensor(std::string_view hf, int64_t n_layer) {
-  if (hf == "model.embed_tokens.weight") return Mapped{std::string(names::kTokenEmbd)};
-  if (hf == "model.norm.weight") return Mapped{std::string(names::kOutputNorm)};
-  if (hf == "lm_head.weight") return Mapped{std::string(names::kOutput)};
-  constexpr std::string_view pre = "model.layers.";
-  if (hf.substr(0, pre.size()) != pre) return std::nullopt;
-  std::string_view rest = hf.substr(pre.size());
-  const size_t dot = rest.find('.');
-  if (dot == 0 || dot == std::string_view::npos) return std::nullopt;
-  int64_t layer = 0;
-  for (char ch : rest.substr(0, dot)) {
-    if (ch < '0' || ch > '9' || layer > n_layer) return std::nullopt;
-    layer = layer * 10 + (ch - '0');
-  }
-  if (layer >= n_layer) return std::nullopt;
-  const std::string_view mod = rest.substr(dot + 1);
-  if (mod == "input_layernorm.weight") return Mapped{names::layer_tensor(names::kAttnNorm, layer)};
-  if (mod == "post_attention_layernorm.weight") return Mapped{names::layer_tensor(names::kFfnNorm, layer)};
-  for (const auto& m : lora_names::kModules)
-    if (mod.size() == m.hf.size() + 7 && mod.substr(0, m.hf.size()) == m.hf && mod.substr(m.hf.size()) == ".weight")
-      return Mapped{names::layer_tensor(m.gguf, layer), m.permute};
-  return std::nullopt;
-}
-
-// The tensors a LLaMA checkpoint must have (lm_head.weight is optional: tied to the
-// embedding without it).
-std::vector<std::string> required_tensors(const LlamaConfig& c) {
-  std::vector<std::string> out = {"model.embed_tokens.weight", "model.norm.weight"};
-  for (int64_t l = 0; l < c.n_layer; ++l) {
-    const std::string layer = fmt::format("model.layers.{}.", l);
-    out.push_back(layer + "input_layernorm.weight");
-    out.push_back(layer + "post_attention_layernorm.weight");
-    for (const auto& m : lora_names::kModules) out.push_back(layer + std::string(m.hf) + ".weight");
-  }
-  return out;
-}
-
 Status add_weights(GgufWriter& w, const Weights& weights, const LlamaConfig& c, const std::string& dir) {
-  std::vector<std::pair<const StTensor*, Mapped>> mapped;
+  const std::vector<HfTensor> table = hf_tensor_table(c);
+  std::map<std::string_view, const HfTensor*> by_hf;
+  for (const HfTensor& t : table) by_hf.emplace(t.hf, &t);
   for (const auto& [name, at] : weights.by_name) {
-    const auto& [file, t] = at;
     if (name.size() > 9 && name.substr(name.size() - 9) == ".inv_freq") continue;  // rope tables of old checkpoints
-    auto m = map_tensor(name, c.n_layer);
-    if (!m)
-      return make_error("{}: tensor '{}' is not part of a LLaMA model (kiln's graph has no place for it)",
-                        file->path(), name);
-    mapped.emplace_back(t, std::move(*m));
+    if (!by_hf.count(name))
+      return make_error("{}: tensor '{}' is not part of a LLaMA model of {} layers (kiln's graph has no place for it)",
+                        at.first->path(), name, c.n_layer);
   }
-  for (const std::string& name : required_tensors(c))
-    if (!weights.by_name.count(name))
-      return make_error("{}: tensor '{}' is missing from the checkpoint's safetensors", dir, name);
-  for (const auto& [t, m] : mapped) {
-    const std::string& name = t->name;
-    const SafetensorsFile* file = weights.by_name.at(name).first;
+  for (const HfTensor& e : table) {
+    auto it = weights.by_name.find(e.hf);
+    if (it == weights.by_name.end()) {
+      if (e.optional) continue;
+      if (e.gguf == names::kOutput)
+        return make_error("{}: lm_head.weight is missing and config.json's tie_word_embeddings is not true", dir);
+      return make_error("{}: tensor '{}' is missing from the checkpoint's safetensors", dir, e.hf);
+    }
+    const auto& [file, t] = it->second;
+    if (e.gguf == names::kOutput && c.tied_output) continue;  // tied: the embedding serves (as in transformers)
     DType type;
     switch (t->dtype) {
       case StDType::F32: type = DType::F32; break;
       case StDType::F16: type = DType::F16; break;
       case StDType::BF16: type = DType::BF16; break;
       default:
-        return make_error("{}: tensor '{}' is {}, expected F32, F16 or BF16", file->path(), name,
+        return make_error("{}: tensor '{}' is {}, expected F32, F16 or BF16", file->path(), e.hf,
                           st_dtype_name(t->dtype));
     }
-    if (t->shape.empty() || t->shape.size() > 2)
-      return make_error("{}: tensor '{}' has {} dimensions, expected 1 or 2", file->path(), name, t->shape.size());
-    int64_t heads = 0;  // rope groups of the rows to permute (q_proj, k_proj)
-    if (m.permute != lora_names::RopePermute::None) {
-      heads = m.permute == lora_names::RopePermute::Heads ? c.n_head : c.n_head_kv;
-      const int64_t rows = t->shape[0];
-      if (rows != heads * c.head_dim)
-        return make_error("{}: tensor '{}' has {} rows, expected {} ({} heads of {})", file->path(), name, rows,
-                          heads * c.head_dim, heads, c.head_dim);
-    }
+    if (t->shape != e.shape)
+      return make_error("{}: tensor '{}' has shape [{}], expected [{}]", file->path(), e.hf, fmt::join(t->shape, ", "),
+                        fmt::join(e.shape, ", "));
+    const int64_t heads = e.rope_groups(c);
     // Copied (and permuted) straight into the GGUF when GgufWriter::bytes() lays it out.
-    w.add_tensor_fill(m.gguf, type, t->shape, t->nbytes(), [t, heads](uint8_t* dst) {
+    w.add_tensor_fill(e.gguf, type, t->shape, t->nbytes(), [t, heads](uint8_t* dst) {
       if (heads)
         rope_permute_rows(t->data, dst, t->shape[0], (int64_t)(t->nbytes() / (uint64_t)t->shape[0]), heads);
       else
@@ -262,16 +236,20 @@ Result<std::optional<int32_t>> special_id(const JsonFile& cfg, std::string_view 
 
 // GGUF tokenizer.ggml.pre for the pre_tokenizer of tokenizer.json, or an Error.
 Result<std::string> pre_tokenizer_name(const JsonFile& tok, bool clean_spaces) {
+  if (const Json* n = tok.json.get("normalizer"); n && !n->is_null())
+    return make_error("{}: normalizer is set; kiln's byte-level tokenizers take the text as it is (no normalizer)",
+                      tok.path);
   const Json* pre = tok.json.get("pre_tokenizer");
   auto type_of = [](const Json* j) -> std::string {
     const Json* t = j && j->as_object() ? j->get("type") : nullptr;
     return t && t->as_string() ? *t->as_string() : "";
   };
+  auto is = [](const Json* j, std::string_view key, bool want, bool fallback) {
+    const Json* v = j->get(key);
+    return (v ? v->as_bool().value_or(!want) : fallback) == want;
+  };
   auto byte_level = [&](const Json* j, bool regex) {
-    if (type_of(j) != "ByteLevel" || (j->get("add_prefix_space") && j->get("add_prefix_space")->as_bool().value_or(false)))
-      return false;
-    const Json* r = j->get("use_regex");
-    return (r ? r->as_bool().value_or(true) : true) == regex;
+    return type_of(j) == "ByteLevel" && is(j, "add_prefix_space", false, false) && is(j, "use_regex", regex, true);
   };
   std::vector<const Json*> seq;
   if (type_of(pre) == "Sequence") {
@@ -280,32 +258,41 @@ Result<std::string> pre_tokenizer_name(const JsonFile& tok, bool clean_spaces) {
   } else if (pre) {
     seq.push_back(pre);
   }
-  std::string kind;
-  if (seq.size() == 1 && byte_level(seq[0], true)) {
-    kind = "gpt2";
-  } else if (seq.size() == 2 && type_of(seq[0]) == "Digits" && byte_level(seq[1], true) &&
-             seq[0]->get("individual_digits") && seq[0]->get("individual_digits")->as_bool().value_or(false)) {
-    kind = "digits";
-  } else if (seq.size() == 2 && type_of(seq[0]) == "Split" && byte_level(seq[1], false)) {
+  // The names are llama.cpp's (frontend/tokenizer.cpp's table gives each its splitter and
+  // flags); clean_up_tokenization_spaces picks between two that differ only in it.
+  if (seq.size() == 1 && byte_level(seq[0], true) && clean_spaces) return std::string("gpt-2");
+  if (seq.size() == 2 && type_of(seq[0]) == "Digits" && is(seq[0], "individual_digits", true, false) &&
+      byte_level(seq[1], true))
+    return std::string(clean_spaces ? "starcoder" : "smollm");
+  if (seq.size() == 2 && type_of(seq[0]) == "Split" && byte_level(seq[1], false) && is(seq[0], "invert", false, false)) {
     const Json* pat = seq[0]->get("pattern");
     const Json* re = pat && pat->as_object() ? pat->get("Regex") : nullptr;
-    if (re && re->as_string() && *re->as_string() == kLlama3Regex) kind = "llama3";
+    const Json* behavior = seq[0]->get("behavior");
+    if (re && re->as_string() && *re->as_string() == kLlama3Regex && behavior && behavior->as_string() &&
+        *behavior->as_string() == "Isolated")
+      return std::string("llama-bpe");  // llama.cpp's choice for LLaMA 3 whatever the cleaning flag
   }
-  // Each kind with the detokenizer's space cleaning of tokenizer_config.json; the names
-  // are llama.cpp's (frontend/tokenizer.cpp's table gives each its splitter and flags).
-  if (kind == "gpt2" && clean_spaces) return std::string("gpt-2");
-  if (kind == "digits") return std::string(clean_spaces ? "starcoder" : "smollm");
-  if (kind == "llama3" && clean_spaces) return std::string("llama-bpe");
-  return make_error("{}: pre_tokenizer is not one kiln implements with clean_up_tokenization_spaces = {} "
-                    "(supported: byte-level as GPT-2, with cleaning; individual digits then byte-level, as "
-                    "SmolLM and StarCoder; LLaMA 3's split then byte-level, with cleaning)",
-                    tok.path, clean_spaces);
+  return make_error("{}: pre_tokenizer is not one kiln implements (supported: byte-level as GPT-2's, with "
+                    "clean_up_tokenization_spaces; individual digits then byte-level, as SmolLM's and StarCoder's; "
+                    "LLaMA 3's regex split then byte-level)",
+                    tok.path);
+}
+
+// Added tokens that are not marked special but are spelt like control tokens are control
+// tokens (some checkpoints leave the flag off; llama.cpp's converter does the same).
+bool looks_special(std::string_view t) {
+  auto wrapped = [&](std::string_view open, std::string_view close) {
+    return t.size() >= open.size() + close.size() && t.substr(0, open.size()) == open &&
+           t.substr(t.size() - close.size()) == close;
+  };
+  return t == "<pad>" || t == "<mask>" || wrapped("<|", "|>") || wrapped("<unused", ">");
 }
 
 }  // namespace
 
-Status hf_tokenizer_to_gguf(GgufWriter& w, std::string_view tokenizer_json, std::string_view tokenizer_config_json,
-                            const std::string& dir) {
+Result<int64_t> hf_tokenizer_to_gguf(GgufWriter& w, std::string_view tokenizer_json,
+                                     std::string_view tokenizer_config_json, std::optional<std::string> chat_template,
+                                     const HfConfig& config, const std::string& dir) {
   KILN_ASSIGN(JsonFile tok, parse_json(tokenizer_json, (fs::path(dir) / "tokenizer.json").string()));
   KILN_ASSIGN(JsonFile cfg, parse_json(tokenizer_config_json, (fs::path(dir) / "tokenizer_config.json").string()));
   const Json* model = tok.json.get("model");
@@ -331,7 +318,8 @@ Status hf_tokenizer_to_gguf(GgufWriter& w, std::string_view tokenizer_json, std:
       const Json* content = a.get("content");
       if (!id || !id->as_int() || *id->as_int() < 0 || *id->as_int() >= (1 << 24) || !content || !content->as_string())
         return make_error("{}: added_tokens entries need an 'id' and a 'content'", tok.path);
-      const bool special = a.get("special") && a.get("special")->as_bool().value_or(false);
+      const bool special = (a.get("special") && a.get("special")->as_bool().value_or(false)) ||
+                           looks_special(*content->as_string());
       auto& slot = by_id[*id->as_int()];
       if (!slot.first.empty() && slot.first != *content->as_string())
         return make_error("{}: added token {} \"{}\" clashes with the vocabulary's \"{}\"", tok.path, *id->as_int(),
@@ -339,15 +327,17 @@ Status hf_tokenizer_to_gguf(GgufWriter& w, std::string_view tokenizer_json, std:
       slot = {*content->as_string(), special ? kTokenControl : kTokenUserDefined};
     }
   }
-  if (by_id.empty() || by_id.rbegin()->first != (int64_t)by_id.size() - 1)
-    return make_error("{}: token ids must run 0..n-1 without gaps ({} tokens, largest id {})", tok.path, by_id.size(),
-                      by_id.empty() ? -1 : by_id.rbegin()->first);
-  std::vector<std::string> tokens;
-  std::vector<int32_t> types;
+  if (by_id.empty()) return make_error("{}: model.vocab is empty", tok.path);
+  // Ids the vocabulary skips, and those up to config.json's vocab_size (the embedding's
+  // rows), are unused tokens, named as llama.cpp's converter names them.
+  const int64_t n_vocab = std::max<int64_t>(by_id.rbegin()->first + 1, config.llama.n_vocab);
+  std::vector<std::string> tokens((size_t)n_vocab);
+  std::vector<int32_t> types((size_t)n_vocab, kTokenUnused);
+  for (int64_t i = 0; i < n_vocab; ++i) tokens[(size_t)i] = fmt::format("[PAD{}]", i);
   std::map<std::string, int32_t> ids;
   for (const auto& [id, tt] : by_id) {
-    tokens.push_back(tt.first);
-    types.push_back(tt.second);
+    tokens[(size_t)id] = tt.first;
+    types[(size_t)id] = tt.second;
     ids.emplace(tt.first, (int32_t)id);
   }
   std::vector<std::string> merges;
@@ -370,31 +360,58 @@ Status hf_tokenizer_to_gguf(GgufWriter& w, std::string_view tokenizer_json, std:
   w.add_strings(std::string(names::kTokTokens), tokens);
   w.add_i32s("tokenizer.ggml.token_type", types);
   w.add_strings("tokenizer.ggml.merges", merges);
-  for (const auto& [key, gguf_key] : {std::pair<const char*, const char*>{"bos_token", "tokenizer.ggml.bos_token_id"},
-                                      {"eos_token", "tokenizer.ggml.eos_token_id"},
-                                      {"unk_token", "tokenizer.ggml.unknown_token_id"},
-                                      {"pad_token", "tokenizer.ggml.padding_token_id"}}) {
-    KILN_ASSIGN(std::optional<int32_t> id, special_id(cfg, key, ids));
-    if (id) w.add_u32(gguf_key, (uint32_t)*id);
+  // Special tokens: tokenizer_config.json's, else config.json's ids (BOS and EOS).
+  struct Special { const char* key; const char* gguf_key; std::optional<int32_t> fallback; };
+  for (const Special& sp : {Special{"bos_token", "tokenizer.ggml.bos_token_id", config.bos},
+                            Special{"eos_token", "tokenizer.ggml.eos_token_id", config.eos},
+                            Special{"unk_token", "tokenizer.ggml.unknown_token_id", std::nullopt},
+                            Special{"pad_token", "tokenizer.ggml.padding_token_id", std::nullopt}}) {
+    KILN_ASSIGN(std::optional<int32_t> id, special_id(cfg, sp.key, ids));
+    if (!id && sp.fallback && *sp.fallback < n_vocab) id = sp.fallback;
+    if (id) w.add_u32(sp.gguf_key, (uint32_t)*id);
   }
   for (const char* key : {"add_bos_token", "add_eos_token"})
     if (const Json* b = cfg.json.get(key); b && b->as_bool())
       w.add_bool(fmt::format("tokenizer.ggml.{}", key), *b->as_bool());
   // chat_template: a string, or a list of {name, template} (the "default" one is used).
   if (const Json* t = cfg.json.get("chat_template")) {
-    std::optional<std::string> text;
-    if (t->as_string()) text = *t->as_string();
+    if (t->as_string()) chat_template = *t->as_string();
     if (t->as_array())
       for (const Json& e : *t->as_array())
         if (e.get("name") && e.get("name")->as_string() && *e.get("name")->as_string() == "default" &&
             e.get("template") && e.get("template")->as_string())
-          text = *e.get("template")->as_string();
-    if (text) w.add_string(std::string(names::kChatTemplate), *text);
+          chat_template = *e.get("template")->as_string();
   }
-  return Status::success();
+  if (chat_template) w.add_string(std::string(names::kChatTemplate), *chat_template);
+  return n_vocab;
 }
 
-Result<LlamaConfig> hf_config_from_json(std::string_view config_json, const std::string& dir) {
+std::vector<HfTensor> hf_tensor_table(const LlamaConfig& c) {
+  const int64_t D = c.n_embd, hd = c.n_embd / std::max<int64_t>(c.n_head, 1);
+  using P = lora_names::RopePermute;
+  std::vector<HfTensor> t = {
+      {"model.embed_tokens.weight", std::string(names::kTokenEmbd), P::None, {c.n_vocab, D}, false},
+      {"model.norm.weight", std::string(names::kOutputNorm), P::None, {D}, false},
+      {"lm_head.weight", std::string(names::kOutput), P::None, {c.n_vocab, D}, c.tied_output},
+  };
+  for (int64_t l = 0; l < c.n_layer; ++l) {
+    const std::string layer = fmt::format("model.layers.{}.", l);
+    t.push_back({layer + "input_layernorm.weight", names::layer_tensor(names::kAttnNorm, l), P::None, {D}, false});
+    t.push_back({layer + "post_attention_layernorm.weight", names::layer_tensor(names::kFfnNorm, l), P::None, {D}, false});
+    for (const auto& m : lora_names::kModules) {
+      const int64_t q = c.n_head * hd, kv = c.n_head_kv * hd;
+      const std::vector<int64_t> shape = m.name == "q" ? std::vector<int64_t>{q, D}
+                                       : m.name == "k" || m.name == "v" ? std::vector<int64_t>{kv, D}
+                                       : m.name == "o" ? std::vector<int64_t>{D, q}
+                                       : m.name == "down" ? std::vector<int64_t>{D, c.n_ff}
+                                                          : std::vector<int64_t>{c.n_ff, D};
+      t.push_back({layer + std::string(m.hf) + ".weight", names::layer_tensor(m.gguf, l), m.permute, shape, false});
+    }
+  }
+  return t;
+}
+
+Result<HfConfig> hf_config_from_json(std::string_view config_json, const std::string& dir) {
   KILN_ASSIGN(JsonFile config, parse_json(config_json, (fs::path(dir) / "config.json").string()));
   return read_config(config, dir);
 }
@@ -405,19 +422,21 @@ bool is_hf_checkpoint(const std::string& path) {
 }
 
 Result<std::string> hf_checkpoint_to_gguf(const std::string& dir) {
-  KILN_ASSIGN(std::string config, read_file((fs::path(dir) / "config.json").string()));
-  KILN_ASSIGN(LlamaConfig c, hf_config_from_json(config, dir));
-  GgufWriter w;
-  write_llama_config(w, c);
-  KILN_ASSIGN(std::string tokenizer, read_file((fs::path(dir) / "tokenizer.json").string()));
+  const fs::path d(dir);
   std::error_code ec;
-  std::string tokenizer_config = "{}";  // optional
-  if (fs::exists(fs::path(dir) / "tokenizer_config.json", ec)) {
-    KILN_ASSIGN(tokenizer_config, read_file((fs::path(dir) / "tokenizer_config.json").string()));
-  }
-  KILN_TRY(hf_tokenizer_to_gguf(w, tokenizer, tokenizer_config, dir));
-  KILN_ASSIGN(Weights weights, open_weights(dir));
-  KILN_TRY(add_weights(w, weights, c, dir));
+  KILN_ASSIGN(std::string config_text, read_file((d / "config.json").string()));
+  KILN_ASSIGN(HfConfig config, hf_config_from_json(config_text, dir));
+  KILN_ASSIGN(std::string tokenizer, read_file((d / "tokenizer.json").string()));
+  std::string tokenizer_config = "{}";  // optional, as is the template file newer transformers write
+  if (fs::exists(d / "tokenizer_config.json", ec)) { KILN_ASSIGN(tokenizer_config, read_file((d / "tokenizer_config.json").string())); }
+  std::optional<std::string> chat_template;
+  if (fs::exists(d / "chat_template.jinja", ec)) { KILN_ASSIGN(chat_template, read_file((d / "chat_template.jinja").string())); }
+  // The file's own order: hyperparameters, tokenizer, tensors (as the converter writes it).
+  GgufWriter w;
+  write_llama_config(w, config.llama);
+  KILN_ASSIGN(config.llama.n_vocab, hf_tokenizer_to_gguf(w, tokenizer, tokenizer_config, chat_template, config, dir));
+  KILN_ASSIGN(Weights weights, open_weights(d));  // outlives w.bytes(): the tensors are filled from its maps
+  KILN_TRY(add_weights(w, weights, config.llama, dir));
   return w.bytes();
 }
 

@@ -15,10 +15,13 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "frontend/gguf.h"
 #include "frontend/llama.h"
+#include "frontend/lora_names.h"
 #include "support/result.h"
 
 namespace kiln {
@@ -31,12 +34,36 @@ bool is_hf_checkpoint(const std::string& path);
 // The GGUF bytes of the checkpoint in folder `dir`.
 Result<std::string> hf_checkpoint_to_gguf(const std::string& dir);
 
-// The pieces, on file contents (tests and the fuzzer); `dir` only names the files in
-// errors. The hyperparameters of config.json:
-Result<LlamaConfig> hf_config_from_json(std::string_view config_json, const std::string& dir);
-// The tokenizer.* keys of tokenizer.json and tokenizer_config.json ("{}" when absent).
-Status hf_tokenizer_to_gguf(GgufWriter& w, std::string_view tokenizer_json, std::string_view tokenizer_config_json,
-                            const std::string& dir);
+// config.json: the hyperparameters (tied_output from tie_word_embeddings; n_vocab from
+// vocab_size, 0 when absent) and the special-token ids it names, the tokenizer's fallbacks.
+struct HfConfig {
+  LlamaConfig llama;
+  std::optional<int32_t> bos, eos;
+};
+// The pieces, on file contents (tests and the fuzzer); `dir` only names the files in errors.
+Result<HfConfig> hf_config_from_json(std::string_view config_json, const std::string& dir);
+// The tokenizer.* keys of tokenizer.json, tokenizer_config.json ("{}" when absent) and the
+// chat template (tokenizer_config.json's, else `chat_template`, e.g. chat_template.jinja);
+// returns the vocabulary size (ids the vocabulary skips, and those up to config.json's
+// vocab_size, become unused "[PAD<id>]" tokens, as in llama.cpp's converter).
+Result<int64_t> hf_tokenizer_to_gguf(GgufWriter& w, std::string_view tokenizer_json,
+                                     std::string_view tokenizer_config_json, std::optional<std::string> chat_template,
+                                     const HfConfig& config, const std::string& dir);
+
+// One tensor of a LLaMA checkpoint: its Hugging Face and GGUF names, the rope permutation
+// of its rows, its shape (row-major, as safetensors lists it) and whether it may be absent.
+struct HfTensor {
+  std::string hf, gguf;
+  lora_names::RopePermute permute = lora_names::RopePermute::None;
+  std::vector<int64_t> shape;
+  bool optional = false;
+  // Rope groups of its rows (q_proj: the heads; k_proj: the kv heads), 0 for no permutation.
+  int64_t rope_groups(const LlamaConfig& c) const {
+    return permute == lora_names::RopePermute::Heads ? c.n_head : permute == lora_names::RopePermute::KvHeads ? c.n_head_kv : 0;
+  }
+};
+// Every tensor of the model `c` describes (c.n_vocab rows of embedding and LM head).
+std::vector<HfTensor> hf_tensor_table(const LlamaConfig& c);
 
 // A model for any command: a GGUF file, or a Hugging Face checkpoint folder translated by
 // hf_checkpoint_to_gguf (its GgufFile's path() is the folder).

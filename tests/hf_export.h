@@ -17,6 +17,7 @@
 
 #include "frontend/gguf.h"
 #include "frontend/gguf_names.h"
+#include "frontend/hf_checkpoint.h"
 #include "frontend/llama.h"
 #include "frontend/lora_names.h"
 #include "support/file.h"
@@ -58,35 +59,21 @@ inline Status export_hf(const GgufFile& f, const std::string& dir, const HfExpor
   // Tensors: GGUF name -> HF name, rope order restored.
   struct Out { std::string name, dtype; std::vector<int64_t> shape; std::string bytes; };
   std::vector<Out> outs;
-  for (const GgufTensor& t : f.tensors()) {
-    std::string hf;
-    int64_t permute_heads = 0;
-    std::string gname(t.name);
-    if (gname == names::kTokenEmbd) hf = "model.embed_tokens.weight";
-    else if (gname == names::kOutputNorm) hf = "model.norm.weight";
-    else if (gname == names::kOutput) hf = "lm_head.weight";
-    for (int64_t l = 0; l < c.n_layer && hf.empty(); ++l) {
-      const std::string layer = fmt::format("model.layers.{}.", l);
-      if (gname == names::layer_tensor(names::kAttnNorm, l)) hf = layer + "input_layernorm.weight";
-      if (gname == names::layer_tensor(names::kFfnNorm, l)) hf = layer + "post_attention_layernorm.weight";
-      for (const auto& m : lora_names::kModules)
-        if (gname == names::layer_tensor(m.gguf, l)) {
-          hf = layer + std::string(m.hf) + ".weight";
-          permute_heads = m.permute == lora_names::RopePermute::Heads ? c.n_head
-                        : m.permute == lora_names::RopePermute::KvHeads ? c.n_head_kv : 0;
-        }
+  for (const HfTensor& e : hf_tensor_table(c)) {  // the importer's own table, read backwards
+    const GgufTensor* t = f.tensor(e.gguf);
+    if (!t) {
+      if (e.optional) continue;
+      return make_error("export_hf: the model has no {}", e.gguf);
     }
-    if (hf.empty()) return make_error("export_hf: no Hugging Face name for {}", t.name);
-    Out out{hf, "F32", logical_shape(t), {}};
-    if (t.type == DType::F32 || t.type == DType::F16 || t.type == DType::BF16) {
-      out.dtype = t.type == DType::F32 ? "F32" : t.type == DType::F16 ? "F16" : "BF16";
-      out.bytes.assign(reinterpret_cast<const char*>(t.data), (size_t)t.nbytes);
+    Out out{e.hf, "F32", logical_shape(*t), {}};
+    if (t->type == DType::F32 || t->type == DType::F16 || t->type == DType::BF16) {
+      out.dtype = t->type == DType::F32 ? "F32" : t->type == DType::F16 ? "F16" : "BF16";
+      out.bytes.assign(reinterpret_cast<const char*>(t->data), (size_t)t->nbytes);
     } else {
-      const std::vector<float> v = gguf_tensor_f32(t);
+      const std::vector<float> v = gguf_tensor_f32(*t);
       out.bytes.assign(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(float));
     }
-    if (permute_heads)
-      rope_unpermute_rows(out.bytes, out.shape[0], (int64_t)(out.bytes.size() / (size_t)out.shape[0]), permute_heads);
+    if (const int64_t heads = e.rope_groups(c)) rope_unpermute_rows(out.bytes, out.shape[0], (int64_t)(out.bytes.size() / (size_t)out.shape[0]), heads);
     outs.push_back(std::move(out));
   }
   // Safetensors: a JSON header (padded to 8 bytes), then the data.
@@ -118,9 +105,9 @@ inline Status export_hf(const GgufFile& f, const std::string& dir, const HfExpor
   KILN_TRY(write_file_atomic(dir + "/config.json", fmt::format(
       "{{\"architectures\":[\"LlamaForCausalLM\"],\"model_type\":\"llama\",\"hidden_size\":{},\"intermediate_size\":{},"
       "\"num_hidden_layers\":{},\"num_attention_heads\":{},\"num_key_value_heads\":{},\"max_position_embeddings\":{},"
-      "\"rms_norm_eps\":{},\"rope_theta\":{},\"rope_scaling\":null,\"hidden_act\":\"silu\",\"attention_bias\":false,"
+      "\"rms_norm_eps\":{},\"rope_theta\":{},\"vocab_size\":{},\"rope_scaling\":null,\"hidden_act\":\"silu\",\"attention_bias\":false,"
       "\"tie_word_embeddings\":{},\"torch_dtype\":\"float32\"}}",
-      c.n_embd, c.n_ff, c.n_layer, c.n_head, c.n_head_kv, c.n_ctx_train, c.rms_eps, c.rope_theta,
+      c.n_embd, c.n_ff, c.n_layer, c.n_head, c.n_head_kv, c.n_ctx_train, c.rms_eps, c.rope_theta, c.n_vocab,
       f.tensor(names::kOutput) ? "false" : "true")));
   // Tokenizer: vocab and merges; control and user-defined tokens as added tokens.
   KILN_ASSIGN(const GgufArray* tokens, f.get_array(names::kTokTokens));

@@ -18,7 +18,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   (void)hf_config_from_json(in, "fuzz");
   const size_t cut = in.find('\0');
   GgufWriter w;
-  if (!hf_tokenizer_to_gguf(w, in.substr(0, cut), cut == std::string_view::npos ? "{}" : in.substr(cut + 1), "fuzz").ok())
+  if (!hf_tokenizer_to_gguf(w, in.substr(0, cut), cut == std::string_view::npos ? "{}" : in.substr(cut + 1),
+                            std::nullopt, HfConfig{}, "fuzz")
+           .ok())
     return 0;
   auto g = GgufFile::parse_owned(w.bytes(), "fuzz.gguf");
   if (!g.ok()) __builtin_trap();  // the translation must write GGUF that reads back

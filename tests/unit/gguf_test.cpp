@@ -13,9 +13,8 @@
 namespace kiln {
 namespace {
 
-Result<std::unique_ptr<GgufFile>> parse_bytes(const std::string& b) {
-  return GgufFile::parse(MappedFile::borrow(b.data(), b.size(), "test.gguf"));
-}
+// The file owns its bytes: callers pass temporaries (w.bytes(), substrings).
+Result<std::unique_ptr<GgufFile>> parse_bytes(std::string b) { return GgufFile::parse_owned(std::move(b), "test.gguf"); }
 
 std::string error_of(const std::string& bytes) {
   auto r = parse_bytes(bytes);

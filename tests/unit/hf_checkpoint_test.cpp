@@ -24,9 +24,10 @@ namespace fs = std::filesystem;
 using testing::TinyLlamaSpec;
 
 // A tiny LLaMA with the byte vocabulary (and two merges) in its metadata, as GGUF bytes.
-std::string tiny_with_vocab(const TinyLlamaSpec& spec) {
-  GgufWriter w = testing::tiny_llama_writer(spec);
+std::string tiny_with_vocab(TinyLlamaSpec spec) {
   VocabData v = testing::byte_vocab();
+  spec.vocab = (int64_t)v.tokens.size();
+  GgufWriter w = testing::tiny_llama_writer(spec);
   w.add_string("tokenizer.ggml.model", "gpt2");
   w.add_string("tokenizer.ggml.pre", "smollm");
   w.add_strings("tokenizer.ggml.tokens", v.tokens);
@@ -249,6 +250,147 @@ TEST(HfCheckpoint, BadFoldersNameTheFileAndWhatWasExpected) {
                  write(d + "/model.safetensors.index.json", "{\"weight_map\":{\"model.norm.weight\":\"../x.safetensors\"}}");
                }),
                {"model.safetensors.index.json", "weight_map['model.norm.weight'] must name a file in the folder"});
+}
+
+// --- config.json and tokenizer.json variants, on file contents ---------------------------
+
+// A tokenizer.json of the byte vocabulary (+ "he"), with `pre` as its pre_tokenizer and
+// `extra` spliced into the top-level object.
+std::string tokenizer_json(const std::string& pre, const std::string& extra = R"("normalizer":null,)",
+                           const std::string& merges = "[\"h e\"]") {
+  std::string vocab;
+  VocabData v = testing::byte_vocab();
+  for (size_t i = 3; i < v.tokens.size(); ++i) vocab += fmt::format(",{}:{}", testing::json_str(v.tokens[i]), i);
+  vocab += fmt::format(",\"he\":{}", v.tokens.size());
+  return fmt::format(R"({{"added_tokens":[{{"id":0,"content":"<|endoftext|>","special":true}},)"
+                     R"({{"id":1,"content":"<|im_start|>","special":false}},{{"id":2,"content":"<|im_end|>","special":true}}],)"
+                     R"("pre_tokenizer":{},{}"model":{{"type":"BPE","vocab":{{{}}},"merges":{}}}}})",
+                     pre, extra, vocab.substr(1), merges);
+}
+const std::string kDigitsPre =
+    R"({"type":"Sequence","pretokenizers":[{"type":"Digits","individual_digits":true},{"type":"ByteLevel","add_prefix_space":false,"use_regex":true}]})";
+const std::string kGpt2Pre = R"({"type":"ByteLevel","add_prefix_space":false,"trim_offsets":true,"use_regex":true})";
+const std::string kLlama3Pre =
+    R"({"type":"Sequence","pretokenizers":[{"type":"Split","pattern":{"Regex":"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"},"behavior":"Isolated","invert":false},{"type":"ByteLevel","add_prefix_space":false,"trim_offsets":true,"use_regex":false}]})";
+
+struct Translated {
+  std::string error;
+  std::unique_ptr<GgufFile> gguf;
+  int64_t n_vocab = 0;
+};
+Translated translate_tokenizer(const std::string& tok, const std::string& tok_config, const HfConfig& config = {},
+                               std::optional<std::string> chat_template = std::nullopt) {
+  GgufWriter w;
+  Translated t;
+  auto n = hf_tokenizer_to_gguf(w, tok, tok_config, chat_template, config, "dir");
+  if (!n.ok()) { t.error = n.error().message; return t; }
+  t.n_vocab = *n;
+  auto g = GgufFile::parse_owned(w.bytes(), "t.gguf");
+  if (!g.ok()) { t.error = g.error().message; return t; }
+  t.gguf = std::move(g).value();
+  return t;
+}
+
+TEST(HfCheckpoint, PreTokenizersMapToTheOnesKilnImplements) {
+  for (auto [pre, clean, want] : {std::tuple{kDigitsPre, "false", "smollm"}, std::tuple{kDigitsPre, "true", "starcoder"},
+                                  std::tuple{kGpt2Pre, "true", "gpt-2"}, std::tuple{kLlama3Pre, "true", "llama-bpe"},
+                                  std::tuple{kLlama3Pre, "false", "llama-bpe"}}) {
+    Translated t = translate_tokenizer(tokenizer_json(pre), fmt::format(R"({{"clean_up_tokenization_spaces":{}}})", clean));
+    ASSERT_TRUE(t.gguf) << want << ": " << t.error;
+    auto v = vocab_from_gguf(*t.gguf);
+    ASSERT_TRUE(v.ok()) << v.error().message;
+    EXPECT_EQ(v->pre, want);
+    EXPECT_TRUE(Tokenizer::create(*v).ok()) << want;
+  }
+  expect_error(translate_tokenizer(tokenizer_json(kGpt2Pre), R"({"clean_up_tokenization_spaces":false})").error,
+               {"tokenizer.json", "pre_tokenizer is not one kiln implements"});
+  std::string split_removed = kLlama3Pre;
+  split_removed.replace(split_removed.find("Isolated"), 8, "Removed");
+  expect_error(translate_tokenizer(tokenizer_json(split_removed), "{}").error, {"pre_tokenizer is not one"});
+  expect_error(translate_tokenizer(tokenizer_json(kDigitsPre, R"("normalizer":{"type":"NFC"},)"), "{}").error,
+               {"tokenizer.json", "normalizer is set"});
+}
+
+TEST(HfCheckpoint, TokenizerDetails) {
+  // Merges as pairs; an added token not marked special but spelt like one is a control
+  // token; special tokens given as {"content": ...}; the template as a named list.
+  Translated t = translate_tokenizer(
+      tokenizer_json(kDigitsPre, R"("normalizer":null,)", R"([["h","e"]])"),
+      R"({"clean_up_tokenization_spaces":false,"bos_token":{"content":"<|im_start|>","lstrip":false},"eos_token":"<|im_end|>",)"
+      R"("chat_template":[{"name":"tool_use","template":"T"},{"name":"default","template":"D"}]})");
+  ASSERT_TRUE(t.gguf) << t.error;
+  auto v = vocab_from_gguf(*t.gguf);
+  ASSERT_TRUE(v.ok()) << v.error().message;
+  EXPECT_EQ(v->merges, std::vector<std::string>{"h e"});
+  EXPECT_EQ(v->token_types[1], 3) << "<|im_start|> looks special";
+  EXPECT_EQ(v->bos, 1);
+  EXPECT_EQ(v->eos, 2);
+  EXPECT_EQ(*t.gguf->find("tokenizer.chat_template")->as_string(), "D");
+  // No tokenizer_config.json: BOS/EOS from config.json's ids, the template from its own
+  // file (chat_template.jinja); ids the vocabulary skips and those up to vocab_size pad.
+  HfConfig cfg;
+  cfg.llama.n_vocab = 300;
+  cfg.bos = 0;
+  cfg.eos = 2;
+  std::string tok = tokenizer_json(kDigitsPre);
+  const std::string im_start = R"({"id":1,"content":"<|im_start|>","special":false},)";
+  tok.erase(tok.find(im_start), im_start.size());
+  Translated u = translate_tokenizer(tok, R"({"clean_up_tokenization_spaces":false})", cfg, std::string("J"));
+  ASSERT_TRUE(u.gguf) << u.error;
+  EXPECT_EQ(u.n_vocab, 300);
+  auto w = vocab_from_gguf(*u.gguf);
+  ASSERT_TRUE(w.ok()) << w.error().message;
+  ASSERT_EQ(w->tokens.size(), 300u);
+  EXPECT_EQ(w->tokens[1], "[PAD1]");
+  EXPECT_EQ(w->token_types[1], 5);
+  EXPECT_EQ(w->tokens[299], "[PAD299]");
+  EXPECT_EQ(w->bos, 0);
+  EXPECT_EQ(w->eos, 2);
+  EXPECT_EQ(*u.gguf->find("tokenizer.chat_template")->as_string(), "J");
+  EXPECT_TRUE(Tokenizer::create(*w).ok());
+}
+
+TEST(HfCheckpoint, ConfigDefaultsAndBounds) {
+  auto c = hf_config_from_json(
+      R"({"model_type":"llama","hidden_size":64,"intermediate_size":96,"num_hidden_layers":2,"num_attention_heads":4})", "d");
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->llama.n_head_kv, 4);  // transformers' LlamaConfig defaults
+  EXPECT_EQ(c->llama.n_ctx_train, 2048);
+  EXPECT_EQ(c->llama.rope_theta, 10000.0);
+  EXPECT_EQ(c->llama.rms_eps, 1e-6);
+  EXPECT_FALSE(c->llama.tied_output);
+  EXPECT_EQ(c->llama.n_vocab, 0);
+  auto err = [](const std::string& json) {
+    auto r = hf_config_from_json(json, "d");
+    return r.ok() ? std::string("(ok)") : r.error().message;
+  };
+  const std::string base = R"("model_type":"llama","hidden_size":64,"intermediate_size":96,"num_attention_heads":4)";
+  expect_error(err("{" + base + R"(,"num_hidden_layers":1000000000})"), {"config.json", "'num_hidden_layers' must be an integer in 1..1024"});
+  expect_error(err("{" + base + R"(,"num_hidden_layers":2,"rope_theta":0.5})"), {"'rope_theta' must be a number"});
+  expect_error(err("{" + base + R"(,"num_hidden_layers":2,"attention_bias":"yes"})"), {"'attention_bias' must be true or false"});
+  expect_error(err("{" + base + R"(,"num_hidden_layers":2,"num_key_value_heads":3})"), {"do not make whole heads"});
+}
+
+TEST(HfCheckpoint, ShapesAndTiesAreCheckedUnderHuggingFaceNames) {
+  expect_error(error_after("shape", [](const std::string& d) {
+                 replace_in(d + "/model.safetensors", R"(up_proj.weight":{"dtype":"F16","shape":[96,64])",
+                            R"(up_proj.weight":{"dtype":"F16","shape":[64,96])");
+               }),
+               {"model.safetensors", "'model.layers.0.mlp.up_proj.weight' has shape [64, 96], expected [96, 64]"});
+  // Untied without an LM head: HF would start one at random; an error here.
+  expect_error(error_after("untied", [](const std::string& d) {
+                 replace_in(d + "/config.json", R"("tie_word_embeddings":true)", R"("tie_word_embeddings":false)");
+               }),
+               {"lm_head.weight is missing", "tie_word_embeddings"});
+  // Tied with an LM head stored anyway: transformers ties it to the embedding; so does kiln.
+  TinyLlamaSpec spec;
+  spec.matrix_type = spec.embed_type = DType::F16;
+  spec.tied = false;
+  Checkpoint c = make_checkpoint("tied_with_head", spec);
+  replace_in(c.dir + "/config.json", R"("tie_word_embeddings":false)", R"("tie_word_embeddings":true)");
+  auto f = open_model_file(c.dir);
+  ASSERT_TRUE(f.ok()) << f.error().message;
+  EXPECT_EQ((*f)->tensor("output.weight"), nullptr);
 }
 
 }  // namespace

@@ -94,6 +94,7 @@ int cmd_perplexity(int argc, char** argv) {
   if (!vocab.ok()) return fail(vocab.error().message);
   auto tok = Tokenizer::create(std::move(vocab).value());
   if (!tok.ok()) return fail(tok.error().message);
+  gguf.reset();  // the engine opens the model again (a checkpoint folder: translated again)
   auto text = read_file(text_path);
   if (!text.ok()) return fail(text.error().message);
 

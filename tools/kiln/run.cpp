@@ -98,8 +98,8 @@ static int print_ds2d_stats(const kiln_ds2d* ds) {
 // (kiln_prefill_streams); then one kiln_decode call per step advances every stream still
 // generating (with --ds2d one kiln_ds2d_step, which may give each several tokens). Replies
 // print labelled, once all are done.
-static int run_streams(const Args& args, const Tokenizer& tok, const GgufFile& gguf, EngineOptions eo,
-                       const SamplerParams& sp, int64_t max_tokens) {
+static int run_streams(const Args& args, const Tokenizer& tok, const std::optional<std::string>& chat_template,
+                       EngineOptions eo, const SamplerParams& sp, int64_t max_tokens) {
   auto fail = [](const std::string& m) { fmt::print(stderr, "kiln run: {}\n", m); return 1; };
   std::vector<std::string> styles = args.all("style");
   // With --stream-adapter, the adapters give the style: no style request unless --style.
@@ -109,15 +109,14 @@ static int run_streams(const Args& args, const Tokenizer& tok, const GgufFile& g
   for (size_t i = styles.size(); i < (size_t)eo.max_streams; ++i)
     styles.push_back(by_adapter ? "" : kDefaultStyles[i % (sizeof kDefaultStyles / sizeof *kDefaultStyles)]);
   styles.resize((size_t)eo.max_streams);
-  const GgufValue* tmpl = gguf.find("tokenizer.chat_template");
-  if (!tmpl || !tmpl->as_string()) return fail(fmt::format("{}: --streams needs a chat template", gguf.path()));
+  if (!chat_template) return fail(fmt::format("{}: --streams needs a chat template", eo.model_path));
 
   std::vector<std::vector<int32_t>> prompts;
   for (auto& style : styles) {
     std::vector<ChatMessage> msgs;
     if (auto sys = args.get("system")) msgs.push_back({"system", *sys});
     msgs.push_back({"user", *args.get("prompt") + (style.empty() ? "" : fmt::format("\n\nReply in a {} style.", style))});
-    auto text = apply_chat_template(*tmpl->as_string(), msgs, true);
+    auto text = apply_chat_template(*chat_template, msgs, true);
     if (!text.ok()) return fail(text.error().message);
     prompts.push_back(tok.encode(*text, true, true));
   }
@@ -458,6 +457,12 @@ int cmd_run(int argc, char** argv) {
   if (!vocab.ok()) return fail(vocab.error().message);
   auto tok = Tokenizer::create(std::move(vocab).value());
   if (!tok.ok()) return fail(tok.error().message);
+  std::optional<std::string> chat_template;
+  if (const GgufValue* t = gguf->find("tokenizer.chat_template"); t && t->as_string())
+    chat_template = std::string(*t->as_string());
+  // The engine opens the model again to compile it: for a checkpoint folder, translated
+  // in memory, so drop this copy first (a large model would be held twice).
+  gguf.reset();
 
   EngineOptions eo;
   eo.model_path = model_path;
@@ -474,19 +479,18 @@ int cmd_run(int argc, char** argv) {
   if (args->get("adapter") && args->flag("interpreter")) return fail("--adapter runs on compiled code, not --interpreter");
   if (args->get("adapter")) eo.lora_slots = 2;
   if (*streams > 1)
-    return run_streams(*args, *tok, *gguf, eo, {(float)*temp, (int32_t)*top_k, top_p_v, (uint64_t)*seed},
+    return run_streams(*args, *tok, chat_template, eo, {(float)*temp, (int32_t)*top_k, top_p_v, (uint64_t)*seed},
                        *max_tokens);
 
   std::string prompt = *args->get("prompt");
   if (args->flag("chat")) {
-    const GgufValue* tmpl = gguf->find("tokenizer.chat_template");
-    if (!tmpl || !tmpl->as_string())
+    if (!chat_template)
       return fail(fmt::format("{}: --chat needs the key 'tokenizer.chat_template', which the model lacks",
-                              gguf->path()));
+                              model_path));
     std::vector<ChatMessage> msgs;
     if (auto sys = args->get("system")) msgs.push_back({"system", *sys});
     msgs.push_back({"user", prompt});
-    auto text = apply_chat_template(*tmpl->as_string(), msgs, true);
+    auto text = apply_chat_template(*chat_template, msgs, true);
     if (!text.ok()) return fail(text.error().message);
     prompt = *text;
   }
