@@ -154,7 +154,7 @@ Result<Weights> open_weights(const fs::path& dir) {
     std::set<std::string> seen;
     for (const auto& [tensor, file] : *map->as_object()) {
       const std::string* s = file.as_string();
-      if (!s || s->find('/') != std::string::npos || s->find("..") != std::string::npos)
+      if (!s || s->empty() || s->find('/') != std::string::npos || s->find("..") != std::string::npos)
         return make_error("{}: weight_map['{}'] must name a file in the folder", index.path, tensor);
       if (seen.insert(*s).second) shards.push_back(dir / *s);
     }
