@@ -27,6 +27,7 @@ inline constexpr std::string_view kRmsEps = "attention.layer_norm_rms_epsilon";
 inline constexpr std::string_view kKeyLength = "attention.key_length";
 inline constexpr std::string_view kRopeFreqBase = "rope.freq_base";
 inline constexpr std::string_view kRopeDimensionCount = "rope.dimension_count";
+inline constexpr std::string_view kRopeScalingType = "rope.scaling.type";
 inline constexpr std::string_view kVocabSize = "vocab_size";
 
 inline std::string arch_key(std::string_view arch, std::string_view suffix) {
@@ -42,6 +43,7 @@ inline constexpr std::string_view kChatTemplate = "tokenizer.chat_template";
 inline constexpr std::string_view kTokenEmbd = "token_embd.weight";
 inline constexpr std::string_view kOutputNorm = "output_norm.weight";
 inline constexpr std::string_view kOutput = "output.weight";
+inline constexpr std::string_view kRopeFreqs = "rope_freqs.weight";
 inline constexpr std::string_view kAttnNorm = "blk.{}.attn_norm.weight";
 inline constexpr std::string_view kAttnQ = "blk.{}.attn_q.weight";
 inline constexpr std::string_view kAttnK = "blk.{}.attn_k.weight";

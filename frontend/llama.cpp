@@ -112,6 +112,14 @@ Result<LlamaConfig> read_llama_config(const GgufFile& f) {
                         nv, names::kTokenEmbd, c.n_vocab);
   }
   c.tied_output = f.tensor(names::kOutput) == nullptr;
+  // Scaled rope (LLaMA 3.1/3.2's per-frequency factors in rope_freqs.weight, linear or YaRN
+  // scaling) changes every rotation angle: refused rather than run with plain rope.
+  if (f.tensor(names::kRopeFreqs))
+    return make_error("{}: tensor '{}' holds scaled-rope frequency factors (LLaMA 3.1/3.2); not supported yet",
+                      f.path(), names::kRopeFreqs);
+  if (const GgufValue* t = f.find(key(names::kRopeScalingType)); t && t->as_string() && *t->as_string() != "none")
+    return make_error("{}: key '{}' = \"{}\": scaled rope is not supported yet", f.path(),
+                      key(names::kRopeScalingType), *t->as_string());
   return c;
 }
 

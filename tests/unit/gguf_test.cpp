@@ -166,6 +166,26 @@ TEST(Llama, WrongArchitectureAndBadHyperparameters) {
   EXPECT_NE(c.error().message.find("not a multiple of the head count"), std::string::npos);
 }
 
+// Scaled rope changes every angle: a model that asks for it is refused, not run plainly.
+TEST(Llama, ScaledRopeIsRefused) {
+  testing::TinyLlamaSpec s;
+  GgufWriter w = testing::tiny_llama_writer(s);
+  w.add_tensor_f32("rope_freqs.weight", DType::F32, {8}, std::vector<float>(8, 1.0f));
+  auto f = parse_bytes(w.bytes());
+  ASSERT_TRUE(f.ok());
+  auto c = read_llama_config(**f);
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.error().message.find("'rope_freqs.weight' holds scaled-rope frequency factors"), std::string::npos)
+      << c.error().message;
+  GgufWriter w2 = testing::tiny_llama_writer(s);
+  w2.add_string("llama.rope.scaling.type", "yarn");
+  auto f2 = parse_bytes(w2.bytes());
+  ASSERT_TRUE(f2.ok());
+  auto c2 = read_llama_config(**f2);
+  ASSERT_FALSE(c2.ok());
+  EXPECT_NE(c2.error().message.find("'llama.rope.scaling.type' = \"yarn\""), std::string::npos) << c2.error().message;
+}
+
 TEST(Llama, MissingOrMisshapenTensorIsNamed) {
   testing::TinyLlamaSpec s;
   GgufWriter w = testing::tiny_llama_writer(s);
