@@ -1,13 +1,14 @@
 // frontend/hf_checkpoint.cpp — see hf_checkpoint.h.
 #include "frontend/hf_checkpoint.h"
 
-#include <cstring>
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <set>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "frontend/adapter.h"
 #include "frontend/gguf_names.h"

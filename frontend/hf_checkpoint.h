@@ -3,8 +3,8 @@
 //
 // The rest of kiln reads models through GgufFile, so a checkpoint is translated once, in
 // memory, into the GGUF that llama.cpp's converter would write for it: the hyperparameters
-// under llama.*, the tensors under GGUF names (the HF <-> GGUF table of lora_names.h, plus
-// the embedding, norms and LM head) in their own dtype (F32, F16 or BF16; no rounding),
+// under llama.*, the tensors under GGUF names (hf_tensor_table below) in their own dtype
+// (F32, F16 or BF16; no rounding), shapes checked against config.json,
 // q_proj and k_proj rows permuted for rope as the converter permutes them, and the BPE
 // vocabulary, merges, special tokens and chat template under tokenizer.*. Everything
 // downstream (passes, quantization, the tokenizer) is then the same code for both formats.
