@@ -531,7 +531,8 @@ class Lowering {
         return call(n, "kiln_silu", {ptr_[o[0]], y, b_.CreateMul(T, i64c(F))});
       case Op::Rope:
         return call(n, "kiln_rope", {ptr_[o[0]], y, ptr_[o[1]], T, i64c(F), i64c(*n->int_attr("head_dim")),
-                                     i64c(*n->int_attr("n_rot")), f32c(*n->float_attr("theta"))});
+                                     i64c(*n->int_attr("n_rot")), f32c(*n->float_attr("theta")),
+                                     o.size() > 2 ? ptr_[o[2]] : llvm::ConstantPointerNull::get(b_.getPtrTy())});
       case Op::LastRow:
         return call(n, "kiln_last_row", {ptr_[o[0]], y, rows_[o[0]], i64c(F)});
       case Op::GatherRows:

@@ -2,6 +2,7 @@
 #include "frontend/hf_checkpoint.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <map>
@@ -87,15 +88,51 @@ struct Config {
   }
 };
 
+// rope_scaling: none, or LLaMA 3.1/3.2's ("rope_type": "llama3"), which keeps the pairs
+// whose wavelength is short against the original context, divides the frequency of those
+// whose wavelength is long by `factor`, and blends between the two; the divisors are what
+// llama.cpp's converter stores as rope_freqs.weight.
+Result<std::vector<float>> llama3_rope_factors(const JsonFile& f, const LlamaConfig& m) {
+  const Json* rs = f.json.get("rope_scaling");
+  if (!rs || rs->is_null()) return std::vector<float>();
+  const Json* type = rs->get("rope_type") ? rs->get("rope_type") : rs->get("type");
+  const std::string kind = type && type->as_string() ? *type->as_string() : "";
+  if (kind == "default") return std::vector<float>();
+  if (kind != "llama3")
+    return make_error("{}: rope_scaling of type \"{}\" is not supported yet (LLaMA 3's \"llama3\" is)", f.path, kind);
+  auto num = [&](const char* key) -> Result<double> {
+    const Json* v = rs->get(key);
+    auto d = v ? v->as_number() : std::nullopt;
+    if (!d || !(*d > 0)) return make_error("{}: rope_scaling.{} must be a positive number", f.path, key);
+    return *d;
+  };
+  KILN_ASSIGN(double factor, num("factor"));
+  KILN_ASSIGN(double low, num("low_freq_factor"));
+  KILN_ASSIGN(double high, num("high_freq_factor"));
+  KILN_ASSIGN(double old_ctx, num("original_max_position_embeddings"));
+  if (!(high > low)) return make_error("{}: rope_scaling needs high_freq_factor > low_freq_factor", f.path);
+  const double pi = 3.14159265358979323846;
+  std::vector<float> out((size_t)(m.n_rot / 2));
+  for (size_t i = 0; i < out.size(); ++i) {
+    const double freq = std::pow(m.rope_theta, -2.0 * (double)i / (double)m.n_rot), wavelen = 2 * pi / freq;
+    double d;
+    if (wavelen < old_ctx / high) d = 1.0;
+    else if (wavelen > old_ctx / low) d = factor;
+    else {
+      const double smooth = (old_ctx / wavelen - low) / (high - low);
+      d = 1.0 / ((1.0 - smooth) / factor + smooth);
+    }
+    out[i] = (float)d;
+  }
+  return out;
+}
+
 Result<HfConfig> read_config(const JsonFile& f, const std::string& dir) {
   Config c{f};
   const auto type = c.string("model_type");
   if (type != "llama")
     return make_error("{}: model_type is {}, expected \"llama\" (kiln compiles LLaMA-architecture models)", f.path,
                       type ? "\"" + *type + "\"" : "missing");
-  if (const Json* rs = f.json.get("rope_scaling"); rs && !rs->is_null())
-    return make_error("{}: rope_scaling is set; scaled rope (LLaMA 3.1 style, linear, YaRN) is not supported yet",
-                      f.path);
   for (const char* k : {"attention_bias", "mlp_bias"}) {
     KILN_ASSIGN(bool bias, c.flag(k, false));
     if (bias) return make_error("{}: {} is true; kiln's LLaMA graph has no biases", f.path, k);
@@ -133,6 +170,7 @@ Result<HfConfig> read_config(const JsonFile& f, const std::string& dir) {
                       hd, m.head_dim);
   out.bos = c.token_id("bos_token_id");
   out.eos = c.token_id("eos_token_id");
+  KILN_ASSIGN(out.rope_factors, llama3_rope_factors(f, m));
   return out;
 }
 
@@ -438,6 +476,9 @@ Result<std::string> hf_checkpoint_to_gguf(const std::string& dir) {
   KILN_ASSIGN(config.llama.n_vocab, hf_tokenizer_to_gguf(w, tokenizer, tokenizer_config, chat_template, config, dir));
   KILN_ASSIGN(Weights weights, open_weights(d));  // outlives w.bytes(): the tensors are filled from its maps
   KILN_TRY(add_weights(w, weights, config.llama, dir));
+  if (!config.rope_factors.empty())
+    w.add_tensor_f32(std::string(names::kRopeFreqs), DType::F32, {(int64_t)config.rope_factors.size()},
+                     config.rope_factors);
   return w.bytes();
 }
 

@@ -39,6 +39,9 @@ Result<std::string> hf_checkpoint_to_gguf(const std::string& dir);
 struct HfConfig {
   LlamaConfig llama;
   std::optional<int32_t> bos, eos;
+  // rope_scaling of rope_type "llama3" (LLaMA 3.1/3.2): each rotated pair's frequency
+  // divisor, the GGUF's rope_freqs.weight; empty for plain rope.
+  std::vector<float> rope_factors;
 };
 // The pieces, on file contents (tests and the fuzzer); `dir` only names the files in errors.
 Result<HfConfig> hf_config_from_json(std::string_view config_json, const std::string& dir);

@@ -112,14 +112,13 @@ Result<LlamaConfig> read_llama_config(const GgufFile& f) {
                         nv, names::kTokenEmbd, c.n_vocab);
   }
   c.tied_output = f.tensor(names::kOutput) == nullptr;
-  // Scaled rope (LLaMA 3.1/3.2's per-frequency factors in rope_freqs.weight, linear or YaRN
-  // scaling) changes every rotation angle: refused rather than run with plain rope.
-  if (f.tensor(names::kRopeFreqs))
-    return make_error("{}: tensor '{}' holds scaled-rope frequency factors (LLaMA 3.1/3.2); not supported yet",
-                      f.path(), names::kRopeFreqs);
-  if (const GgufValue* t = f.find(key(names::kRopeScalingType)); t && t->as_string() && *t->as_string() != "none")
-    return make_error("{}: key '{}' = \"{}\": scaled rope is not supported yet", f.path(),
-                      key(names::kRopeScalingType), *t->as_string());
+  // Scaled rope: LLaMA 3.1/3.2's per-pair factors (the rope_freqs.weight tensor, which
+  // build_llama_graph feeds to every rope) are supported; linear and YaRN scaling change
+  // every angle another way and are refused rather than run as plain rope.
+  if (const GgufValue* t = f.find(key(names::kRopeScalingType));
+      t && t->as_string() && *t->as_string() != "none" && *t->as_string() != "llama3")
+    return make_error("{}: key '{}' = \"{}\": this scaled rope is not supported yet (LLaMA 3's factors are)",
+                      f.path(), key(names::kRopeScalingType), *t->as_string());
   return c;
 }
 
@@ -177,6 +176,14 @@ Result<Graph> build_llama_graph(std::shared_ptr<const GgufFile> f, const LlamaCo
       : g.add(Op::Input, {}, {DType::I32, {kDynamic}}, Attrs{{"name", std::string("logit_rows")}});
   KILN_ASSIGN(Node* embd, weight(std::string(names::kTokenEmbd), {c.n_vocab, D}));
   KILN_ASSIGN(Node* x, g.build(Op::Embed, {embd, tokens}, {}, "token_embd"));
+  // LLaMA 3.1/3.2's scaled rope: per-pair frequency factors, shared by every layer.
+  Node* rope_freqs = nullptr;
+  if (f->tensor(names::kRopeFreqs)) {
+    KILN_ASSIGN(rope_freqs, weight(std::string(names::kRopeFreqs), {c.n_rot / 2}));
+    if (rope_freqs->type().dtype != DType::F32)
+      return make_error("{}: tensor '{}' is {}, expected f32", f->path(), names::kRopeFreqs,
+                        dtype_name(rope_freqs->type().dtype));
+  }
 
   for (int64_t l = 0; l < c.n_layer; ++l) {
     auto W = [&](std::string_view pattern, std::vector<int64_t> shape) {
@@ -198,8 +205,10 @@ Result<Graph> build_llama_graph(std::shared_ptr<const GgufFile> f, const LlamaCo
     KILN_ASSIGN(Node* q, g.build(Op::MatMul, {h, mat(wq)}, {}, L + ".attn_q"));
     KILN_ASSIGN(Node* k, g.build(Op::MatMul, {h, mat(wk)}, {}, L + ".attn_k"));
     KILN_ASSIGN(Node* v, g.build(Op::MatMul, {h, mat(wv)}, {}, L + ".attn_v"));
-    KILN_ASSIGN(q, g.build(Op::Rope, {q, pos}, rope, L + ".rope_q"));
-    KILN_ASSIGN(k, g.build(Op::Rope, {k, pos}, rope, L + ".rope_k"));
+    std::vector<Node*> rq = {q, pos}, rk = {k, pos};
+    if (rope_freqs) rq.push_back(rope_freqs), rk.push_back(rope_freqs);
+    KILN_ASSIGN(q, g.build(Op::Rope, rq, rope, L + ".rope_q"));
+    KILN_ASSIGN(k, g.build(Op::Rope, rk, rope, L + ".rope_k"));
     if (opts.kv_type != DType::F32 && opts.kv_type != DType::F16)
       return make_error("the KV cache type must be f32 or f16, got {}", dtype_name(opts.kv_type));
     TensorType cache{opts.kv_type, {opts.max_streams, opts.max_context, kvF}};

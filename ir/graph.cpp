@@ -385,6 +385,9 @@ Result<TensorType> infer_type(Op op, const std::vector<Node*>& o, const Attrs& a
         return make_error("head_dim {} does not divide the {} features", hd, f);
       if (nrot <= 0 || nrot > hd || nrot % 2)
         return make_error("n_rot {} must be even and in 1..head_dim ({})", nrot, hd);
+      if (o.size() > 2 && (o[2]->type().dtype != DType::F32 || o[2]->type().shape != std::vector<int64_t>{nrot / 2}))
+        return make_error("frequency factors must be f32[{}] (one per rotated pair), not {}", nrot / 2,
+                          o[2]->type().str());
       return o[0]->type();
     }
     case Op::LastRow: {

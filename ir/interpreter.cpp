@@ -472,13 +472,18 @@ Result<std::map<std::string, Tensor>> Interpreter::run(const std::map<std::strin
         int64_t T = x->rows(), F = x->cols();
         KILN_TRY(same_rows(*pos, T, "positions", where));
         if (F % hd) return where(fmt::format("{} features are not whole heads of {}", F, hd));
+        TensorPtr factors;
+        if (n->operands().size() > 2) { KILN_ASSIGN(factors, get(n->operand(2))); }
         out = std::make_shared<Tensor>(*x);
         // GGUF LLaMA weights expect the "normal" rotation: adjacent pairs (2i, 2i+1) of each
-        // head turn by pos * theta^(-2i/n_rot); dimensions past n_rot pass through.
+        // head turn by pos * theta^(-2i/n_rot) (divided by factors[i] when given);
+        // dimensions past n_rot pass through.
         for (int64_t t = 0; t < T; ++t) {
           double p = pos->i32[t];
           for (int64_t i = 0; i < nrot / 2; ++i) {
-            double ang = p * std::pow(theta, -2.0 * (double)i / (double)nrot);
+            double freq = std::pow(theta, -2.0 * (double)i / (double)nrot);
+            if (factors) freq /= (double)factors->f32[(size_t)i];
+            double ang = p * freq;
             double c = std::cos(ang), s = std::sin(ang);
             for (int64_t h = 0; h < F / hd; ++h) {
               float* v = out->f32.data() + t * F + h * hd + 2 * i;

@@ -97,9 +97,9 @@ void kiln_mul(const float* a, const float* b, float* y, int64_t n, int64_t bn, i
 /* y = x * sigmoid(x) */
 void kiln_silu(const float* x, float* y, int64_t n, int32_t tid, int32_t nth);
 /* rotary embedding, GGUF "normal" mode: adjacent pairs (2i, 2i+1) of each head of hd
- * rotate by pos * theta^(-2i/nrot) for i < nrot/2 */
+ * rotate by pos * theta^(-2i/nrot) / factors[i] for i < nrot/2 (factors NULL: 1) */
 void kiln_rope(const float* x, float* y, const int32_t* pos, int64_t T, int64_t F, int64_t hd,
-               int64_t nrot, float theta, int32_t tid, int32_t nth);
+               int64_t nrot, float theta, const float* factors, int32_t tid, int32_t nth);
 /* y[r, :] = x[rows[r], :] */
 void kiln_gather_rows(const float* x, const int32_t* rows, float* y, int64_t R, int64_t F,
                       int32_t tid, int32_t nth);

@@ -9,7 +9,8 @@
  * (theta > 0, |angle| < 2^20 * pi/2 after Cody-Waite reduction by pi/2).
  *
  * Rows are split over threads. y may be x (in place). Dimensions nrot..hd-1 of every head
- * pass through unchanged.
+ * pass through unchanged. factors (NULL: none) divide each pair's frequency (LLaMA 3.1/3.2
+ * keep the high frequencies and slow the low ones down: the rope_freqs tensor).
  */
 #include "common.h"
 
@@ -98,7 +99,7 @@ KILN_INLINE void sincos_d8(kiln_d8 a, kiln_d8* s, kiln_d8* c) {
 }
 
 void kiln_rope(const float* x, float* y, const int32_t* restrict pos, int64_t T, int64_t F,
-               int64_t hd, int64_t nrot, float theta, int32_t tid, int32_t nth) {
+               int64_t hd, int64_t nrot, float theta, const float* restrict factors, int32_t tid, int32_t nth) {
   int64_t t0, t1;
   kiln_split(T, 1, tid, nth, &t0, &t1);
   const int64_t half = nrot / 2, H = F / hd;
@@ -113,6 +114,8 @@ void kiln_rope(const float* x, float* y, const int32_t* restrict pos, int64_t T,
                         (double)(i + 4), (double)(i + 5), (double)(i + 6), (double)(i + 7)};
     *(kiln_d8*)(inv + i) = exp_d8(-2.0 * iv / (double)nrot * lt);
   }
+  if (factors) /* LLaMA 3.1/3.2's scaled rope: each pair's frequency divided by its factor */
+    for (int64_t i = 0; i < half; ++i) inv[i] /= (double)factors[i];
   _Alignas(64) float cs[padded], sn[padded];
   for (int64_t t = t0; t < t1; ++t) {
     const double p = (double)pos[t];

@@ -166,17 +166,34 @@ TEST(Llama, WrongArchitectureAndBadHyperparameters) {
   EXPECT_NE(c.error().message.find("not a multiple of the head count"), std::string::npos);
 }
 
-// Scaled rope changes every angle: a model that asks for it is refused, not run plainly.
-TEST(Llama, ScaledRopeIsRefused) {
-  testing::TinyLlamaSpec s;
+// Scaled rope: LLaMA 3's factors (rope_freqs.weight) reach every rope node of the graph,
+// of the right shape; other kinds of scaling are refused, not run as plain rope.
+TEST(Llama, ScaledRope) {
+  testing::TinyLlamaSpec s;  // head_dim 16: 8 pairs
   GgufWriter w = testing::tiny_llama_writer(s);
-  w.add_tensor_f32("rope_freqs.weight", DType::F32, {8}, std::vector<float>(8, 1.0f));
-  auto f = parse_bytes(w.bytes());
-  ASSERT_TRUE(f.ok());
-  auto c = read_llama_config(**f);
-  ASSERT_FALSE(c.ok());
-  EXPECT_NE(c.error().message.find("'rope_freqs.weight' holds scaled-rope frequency factors"), std::string::npos)
-      << c.error().message;
+  w.add_tensor_f32("rope_freqs.weight", DType::F32, {8}, std::vector<float>(8, 2.0f));
+  std::shared_ptr<const GgufFile> f(std::move(parse_bytes(w.bytes())).value());
+  auto c = read_llama_config(*f);
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  auto g = build_llama_graph(f, *c, {});
+  ASSERT_TRUE(g.ok()) << g.error().message;
+  int ropes = 0;
+  for (const Node* n : g->nodes())
+    if (n->op() == Op::Rope) {
+      ++ropes;
+      ASSERT_EQ(n->operands().size(), 3u);
+      EXPECT_EQ(n->operand(2)->str_attr("name"), "rope_freqs.weight");
+    }
+  EXPECT_EQ(ropes, 2 * s.layers);
+
+  GgufWriter bad = testing::tiny_llama_writer(s);
+  bad.add_tensor_f32("rope_freqs.weight", DType::F32, {7}, std::vector<float>(7, 2.0f));
+  std::shared_ptr<const GgufFile> fb(std::move(parse_bytes(bad.bytes())).value());
+  auto gb = build_llama_graph(fb, *read_llama_config(*fb), {});
+  ASSERT_FALSE(gb.ok());
+  EXPECT_NE(gb.error().message.find("'rope_freqs.weight' has shape [7], expected [8]"), std::string::npos)
+      << gb.error().message;
+
   GgufWriter w2 = testing::tiny_llama_writer(s);
   w2.add_string("llama.rope.scaling.type", "yarn");
   auto f2 = parse_bytes(w2.bytes());

@@ -205,9 +205,9 @@ TEST(HfCheckpoint, BadFoldersNameTheFileAndWhatWasExpected) {
                }),
                {"config.json", "model_type is \"qwen2\""});
   expect_error(error_after("rope_scaling", [](const std::string& d) {
-                 replace_in(d + "/config.json", "\"rope_scaling\":null", "\"rope_scaling\":{\"rope_type\":\"llama3\"}");
+                 replace_in(d + "/config.json", "\"rope_scaling\":null", "\"rope_scaling\":{\"rope_type\":\"linear\"}");
                }),
-               {"config.json", "rope_scaling"});
+               {"config.json", "rope_scaling of type \"linear\""});
   expect_error(error_after("no_layers", [](const std::string& d) {
                  replace_in(d + "/config.json", "\"num_hidden_layers\":2,", "");
                }),
@@ -391,6 +391,50 @@ TEST(HfCheckpoint, ShapesAndTiesAreCheckedUnderHuggingFaceNames) {
   auto f = open_model_file(c.dir);
   ASSERT_TRUE(f.ok()) << f.error().message;
   EXPECT_EQ((*f)->tensor("output.weight"), nullptr);
+}
+
+// LLaMA 3.1/3.2's rope_scaling becomes the GGUF's rope_freqs.weight: the high-frequency
+// pairs keep their frequency, the lowest ones are slowed by `factor`, those between blend
+// (monotonically); the tensor reaches every rope of the graph.
+TEST(HfCheckpoint, Llama3RopeScalingBecomesRopeFreqs) {
+  auto c = hf_config_from_json(
+      R"({"model_type":"llama","hidden_size":2048,"intermediate_size":8192,"num_hidden_layers":2,"num_attention_heads":32,)"
+      R"("num_key_value_heads":8,"rope_theta":500000.0,"rope_scaling":{"factor":32.0,"high_freq_factor":4.0,)"
+      R"("low_freq_factor":1.0,"original_max_position_embeddings":8192,"rope_type":"llama3"}})", "d");
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  const std::vector<float>& f = c->rope_factors;
+  ASSERT_EQ(f.size(), 32u);
+  EXPECT_EQ(f.front(), 1.0f);
+  EXPECT_EQ(f.back(), 32.0f);
+  int between = 0;
+  for (size_t i = 1; i < f.size(); ++i) {
+    EXPECT_GE(f[i], f[i - 1]) << i;
+    between += f[i] > 1.0f && f[i] < 32.0f;
+  }
+  EXPECT_GT(between, 0);
+  // A pair's wavelength 2 pi / theta^(-2i/64) against 8192/4 and 8192/1 decides: pair 10
+  // (wavelength ~ 380) keeps its frequency, pair 25 (~ 1.8e5) is slowed 32 times.
+  EXPECT_EQ(f[10], 1.0f);
+  EXPECT_EQ(f[25], 32.0f);
+  auto bad = hf_config_from_json(
+      R"({"model_type":"llama","hidden_size":64,"intermediate_size":96,"num_hidden_layers":2,"num_attention_heads":4,)"
+      R"("rope_scaling":{"rope_type":"yarn","factor":4.0}})", "d");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().message.find("rope_scaling of type \"yarn\" is not supported"), std::string::npos);
+
+  TinyLlamaSpec spec;
+  spec.matrix_type = spec.embed_type = DType::F16;
+  Checkpoint ck = make_checkpoint("llama3_rope", spec);
+  replace_in(ck.dir + "/config.json", R"("rope_scaling":null)",
+             R"("rope_scaling":{"rope_type":"llama3","factor":8,"low_freq_factor":1,"high_freq_factor":4,"original_max_position_embeddings":64})");
+  std::shared_ptr<const GgufFile> g(std::move(open_model_file(ck.dir)).value());
+  const GgufTensor* t = g->tensor("rope_freqs.weight");
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ(t->elements(), (uint64_t)(spec.embd / spec.heads / 2));
+  auto cfg = read_llama_config(*g);
+  ASSERT_TRUE(cfg.ok()) << cfg.error().message;
+  auto graph = build_llama_graph(g, *cfg, {});
+  ASSERT_TRUE(graph.ok()) << graph.error().message;
 }
 
 }  // namespace

@@ -710,29 +710,39 @@ TEST(Kernels, SixteenLaneExpHasTheScalarBits) {
 // polynomials against libm), the rotation is float in the kernel and double in the
 // interpreter: a few ulp per element. Positions up to 60000 check the range reduction.
 TEST(Kernels, RopeMatchesInterpreter) {
-  struct Shape { int64_t T, heads, hd, nrot; float theta; };
-  const Shape shapes[] = {{1, 1, 8, 8, 10000.0f},    {5, 3, 64, 64, 10000.0f},
-                          {4, 2, 64, 32, 500000.0f}, {7, 9, 64, 64, 100000.0f},
-                          {3, 2, 16, 2, 10000.0f},   {2, 4, 12, 6, 1e6f}};
+  struct Shape { int64_t T, heads, hd, nrot; float theta; bool factors; };
+  const Shape shapes[] = {{1, 1, 8, 8, 10000.0f, false},    {5, 3, 64, 64, 10000.0f, false},
+                          {4, 2, 64, 32, 500000.0f, false}, {7, 9, 64, 64, 100000.0f, false},
+                          {3, 2, 16, 2, 10000.0f, false},   {2, 4, 12, 6, 1e6f, false},
+                          {5, 3, 64, 64, 500000.0f, true},  {3, 2, 64, 32, 10000.0f, true}};
   std::mt19937 rng(13);
   Worst worst;
   for (const Shape& sh : shapes) {
     const int64_t F = sh.heads * sh.hd;
-    SCOPED_TRACE(fmt::format("T={} heads={} hd={} nrot={} theta={}", sh.T, sh.heads, sh.hd,
-                             sh.nrot, sh.theta));
+    SCOPED_TRACE(fmt::format("T={} heads={} hd={} nrot={} theta={} factors={}", sh.T, sh.heads, sh.hd,
+                             sh.nrot, sh.theta, sh.factors));
     auto x = random_floats(rng, sh.T * F);
     auto pos = random_ints(rng, sh.T, 0, 4096);  // out of order
     pos[0] = sh.T > 1 ? 60000 : 0;
+    // LLaMA 3's kind of factors: 1 for the high frequencies, up to 8 for the low ones.
+    std::vector<float> factors((size_t)(sh.nrot / 2));
+    for (size_t i = 0; i < factors.size(); ++i) factors[i] = 1.0f + 7.0f * (float)i / (float)factors.size();
     Graph g;
     Node* xn = input(g, "x", DType::F32, {kDynamic, F});
     Node* pn = input(g, "pos", DType::I32, {kDynamic});
-    auto ref = reference(g, Op::Rope, {xn, pn},
-                         {{"head_dim", sh.hd}, {"n_rot", sh.nrot}, {"theta", (double)sh.theta}},
-                         {{"x", f32_tensor({sh.T, F}, x)}, {"pos", i32_tensor(pos)}});
+    std::vector<Node*> operands = {xn, pn};
+    std::map<std::string, Tensor> feeds = {{"x", f32_tensor({sh.T, F}, x)}, {"pos", i32_tensor(pos)}};
+    if (sh.factors) {
+      operands.push_back(input(g, "factors", DType::F32, {sh.nrot / 2}));
+      feeds.emplace("factors", f32_tensor({sh.nrot / 2}, factors));
+    }
+    auto ref = reference(g, Op::Rope, operands, {{"head_dim", sh.hd}, {"n_rot", sh.nrot}, {"theta", (double)sh.theta}},
+                         feeds);
+    const float* fp = sh.factors ? factors.data() : nullptr;
     for (const Schedule& s : kSchedules) {
       std::vector<float> y((size_t)(sh.T * F), NAN);
       run_split(s, [&](int32_t tid, int32_t nth) {
-        kiln_rope(x.data(), y.data(), pos.data(), sh.T, F, sh.hd, sh.nrot, sh.theta, tid, nth);
+        kiln_rope(x.data(), y.data(), pos.data(), sh.T, F, sh.hd, sh.nrot, sh.theta, fp, tid, nth);
       });
       EXPECT_LT(worst(nmse(y, ref)), 1e-13) << describe(s);
       // Dimensions past n_rot pass through untouched.
@@ -744,8 +754,13 @@ TEST(Kernels, RopeMatchesInterpreter) {
           }
     }
     std::vector<float> y = x;  // in place
-    kiln_rope(y.data(), y.data(), pos.data(), sh.T, F, sh.hd, sh.nrot, sh.theta, 0, 1);
+    kiln_rope(y.data(), y.data(), pos.data(), sh.T, F, sh.hd, sh.nrot, sh.theta, fp, 0, 1);
     EXPECT_LT(nmse(y, ref), 1e-13) << "in place";
+    if (sh.factors) {  // the factors change the result
+      std::vector<float> plain((size_t)(sh.T * F));
+      kiln_rope(x.data(), plain.data(), pos.data(), sh.T, F, sh.hd, sh.nrot, sh.theta, nullptr, 0, 1);
+      EXPECT_GT(nmse(plain, ref), 1e-6);
+    }
   }
 }
 
