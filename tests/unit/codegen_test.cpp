@@ -646,56 +646,43 @@ TEST(Codegen, BarriersOnlyBetweenDependentNodes) {
 }
 
 // The tiny random LLaMA of tiny_model.h (two layers, q4_1 matrices, q8_0 embeddings) as
-// `kiln compile` plans it, over a two-stream conversation.
-// Also with LLaMA 3's rope frequency factors (rope_freqs.weight): a third rope operand.
-TEST(Codegen, TinyLlamaWithRopeFactorsMatchesInterpreter) {
-  testing::TinyLlamaSpec spec;
-  GgufWriter w = testing::tiny_llama_writer(spec);
-  const int64_t pairs = spec.embd / spec.heads / 2;
-  std::vector<float> factors((size_t)pairs);
-  for (int64_t i = 0; i < pairs; ++i) factors[(size_t)i] = i < pairs / 2 ? 1.0f : 1.0f + (float)i;
-  w.add_tensor_f32("rope_freqs.weight", DType::F32, {pairs}, factors);
-  std::string bytes = w.bytes();
-  auto f = GgufFile::parse(MappedFile::borrow(bytes.data(), bytes.size(), "tiny.gguf"));
-  ASSERT_TRUE(f.ok()) << f.error().message;
-  std::shared_ptr<const GgufFile> file(std::move(f).value());
-  auto cfg = read_llama_config(*file);
-  ASSERT_TRUE(cfg.ok()) << cfg.error().message;
-  auto g = build_llama_graph(file, *cfg, {.max_context = 64, .max_streams = 1});
-  ASSERT_TRUE(g.ok()) << g.error().message;
-  Status s = testing::plan_for_codegen(*g, kMaxRows, kMaxThreads, "fuse-dequant-matmul,cse,dce,freeze-base,plan-memory");
-  ASSERT_TRUE(s.ok()) << s.error().message;
-  auto r = compile(*g);
-  ASSERT_TRUE(r);
-  std::mt19937 rng(7);
-  Worst worst;
-  worst(check_steps(*g, *r, conversation(rng, (int32_t)spec.vocab, 1), kFloatBound, kFloatBound));
-}
-
+// `kiln compile` plans it, over a two-stream conversation; then again with LLaMA 3's rope
+// frequency factors (rope_freqs.weight: a third operand of every rope).
 TEST(Codegen, TinyLlamaMatchesInterpreter) {
-  testing::TinyLlamaSpec spec;
-  std::string bytes = testing::tiny_llama_gguf(spec);
-  auto f = GgufFile::parse(MappedFile::borrow(bytes.data(), bytes.size(), "tiny.gguf"));
-  ASSERT_TRUE(f.ok()) << f.error().message;
-  std::shared_ptr<const GgufFile> file(std::move(f).value());
-  auto cfg = read_llama_config(*file);
-  ASSERT_TRUE(cfg.ok());
-  auto g = build_llama_graph(file, *cfg, {.max_context = 32, .max_streams = 2});
-  ASSERT_TRUE(g.ok()) << g.error().message;
-  Status s = testing::plan_for_codegen(*g, kMaxRows, kMaxThreads, "fuse-dequant-matmul,cse,dce,freeze-base,plan-memory");
-  ASSERT_TRUE(s.ok()) << s.error().message;
-  auto r = compile(*g);
-  ASSERT_TRUE(r);
-  Worst worst;
-  std::mt19937 rng(5);
-  worst(check_steps(*g, *r, conversation(rng, (int32_t)spec.vocab, 2), kFloatBound, kFloatBound));
-  // q, k and v run in one barrier interval, and so do gate and up (the kv_writes add one
-  // barrier per layer): at least two nodes per layer have no barrier of their own.
-  auto one = conversation(rng, (int32_t)spec.vocab, 2)[0];
-  r->reset_kv();
-  ASSERT_TRUE(r->step(one, {1}, one.logit_rows.size() * spec.vocab).ok());
-  EXPECT_LE(r->barriers(), computing_nodes(*g) - 2 * cfg->n_layer);
-  RecordProperty("barriers", r->barriers());
+  for (bool rope_factors : {false, true}) {
+    SCOPED_TRACE(rope_factors ? "rope factors" : "plain rope");
+    testing::TinyLlamaSpec spec;
+    GgufWriter w = testing::tiny_llama_writer(spec);
+    if (rope_factors) {
+      const int64_t pairs = spec.embd / spec.heads / 2;
+      std::vector<float> factors((size_t)pairs);
+      for (int64_t i = 0; i < pairs; ++i) factors[(size_t)i] = i < pairs / 2 ? 1.0f : 1.0f + (float)i;
+      w.add_tensor_f32("rope_freqs.weight", DType::F32, {pairs}, factors);
+    }
+    std::string bytes = w.bytes();
+    auto f = GgufFile::parse(MappedFile::borrow(bytes.data(), bytes.size(), "tiny.gguf"));
+    ASSERT_TRUE(f.ok()) << f.error().message;
+    std::shared_ptr<const GgufFile> file(std::move(f).value());
+    auto cfg = read_llama_config(*file);
+    ASSERT_TRUE(cfg.ok()) << cfg.error().message;
+    auto g = build_llama_graph(file, *cfg, {.max_context = 32, .max_streams = 2});
+    ASSERT_TRUE(g.ok()) << g.error().message;
+    Status s = testing::plan_for_codegen(*g, kMaxRows, kMaxThreads, "fuse-dequant-matmul,cse,dce,freeze-base,plan-memory");
+    ASSERT_TRUE(s.ok()) << s.error().message;
+    auto r = compile(*g);
+    ASSERT_TRUE(r);
+    Worst worst;
+    std::mt19937 rng(5);
+    worst(check_steps(*g, *r, conversation(rng, (int32_t)spec.vocab, 2), kFloatBound, kFloatBound));
+    if (rope_factors) continue;
+    // q, k and v run in one barrier interval, and so do gate and up (the kv_writes add one
+    // barrier per layer): at least two nodes per layer have no barrier of their own.
+    auto one = conversation(rng, (int32_t)spec.vocab, 2)[0];
+    r->reset_kv();
+    ASSERT_TRUE(r->step(one, {1}, one.logit_rows.size() * spec.vocab).ok());
+    EXPECT_LE(r->barriers(), computing_nodes(*g) - 2 * cfg->n_layer);
+    RecordProperty("barriers", r->barriers());
+  }
 }
 
 // ---- constant operands ------------------------------------------------------------------
