@@ -37,7 +37,7 @@ inline double nmse(const std::vector<float>& got, const std::vector<float>& ref)
 }
 
 inline bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * 4) == 0;
+  return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * 4) == 0);
 }
 
 }  // namespace kiln::testing

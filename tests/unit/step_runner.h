@@ -203,7 +203,7 @@ class StepRunner {
     for (size_t i = n_out * 4; i < logits_->size(); ++i)
       if (lb[i] != 0xFF) return make_error("the step wrote logits float {} (expected {})", i / 4, n_out);
     std::vector<float> out(n_out);
-    std::memcpy(out.data(), lb, n_out * 4);
+    if (n_out) std::memcpy(out.data(), lb, n_out * 4);  // (memcpy of nothing may not take null)
     return out;
   }
 
