@@ -14,8 +14,8 @@
 #include <llvm/Support/MemoryBuffer.h>
 
 #include "frontend/chat_template.h"
-#include "frontend/hf_checkpoint.h"
 #include "frontend/gguf_names.h"
+#include "frontend/hf_checkpoint.h"
 #include "frontend/llama.h"
 #include "frontend/tokenizer.h"
 #include "ir/text.h"
