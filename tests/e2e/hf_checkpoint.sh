@@ -5,7 +5,8 @@
 # tokenizer_config.json with the chat template); `kiln compile DIR --quantize=int4` must
 # then print the shipped Q4_1's greedy text, plain and through the chat template (so the
 # tokenizer, special tokens and template came through), as must `kiln run DIR
-# --quantize=int4`, and `kiln inspect DIR` must show the translated metadata.
+# --quantize=int4` (whose cache must keep the compile until a file of the folder changes),
+# and `kiln inspect DIR` must show the translated metadata.
 set -euo pipefail
 kiln=$1
 export_hf=$2
@@ -31,6 +32,16 @@ check --chat --prompt "What is the capital of France? Answer in one sentence." -
 want=$("$kiln" run "$q41" --artifact "$tmp/ref" --prompt "The capital of France is" --max-tokens 12 2>/dev/null)
 got=$(KILN_CACHE="$tmp/cache" "$kiln" run "$tmp/hf" --quantize=int4 --prompt "The capital of France is" --max-tokens 12 2>/dev/null)
 [ "$want" = "$got" ] || { printf 'kiln run --quantize=int4 on the folder: %s\nshipped: %s\n' "$got" "$want"; exit 1; }
+# The cache keeps that compile until a file of the folder changes (the folder's own mtime
+# does not move when model.safetensors is rewritten in place).
+compiles() {  # 0 when kiln run compiled the folder (into $tmp/cache) rather than reuse a compile
+  local log
+  log=$(KILN_CACHE="$tmp/cache" "$kiln" run "$tmp/hf" --quantize=int4 --prompt "Hi" --max-tokens 2 2>&1 >/dev/null)
+  [[ $log == *"writing $tmp/cache/compiled/"* ]]
+}
+if compiles; then echo "kiln run recompiled an unchanged folder"; exit 1; fi
+touch "$tmp/hf/model.safetensors"
+compiles || { echo "kiln run kept a stale compile after model.safetensors changed"; exit 1; }
 "$kiln" inspect "$tmp/hf" --tensors > "$tmp/inspect.txt"
 grep -q "tokenizer.ggml.pre.*smollm" "$tmp/inspect.txt" || { echo "inspect: no smollm pre-tokenizer"; cat "$tmp/inspect.txt" | head -40; exit 1; }
 grep -q "blk.29.attn_q.weight" "$tmp/inspect.txt" || { echo "inspect: no blk.29.attn_q.weight"; exit 1; }
