@@ -4,8 +4,8 @@
 // rows put back in Hugging Face's rope order), tokenizer.json and tokenizer_config.json.
 // No checkpoint from the Hub is reachable here, so the importer is tested on this round
 // trip: GGUF -> folder -> GGUF must give the same tensors and tokenizer (and a real
-// model the same text); docs/models.md says how the layout was checked against the
-// Hugging Face modelling code's semantics independently.
+// model the same text); docs/models.md and docs/architecture.md say how the layout was
+// checked against the Hugging Face modelling code's semantics independently.
 #pragma once
 
 #include <cstring>
