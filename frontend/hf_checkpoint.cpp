@@ -460,7 +460,7 @@ bool is_hf_checkpoint(const std::string& path) {
   return fs::is_directory(path, ec) && fs::exists(fs::path(path) / "config.json", ec);
 }
 
-Result<std::string> hf_checkpoint_to_gguf(const std::string& dir) {
+Result<std::string> hf_checkpoint_to_gguf(const std::string& dir, bool with_tensors) {
   const fs::path d(dir);
   std::error_code ec;
   KILN_ASSIGN(std::string config_text, read_file((d / "config.json").string()));
@@ -474,6 +474,7 @@ Result<std::string> hf_checkpoint_to_gguf(const std::string& dir) {
   GgufWriter w;
   write_llama_config(w, config.llama);
   KILN_ASSIGN(config.llama.n_vocab, hf_tokenizer_to_gguf(w, tokenizer, tokenizer_config, chat_template, config, dir));
+  if (!with_tensors) return w.bytes();
   KILN_ASSIGN(Weights weights, open_weights(d));  // outlives w.bytes(): the tensors are filled from its maps
   KILN_TRY(add_weights(w, weights, config.llama, dir));
   if (!config.rope_factors.empty())
@@ -482,7 +483,7 @@ Result<std::string> hf_checkpoint_to_gguf(const std::string& dir) {
   return w.bytes();
 }
 
-Result<std::unique_ptr<GgufFile>> open_model_file(const std::string& path) {
+Result<std::unique_ptr<GgufFile>> open_model_file(const std::string& path, bool with_tensors) {
   if (!is_hf_checkpoint(path)) {
     std::error_code ec;
     if (fs::is_directory(path, ec))
@@ -490,7 +491,7 @@ Result<std::unique_ptr<GgufFile>> open_model_file(const std::string& path) {
                         path);
     return GgufFile::open(path);
   }
-  KILN_ASSIGN(std::string bytes, hf_checkpoint_to_gguf(path));
+  KILN_ASSIGN(std::string bytes, hf_checkpoint_to_gguf(path, with_tensors));
   return GgufFile::parse_owned(std::move(bytes), path);
 }
 

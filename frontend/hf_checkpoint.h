@@ -31,8 +31,9 @@ class GgufWriter;
 // True when `path` is a folder holding a config.json (a Hugging Face checkpoint).
 bool is_hf_checkpoint(const std::string& path);
 
-// The GGUF bytes of the checkpoint in folder `dir`.
-Result<std::string> hf_checkpoint_to_gguf(const std::string& dir);
+// The GGUF bytes of the checkpoint in folder `dir`; without tensors, only its metadata
+// (hyperparameters, tokenizer, chat template: what a command needs besides the compile).
+Result<std::string> hf_checkpoint_to_gguf(const std::string& dir, bool with_tensors = true);
 
 // config.json: the hyperparameters (tied_output from tie_word_embeddings; n_vocab from
 // vocab_size, 0 when absent) and the special-token ids it names, the tokenizer's fallbacks.
@@ -69,7 +70,8 @@ struct HfTensor {
 std::vector<HfTensor> hf_tensor_table(const LlamaConfig& c);
 
 // A model for any command: a GGUF file, or a Hugging Face checkpoint folder translated by
-// hf_checkpoint_to_gguf (its GgufFile's path() is the folder).
-Result<std::unique_ptr<GgufFile>> open_model_file(const std::string& path);
+// hf_checkpoint_to_gguf (its GgufFile's path() is the folder; with_tensors = false leaves
+// a folder's tensors out, and a GGUF file has them mapped, not read, either way).
+Result<std::unique_ptr<GgufFile>> open_model_file(const std::string& path, bool with_tensors = true);
 
 }  // namespace kiln

@@ -449,10 +449,13 @@ int cmd_run(int argc, char** argv) {
 
   auto t_load = std::chrono::steady_clock::now();
   const std::string model_path = args->positional()[0];
-  auto file = open_model_file(model_path);
+  // The tokenizer and template only (a checkpoint folder's tensors are not translated
+  // here: the engine compiles from the model itself, or a given --artifact holds it).
+  auto file = open_model_file(model_path, /*with_tensors=*/false);
   if (!file.ok()) return fail(file.error().message);
   std::shared_ptr<const GgufFile> gguf(std::move(file).value());
-  if (auto cfg = read_llama_config(*gguf); !cfg.ok()) return fail(cfg.error().message);
+  if (!is_hf_checkpoint(model_path))  // a folder's config was checked by its translation
+    if (auto cfg = read_llama_config(*gguf); !cfg.ok()) return fail(cfg.error().message);
   auto vocab = vocab_from_gguf(*gguf);
   if (!vocab.ok()) return fail(vocab.error().message);
   auto tok = Tokenizer::create(std::move(vocab).value());
@@ -460,8 +463,6 @@ int cmd_run(int argc, char** argv) {
   std::optional<std::string> chat_template;
   if (const GgufValue* t = gguf->find("tokenizer.chat_template"); t && t->as_string())
     chat_template = std::string(*t->as_string());
-  // The engine opens the model again to compile it: for a checkpoint folder, translated
-  // in memory, so drop this copy first (a large model would be held twice).
   gguf.reset();
 
   EngineOptions eo;
