@@ -32,6 +32,10 @@ constexpr std::string_view kLlama3Regex =
     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 
 // GGUF token types (llama.cpp's llama_token_type).
+// Token ids and vocabulary sizes stop here (real vocabularies reach ~256k): the unused
+// [PAD] tokens a vocabulary with gaps is padded with cost memory per id.
+constexpr int64_t kMaxVocab = 1 << 21;
+
 constexpr int32_t kTokenNormal = 1, kTokenControl = 3, kTokenUserDefined = 4, kTokenUnused = 5;
 
 struct JsonFile {
@@ -84,7 +88,7 @@ struct Config {
   std::optional<int32_t> token_id(std::string_view key) const {
     const Json* v = f.json.get(key);
     auto i = v ? v->as_int() : std::nullopt;  // a list (several EOS ids) has no single fallback
-    return i && *i >= 0 && *i < (1 << 24) ? std::optional<int32_t>((int32_t)*i) : std::nullopt;
+    return i && *i >= 0 && *i < kMaxVocab ? std::optional<int32_t>((int32_t)*i) : std::nullopt;
   }
 };
 
@@ -158,7 +162,7 @@ Result<HfConfig> read_config(const JsonFile& f, const std::string& dir) {
   KILN_ASSIGN(m.n_ctx_train, c.integer("max_position_embeddings", 2048, 1 << 24));
   KILN_ASSIGN(m.rope_theta, c.number("rope_theta", 10000.0, 1.0, 1e12));
   KILN_ASSIGN(m.rms_eps, c.number("rms_norm_eps", 1e-6, 0.0, 1.0));
-  if (f.json.get("vocab_size")) { KILN_ASSIGN(m.n_vocab, c.integer("vocab_size", std::nullopt, 1 << 24)); }
+  if (f.json.get("vocab_size")) { KILN_ASSIGN(m.n_vocab, c.integer("vocab_size", std::nullopt, kMaxVocab)); }
   KILN_ASSIGN(m.tied_output, c.flag("tie_word_embeddings", false));  // LlamaConfig's default
   if (m.n_embd % m.n_head || m.n_head % m.n_head_kv || (m.n_embd / m.n_head) % 2)
     return make_error("{}: hidden_size {}, num_attention_heads {} and num_key_value_heads {} do not make whole heads "
@@ -347,7 +351,8 @@ Result<int64_t> hf_tokenizer_to_gguf(GgufWriter& w, std::string_view tokenizer_j
   std::map<int64_t, std::pair<std::string, int32_t>> by_id;
   for (const auto& [text, id] : *vocab->as_object()) {
     auto i = id.as_int();
-    if (!i || *i < 0 || *i >= (1 << 24)) return make_error("{}: model.vocab['{}'] must be a token id", tok.path, text);
+    if (!i || *i < 0 || *i >= kMaxVocab)
+      return make_error("{}: model.vocab['{}'] must be a token id below {}", tok.path, text, kMaxVocab);
     if (!by_id.emplace(*i, std::make_pair(text, kTokenNormal)).second)
       return make_error("{}: token id {} appears twice in model.vocab", tok.path, *i);
   }
@@ -355,7 +360,7 @@ Result<int64_t> hf_tokenizer_to_gguf(GgufWriter& w, std::string_view tokenizer_j
     for (const Json& a : *added->as_array()) {
       const Json* id = a.get("id");
       const Json* content = a.get("content");
-      if (!id || !id->as_int() || *id->as_int() < 0 || *id->as_int() >= (1 << 24) || !content || !content->as_string())
+      if (!id || !id->as_int() || *id->as_int() < 0 || *id->as_int() >= kMaxVocab || !content || !content->as_string())
         return make_error("{}: added_tokens entries need an 'id' and a 'content'", tok.path);
       const bool special = (a.get("special") && a.get("special")->as_bool().value_or(false)) ||
                            looks_special(*content->as_string());
