@@ -109,7 +109,7 @@ Result<std::string> cache_key(const EngineOptions& o) {
                                o.threads, o.int8_activations, xxh64(self.data(), self.size()));
   if (o.lora_slots > 0) id += fmt::format("|lora {} {}", o.lora_slots, o.lora_rank);
   if (o.kv_type != "f16") id += "|kv " + o.kv_type;
-  if (o.quantize != "none") id += "|quantize " + o.quantize;
+  if (o.quantize != "none") id += "|quantize " + (o.quantize == "int4" ? std::string("q4_1") : o.quantize);  // one model
   return fmt::format("{:016x}", xxh64(id.data(), id.size()));
 }
 
