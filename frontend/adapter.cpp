@@ -144,13 +144,16 @@ std::string stem_of(const std::string& path, bool folder) {
 
 }  // namespace
 
-void rope_permute_rows(const uint8_t* src, uint8_t* dst, int64_t rows, int64_t row_bytes, int64_t n_head) {
+void rope_permute_rows(const uint8_t* src, uint8_t* dst, int64_t rows, int64_t row_bytes, int64_t n_head,
+                       bool inverse) {
   const int64_t hd = rows / n_head, half = hd / 2;
   for (int64_t h = 0; h < n_head; ++h)
     for (int64_t t = 0; t < 2; ++t)
-      for (int64_t j = 0; j < half; ++j)
-        std::memcpy(dst + (h * hd + j * 2 + t) * row_bytes, src + (h * hd + t * half + j) * row_bytes,
+      for (int64_t j = 0; j < half; ++j) {
+        const int64_t gguf_row = h * hd + j * 2 + t, hf_row = h * hd + t * half + j;
+        std::memcpy(dst + (inverse ? hf_row : gguf_row) * row_bytes, src + (inverse ? gguf_row : hf_row) * row_bytes,
                     (size_t)row_bytes);
+      }
 }
 
 void rope_permute_rows(std::vector<float>& m, int64_t rows, int64_t cols, int64_t n_head) {

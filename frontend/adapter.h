@@ -96,7 +96,8 @@ Result<LoraAdapter> lora_from_peft(std::string_view config_json, const std::stri
 // (n_head) and k_proj (n_head_kv). rows must be a multiple of 2 * n_head.
 void rope_permute_rows(std::vector<float>& m, int64_t rows, int64_t cols, int64_t n_head);
 // The same from src into dst on raw rows of row_bytes bytes each (a checkpoint's tensor
-// in its own dtype).
-void rope_permute_rows(const uint8_t* src, uint8_t* dst, int64_t rows, int64_t row_bytes, int64_t n_head);
+// in its own dtype); `inverse` moves GGUF order back to Hugging Face's.
+void rope_permute_rows(const uint8_t* src, uint8_t* dst, int64_t rows, int64_t row_bytes, int64_t n_head,
+                       bool inverse = false);
 
 }  // namespace kiln

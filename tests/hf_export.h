@@ -15,6 +15,7 @@
 
 #include <fmt/format.h>
 
+#include "frontend/adapter.h"
 #include "frontend/gguf.h"
 #include "frontend/gguf_names.h"
 #include "frontend/hf_checkpoint.h"
@@ -33,17 +34,6 @@ inline std::string json_str(std::string_view s) {
     else o += (char)c;
   }
   return o + "\"";
-}
-
-// The inverse of rope_permute_rows: GGUF row order back to Hugging Face's.
-inline void rope_unpermute_rows(std::string& m, int64_t rows, int64_t row_bytes, int64_t n_head) {
-  const int64_t hd = rows / n_head, half = hd / 2;
-  const std::string src = m;
-  for (int64_t h = 0; h < n_head; ++h)
-    for (int64_t t = 0; t < 2; ++t)
-      for (int64_t j = 0; j < half; ++j)
-        std::memcpy(m.data() + (h * hd + t * half + j) * row_bytes, src.data() + (h * hd + j * 2 + t) * row_bytes,
-                    (size_t)row_bytes);
 }
 
 struct HfExportOptions {
@@ -73,7 +63,11 @@ inline Status export_hf(const GgufFile& f, const std::string& dir, const HfExpor
       const std::vector<float> v = gguf_tensor_f32(*t);
       out.bytes.assign(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(float));
     }
-    if (const int64_t heads = e.rope_groups(c)) rope_unpermute_rows(out.bytes, out.shape[0], (int64_t)(out.bytes.size() / (size_t)out.shape[0]), heads);
+    if (const int64_t heads = e.rope_groups(c)) {  // GGUF row order back to Hugging Face's
+      const std::string gguf_rows = out.bytes;
+      rope_permute_rows(reinterpret_cast<const uint8_t*>(gguf_rows.data()), reinterpret_cast<uint8_t*>(out.bytes.data()),
+                        out.shape[0], (int64_t)(out.bytes.size() / (size_t)out.shape[0]), heads, /*inverse=*/true);
+    }
     outs.push_back(std::move(out));
   }
   // Safetensors: a JSON header (padded to 8 bytes), then the data.

@@ -198,30 +198,39 @@ void expect_error(const std::string& msg, std::initializer_list<std::string_view
 }
 
 TEST(HfCheckpoint, BadFoldersNameTheFileAndWhatWasExpected) {
+  // One text of one file replaced, and what the error must say. Tensor names in the
+  // safetensors header are replaced by names of the same length, so the header stays valid.
+  struct TextEdit {
+    const char* name;
+    const char* file;
+    const char *from, *to;
+    std::initializer_list<std::string_view> parts;
+  };
+  const TextEdit text_edits[] = {
+      {"qwen", "config.json", R"("model_type":"llama")", R"("model_type":"qwen2")",
+       {"config.json", "model_type is \"qwen2\""}},
+      {"rope_scaling", "config.json", R"("rope_scaling":null)", R"("rope_scaling":{"rope_type":"linear"})",
+       {"config.json", "rope_scaling of type \"linear\""}},
+      {"no_layers", "config.json", R"("num_hidden_layers":2,)", "", {"config.json", "'num_hidden_layers' is missing"}},
+      {"pre", "tokenizer.json", R"("individual_digits":true)", R"("individual_digits":false)",
+       {"tokenizer.json", "pre_tokenizer"}},
+      {"bos", "tokenizer_config.json", R"("bos_token":"<|im_start|>")", R"("bos_token":"<s>")",
+       {"tokenizer_config.json", "bos_token \"<s>\" is not in the vocabulary"}},
+      {"extra_tensor", "model.safetensors", "model.layers.1.mlp.up_proj.weight", "model.layers.1.mlp.xx_proj.weight",
+       {"model.safetensors", "'model.layers.1.mlp.xx_proj.weight' is not part of a LLaMA model"}},
+      // skipped, as old checkpoints' rope tables are
+      {"missing_tensor", "model.safetensors", "model.layers.1.mlp.up_proj.weight", "model.layers.1.mlp.up_pr.inv_freq",
+       {"model.layers.1.mlp.up_proj.weight", "is missing"}},
+      {"dtype", "model.safetensors", R"("dtype":"F16")", R"("dtype":"I16")",
+       {"model.safetensors", "is I16, expected F32, F16 or BF16"}},
+  };
+  for (const TextEdit& e : text_edits)
+    expect_error(error_after(e.name, [&](const std::string& d) { replace_in(d + "/" + e.file, e.from, e.to); }),
+                 e.parts);
   expect_error(error_after("no_config", [](const std::string& d) { fs::remove(d + "/config.json"); }),
                {"without config.json"});
-  expect_error(error_after("qwen", [](const std::string& d) {
-                 replace_in(d + "/config.json", "\"model_type\":\"llama\"", "\"model_type\":\"qwen2\"");
-               }),
-               {"config.json", "model_type is \"qwen2\""});
-  expect_error(error_after("rope_scaling", [](const std::string& d) {
-                 replace_in(d + "/config.json", "\"rope_scaling\":null", "\"rope_scaling\":{\"rope_type\":\"linear\"}");
-               }),
-               {"config.json", "rope_scaling of type \"linear\""});
-  expect_error(error_after("no_layers", [](const std::string& d) {
-                 replace_in(d + "/config.json", "\"num_hidden_layers\":2,", "");
-               }),
-               {"config.json", "'num_hidden_layers' is missing"});
   expect_error(error_after("no_tokenizer", [](const std::string& d) { fs::remove(d + "/tokenizer.json"); }),
                {"tokenizer.json"});
-  expect_error(error_after("pre", [](const std::string& d) {
-                 replace_in(d + "/tokenizer.json", "\"individual_digits\":true", "\"individual_digits\":false");
-               }),
-               {"tokenizer.json", "pre_tokenizer"});
-  expect_error(error_after("bos", [](const std::string& d) {
-                 replace_in(d + "/tokenizer_config.json", "\"bos_token\":\"<|im_start|>\"", "\"bos_token\":\"<s>\"");
-               }),
-               {"tokenizer_config.json", "bos_token \"<s>\" is not in the vocabulary"});
   expect_error(error_after("no_weights", [](const std::string& d) { fs::remove(d + "/model.safetensors"); }),
                {"no model.safetensors"});
   expect_error(error_after("truncated", [](const std::string& d) {
@@ -230,21 +239,6 @@ TEST(HfCheckpoint, BadFoldersNameTheFileAndWhatWasExpected) {
                  write(p, s.substr(0, s.size() - 100));
                }),
                {"model.safetensors"});
-  // Tensor names are replaced by names of the same length, so the header stays valid.
-  expect_error(error_after("extra_tensor", [](const std::string& d) {
-                 replace_in(d + "/model.safetensors", "model.layers.1.mlp.up_proj.weight",
-                            "model.layers.1.mlp.xx_proj.weight");
-               }),
-               {"model.safetensors", "'model.layers.1.mlp.xx_proj.weight' is not part of a LLaMA model"});
-  expect_error(error_after("missing_tensor", [](const std::string& d) {
-                 replace_in(d + "/model.safetensors", "model.layers.1.mlp.up_proj.weight",
-                            "model.layers.1.mlp.up_pr.inv_freq");  // skipped, as old checkpoints' rope tables
-               }),
-               {"model.layers.1.mlp.up_proj.weight", "is missing"});
-  expect_error(error_after("dtype", [](const std::string& d) {
-                 replace_in(d + "/model.safetensors", "\"dtype\":\"F16\"", "\"dtype\":\"I16\"");
-               }),
-               {"model.safetensors", "is I16, expected F32, F16 or BF16"});
   expect_error(error_after("shard_path", [](const std::string& d) {
                  fs::remove(d + "/model.safetensors");
                  write(d + "/model.safetensors.index.json", "{\"weight_map\":{\"model.norm.weight\":\"../x.safetensors\"}}");

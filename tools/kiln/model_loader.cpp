@@ -41,4 +41,17 @@ Result<LoadedGraph> load_graph(const std::string& path, const LlamaBuildOptions&
   return LoadedGraph{file, cfg, std::move(g)};
 }
 
+Result<ModelText> load_model_text(const std::string& path) {
+  KILN_ASSIGN(auto file, open_model_file(path, /*with_tensors=*/false));
+  // A GGUF's hyperparameters are checked here, before any compile; a folder's were
+  // checked by its translation (which left out the tensors read_llama_config needs).
+  if (!is_hf_checkpoint(path)) { KILN_TRY(read_llama_config(*file)); }
+  KILN_ASSIGN(VocabData vocab, vocab_from_gguf(*file));
+  KILN_ASSIGN(Tokenizer tok, Tokenizer::create(std::move(vocab)));
+  std::optional<std::string> chat_template;
+  if (const GgufValue* t = file->find("tokenizer.chat_template"); t && t->as_string())
+    chat_template = std::string(*t->as_string());
+  return ModelText{std::move(tok), std::move(chat_template)};
+}
+
 }  // namespace kiln::cli

@@ -2,10 +2,12 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "frontend/gguf.h"
 #include "frontend/llama.h"
+#include "frontend/tokenizer.h"
 #include "ir/graph.h"
 #include "support/result.h"
 
@@ -22,5 +24,14 @@ struct LoadedGraph {
 // GGUF path, when given.
 Result<LoadedGraph> load_graph(const std::string& path, const LlamaBuildOptions& opts,
                                const std::string& weights_from = {});
+
+// What run and perplexity read of a model themselves: its tokenizer and chat template (a
+// checkpoint folder's tensors are not translated for this; the engine compiles from the
+// model itself, or a given artifact holds it).
+struct ModelText {
+  Tokenizer tokenizer;
+  std::optional<std::string> chat_template;
+};
+Result<ModelText> load_model_text(const std::string& path);
 
 }  // namespace kiln::cli

@@ -19,8 +19,6 @@
 
 #include <fmt/format.h>
 
-#include "frontend/gguf.h"
-#include "frontend/hf_checkpoint.h"
 #include "frontend/llama.h"
 #include "frontend/tokenizer.h"
 #include "support/file.h"
@@ -28,6 +26,7 @@
 #include "tools/kiln/args.h"
 #include "tools/kiln/commands.h"
 #include "tools/kiln/engine.h"
+#include "tools/kiln/model_loader.h"
 
 namespace kiln::cli {
 
@@ -86,16 +85,9 @@ int cmd_perplexity(int argc, char** argv) {
   const std::string model_path = args->positional()[0];
   const std::string text_path = *args->get("file");
   auto t_start = std::chrono::steady_clock::now();
-  auto file = open_model_file(model_path, /*with_tensors=*/false);  // the tokenizer only
-  if (!file.ok()) return fail(file.error().message);
-  std::shared_ptr<const GgufFile> gguf(std::move(file).value());
-  if (!is_hf_checkpoint(model_path))  // a folder's config was checked by its translation
-    if (auto cfg = read_llama_config(*gguf); !cfg.ok()) return fail(cfg.error().message);
-  auto vocab = vocab_from_gguf(*gguf);
-  if (!vocab.ok()) return fail(vocab.error().message);
-  auto tok = Tokenizer::create(std::move(vocab).value());
-  if (!tok.ok()) return fail(tok.error().message);
-  gguf.reset();
+  auto text_parts = load_model_text(model_path);
+  if (!text_parts.ok()) return fail(text_parts.error().message);
+  const Tokenizer* tok = &text_parts->tokenizer;
   auto text = read_file(text_path);
   if (!text.ok()) return fail(text.error().message);
 

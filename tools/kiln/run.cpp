@@ -11,9 +11,7 @@
 #include <fmt/format.h>
 
 #include "frontend/chat_template.h"
-#include "frontend/hf_checkpoint.h"
 #include "frontend/tokenizer.h"
-#include "frontend/gguf.h"
 #include "frontend/llama.h"
 #include "runtime/sampler.h"
 #include "support/log.h"
@@ -21,6 +19,7 @@
 #include "tools/kiln/commands.h"
 #include "runtime/include/kiln/kiln.h"
 #include "tools/kiln/engine.h"
+#include "tools/kiln/model_loader.h"
 
 namespace kiln::cli {
 
@@ -449,21 +448,10 @@ int cmd_run(int argc, char** argv) {
 
   auto t_load = std::chrono::steady_clock::now();
   const std::string model_path = args->positional()[0];
-  // The tokenizer and template only (a checkpoint folder's tensors are not translated
-  // here: the engine compiles from the model itself, or a given --artifact holds it).
-  auto file = open_model_file(model_path, /*with_tensors=*/false);
-  if (!file.ok()) return fail(file.error().message);
-  std::shared_ptr<const GgufFile> gguf(std::move(file).value());
-  if (!is_hf_checkpoint(model_path))  // a folder's config was checked by its translation
-    if (auto cfg = read_llama_config(*gguf); !cfg.ok()) return fail(cfg.error().message);
-  auto vocab = vocab_from_gguf(*gguf);
-  if (!vocab.ok()) return fail(vocab.error().message);
-  auto tok = Tokenizer::create(std::move(vocab).value());
-  if (!tok.ok()) return fail(tok.error().message);
-  std::optional<std::string> chat_template;
-  if (const GgufValue* t = gguf->find("tokenizer.chat_template"); t && t->as_string())
-    chat_template = std::string(*t->as_string());
-  gguf.reset();
+  auto text_parts = load_model_text(model_path);
+  if (!text_parts.ok()) return fail(text_parts.error().message);
+  const Tokenizer* tok = &text_parts->tokenizer;
+  const std::optional<std::string>& chat_template = text_parts->chat_template;
 
   EngineOptions eo;
   eo.model_path = model_path;
