@@ -500,6 +500,29 @@ kiln_status kiln_session_copy_stream(kiln_session* s, int32_t src, int32_t dst, 
   });
 }
 
+kiln_status kiln_session_truncate(kiln_session* s, int32_t stream, int32_t n_tokens) {
+  return guarded("kiln_session_truncate", [&]() -> kiln_status {
+    if (!s) return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_session_truncate: session is NULL");
+    const kiln_compiled_model* c = s->code;
+    if (stream < 0 || stream >= c->max_streams)
+      return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_session_truncate: stream %d is out of range "
+                  "[0, %lld)", stream, (long long)c->max_streams);
+    const int32_t held = s->pos[static_cast<size_t>(stream)];
+    if (n_tokens < 0 || n_tokens > held)
+      return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_session_truncate: stream %d holds %d tokens, "
+                  "cannot keep %d", stream, held, n_tokens);
+    // Rows n_tokens..held-1 of every K and V buffer, as kiln_session_reset zeroes all rows.
+    const uint64_t base = static_cast<uint64_t>(stream) * c->kv_stream_bytes;
+    for (int64_t b = 0; b < c->n_kv_blocks; ++b) {
+      const kiln_kv_block& blk = c->kv_blocks[b];
+      s->kv.zero(base + blk.offset + static_cast<uint64_t>(blk.row_bytes) * static_cast<uint64_t>(n_tokens),
+                 static_cast<uint64_t>(blk.row_bytes) * static_cast<uint64_t>(held - n_tokens));
+    }
+    s->pos[static_cast<size_t>(stream)] = n_tokens;
+    return KILN_OK;
+  });
+}
+
 int32_t kiln_session_position(const kiln_session* s, int32_t stream) {
   if (!s) {
     fail(KILN_ERR_INVALID_ARGUMENT, "kiln_session_position: session is NULL");

@@ -131,6 +131,55 @@ TEST(MultiStream, SharedPromptCopiedToStreamsContinuesExactly) {
   EXPECT_EQ(kiln_session_copy_stream(s->session, 0, kStreams, 1), KILN_ERR_INVALID_ARGUMENT);
 }
 
+// A stream cut back to a prefix (kiln_session_truncate) and given other tokens continues
+// exactly as a fresh prefill of the prefix and those tokens: what a chat that re-renders
+// its history relies on. The other streams are untouched; bad cuts are refused.
+TEST(MultiStream, TruncatedStreamContinuesAsAFreshPrefill) {
+  auto s = open_session();
+  ASSERT_TRUE(s && s->session);
+  const size_t V = (size_t)s->n_vocab();
+  auto prefix = tokenize(*s, "The capital of France is");
+  auto first = tokenize(*s, " Paris, and the capital of Italy is Rome.");
+  auto second = tokenize(*s, " a city on the Seine.");
+  std::vector<int32_t> fresh = prefix;
+  fresh.insert(fresh.end(), second.begin(), second.end());
+  std::vector<float> want(V), got(V), other(V), other_after(V);
+  ASSERT_EQ(kiln_session_reset(s->session, KILN_ALL_STREAMS), KILN_OK);
+  ASSERT_EQ(kiln_prefill(s->session, fresh.data(), (int32_t)fresh.size(), 0, want.data()), KILN_OK);
+
+  ASSERT_EQ(kiln_session_reset(s->session, KILN_ALL_STREAMS), KILN_OK);
+  std::vector<int32_t> long_text = prefix;
+  long_text.insert(long_text.end(), first.begin(), first.end());
+  ASSERT_EQ(kiln_prefill(s->session, long_text.data(), (int32_t)long_text.size(), 1, nullptr), KILN_OK);
+  ASSERT_EQ(kiln_session_copy_stream(s->session, 1, 2, (int32_t)long_text.size()), KILN_OK);
+  ASSERT_EQ(kiln_session_truncate(s->session, 1, (int32_t)prefix.size()), KILN_OK) << kiln_last_error();
+  EXPECT_EQ(kiln_session_position(s->session, 1), (int32_t)prefix.size());
+  EXPECT_EQ(kiln_session_position(s->session, 2), (int32_t)long_text.size());
+  ASSERT_EQ(kiln_prefill(s->session, second.data(), (int32_t)second.size(), 1, got.data()), KILN_OK);
+  EXPECT_EQ(got, want);
+  // Stream 2 (a copy of stream 1 before the cut) still holds the whole text: its next
+  // token's logits are those of a stream that prefilled it.
+  int32_t dot = second.back(), two = 2, zero = 0;
+  ASSERT_EQ(kiln_decode(s->session, &dot, &two, 1, other.data()), KILN_OK);
+  ASSERT_EQ(kiln_session_reset(s->session, 0), KILN_OK);
+  ASSERT_EQ(kiln_prefill(s->session, long_text.data(), (int32_t)long_text.size(), 0, nullptr), KILN_OK);
+  ASSERT_EQ(kiln_decode(s->session, &dot, &zero, 1, other_after.data()), KILN_OK);
+  EXPECT_EQ(other, other_after);
+  // Cutting to the current length keeps everything; to zero empties the stream.
+  const int32_t held = kiln_session_position(s->session, 1);
+  EXPECT_EQ(kiln_session_truncate(s->session, 1, held), KILN_OK);
+  EXPECT_EQ(kiln_session_position(s->session, 1), held);
+  EXPECT_EQ(kiln_session_truncate(s->session, 1, 0), KILN_OK);
+  EXPECT_EQ(kiln_session_position(s->session, 1), 0);
+
+  EXPECT_EQ(kiln_session_truncate(s->session, 1, 1), KILN_ERR_INVALID_ARGUMENT);  // holds 0
+  EXPECT_NE(std::string(kiln_last_error()).find("stream 1 holds 0 tokens, cannot keep 1"), std::string::npos)
+      << kiln_last_error();
+  EXPECT_EQ(kiln_session_truncate(s->session, 0, -1), KILN_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(kiln_session_truncate(s->session, kStreams, 0), KILN_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(kiln_session_truncate(nullptr, 0, 0), KILN_ERR_INVALID_ARGUMENT);
+}
+
 // Whole prompts of several streams in shared steps, longer together than one step
 // (max_rows 32), so a stream's rows span two steps and a step holds several streams: each
 // stream's logits are those of its own kiln_prefill, and it decodes on identically. Bad

@@ -135,6 +135,11 @@ KILN_API kiln_status kiln_session_reset(kiln_session* session, int32_t stream);
 KILN_API kiln_status kiln_session_copy_stream(kiln_session* session, int32_t src, int32_t dst,
                                               int32_t n_tokens);
 
+/* Keeps the first n_tokens tokens of `stream` and drops the rest (their KV rows zeroed;
+ * the position becomes n_tokens, 0 <= n_tokens <= position): a chat that re-renders its
+ * history prefills only what differs from the tokens already held. */
+KILN_API kiln_status kiln_session_truncate(kiln_session* session, int32_t stream, int32_t n_tokens);
+
 /* Tokens held by `stream`, or -1 (with kiln_last_error) for a bad session or stream. */
 KILN_API int32_t kiln_session_position(const kiln_session* session, int32_t stream);
 
