@@ -16,6 +16,8 @@ commands:
   dump MODEL|FILE.kir      lower a model (or read IR text), run passes, print the IR
   compile MODEL -o DIR     compile ahead of time: model.o, libmodel.a, model.h, model.kiln
   run MODEL --prompt TEXT  generate text with the compiled model (or --interpreter)
+  chat MODEL               a conversation: one message per line on stdin, replies on stdout;
+                           /adapter PATH switches LoRA adapters mid-conversation
   perplexity MODEL --file TEXT
                            perplexity on a text, measured as llama.cpp's llama-perplexity does
 
@@ -38,6 +40,7 @@ int main(int argc, char** argv) {
   if (cmd == "inspect") return kiln::cli::cmd_inspect(argc, argv);
   if (cmd == "dump") return kiln::cli::cmd_dump(argc, argv);
   if (cmd == "run") return kiln::cli::cmd_run(argc, argv);
+  if (cmd == "chat") return kiln::cli::cmd_chat(argc, argv);
   if (cmd == "compile") return kiln::cli::cmd_compile(argc, argv);
   if (cmd == "perplexity") return kiln::cli::cmd_perplexity(argc, argv);
   std::fprintf(stderr, "kiln: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);

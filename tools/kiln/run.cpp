@@ -4,7 +4,6 @@
 // (prefill), then one step per generated token (decode). Each step is a run of the
 // lowered graph with tokens and positions as inputs; the KV cache persists in the
 // graph's state buffers between steps.
-#include <cfloat>
 #include <chrono>
 #include <cstdio>
 
@@ -20,40 +19,40 @@
 #include "runtime/include/kiln/kiln.h"
 #include "tools/kiln/engine.h"
 #include "tools/kiln/model_loader.h"
+#include "tools/kiln/run_options.h"
 
 namespace kiln::cli {
 
-static const std::vector<OptionSpec> kRunOptions = {
-    {"prompt", "TEXT", "the prompt (required)"},
-    {"chat", "", "wrap the prompt in the model's chat template as a user turn"},
-    {"system", "TEXT", "with --chat: the system message (default: the template's own)"},
-    {"max-tokens", "N", "tokens to generate at most (default 64)"},
-    {"temp", "T", "sampling temperature; 0 = greedy (default 0)"},
-    {"top-k", "K", "sample from the K most likely tokens; 0 = all (default 40)"},
-    {"top-p", "P", "nucleus sampling threshold (default 0.95)"},
-    {"seed", "S", "random seed for sampling (default 0)"},
-    {"ctx", "N", "context size: KV cache rows (default 2048)"},
-    {"kv-type", "T", "KV cache elements: f16 (half the memory, the default) or f32"},
-    {"ignore-eos", "", "keep generating past the end-of-generation token"},
-    {"print-tokens", "", "print the generated token ids to stderr"},
-    {"interpreter", "", "run through the reference interpreter instead of compiled code"},
-    {"artifact", "DIR", "use this `kiln compile` output instead of compiling (cached) now"},
-    {"threads", "N", "threads for the compiled engine (default 2)"},
-    {"float-activations", "", "compile with float activations in quantized matmuls (exact, slower)"},
-    {"quantize", "TYPE", "compile float weights (F32/F16/BF16 models) quantized: int4 (= q4_1), q4_0, q4_1 or none (default none)"},
-    {"streams", "S", "generate S replies in one forward pass per token (default 1)"},
-    {"style", "TEXT", "with --streams: one reply style per stream, e.g. formal (repeatable)", true},
-    {"adapter", "PATH", "LoRA adapter (PEFT folder or GGUF LoRA) applied at run time"},
-    {"stream-adapter", "PATH", "with --streams: stream i's adapter, or none (repeatable)", true},
-    {"adapter-scale", "F", "multiplies the adapters' own scale (default 1)"},
-    {"ds2d", "", "decode with DS2D self-speculative tree decoding (with --streams: every stream in one "
-                 "verify pass); prints its statistics"},
-    {"ds2d-template", "N", "with --ds2d: always verify with tree template N (default: chosen each step)"},
-    {"ds2d-no-early-exit", "", "with --ds2d: no early-exit drafts"},
-    {"ds2d-recycle", "", "with --ds2d: also draft from the model's recent predictions (token recycling)"},
-    {"ds2d-compare", "", "with --ds2d: also decode plainly (with --streams: all streams), report the speedup "
-                         "and check the output"},
-};
+// kiln run's options: its own, then the sampling and engine options it shares with kiln chat.
+static std::vector<OptionSpec> run_options() {
+  std::vector<OptionSpec> o = {
+      {"prompt", "TEXT", "the prompt (required)"},
+      {"chat", "", "wrap the prompt in the model's chat template as a user turn"},
+      {"system", "TEXT", "with --chat: the system message (default: the template's own)"},
+      {"max-tokens", "N", "tokens to generate at most (default 64)"},
+  };
+  for (auto& spec : sampling_option_specs()) o.push_back(spec);
+  for (auto& spec : engine_option_specs()) o.push_back(spec);
+  const std::vector<OptionSpec> rest = {
+      {"ignore-eos", "", "keep generating past the end-of-generation token"},
+      {"print-tokens", "", "print the generated token ids to stderr"},
+      {"interpreter", "", "run through the reference interpreter instead of compiled code"},
+      {"streams", "S", "generate S replies in one forward pass per token (default 1)"},
+      {"style", "TEXT", "with --streams: one reply style per stream, e.g. formal (repeatable)", true},
+      {"adapter", "PATH", "LoRA adapter (PEFT folder or GGUF LoRA) applied at run time"},
+      {"stream-adapter", "PATH", "with --streams: stream i's adapter, or none (repeatable)", true},
+      {"adapter-scale", "F", "multiplies the adapters' own scale (default 1)"},
+      {"ds2d", "", "decode with DS2D self-speculative tree decoding (with --streams: every stream in one "
+                   "verify pass); prints its statistics"},
+      {"ds2d-template", "N", "with --ds2d: always verify with tree template N (default: chosen each step)"},
+      {"ds2d-no-early-exit", "", "with --ds2d: no early-exit drafts"},
+      {"ds2d-recycle", "", "with --ds2d: also draft from the model's recent predictions (token recycling)"},
+      {"ds2d-compare", "", "with --ds2d: also decode plainly (with --streams: all streams), report the speedup "
+                           "and check the output"},
+  };
+  o.insert(o.end(), rest.begin(), rest.end());
+  return o;
+}
 
 // Reply styles for --streams when --style is not given.
 static const char* kDefaultStyles[] = {"formal", "polite", "jovial", "concise", "enthusiastic", "poetic"};
@@ -413,35 +412,22 @@ static int run_ds2d(const Args& args, const Tokenizer& tok, EngineOptions eo, co
 }
 
 int cmd_run(int argc, char** argv) {
-  auto args = Args::parse(argc, argv, 2, kRunOptions);
+  const std::vector<OptionSpec> specs = run_options();
+  auto args = Args::parse(argc, argv, 2, specs);
   if (!args.ok()) { fmt::print(stderr, "kiln run: {}\n", args.error().message); return 2; }
   if (args->flag("help") || args->positional().size() != 1 || !args->get("prompt")) {
     fmt::print(args->flag("help") ? stdout : stderr,
                "usage: kiln run MODEL --prompt TEXT [options]\n\nMODEL: a GGUF file or a Hugging Face checkpoint folder.\nGenerates text from a "
                "prompt and streams it to stdout; statistics go to stderr.\n\noptions:\n{}",
-               format_options(kRunOptions));
+               format_options(specs));
     return args->flag("help") ? 0 : 2;
   }
   set_verbosity(args->verbosity());
   auto fail = [](const std::string& m) { fmt::print(stderr, "kiln run: {}\n", m); return 1; };
   auto max_tokens = args->get_int("max-tokens", 64, 0, 1 << 20);
-  auto ctx = args->get_int("ctx", 2048, 16, 1 << 20);
-  auto temp = args->get_float("temp", 0.0, 0.0, 100.0);
-  auto top_k = args->get_int("top-k", 40, 0, 1 << 30);
-  auto top_p = args->get_float("top-p", 0.95, 0.0, 1.0);
-  auto seed = args->get_int("seed", 0, 0, (1ll << 62));
   if (!max_tokens.ok()) return fail(max_tokens.error().message);
-  if (!ctx.ok()) return fail(ctx.error().message);
-  if (!temp.ok()) return fail(temp.error().message);
-  if (!top_k.ok()) return fail(top_k.error().message);
-  if (!top_p.ok()) return fail(top_p.error().message);
-  if (!seed.ok()) return fail(seed.error().message);
-  // --top-p 0 keeps the likeliest token alone; the C sampler (kiln_sampler_init, which the
-  // multi-stream and DS2D paths use) takes (0, 1], and its smallest value does the same.
-  const float top_p_v = *top_p > 0.0 ? (float)*top_p : FLT_MIN;
-
-  auto threads = args->get_int("threads", 2, 1, 256);
-  if (!threads.ok()) return fail(threads.error().message);
+  auto sp = parse_sampling_options(*args);
+  if (!sp.ok()) return fail(sp.error().message);
   auto streams = args->get_int("streams", 1, 1, 64);
   if (!streams.ok()) return fail(streams.error().message);
   if (*streams > 1 && args->flag("interpreter")) return fail("--streams runs on compiled code, not --interpreter");
@@ -453,23 +439,16 @@ int cmd_run(int argc, char** argv) {
   const Tokenizer* tok = &text_parts->tokenizer;
   const std::optional<std::string>& chat_template = text_parts->chat_template;
 
-  EngineOptions eo;
-  eo.model_path = model_path;
-  eo.artifact_dir = args->get("artifact").value_or("");
-  eo.max_context = *ctx;
-  eo.kv_type = args->get("kv-type").value_or("f16");
-  if (auto t = kv_cache_type(eo.kv_type); !t.ok()) return fail("--kv-type: " + t.error().message);
-  eo.threads = *threads;
+  auto parsed = parse_engine_options(*args, model_path);
+  if (!parsed.ok()) return fail(parsed.error().message);
+  EngineOptions eo = *parsed;
   eo.max_streams = *streams;
-  eo.int8_activations = !args->flag("float-activations");
-  eo.quantize = args->get("quantize").value_or("none");
   if (!args->all("stream-adapter").empty() && *streams < 2) return fail("--stream-adapter needs --streams S >= 2");
   if (args->get("adapter") && *streams > 1) return fail("with --streams, give --stream-adapter for each stream");
   if (args->get("adapter") && args->flag("interpreter")) return fail("--adapter runs on compiled code, not --interpreter");
   if (args->get("adapter")) eo.lora_slots = 2;
   if (*streams > 1)
-    return run_streams(*args, *tok, chat_template, eo, {(float)*temp, (int32_t)*top_k, top_p_v, (uint64_t)*seed},
-                       *max_tokens);
+    return run_streams(*args, *tok, chat_template, eo, *sp, *max_tokens);
 
   std::string prompt = *args->get("prompt");
   if (args->flag("chat")) {
@@ -485,14 +464,13 @@ int cmd_run(int argc, char** argv) {
   }
   std::vector<int32_t> tokens = tok->encode(prompt, true, args->flag("chat"));
   if (tokens.empty()) return fail("the prompt encodes to no tokens");
-  if ((int64_t)tokens.size() + *max_tokens > *ctx)
+  if ((int64_t)tokens.size() + *max_tokens > eo.max_context)
     return fail(fmt::format("prompt ({} tokens) plus --max-tokens {} exceeds the context of {} (raise --ctx)",
-                            tokens.size(), *max_tokens, *ctx));
+                            tokens.size(), *max_tokens, eo.max_context));
   spdlog::info("prompt: {} tokens", tokens.size());
   if (args->flag("ds2d")) {
     if (args->flag("interpreter")) return fail("--ds2d runs on compiled code, not --interpreter");
-    return run_ds2d(*args, *tok, eo, {(float)*temp, (int32_t)*top_k, top_p_v, (uint64_t)*seed},
-                    *max_tokens, tokens);
+    return run_ds2d(*args, *tok, eo, *sp, *max_tokens, tokens);
   }
   auto engine = args->flag("interpreter") ? make_interpreter_engine(eo) : make_compiled_engine(eo);
   if (!engine.ok()) return fail(engine.error().message);
@@ -506,7 +484,7 @@ int cmd_run(int argc, char** argv) {
 
   auto step = [&](const std::vector<int32_t>& toks, int32_t) { return (*engine)->step(toks); };
 
-  Sampler sampler({(float)*temp, (int32_t)*top_k, top_p_v, (uint64_t)*seed});
+  Sampler sampler(*sp);
   auto t0 = std::chrono::steady_clock::now();
   auto logits = step(tokens, 0);
   if (!logits.ok()) return fail(logits.error().message);

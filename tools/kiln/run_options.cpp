@@ -1,0 +1,54 @@
+// tools/kiln/run_options.cpp — see run_options.h.
+#include "tools/kiln/run_options.h"
+
+#include <cfloat>
+
+#include "frontend/llama.h"
+
+namespace kiln::cli {
+
+std::vector<OptionSpec> sampling_option_specs() {
+  return {
+      {"temp", "T", "sampling temperature; 0 = greedy (default 0)"},
+      {"top-k", "K", "sample from the K most likely tokens; 0 = all (default 40)"},
+      {"top-p", "P", "nucleus sampling threshold (default 0.95)"},
+      {"seed", "S", "random seed for sampling (default 0)"},
+  };
+}
+
+Result<SamplerParams> parse_sampling_options(const Args& args) {
+  KILN_ASSIGN(double temp, args.get_float("temp", 0.0, 0.0, 100.0));
+  KILN_ASSIGN(long long top_k, args.get_int("top-k", 40, 0, 1 << 30));
+  KILN_ASSIGN(double top_p, args.get_float("top-p", 0.95, 0.0, 1.0));
+  KILN_ASSIGN(long long seed, args.get_int("seed", 0, 0, (1ll << 62)));
+  // --top-p 0 keeps the likeliest token alone; the C sampler (kiln_sampler_init, which the
+  // multi-stream, DS2D and chat paths use) takes (0, 1], and its smallest value does the same.
+  return SamplerParams{(float)temp, (int32_t)top_k, top_p > 0.0 ? (float)top_p : FLT_MIN, (uint64_t)seed};
+}
+
+std::vector<OptionSpec> engine_option_specs() {
+  return {
+      {"ctx", "N", "context size: KV cache rows (default 2048)"},
+      {"kv-type", "T", "KV cache elements: f16 (half the memory, the default) or f32"},
+      {"artifact", "DIR", "use this `kiln compile` output instead of compiling (cached) now"},
+      {"threads", "N", "threads for the compiled engine (default 2)"},
+      {"float-activations", "", "compile with float activations in quantized matmuls (exact, slower)"},
+      {"quantize", "TYPE", "compile float weights (F32/F16/BF16 models) quantized: int4 (= q4_1), q4_0, q4_1 or "
+                           "none (default none)"},
+  };
+}
+
+Result<EngineOptions> parse_engine_options(const Args& args, const std::string& model_path) {
+  EngineOptions eo;
+  eo.model_path = model_path;
+  KILN_ASSIGN(eo.max_context, args.get_int("ctx", 2048, 16, 1 << 20));
+  KILN_ASSIGN(eo.threads, args.get_int("threads", 2, 1, 256));
+  eo.artifact_dir = args.get("artifact").value_or("");
+  eo.kv_type = args.get("kv-type").value_or("f16");
+  if (auto t = kv_cache_type(eo.kv_type); !t.ok()) return make_error("--kv-type: {}", t.error().message);
+  eo.int8_activations = !args.flag("float-activations");
+  eo.quantize = args.get("quantize").value_or("none");
+  return eo;
+}
+
+}  // namespace kiln::cli

@@ -1,0 +1,23 @@
+// tools/kiln/run_options.h — the options `kiln run` and `kiln chat` share: sampling, and
+// how the model is compiled and run (context, KV type, threads, artifact, quantization).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "runtime/sampler.h"
+#include "support/result.h"
+#include "tools/kiln/args.h"
+#include "tools/kiln/engine.h"
+
+namespace kiln::cli {
+
+// --temp, --top-k, --top-p, --seed.
+std::vector<OptionSpec> sampling_option_specs();
+Result<SamplerParams> parse_sampling_options(const Args& args);
+
+// --ctx, --kv-type, --artifact, --threads, --float-activations, --quantize.
+std::vector<OptionSpec> engine_option_specs();
+Result<EngineOptions> parse_engine_options(const Args& args, const std::string& model_path);
+
+}  // namespace kiln::cli
