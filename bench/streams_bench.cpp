@@ -12,8 +12,13 @@
 // Ratios are medians of each repetition's own ratio (both sides measured back to back); the
 // three replies' smallest and largest ratio over the repetitions show how much the
 // machine's speed moved during the run.
+// --long-prompt N adds the same three replies to an N-token prompt (the context is compiled
+// to fit it), with the prompt's KV rows shared between the streams (the default: copied
+// streams map the same memory pages, runtime/kv_cache.h) and copied (a second session with
+// kiln_session_params.kv_copies), alternated in every repetition: what sharing saves when
+// every stream's attention reads a long prompt each step.
 // Prints one JSON object. usage: streams_bench MODEL [--threads N] [--reps R] [--pack-weights auto|on|off]
-//                                               [--profile-streams S] [--passes P]
+//                                               [--profile-streams S] [--passes P] [--long-prompt N]
 // --passes P runs the passes P before the backend pipeline (as kiln_bench's --passes: to
 // try an opt-in pass such as fuse-qkv on the multi-stream step).
 // --profile-streams S only runs S-stream replies (the prompt's prefill, copied to the
@@ -40,10 +45,10 @@ using namespace kiln;
 using namespace kiln::bench;
 
 int main(int argc, char** argv) {
-  if (argc < 2) { std::fprintf(stderr, "usage: streams_bench MODEL [--threads N] [--reps R] [--pack-weights auto|on|off] [--profile-streams S] [--passes P]\n"); return 2; }
+  if (argc < 2) { std::fprintf(stderr, "usage: streams_bench MODEL [--threads N] [--reps R] [--pack-weights auto|on|off] [--profile-streams S] [--passes P] [--long-prompt N]\n"); return 2; }
   int threads = 2, reps = 3;
   std::string pack = "auto";
-  int profile_streams = 0;
+  int profile_streams = 0, long_prompt = 0;
   std::string passes;  // run before the backend pipeline, as kiln_bench's --passes
   for (int i = 2; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--threads")) threads = std::atoi(argv[i + 1]);
@@ -51,6 +56,7 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--pack-weights")) pack = argv[i + 1];
     else if (!std::strcmp(argv[i], "--profile-streams")) profile_streams = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--passes")) passes = argv[i + 1];
+    else if (!std::strcmp(argv[i], "--long-prompt")) long_prompt = std::atoi(argv[i + 1]);
   }
   if (reps < 1) { std::fprintf(stderr, "streams_bench: --reps must be at least 1\n"); return 2; }
   const int kMaxStreams = 4, kGen = 64;
@@ -58,7 +64,7 @@ int main(int argc, char** argv) {
   req.model_path = argv[1];
   req.out_dir = (std::filesystem::temp_directory_path() / fmt::format("kiln-sbench-{}", ::getpid())).string();
   req.max_streams = kMaxStreams;
-  req.max_context = 256;
+  req.max_context = std::max(256, long_prompt + 128);
   req.threads = threads;
   req.progress = false;
   req.pack_weights = pack;
@@ -145,12 +151,63 @@ int main(int argc, char** argv) {
     multi.push_back(secs(t1, t2));
     speedup.push_back(secs(t0, t1) / secs(t1, t2));
   }
+  // Three replies to a long prompt, the prompt's KV shared between the streams or copied.
+  std::string long_json;
+  if (long_prompt > 0) {
+    kiln_session_params cp = kiln_session_default_params();
+    cp.n_threads = threads;
+    cp.kv_copies = 1;
+    kiln_session* copying = nullptr;
+    if (kiln_session_init(m, &cp, &copying) != KILN_OK) return fail();
+    std::vector<int32_t> lp;
+    while ((int)lp.size() < long_prompt) lp.insert(lp.end(), prompt.begin(), prompt.end());
+    lp.resize((size_t)long_prompt);
+    auto multi_run = [&](kiln_session* ss) -> double {  // seconds of the 3-stream replies, or < 0
+      kiln_session_reset(ss, KILN_ALL_STREAMS);
+      auto t0 = clk::now();
+      if (kiln_prefill(ss, lp.data(), (int32_t)lp.size(), 0, nullptr) != KILN_OK) return -1;
+      for (int i = 1; i < 3; ++i) kiln_session_copy_stream(ss, 0, i, (int32_t)lp.size());
+      if (kiln_prefill_streams(ss, style_ptrs.data(), style_lens.data(), streams.data(), 3, logits.data()) != KILN_OK)
+        return -1;
+      for (int t = 0; t < kGen; ++t)
+        if (kiln_decode(ss, toks.data(), streams.data(), 3, logits.data()) != KILN_OK) return -1;
+      return secs(t0, clk::now());
+    };
+    std::vector<double> seq_l, shared_l, copied_l, sp_shared, sp_copied, gain;
+    for (int r = 0; r <= reps; ++r) {
+      auto t0 = clk::now();
+      for (int k = 0; k < 3; ++k) {
+        std::vector<int32_t> full_k = lp;
+        full_k.insert(full_k.end(), style[k].begin(), style[k].end());
+        kiln_session_reset(s, KILN_ALL_STREAMS);
+        if (kiln_prefill(s, full_k.data(), (int32_t)full_k.size(), 0, logits.data()) != KILN_OK) return fail();
+        for (int t = 0; t < kGen; ++t)
+          if (kiln_decode(s, toks.data(), streams.data(), 1, logits.data()) != KILN_OK) return fail();
+      }
+      const double sq = secs(t0, clk::now());
+      // Alternate which goes first.
+      double a, b;
+      if (r % 2) { b = multi_run(copying); a = multi_run(s); }
+      else { a = multi_run(s); b = multi_run(copying); }
+      if (a < 0 || b < 0) return fail();
+      if (r == 0) continue;
+      seq_l.push_back(sq), shared_l.push_back(a), copied_l.push_back(b);
+      sp_shared.push_back(sq / a), sp_copied.push_back(sq / b), gain.push_back(b / a);
+    }
+    kiln_session_free(copying);
+    long_json = fmt::format(", \"long_prompt_replies\": {{\"prompt_tokens\": {}, \"sequential_s\": {:.3f}, "
+                            "\"multi_stream_shared_kv_s\": {:.3f}, \"multi_stream_copied_kv_s\": {:.3f}, "
+                            "\"speedup_shared_kv\": {:.2f}, \"speedup_copied_kv\": {:.2f}, \"shared_vs_copied\": {:.3f}}}",
+                            long_prompt, median(seq_l), median(shared_l), median(copied_l), median(sp_shared),
+                            median(sp_copied), median(gain));
+  }
   std::printf("{\"model\": \"%s\", \"threads\": %d, \"gen_tokens\": %d, \"cpu\": \"%s\", \"pack_weights\": \"%s\", \"decode_by_streams\": %s, "
               "\"three_replies\": {\"shared_prompt_tokens\": %d, \"style_tokens\": %d, \"sequential_s\": %.3f, \"multi_stream_s\": %.3f, \"speedup\": %.2f, "
-              "\"speedup_min\": %.2f, \"speedup_max\": %.2f}}\n",
+              "\"speedup_min\": %.2f, \"speedup_max\": %.2f}%s}\n",
               std::filesystem::path(argv[1]).filename().c_str(), threads, kGen, sum->cpu.c_str(), pack.c_str(), per_s.c_str(),
               (int)prompt.size(), kStyleTokens, median(seq), median(multi), median(speedup),
-              *std::min_element(speedup.begin(), speedup.end()), *std::max_element(speedup.begin(), speedup.end()));
+              *std::min_element(speedup.begin(), speedup.end()), *std::max_element(speedup.begin(), speedup.end()),
+              long_json.c_str());
   std::filesystem::remove_all(req.out_dir);
   return 0;
 }

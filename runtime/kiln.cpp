@@ -218,6 +218,7 @@ int32_t kiln_model_lora_rank(const kiln_model* m) { return m ? (int32_t)m->code-
 kiln_session_params kiln_session_default_params(void) {
   kiln_session_params p;
   p.n_threads = 2;
+  p.kv_copies = 0;
   return p;
 }
 
@@ -238,7 +239,9 @@ kiln_status kiln_session_init(const kiln_model* model, const kiln_session_params
     if (!s->arena.allocate(c->arena_bytes))
       return fail(KILN_ERR_OUT_OF_MEMORY, "kiln_session_init: cannot allocate the %llu-byte arena "
                   "of '%s'", (unsigned long long)c->arena_bytes, model->name.c_str());
-    if (!s->kv.allocate(c->kv_bytes))
+    const bool share = !(params && params->kv_copies);
+    if (!s->kv.allocate(c->kv_stream_bytes, (int32_t)c->max_streams,
+                        std::span<const kiln_kv_block>(c->kv_blocks, (size_t)c->n_kv_blocks), share))
       return fail(KILN_ERR_OUT_OF_MEMORY, "kiln_session_init: cannot allocate the %llu-byte KV "
                   "cache of '%s'", (unsigned long long)c->kv_bytes, model->name.c_str());
     if (!s->adapters.allocate(c->adapter_bytes))
@@ -461,11 +464,12 @@ kiln_status kiln_session_reset(kiln_session* s, int32_t stream) {
     if (stream != KILN_ALL_STREAMS && (stream < 0 || stream >= c->max_streams))
       return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_session_reset: stream %d is out of range "
                   "[0, %lld) and not KILN_ALL_STREAMS", stream, (long long)c->max_streams);
-    for (int32_t k = 0; k < c->max_streams; ++k) {
-      if (stream != KILN_ALL_STREAMS && k != stream) continue;
-      if (s->pos[static_cast<size_t>(k)] == 0) continue;  // nothing written since the last reset
-      s->kv.zero(static_cast<uint64_t>(k) * c->kv_stream_bytes, c->kv_stream_bytes);
-      s->pos[static_cast<size_t>(k)] = 0;
+    if (stream == KILN_ALL_STREAMS) {
+      s->kv.zero_all();
+      std::fill(s->pos.begin(), s->pos.end(), 0);
+    } else if (s->pos[static_cast<size_t>(stream)] != 0) {  // else nothing written since the last reset
+      s->kv.zero_rows(stream, 0, s->pos[static_cast<size_t>(stream)]);
+      s->pos[static_cast<size_t>(stream)] = 0;
     }
     return KILN_OK;
   });
@@ -485,16 +489,9 @@ kiln_status kiln_session_copy_stream(kiln_session* s, int32_t src, int32_t dst, 
     if (n_tokens < 0 || n_tokens > s->pos[static_cast<size_t>(src)])
       return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_session_copy_stream: stream %d holds %d tokens, "
                   "cannot copy %d", src, s->pos[static_cast<size_t>(src)], n_tokens);
-    uint8_t* kv = s->kv.data();
-    const uint64_t from = static_cast<uint64_t>(src) * c->kv_stream_bytes;
-    const uint64_t to = static_cast<uint64_t>(dst) * c->kv_stream_bytes;
     // Row p of every K and V buffer of the layer stack, for p < n_tokens (the table was
     // checked against kv_stream_bytes at load).
-    for (int64_t b = 0; b < c->n_kv_blocks; ++b) {
-      const kiln_kv_block& blk = c->kv_blocks[b];
-      std::memcpy(kv + to + blk.offset, kv + from + blk.offset,
-                  static_cast<size_t>(blk.row_bytes) * static_cast<size_t>(n_tokens));
-    }
+    s->kv.copy_rows(src, dst, n_tokens);
     s->pos[static_cast<size_t>(dst)] = n_tokens;
     return KILN_OK;
   });
@@ -512,12 +509,7 @@ kiln_status kiln_session_truncate(kiln_session* s, int32_t stream, int32_t n_tok
       return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_session_truncate: stream %d holds %d tokens, "
                   "cannot keep %d", stream, held, n_tokens);
     // Rows n_tokens..held-1 of every K and V buffer, as kiln_session_reset zeroes all rows.
-    const uint64_t base = static_cast<uint64_t>(stream) * c->kv_stream_bytes;
-    for (int64_t b = 0; b < c->n_kv_blocks; ++b) {
-      const kiln_kv_block& blk = c->kv_blocks[b];
-      s->kv.zero(base + blk.offset + static_cast<uint64_t>(blk.row_bytes) * static_cast<uint64_t>(n_tokens),
-                 static_cast<uint64_t>(blk.row_bytes) * static_cast<uint64_t>(held - n_tokens));
-    }
+    s->kv.zero_rows(stream, n_tokens, held);
     s->pos[static_cast<size_t>(stream)] = n_tokens;
     return KILN_OK;
   });

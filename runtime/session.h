@@ -21,6 +21,7 @@
 #include "frontend/tokenizer.h"
 #include "kiln/kiln.h"
 #include "runtime/adapters.h"
+#include "runtime/kv_cache.h"
 #include "runtime/model_file.h"
 #include "runtime/sampler.h"
 #include "runtime/thread_pool.h"
@@ -131,7 +132,8 @@ struct kiln_model {
 struct kiln_session {
   const kiln_model* model = nullptr;
   const kiln_compiled_model* code = nullptr;
-  kiln::rt::Region arena, kv;
+  kiln::rt::Region arena;
+  kiln::rt::KvCache kv;  // streams copied from one another share the prompt's pages
   kiln::rt::Region adapters;                     // adapter_bytes, zero: every slot the zero adapter
   std::vector<int32_t> adapter_slots;  // max_rows: each row's slot, from its stream's
   kiln::SessionAdapters lora;          // slots and each stream's adapter (adapters.cpp)

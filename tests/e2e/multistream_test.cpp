@@ -131,6 +131,91 @@ TEST(MultiStream, SharedPromptCopiedToStreamsContinuesExactly) {
   EXPECT_EQ(kiln_session_copy_stream(s->session, 0, kStreams, 1), KILN_ERR_INVALID_ARGUMENT);
 }
 
+// A prompt long enough that its KV rows fill whole memory pages, copied to the other
+// streams (which then share those pages, runtime/kv_cache.h): the three streams decode
+// together exactly as three separate runs do, in a session that shares and in one that
+// copies (kiln_session_params.kv_copies). The prompt's owner is then reset and given other
+// text, and a sharing stream cut back into the shared rows: the others go on unchanged.
+TEST(MultiStream, LongPromptSharedByStreamsDecodesAsSeparateRuns) {
+  auto s = open_session();
+  ASSERT_TRUE(s && s->session);
+  const size_t V = (size_t)s->n_vocab();
+  std::string text = "Here is a passage to summarize.";
+  for (int i = 0; i < 8; ++i)
+    text += " The harbour town woke early: fishing boats slid out past the lighthouse while the bakery on the quay "
+            "opened its shutters.";
+  const auto prompt = tokenize(*s, text);
+  ASSERT_GT(prompt.size(), 150u);
+  const std::vector<std::vector<int32_t>> suffixes = {tokenize(*s, " In one sentence:"), tokenize(*s, " As a poem:"),
+                                                      tokenize(*s, " For a child:")};
+  auto greedy = [&](std::vector<float>& lg, size_t row) {
+    return Sampler::argmax({lg.data() + row * V, V});
+  };
+  // Reference: each stream alone, whole prompt and suffix prefilled, 12 tokens decoded.
+  std::vector<std::vector<int32_t>> alone(kStreams);
+  std::vector<float> lg(V * kStreams);
+  int32_t zero = 0;
+  for (int i = 0; i < kStreams; ++i) {
+    ASSERT_EQ(kiln_session_reset(s->session, KILN_ALL_STREAMS), KILN_OK);
+    std::vector<int32_t> all = prompt;
+    all.insert(all.end(), suffixes[(size_t)i].begin(), suffixes[(size_t)i].end());
+    ASSERT_EQ(kiln_prefill(s->session, all.data(), (int32_t)all.size(), 0, lg.data()), KILN_OK);
+    for (int t = 0; t < 12; ++t) {
+      int32_t next = greedy(lg, 0);
+      alone[(size_t)i].push_back(next);
+      ASSERT_EQ(kiln_decode(s->session, &next, &zero, 1, lg.data()), KILN_OK);
+    }
+  }
+  kiln_session_params copies = kiln_session_default_params();
+  copies.kv_copies = 1;
+  kiln_session* copying = nullptr;
+  ASSERT_EQ(kiln_session_init(s->model, &copies, &copying), KILN_OK) << kiln_last_error();
+  std::unique_ptr<kiln_session, void (*)(kiln_session*)> guard(copying, kiln_session_free);
+  for (kiln_session* sess : {s->session, copying}) {
+    const char* how = sess == copying ? "copies" : "shared pages";
+    ASSERT_EQ(kiln_session_reset(sess, KILN_ALL_STREAMS), KILN_OK);
+    ASSERT_EQ(kiln_prefill(sess, prompt.data(), (int32_t)prompt.size(), 0, nullptr), KILN_OK);
+    for (int i = 1; i < kStreams; ++i) ASSERT_EQ(kiln_session_copy_stream(sess, 0, i, (int32_t)prompt.size()), KILN_OK);
+    std::vector<const int32_t*> ptrs;
+    std::vector<int32_t> lens, ids = {0, 1, 2};
+    for (auto& sfx : suffixes) ptrs.push_back(sfx.data()), lens.push_back((int32_t)sfx.size());
+    ASSERT_EQ(kiln_prefill_streams(sess, ptrs.data(), lens.data(), ids.data(), kStreams, lg.data()), KILN_OK);
+    std::vector<std::vector<int32_t>> together(kStreams);
+    for (int t = 0; t < 12; ++t) {
+      std::vector<int32_t> next(kStreams);
+      for (int i = 0; i < kStreams; ++i) together[(size_t)i].push_back(next[(size_t)i] = greedy(lg, (size_t)i));
+      if (t == 5) {
+        // Stream 0 (the prompt's owner) starts over on other text; stream 2 is cut back
+        // into the shared rows and given its prompt's end again. Streams 1 and 2 then go
+        // on as before (stream 2's next logits recomputed, compared below).
+        ASSERT_EQ(kiln_session_reset(sess, 0), KILN_OK);
+        auto other = tokenize(*s, "A different text entirely, about mountains.");
+        ASSERT_EQ(kiln_prefill(sess, other.data(), (int32_t)other.size(), 0, nullptr), KILN_OK);
+        const int32_t held = kiln_session_position(sess, 2);
+        std::vector<int32_t> tail(prompt.begin() + 100, prompt.end());
+        tail.insert(tail.end(), suffixes[2].begin(), suffixes[2].end());
+        tail.insert(tail.end(), together[2].begin(), together[2].end() - 1);
+        ASSERT_EQ((int32_t)(100 + tail.size()), held);
+        ASSERT_EQ(kiln_session_truncate(sess, 2, 100), KILN_OK);
+        ASSERT_EQ(kiln_prefill(sess, tail.data(), (int32_t)tail.size(), 2, nullptr), KILN_OK);
+        // Stream 0 goes on with its own text from here: only 1 and 2 are compared.
+        std::vector<int32_t> two = {next[1], next[2]}, ids12 = {1, 2};
+        ASSERT_EQ(kiln_decode(sess, two.data(), ids12.data(), 2, lg.data() + V), KILN_OK);
+        for (int t2 = t + 1; t2 < 12; ++t2) {
+          for (int i = 1; i < kStreams; ++i) together[(size_t)i].push_back(two[(size_t)i - 1] = greedy(lg, (size_t)i));
+          ASSERT_EQ(kiln_decode(sess, two.data(), ids12.data(), 2, lg.data() + V), KILN_OK);
+        }
+        break;
+      }
+      ASSERT_EQ(kiln_decode(sess, next.data(), ids.data(), kStreams, lg.data()), KILN_OK) << kiln_last_error();
+    }
+    EXPECT_EQ(std::vector<int32_t>(together[0].begin(), together[0].begin() + 6),
+              std::vector<int32_t>(alone[0].begin(), alone[0].begin() + 6)) << how;
+    EXPECT_EQ(together[1], alone[1]) << how;
+    EXPECT_EQ(together[2], alone[2]) << how;
+  }
+}
+
 // A stream cut back to a prefix (kiln_session_truncate) and given other tokens continues
 // exactly as a fresh prefill of the prefix and those tokens: what a chat that re-renders
 // its history relies on. The other streams are untouched; bad cuts are refused.

@@ -87,6 +87,8 @@ typedef struct kiln_session kiln_session;
 typedef struct kiln_session_params {
   int32_t n_threads; /* threads per step (the caller's included); <= 0 means 2; clamped to
                         the compiled code's max_threads */
+  int32_t kv_copies; /* nonzero: kiln_session_copy_stream copies KV rows; 0 (the default): the
+                        streams share the rows' memory pages where the system allows */
 } kiln_session_params;
 
 KILN_API kiln_session_params kiln_session_default_params(void);
@@ -130,8 +132,11 @@ KILN_API kiln_status kiln_decode(kiln_session* session, const int32_t* tokens,
 /* Empties `stream` (or every stream for KILN_ALL_STREAMS): position 0, KV zeroed. */
 KILN_API kiln_status kiln_session_reset(kiln_session* session, int32_t stream);
 
-/* Makes `dst` hold the first n_tokens tokens of `src` (KV rows copied; dst's position
- * becomes n_tokens): a prompt prefilled once serves several streams. */
+/* Makes `dst` hold the first n_tokens tokens of `src` (dst's position becomes n_tokens): a
+ * prompt prefilled once serves several streams. The rows' whole memory pages are shared
+ * between the streams rather than copied (on Linux and Android, unless the session's
+ * kv_copies is set): S streams of one prompt hold and read its KV once. Results are the
+ * same either way; a later reset or truncation of either stream keeps the other's rows. */
 KILN_API kiln_status kiln_session_copy_stream(kiln_session* session, int32_t src, int32_t dst,
                                               int32_t n_tokens);
 
