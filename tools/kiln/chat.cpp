@@ -10,7 +10,9 @@
 // depends on it).
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <iostream>
 
@@ -30,6 +32,16 @@ namespace kiln::cli {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// Ctrl-C while a reply streams ends the reply (the conversation keeps what was said);
+// at the prompt it leaves, as end of input does.
+std::atomic<bool> g_interrupted{false};
+bool g_replying = false;
+extern "C" void on_interrupt(int) {
+  if (!g_replying) std::_Exit(130);
+  g_interrupted.store(true);
+}
+
 double secs(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
 
 std::vector<OptionSpec> chat_options() {
@@ -57,7 +69,7 @@ constexpr const char* kCommands =
     "  /context               how much of the context the conversation uses\n"
     "  /help                  this list\n"
     "  /quit                  leave (so does end of input)\n"
-    "A line ending in \\ continues on the next one.\n";
+    "A line ending in \\ continues on the next one. Ctrl-C stops a reply (at the prompt: leaves).\n";
 
 class Chat {
  public:
@@ -173,8 +185,10 @@ class Chat {
 
     std::vector<int32_t> reply;
     std::string reply_text;
+    g_interrupted.store(false);
+    g_replying = true;
     auto emit = [&](int32_t id) {  // false: the reply is complete
-      if (tok_.is_eog(id) || (int64_t)reply.size() >= max_tokens_) return false;
+      if (tok_.is_eog(id) || (int64_t)reply.size() >= max_tokens_ || g_interrupted.load()) return false;
       reply.push_back(id);
       const std::string& piece = tok_.piece(id);
       reply_text += piece;
@@ -204,8 +218,10 @@ class Chat {
         going = emit(id);
       }
     }
+    g_replying = false;
     const auto t2 = Clock::now();
     std::fputs("\n", stdout);
+    if (g_interrupted.load()) fmt::print(stderr, "[kiln] reply stopped\n");
     std::fflush(stdout);
     // The session holds the prompt and a prefix of the reply (DS2D may have written tokens
     // past an end-of-generation token it accepted: those are dropped).
@@ -224,6 +240,7 @@ class Chat {
 
   // After a failed step the session's state is unknown: start the next turn from scratch.
   void abandon() {
+    g_replying = false;
     held_.clear();
     kiln_session_reset(sess_, 0);
     if (!messages_.empty() && messages_.back().role == "user") messages_.pop_back();
@@ -357,6 +374,7 @@ int cmd_chat(int argc, char** argv) {
   if (chat.init()) return 1;
   if (auto path = args->get("adapter")) chat.handle("/adapter " + *path);
   const bool tty = isatty(STDIN_FILENO);
+  std::signal(SIGINT, on_interrupt);
   if (tty) fmt::print(stderr, "kiln chat: {} ({} context tokens). Type a message; /help lists the commands.\n",
                       model_path, eo->max_context);
   std::string line, message;
