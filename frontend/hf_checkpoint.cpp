@@ -2,6 +2,7 @@
 #include "frontend/hf_checkpoint.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -36,7 +37,7 @@ constexpr std::string_view kLlama3Regex =
 // [PAD] tokens a vocabulary with gaps is padded with cost memory per id.
 constexpr int64_t kMaxVocab = 1 << 21;
 
-constexpr int32_t kTokenNormal = 1, kTokenControl = 3, kTokenUserDefined = 4, kTokenUnused = 5;
+constexpr int32_t kTokenNormal = 1, kTokenControl = 3, kTokenUserDefined = 4, kTokenUnused = 5, kTokenByte = 6;
 
 struct JsonFile {
   std::string path;
@@ -321,6 +322,60 @@ Result<std::string> pre_tokenizer_name(const JsonFile& tok, bool clean_spaces) {
                     tok.path);
 }
 
+// For a SentencePiece-style tokenizer.json (BPE with byte fallback, as transformers
+// converts LLaMA 2's tokenizer.model): whether a "▁" is put before the text, which kiln's
+// SentencePiece tokenizer does as llama.cpp's does (GGUF tokenizer.ggml.add_space_prefix:
+// at the start and after every special token). The forms accepted are the converter's:
+// the legacy normalizer Sequence[Prepend "▁" (or not), Replace " " -> "▁"] with no
+// pre-tokenizer, or no normalizer and a Metaspace pre-tokenizer that prepends always (or
+// never). Metaspace's "first" (a prefix only at the very start) is not how kiln tokenizes.
+Result<bool> spm_space_prefix(const JsonFile& tok) {
+  auto type_of = [](const Json* j) -> std::string {
+    const Json* t = j && j->as_object() ? j->get("type") : nullptr;
+    return t && t->as_string() ? *t->as_string() : "";
+  };
+  auto str = [](const Json* j, std::string_view key) -> std::string {
+    const Json* v = j ? j->get(key) : nullptr;
+    return v && v->as_string() ? *v->as_string() : "";
+  };
+  const std::string space = "\xE2\x96\x81";  // U+2581
+  const Json* norm = tok.json.get("normalizer");
+  const Json* pre = tok.json.get("pre_tokenizer");
+  auto unsupported = [&] {
+    return make_error("{}: a SentencePiece-style tokenizer (byte_fallback) whose normalizer and pre_tokenizer kiln "
+                      "does not implement (supported: the legacy normalizer [Prepend \"\u2581\", Replace \" \" -> "
+                      "\"\u2581\"], or a Metaspace pre-tokenizer with prepend_scheme \"always\" or \"never\")",
+                      tok.path);
+  };
+  if (norm && !norm->is_null()) {
+    if (pre && !pre->is_null()) return unsupported();
+    std::vector<const Json*> seq;
+    if (type_of(norm) == "Sequence") {
+      if (const Json* list = norm->get("normalizers"); list && list->as_array())
+        for (const Json& n : *list->as_array()) seq.push_back(&n);
+    } else {
+      seq.push_back(norm);
+    }
+    bool prepend = false;
+    if (!seq.empty() && type_of(seq[0]) == "Prepend") {
+      if (str(seq[0], "prepend") != space) return unsupported();
+      prepend = true;
+      seq.erase(seq.begin());
+    }
+    const Json* pattern = seq.size() == 1 ? seq[0]->get("pattern") : nullptr;
+    if (seq.size() != 1 || type_of(seq[0]) != "Replace" || str(pattern, "String") != " " ||
+        str(seq[0], "content") != space)
+      return unsupported();
+    return prepend;
+  }
+  if (type_of(pre) != "Metaspace" || str(pre, "replacement") != space) return unsupported();
+  const std::string scheme = str(pre, "prepend_scheme");
+  if (scheme == "always" || scheme == "never") return scheme == "always";
+  if (scheme.empty())  // older files: add_prefix_space
+    if (const Json* a = pre->get("add_prefix_space"); a && a->as_bool()) return *a->as_bool();
+  return unsupported();
+}
+
 // Added tokens that are not marked special but are spelt like control tokens are control
 // tokens (some checkpoints leave the flag off; llama.cpp's converter does the same).
 bool looks_special(std::string_view t) {
@@ -342,8 +397,10 @@ Result<int64_t> hf_tokenizer_to_gguf(GgufWriter& w, std::string_view tokenizer_j
   const Json* mtype = model ? model->get("type") : nullptr;
   if (!mtype || !mtype->as_string() || *mtype->as_string() != "BPE")
     return make_error("{}: model.type must be \"BPE\" (byte-level BPE tokenizers only)", tok.path);
-  if (const Json* bf = model->get("byte_fallback"); bf && bf->as_bool().value_or(false))
-    return make_error("{}: model.byte_fallback is true (a SentencePiece-style BPE); not supported yet", tok.path);
+  // Byte fallback: a SentencePiece-style BPE (LLaMA 2, TinyLlama, ...), which becomes GGUF's
+  // "llama" vocabulary (scores instead of merges, <0xNN> byte tokens); else byte-level BPE.
+  const Json* bf = model->get("byte_fallback");
+  const bool spm = bf && bf->as_bool().value_or(false);
   const Json* vocab = model->get("vocab");
   if (!vocab || !vocab->as_object()) return make_error("{}: model.vocab must be an object", tok.path);
 
@@ -396,14 +453,38 @@ Result<int64_t> hf_tokenizer_to_gguf(GgufWriter& w, std::string_view tokenizer_j
       }
     }
   }
-  const Json* clean = cfg.json.get("clean_up_tokenization_spaces");
-  KILN_ASSIGN(std::string pre, pre_tokenizer_name(tok, clean ? clean->as_bool().value_or(false) : true));
-
-  w.add_string(std::string(names::kTokModel), "gpt2");
-  w.add_string("tokenizer.ggml.pre", pre);
-  w.add_strings(std::string(names::kTokTokens), tokens);
-  w.add_i32s("tokenizer.ggml.token_type", types);
-  w.add_strings("tokenizer.ggml.merges", merges);
+  if (spm) {
+    KILN_ASSIGN(bool space_prefix, spm_space_prefix(tok));
+    // A SentencePiece BPE merges the adjacent pair whose union has the highest score; the
+    // converted tokenizer.json lists each union's merges in that order, so a token's score
+    // is minus the rank of the first merge that makes it (tokens no merge makes rank last).
+    std::vector<float> scores((size_t)n_vocab, -(float)merges.size());
+    for (size_t r = merges.size(); r-- > 0;) {
+      const size_t sp = merges[r].find(' ');
+      auto it = sp == std::string::npos ? ids.end() : ids.find(merges[r].substr(0, sp) + merges[r].substr(sp + 1));
+      if (it != ids.end()) scores[(size_t)it->second] = -(float)r;
+    }
+    auto byte_token = [](const std::string& t) {  // <0xNN>
+      return t.size() == 6 && t.compare(0, 3, "<0x") == 0 && t[5] == '>' && std::isxdigit((unsigned char)t[3]) &&
+             std::isxdigit((unsigned char)t[4]);
+    };
+    for (int64_t i = 0; i < n_vocab; ++i)
+      if (types[(size_t)i] == kTokenNormal && byte_token(tokens[(size_t)i])) types[(size_t)i] = kTokenByte;
+    w.add_string(std::string(names::kTokModel), "llama");
+    w.add_string("tokenizer.ggml.pre", "default");
+    w.add_strings(std::string(names::kTokTokens), tokens);
+    w.add_f32s("tokenizer.ggml.scores", scores);
+    w.add_i32s("tokenizer.ggml.token_type", types);
+    w.add_bool("tokenizer.ggml.add_space_prefix", space_prefix);
+  } else {
+    const Json* clean = cfg.json.get("clean_up_tokenization_spaces");
+    KILN_ASSIGN(std::string pre, pre_tokenizer_name(tok, clean ? clean->as_bool().value_or(false) : true));
+    w.add_string(std::string(names::kTokModel), "gpt2");
+    w.add_string("tokenizer.ggml.pre", pre);
+    w.add_strings(std::string(names::kTokTokens), tokens);
+    w.add_i32s("tokenizer.ggml.token_type", types);
+    w.add_strings("tokenizer.ggml.merges", merges);
+  }
   // Special tokens: tokenizer_config.json's, else config.json's ids (BOS and EOS).
   struct Special { const char* key; const char* gguf_key; std::optional<int32_t> fallback; };
   for (const Special& sp : {Special{"bos_token", "tokenizer.ggml.bos_token_id", config.bos},

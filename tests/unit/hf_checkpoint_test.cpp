@@ -16,6 +16,7 @@
 #include "tests/temp_folder.h"
 #include "tests/unit/byte_vocab.h"
 #include "tests/unit/tiny_model.h"
+#include "tests/unit/token_goldens.h"
 
 namespace kiln {
 namespace {
@@ -429,6 +430,77 @@ TEST(HfCheckpoint, Llama3RopeScalingBecomesRopeFreqs) {
   ASSERT_TRUE(cfg.ok()) << cfg.error().message;
   auto graph = build_llama_graph(g, *cfg, {});
   ASSERT_TRUE(graph.ok()) << graph.error().message;
+}
+
+// --- SentencePiece-style tokenizers (LLaMA 2 family) ------------------------------------
+
+// tests/goldens/spm_tokenizer: a SentencePiece BPE model (byte fallback) converted by
+// transformers into the tokenizer.json LLaMA 2-family checkpoints carry, and Hugging Face's
+// ids for the 351 tokenizer cases (scripts/goldens/make_spm_tokenizer_golden.py). The
+// translation to GGUF's "llama" vocabulary (scores from the merge order, byte tokens, the
+// space prefix) must tokenize every case as Hugging Face does, and decode as it does.
+TEST(HfCheckpoint, SentencePieceStyleTokenizerMatchesHuggingFace) {
+  const std::string dir = KILN_SOURCE_DIR "/tests/goldens/spm_tokenizer";
+  HfConfig cfg;
+  cfg.llama.n_vocab = 2000;
+  Translated t = translate_tokenizer(read(dir + "/tokenizer.json"), read(dir + "/tokenizer_config.json"), cfg);
+  ASSERT_TRUE(t.gguf) << t.error;
+  auto v = vocab_from_gguf(*t.gguf);
+  ASSERT_TRUE(v.ok()) << v.error().message;
+  EXPECT_EQ(v->model, "llama");
+  EXPECT_TRUE(v->add_space_prefix);
+  EXPECT_TRUE(v->add_bos);
+  EXPECT_EQ(v->bos, 1);
+  EXPECT_EQ(v->eos, 2);
+  EXPECT_EQ(v->unk, 0);
+  EXPECT_EQ(v->token_types[3], 6) << v->tokens[3] << " is a byte token";
+  auto tok = Tokenizer::create(*v);
+  ASSERT_TRUE(tok.ok()) << tok.error().message;
+  const auto cases = testing::read_token_goldens(dir + "/spm_tokenizer.golden");
+  ASSERT_EQ(cases.size(), 351u);
+  int encoded = 0, decoded = 0;
+  for (const auto& c : cases) {
+    const auto ids = tok->encode(c.text, false, c.parse_special);
+    encoded += ids == c.ids;
+    EXPECT_EQ(ids, c.ids) << "spm_tokenizer.golden:" << c.line << ": encode of " << testing::to_hex(c.text);
+    const std::string text = tok->decode(c.ids, /*render_special=*/true);
+    decoded += text == c.decoded;
+    EXPECT_EQ(testing::to_hex(text), testing::to_hex(c.decoded)) << "spm_tokenizer.golden:" << c.line << ": decode";
+  }
+  std::printf("SentencePiece-style tokenizer.json: %d/%zu encoded, %d decoded as Hugging Face does\n", encoded,
+              cases.size(), decoded);
+  EXPECT_EQ(tok->encode("Hello world", true, false).front(), 1) << "BOS first";
+}
+
+TEST(HfCheckpoint, SentencePieceStyleNormalizersAreCheckedByForm) {
+  const std::string dir = KILN_SOURCE_DIR "/tests/goldens/spm_tokenizer";
+  const std::string tok = read(dir + "/tokenizer.json"), cfg = read(dir + "/tokenizer_config.json");
+  const std::string legacy = R"("normalizer":{"type":"Sequence","normalizers":[{"type":"Prepend","prepend":"▁"},)"
+                             R"({"type":"Replace","pattern":{"String":" "},"content":"▁"}]},"pre_tokenizer":null)";
+  ASSERT_NE(tok.find(legacy), std::string::npos) << "the converter's legacy form";
+  auto with = [&](const std::string& norm_pre) {
+    std::string t = tok;
+    t.replace(t.find(legacy), legacy.size(), norm_pre);
+    return translate_tokenizer(t, cfg);
+  };
+  auto prefix_of = [](const Translated& t) {
+    auto v = vocab_from_gguf(*t.gguf);
+    return v.ok() && v->add_space_prefix;
+  };
+  // Without the Prepend: no space prefix. A Metaspace pre-tokenizer prepending always (or
+  // never) is the same as the legacy normalizer (or its form without Prepend).
+  Translated no_prepend = with(R"("normalizer":{"type":"Replace","pattern":{"String":" "},"content":"▁"},"pre_tokenizer":null)");
+  ASSERT_TRUE(no_prepend.gguf) << no_prepend.error;
+  EXPECT_FALSE(prefix_of(no_prepend));
+  Translated always = with(R"("normalizer":null,"pre_tokenizer":{"type":"Metaspace","replacement":"▁","prepend_scheme":"always","split":false})");
+  ASSERT_TRUE(always.gguf) << always.error;
+  EXPECT_TRUE(prefix_of(always));
+  for (const char* bad : {
+           R"("normalizer":null,"pre_tokenizer":{"type":"Metaspace","replacement":"▁","prepend_scheme":"first","split":false})",
+           R"("normalizer":{"type":"NFKC"},"pre_tokenizer":null)",
+           R"("normalizer":{"type":"Replace","pattern":{"String":" "},"content":"_"},"pre_tokenizer":null)",
+           R"("normalizer":null,"pre_tokenizer":null)"})
+    expect_error(with(bad).error, {"tokenizer.json", "SentencePiece-style tokenizer (byte_fallback)", "prepend_scheme"});
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 
 #include "frontend/gguf.h"
 #include "frontend/unicode.h"
+#include "tests/unit/token_goldens.h"
 
 namespace kiln {
 namespace {
@@ -288,71 +289,26 @@ TEST(TokenizerSmolLM, KnownIds) {
 // ---------------------------------------------------------------------------------------
 // Goldens from llama.cpp: "<parse_special>\t<hex input>\t<ids>\t<hex detokenized>".
 
-std::string from_hex(std::string_view h, bool* ok) {
-  std::string out;
-  *ok = h.size() % 2 == 0;
-  for (size_t i = 0; *ok && i < h.size(); i += 2) {
-    auto nib = [&](char c) {
-      return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
-             : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-    };
-    int hi = nib(h[i]), lo = nib(h[i + 1]);
-    if (hi < 0 || lo < 0) *ok = false;
-    else out += static_cast<char>(hi * 16 + lo);
-  }
-  return out;
-}
-
-std::string to_hex(std::string_view s) {
-  std::string out;
-  for (unsigned char c : s) out += fmt::format("{:02x}", c);
-  return out;
-}
-
 TEST(TokenizerSmolLM, Goldens) {
   REQUIRE_DEFAULT_MODEL();
   const std::string path = KILN_SOURCE_DIR "/tests/goldens/tokenizer.golden";
-  std::ifstream in(path);
-  if (!in) GTEST_SKIP() << "no " << path;
-  struct Case {
-    int line;
-    bool parse_special;
-    std::string text, decoded;
-    std::vector<int32_t> ids;
-  };
-  std::vector<Case> cases;
-  std::string line;
-  for (int n = 1; std::getline(in, line); ++n) {
-    if (line.empty() || line[0] == '#') continue;
-    std::vector<std::string> f;
-    std::stringstream ss(line);
-    for (std::string part; std::getline(ss, part, '\t');) f.push_back(part);
-    if (line.back() == '\t') f.push_back("");
-    ASSERT_EQ(f.size(), 4u) << path << ":" << n << ": expected 4 tab-separated fields";
-    Case c{n, f[0] == "1", "", "", {}};
-    bool ok1, ok2;
-    c.text = from_hex(f[1], &ok1);
-    c.decoded = from_hex(f[3], &ok2);
-    ASSERT_TRUE(ok1 && ok2) << path << ":" << n << ": bad hex";
-    std::stringstream ids(f[2]);
-    for (int32_t id; ids >> id;) c.ids.push_back(id);
-    cases.push_back(std::move(c));
-  }
+  if (!std::ifstream(path)) GTEST_SKIP() << "no " << path;
+  const std::vector<testing::TokenGolden> cases = testing::read_token_goldens(path);
   ASSERT_FALSE(cases.empty());
 
   auto t0 = std::chrono::steady_clock::now();
   std::vector<std::vector<int32_t>> got;
-  for (const Case& c : cases) got.push_back(tok->encode(c.text, false, c.parse_special));
+  for (const auto& c : cases) got.push_back(tok->encode(c.text, false, c.parse_special));
   auto t1 = std::chrono::steady_clock::now();
 
   int passed = 0;
   for (size_t i = 0; i < cases.size(); ++i) {
-    const Case& c = cases[i];
+    const auto& c = cases[i];
     const std::string decoded = tok->decode(c.ids, /*render_special=*/true);
     const bool ok = got[i] == c.ids && decoded == c.decoded;
     passed += ok;
-    EXPECT_EQ(got[i], c.ids) << path << ":" << c.line << ": encode of " << to_hex(c.text);
-    EXPECT_EQ(to_hex(decoded), to_hex(c.decoded)) << path << ":" << c.line << ": decode";
+    EXPECT_EQ(got[i], c.ids) << path << ":" << c.line << ": encode of " << testing::to_hex(c.text);
+    EXPECT_EQ(testing::to_hex(decoded), testing::to_hex(c.decoded)) << path << ":" << c.line << ": decode";
   }
   std::printf("tokenizer goldens: %d/%zu passed; encoding all took %.3f ms\n", passed,
               cases.size(), std::chrono::duration<double, std::milli>(t1 - t0).count());
