@@ -40,10 +40,10 @@ if [[ "$skip" != *" backend "* ]]; then
   bash bench/run_backend_bench.sh
 fi
 if [[ "$skip" != *" streams "* ]]; then
-  step "multi-stream decode, no adapters (~1 min)"
+  step "multi-stream decode, no adapters; replies to a 1000-token prompt, KV shared vs copied (~2 min)"
   cmake --build build --target streams_bench >/dev/null
   build/bench/streams_bench "$HOME/.cache/kiln/models/SmolLM2-135M-Instruct.Q4_1.gguf" --threads 2 \
-    --reps "${KILN_BENCH_REPS:-5}" > bench/results/streams.json.partial
+    --reps "${KILN_BENCH_REPS:-5}" --long-prompt 1000 > bench/results/streams.json.partial
   mv bench/results/streams.json.partial bench/results/streams.json
 fi
 if [[ "$skip" != *" rows "* ]] && [ "$(uname -m)" = x86_64 ]; then
