@@ -325,10 +325,12 @@ Result<std::string> pre_tokenizer_name(const JsonFile& tok, bool clean_spaces) {
 // For a SentencePiece-style tokenizer.json (BPE with byte fallback, as transformers
 // converts LLaMA 2's tokenizer.model): whether a "▁" is put before the text, which kiln's
 // SentencePiece tokenizer does as llama.cpp's does (GGUF tokenizer.ggml.add_space_prefix:
-// at the start and after every special token). The forms accepted are the converter's:
-// the legacy normalizer Sequence[Prepend "▁" (or not), Replace " " -> "▁"] with no
-// pre-tokenizer, or no normalizer and a Metaspace pre-tokenizer that prepends always (or
-// never). Metaspace's "first" (a prefix only at the very start) is not how kiln tokenizes.
+// at the start and after every special token, unconditionally). The forms accepted are
+// those that tokenize exactly so: the converter's legacy normalizer Sequence[Prepend "▁"
+// (or not), Replace " " -> "▁"] with no pre-tokenizer, or no normalizer and a Metaspace
+// pre-tokenizer that neither prepends nor splits. Metaspace's other forms differ: it
+// prepends only where the text does not already start with a space ("always"), or only at
+// the very start ("first"), and by default splits the text at every "▁".
 Result<bool> spm_space_prefix(const JsonFile& tok) {
   auto type_of = [](const Json* j) -> std::string {
     const Json* t = j && j->as_object() ? j->get("type") : nullptr;
@@ -344,7 +346,7 @@ Result<bool> spm_space_prefix(const JsonFile& tok) {
   auto unsupported = [&] {
     return make_error("{}: a SentencePiece-style tokenizer (byte_fallback) whose normalizer and pre_tokenizer kiln "
                       "does not implement (supported: the legacy normalizer [Prepend \"\u2581\", Replace \" \" -> "
-                      "\"\u2581\"], or a Metaspace pre-tokenizer with prepend_scheme \"always\" or \"never\")",
+                      "\"\u2581\"], or a Metaspace pre-tokenizer with prepend_scheme \"never\" and split false)",
                       tok.path);
   };
   if (norm && !norm->is_null()) {
@@ -368,12 +370,11 @@ Result<bool> spm_space_prefix(const JsonFile& tok) {
       return unsupported();
     return prepend;
   }
-  if (type_of(pre) != "Metaspace" || str(pre, "replacement") != space) return unsupported();
-  const std::string scheme = str(pre, "prepend_scheme");
-  if (scheme == "always" || scheme == "never") return scheme == "always";
-  if (scheme.empty())  // older files: add_prefix_space
-    if (const Json* a = pre->get("add_prefix_space"); a && a->as_bool()) return *a->as_bool();
-  return unsupported();
+  if (type_of(pre) != "Metaspace" || str(pre, "replacement") != space || str(pre, "prepend_scheme") != "never")
+    return unsupported();
+  const Json* split = pre->get("split");
+  if (!split || split->as_bool().value_or(true)) return unsupported();
+  return false;
 }
 
 // Added tokens that are not marked special but are spelt like control tokens are control

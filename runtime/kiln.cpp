@@ -215,6 +215,13 @@ int32_t kiln_model_lora_rank(const kiln_model* m) { return m ? (int32_t)m->code-
 
 // ---- session --------------------------------------------------------------------------
 
+namespace {
+kiln_status kv_remap_failed(const char* fn) {
+  return fail(KILN_ERR_OUT_OF_MEMORY, "%s: the system refused to remap the KV cache's shared pages (too many "
+              "memory mappings: raise vm.max_map_count, or create sessions with kv_copies set)", fn);
+}
+}  // namespace
+
 kiln_session_params kiln_session_default_params(void) {
   kiln_session_params p;
   p.n_threads = 2;
@@ -465,10 +472,10 @@ kiln_status kiln_session_reset(kiln_session* s, int32_t stream) {
       return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_session_reset: stream %d is out of range "
                   "[0, %lld) and not KILN_ALL_STREAMS", stream, (long long)c->max_streams);
     if (stream == KILN_ALL_STREAMS) {
-      s->kv.zero_all();
+      if (!s->kv.zero_all()) return kv_remap_failed("kiln_session_reset");
       std::fill(s->pos.begin(), s->pos.end(), 0);
     } else if (s->pos[static_cast<size_t>(stream)] != 0) {  // else nothing written since the last reset
-      s->kv.zero_rows(stream, 0, s->pos[static_cast<size_t>(stream)]);
+      if (!s->kv.zero_rows(stream, 0, s->pos[static_cast<size_t>(stream)])) return kv_remap_failed("kiln_session_reset");
       s->pos[static_cast<size_t>(stream)] = 0;
     }
     return KILN_OK;
@@ -491,7 +498,10 @@ kiln_status kiln_session_copy_stream(kiln_session* s, int32_t src, int32_t dst, 
                   "cannot copy %d", src, s->pos[static_cast<size_t>(src)], n_tokens);
     // Row p of every K and V buffer of the layer stack, for p < n_tokens (the table was
     // checked against kv_stream_bytes at load).
-    s->kv.copy_rows(src, dst, n_tokens);
+    if (!s->kv.copy_rows(src, dst, n_tokens)) {
+      s->pos[static_cast<size_t>(dst)] = 0;  // unusable until a reset succeeds
+      return kv_remap_failed("kiln_session_copy_stream");
+    }
     s->pos[static_cast<size_t>(dst)] = n_tokens;
     return KILN_OK;
   });
@@ -509,7 +519,7 @@ kiln_status kiln_session_truncate(kiln_session* s, int32_t stream, int32_t n_tok
       return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_session_truncate: stream %d holds %d tokens, "
                   "cannot keep %d", stream, held, n_tokens);
     // Rows n_tokens..held-1 of every K and V buffer, as kiln_session_reset zeroes all rows.
-    s->kv.zero_rows(stream, n_tokens, held);
+    if (!s->kv.zero_rows(stream, n_tokens, held)) return kv_remap_failed("kiln_session_truncate");
     s->pos[static_cast<size_t>(stream)] = n_tokens;
     return KILN_OK;
   });

@@ -53,6 +53,11 @@ bool KvCache::allocate(uint64_t stream_bytes, int32_t streams, std::span<const k
     void* p = mmap(nullptr, (size_t)size_, PROT_READ | PROT_WRITE, MAP_SHARED, fd_, 0);
     if (p != MAP_FAILED) {
       p_ = static_cast<uint8_t*>(p);
+#if defined(MADV_DONTFORK)
+      // Shared memory would stay shared with a forked child (private memory is copied on
+      // write): a child gets no cache at all rather than the parent's.
+      madvise(p_, (size_t)size_, MADV_DONTFORK);
+#endif
       return true;
     }
     close(fd_);
@@ -72,6 +77,8 @@ void KvCache::shared_pages(int32_t s, size_t k, int32_t rows, uint64_t& b, uint6
 }
 
 bool KvCache::map_pages(uint64_t at, uint64_t file_offset, uint64_t len) {
+  if (remaps_left_ == 0) return false;
+  if (remaps_left_ > 0) --remaps_left_;
   void* want = p_ + at;
   return mmap(want, (size_t)len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd_, (off_t)file_offset) == want;
 }
@@ -97,35 +104,35 @@ void KvCache::zero_bytes(uint64_t off, uint64_t n) {
   std::memset(p_ + pe, 0, (size_t)(off + n - pe));
 }
 
-void KvCache::unshare(int32_t s, bool keep) {
+// A failed remap (the system's limit on mappings, vm.max_map_count) leaves the record as
+// it was: a stream still recorded as sharing is only ever unshared again (remapping its own
+// pages is idempotent), so the record stays on the safe side of what is mapped.
+bool KvCache::unshare(int32_t s, bool keep) {
   Share& sh = share_[(size_t)s];
-  if (sh.owner < 0) return;
+  if (sh.owner < 0) return true;
   const uint64_t delta = (uint64_t)s * stream_bytes_ - (uint64_t)sh.owner * stream_bytes_;
   for (size_t k = 0; k < blocks_.size(); ++k) {
     uint64_t b, e;
     shared_pages(s, k, sh.rows, b, e);
     if (e == b) continue;
-    // The stream's own pages back (a failure leaves the owner's pages mapped, which read
-    // the same; the copy below then writes into the owner's, with its own bytes).
-    if (!map_pages(b, b, e - b)) {
-      sh = Share{};  // should not happen: the range was mapped before
-      return;
-    }
+    if (!map_pages(b, b, e - b)) return false;  // the stream's own pages back
     if (keep) std::memcpy(p_ + b, p_ + b - delta, (size_t)(e - b));
     else zero_bytes(b, e - b);
   }
   sh = Share{};
+  return true;
 }
 
-void KvCache::prepare_write(int32_t s, int32_t from, bool keep) {
-  if (fd_ < 0) return;
+bool KvCache::prepare_write(int32_t s, int32_t from, bool keep) {
+  if (fd_ < 0) return true;
   for (size_t y = 0; y < share_.size(); ++y)
-    if (share_[y].owner == s && share_[y].rows > from) unshare((int32_t)y, /*keep=*/true);
-  if (share_[(size_t)s].owner >= 0 && share_[(size_t)s].rows > from) unshare(s, keep);
+    if (share_[y].owner == s && share_[y].rows > from && !unshare((int32_t)y, /*keep=*/true)) return false;
+  if (share_[(size_t)s].owner >= 0 && share_[(size_t)s].rows > from) return unshare(s, keep);
+  return true;
 }
 
-void KvCache::copy_rows(int32_t src, int32_t dst, int32_t rows) {
-  prepare_write(dst, 0, /*keep=*/false);  // dst's old rows go
+bool KvCache::copy_rows(int32_t src, int32_t dst, int32_t rows) {
+  if (!prepare_write(dst, 0, /*keep=*/false)) return false;  // dst's old rows go
   zero_bytes((uint64_t)dst * stream_bytes_, stream_bytes_);
   // The pages src shows for its first rows belong to src, or to the stream it maps.
   const Share& from = share_[(size_t)src];
@@ -133,37 +140,36 @@ void KvCache::copy_rows(int32_t src, int32_t dst, int32_t rows) {
   const int32_t limit = fd_ < 0 ? 0 : from.owner >= 0 ? std::min(rows, from.rows) : rows;
   const uint64_t to_owner = (uint64_t)owner * stream_bytes_, to_dst = (uint64_t)dst * stream_bytes_;
   const uint64_t to_src = (uint64_t)src * stream_bytes_;
-  bool mapped = false;
+  // Recorded before mapping: whatever happens below, dst is at most what the record says.
+  if (limit > 0) share_[(size_t)dst] = Share{owner, limit};
+  bool ok = true;
   for (size_t k = 0; k < blocks_.size(); ++k) {
     const uint64_t start = to_dst + blocks_[k].offset, end = start + (uint64_t)rows * blocks_[k].row_bytes;
     uint64_t b = start, e = start;
-    if (limit > 0) {
-      shared_pages(dst, k, limit, b, e);
-      if (e > b) {
-        if (map_pages(b, b - to_dst + to_owner, e - b)) mapped = true;
-        else {
-          map_pages(b, b, e - b);  // keep dst's own (a failed MAP_FIXED may have unmapped them)
-          b = e = start;
-        }
-      } else {
-        b = e = start;
-      }
+    if (limit > 0) shared_pages(dst, k, limit, b, e);
+    if (e > b && !map_pages(b, b - to_dst + to_owner, e - b)) {
+      // Copy these pages instead, into dst's own (a failed MAP_FIXED may have unmapped them).
+      if (!map_pages(b, b, e - b)) ok = false;
+      b = e = start;
     }
+    if (e == b) b = e = start;
+    if (!ok) break;
     std::memcpy(p_ + start, p_ + start - to_dst + to_src, (size_t)(b - start));
     std::memcpy(p_ + e, p_ + e - to_dst + to_src, (size_t)(end - e));
   }
-  share_[(size_t)dst] = mapped ? Share{owner, limit} : Share{};
+  return ok;
 }
 
-void KvCache::zero_rows(int32_t s, int32_t from, int32_t to) {
-  prepare_write(s, from, /*keep=*/from > 0);
+bool KvCache::zero_rows(int32_t s, int32_t from, int32_t to) {
+  if (!prepare_write(s, from, /*keep=*/from > 0)) return false;
   if (from == 0) {
     zero_bytes((uint64_t)s * stream_bytes_, stream_bytes_);
-    return;
+    return true;
   }
   for (const kiln_kv_block& blk : blocks_)
     zero_bytes((uint64_t)s * stream_bytes_ + blk.offset + (uint64_t)from * blk.row_bytes,
                (uint64_t)(to - from) * blk.row_bytes);
+  return true;
 }
 
 uint64_t KvCache::resident_bytes() const {
@@ -172,17 +178,18 @@ uint64_t KvCache::resident_bytes() const {
   return (uint64_t)st.st_blocks * 512;
 }
 
-void KvCache::zero_all() {
+bool KvCache::zero_all() {
   for (size_t s = 0; s < share_.size(); ++s) {
     if (share_[s].owner < 0) continue;
     for (size_t k = 0; k < blocks_.size(); ++k) {  // own pages back; the whole file is cleared below
       uint64_t b, e;
       shared_pages((int32_t)s, k, share_[s].rows, b, e);
-      if (e > b) map_pages(b, b, e - b);
+      if (e > b && !map_pages(b, b, e - b)) return false;
     }
     share_[s] = Share{};
   }
   zero_bytes(0, size_);
+  return true;
 }
 
 }  // namespace kiln::rt

@@ -39,16 +39,21 @@ class KvCache {
   uint8_t* data() const { return p_; }
   bool sharing() const { return fd_ >= 0; }
 
+  // Each returns false when the system refused a remapping (its limit on mappings): the
+  // streams involved are then unusable until a reset succeeds; no other stream's rows change.
   // dst holds src's first `rows` rows afterwards (dst != src; its earlier rows dropped).
-  void copy_rows(int32_t src, int32_t dst, int32_t rows);
+  bool copy_rows(int32_t src, int32_t dst, int32_t rows);
   // Zeroes rows [from, to) of stream s (its rows below `from` keep their content).
-  void zero_rows(int32_t s, int32_t from, int32_t to);
+  bool zero_rows(int32_t s, int32_t from, int32_t to);
   // Zeroes every stream.
-  void zero_all();
+  bool zero_all();
   // Rows of stream s that share pages with another stream's (0: none), for tests and stats.
   int32_t shared_rows(int32_t s) const { return share_[(size_t)s].rows; }
   // Memory the cache holds now (pages written and not given back), when sharing; else 0.
   uint64_t resident_bytes() const;
+  // For tests: after n more remappings succeed, the next ones fail as the system's limit on
+  // mappings would make them (-1: never).
+  void fail_remaps_after(int n) { remaps_left_ = n; }
 
  private:
   struct Share {
@@ -58,9 +63,9 @@ class KvCache {
   // Before stream s changes rows at or above `from`: streams mapping its pages there get
   // their own copies, and so does s if it maps another stream's pages there (keep: with
   // the content it showed; else its rows there are dropped anyway).
-  void prepare_write(int32_t s, int32_t from, bool keep);
+  bool prepare_write(int32_t s, int32_t from, bool keep);
   // s maps its own memory again; keep: with the content it showed (else zeroed).
-  void unshare(int32_t s, bool keep);
+  bool unshare(int32_t s, bool keep);
   // Byte range [b, e) of stream s's whole pages holding rows [0, rows) of block k.
   void shared_pages(int32_t s, size_t k, int32_t rows, uint64_t& b, uint64_t& e) const;
   bool map_pages(uint64_t at, uint64_t file_offset, uint64_t len);
@@ -69,6 +74,7 @@ class KvCache {
   uint8_t* p_ = nullptr;
   uint64_t size_ = 0, stream_bytes_ = 0, page_ = 4096;
   int fd_ = -1;
+  int remaps_left_ = -1;
   std::vector<kiln_kv_block> blocks_;
   std::vector<Share> share_;
 };

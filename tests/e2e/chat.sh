@@ -51,6 +51,20 @@ grep -q "unknown command /bogus" "$tmp/reuse.err" || fail "an unknown command is
 cmp -s "$tmp/reuse.out" "$tmp/whole.out" || { diff "$tmp/reuse.out" "$tmp/whole.out"; fail "prefix reuse changed a reply"; }
 cmp -s "$tmp/reuse.out" "$tmp/ds2d.out" || { diff "$tmp/reuse.out" "$tmp/ds2d.out"; fail "DS2D changed a reply"; }
 
+# One slot: a new adapter replaces the stream's own (the stream on the base model while it
+# loads); a bad scale changes nothing; a bad --adapter at the start is an error.
+printf 'What is the capital of France? Answer in one sentence.\n/adapter %s nan\n/adapter %s\nTell me about the sea.\n' \
+    "$adapters/shouting" "$adapters/shouting" |
+  "$kiln" chat "$model" --ctx 512 --max-tokens 16 --adapter-slots 1 --adapter "$adapters/pirate" \
+    > "$tmp/slot.out" 2> "$tmp/slot.err" || fail "kiln chat --adapter-slots 1 exited with $?"
+sed -n 1p "$tmp/slot.out" | grep -q "^Arr!" || fail "--adapter pirate did not style the first reply"
+grep -q "adapter scale nan is not a number in \[-100, 100\] (still on pirate)" "$tmp/slot.err" || fail "a nan scale was taken"
+sed -n 2p "$tmp/slot.out" | grep -q "^[A-Z ,.!']*$" || fail "the reply after /adapter shouting is not upper case"
+if "$kiln" chat "$model" --ctx 512 --max-tokens 16 --adapter "$tmp/none" < /dev/null > /dev/null 2> "$tmp/bad.err"; then
+  fail "a bad --adapter did not fail"
+fi
+grep -q "none: cannot open" "$tmp/bad.err" || fail "a bad --adapter is not named"
+
 # A small context: the oldest messages go, the conversation goes on.
 printf 'Tell me about the moon.\nTell me about the sea.\nTell me about the sun.\nWhat is the capital of France?\n' |
   "$kiln" chat "$model" --ctx 160 --max-tokens 40 --adapter-slots 0 > "$tmp/small.out" 2> "$tmp/small.err" ||

@@ -487,15 +487,19 @@ TEST(HfCheckpoint, SentencePieceStyleNormalizersAreCheckedByForm) {
     auto v = vocab_from_gguf(*t.gguf);
     return v.ok() && v->add_space_prefix;
   };
-  // Without the Prepend: no space prefix. A Metaspace pre-tokenizer prepending always (or
-  // never) is the same as the legacy normalizer (or its form without Prepend).
+  // Without the Prepend: no space prefix; a Metaspace pre-tokenizer that neither prepends
+  // nor splits is the same. Metaspace's other forms tokenize differently (it prepends only
+  // where a segment does not start with a space, and splits at every "▁"): refused.
   Translated no_prepend = with(R"("normalizer":{"type":"Replace","pattern":{"String":" "},"content":"▁"},"pre_tokenizer":null)");
   ASSERT_TRUE(no_prepend.gguf) << no_prepend.error;
   EXPECT_FALSE(prefix_of(no_prepend));
-  Translated always = with(R"("normalizer":null,"pre_tokenizer":{"type":"Metaspace","replacement":"▁","prepend_scheme":"always","split":false})");
-  ASSERT_TRUE(always.gguf) << always.error;
-  EXPECT_TRUE(prefix_of(always));
+  Translated never = with(R"("normalizer":null,"pre_tokenizer":{"type":"Metaspace","replacement":"▁","prepend_scheme":"never","split":false})");
+  ASSERT_TRUE(never.gguf) << never.error;
+  EXPECT_FALSE(prefix_of(never));
   for (const char* bad : {
+           R"("normalizer":null,"pre_tokenizer":{"type":"Metaspace","replacement":"▁","prepend_scheme":"always","split":false})",
+           R"("normalizer":null,"pre_tokenizer":{"type":"Metaspace","replacement":"▁","prepend_scheme":"never","split":true})",
+           R"("normalizer":null,"pre_tokenizer":{"type":"Metaspace","replacement":"▁","add_prefix_space":true})",
            R"("normalizer":null,"pre_tokenizer":{"type":"Metaspace","replacement":"▁","prepend_scheme":"first","split":false})",
            R"("normalizer":{"type":"NFKC"},"pre_tokenizer":null)",
            R"("normalizer":{"type":"Replace","pattern":{"String":" "},"content":"_"},"pre_tokenizer":null)",

@@ -148,6 +148,35 @@ TEST(KvCache, CopiesOfCopiesAndCopiesIntoAnOwner) {
   EXPECT_TRUE(c.holds(3, 64, 2));
 }
 
+// When the system refuses a remapping (its limit on mappings), the call says so, no other
+// stream's rows change, and the streams involved work again once remapping does.
+TEST(KvCache, ARefusedRemapFailsTheCallAndHarmsNoOtherStream) {
+  Cache c(true);
+  c.fill(0, 50, 1);
+  c.kv.fail_remaps_after(1);  // the copy's first block maps, its second does not
+  EXPECT_FALSE(c.kv.copy_rows(0, 1, 50));
+  EXPECT_TRUE(c.holds(0, 50, 1));
+  c.kv.fail_remaps_after(-1);
+  ASSERT_TRUE(c.kv.zero_rows(1, 0, 50));  // the failed stream's reset
+  EXPECT_TRUE(c.holds(1, 0, 0));
+  EXPECT_TRUE(c.holds(0, 50, 1));
+  ASSERT_TRUE(c.kv.copy_rows(0, 1, 50));
+  ASSERT_TRUE(c.kv.copy_rows(0, 2, 50));
+  // The owner's reset must first give streams 1 and 2 their own pages: refused half-way,
+  // the reset fails and every stream still shows what it showed.
+  c.kv.fail_remaps_after(2);
+  EXPECT_FALSE(c.kv.zero_rows(0, 0, 50));
+  c.kv.fail_remaps_after(-1);
+  for (int32_t s = 0; s < 3; ++s) EXPECT_TRUE(c.holds(s, 50, 1)) << s;
+  EXPECT_TRUE(c.kv.zero_rows(0, 0, 50));
+  EXPECT_TRUE(c.holds(0, 0, 0));
+  EXPECT_TRUE(c.holds(1, 50, 1));
+  EXPECT_TRUE(c.holds(2, 50, 1));
+  c.kv.fail_remaps_after(0);
+  EXPECT_TRUE(c.kv.zero_all());  // nothing shared any more: no remapping needed
+  c.kv.fail_remaps_after(-1);
+}
+
 TEST(KvCache, WithoutSharingCopiesAreCopies) {
   Cache c(false);
   EXPECT_FALSE(c.kv.sharing());

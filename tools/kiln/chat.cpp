@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <iostream>
@@ -36,9 +37,9 @@ using Clock = std::chrono::steady_clock;
 // Ctrl-C while a reply streams ends the reply (the conversation keeps what was said);
 // at the prompt it leaves, as end of input does.
 std::atomic<bool> g_interrupted{false};
-bool g_replying = false;
+std::atomic<bool> g_replying{false};  // a turn is under way (its prefill or its reply)
 extern "C" void on_interrupt(int) {
-  if (!g_replying) std::_Exit(130);
+  if (!g_replying.load()) std::_Exit(130);
   g_interrupted.store(true);
 }
 
@@ -47,7 +48,7 @@ double secs(Clock::time_point a, Clock::time_point b) { return std::chrono::dura
 std::vector<OptionSpec> chat_options() {
   std::vector<OptionSpec> o = {
       {"system", "TEXT", "the system message (default: the template's own)"},
-      {"max-tokens", "N", "tokens per reply at most (default 512)"},
+      {"max-tokens", "N", "tokens per reply at most (default 512, or half the context if smaller)"},
   };
   for (auto& s : sampling_option_specs()) o.push_back(s);
   for (auto& s : engine_option_specs()) o.push_back(s);
@@ -118,7 +119,7 @@ class Chat {
     } else if (cmd == "/context") {
       fmt::print(stderr, "[kiln] {} of {} context tokens held ({} messages)\n", held_.size(), ctx_, messages_.size());
     } else if (cmd == "/adapter") {
-      switch_adapter(rest);
+      (void)switch_adapter(rest);
     } else {
       fmt::print(stderr, "[kiln] unknown command {} (/help lists them)\n", cmd);
     }
@@ -172,6 +173,8 @@ class Chat {
 
     // Keep the tokens the session holds that the new rendering starts with (at least one
     // token must be prefilled, for the logits of the reply's first token).
+    g_interrupted.store(false);
+    g_replying.store(true);
     size_t keep = 0;
     if (reuse_)
       while (keep < held_.size() && keep + 1 < toks->size() && held_[keep] == (*toks)[keep]) ++keep;
@@ -182,11 +185,15 @@ class Chat {
       return abandon();
     held_ = *toks;
     const auto t1 = Clock::now();
+    if (g_interrupted.load()) {  // Ctrl-C during the prefill: no reply, the message withdrawn
+      g_replying.store(false);
+      messages_.pop_back();
+      fmt::print(stderr, "[kiln] stopped before the reply\n");
+      return;
+    }
 
     std::vector<int32_t> reply;
     std::string reply_text;
-    g_interrupted.store(false);
-    g_replying = true;
     auto emit = [&](int32_t id) {  // false: the reply is complete
       if (tok_.is_eog(id) || (int64_t)reply.size() >= max_tokens_ || g_interrupted.load()) return false;
       reply.push_back(id);
@@ -218,7 +225,7 @@ class Chat {
         going = emit(id);
       }
     }
-    g_replying = false;
+    g_replying.store(false);
     const auto t2 = Clock::now();
     std::fputs("\n", stdout);
     if (g_interrupted.load()) fmt::print(stderr, "[kiln] reply stopped\n");
@@ -240,16 +247,19 @@ class Chat {
 
   // After a failed step the session's state is unknown: start the next turn from scratch.
   void abandon() {
-    g_replying = false;
+    g_replying.store(false);
     held_.clear();
     kiln_session_reset(sess_, 0);
     if (!messages_.empty() && messages_.back().role == "user") messages_.pop_back();
   }
 
-  void switch_adapter(const std::string& rest) {
+ public:
+  // /adapter's work (also --adapter's at start): false, after saying why, when the
+  // stream's adapter did not change.
+  bool switch_adapter(const std::string& rest) {
     if (slot_paths_.size() < 2) {
       fmt::print(stderr, "kiln chat: compiled without LoRA slots (--adapter-slots 0): no /adapter\n");
-      return;
+      return false;
     }
     std::string path = rest;
     float scale = (float)scale_;
@@ -262,7 +272,12 @@ class Chat {
     }
     if (path.empty()) {
       fmt::print(stderr, "usage: /adapter PATH [SCALE] | /adapter none\n");
-      return;
+      return false;
+    }
+    if (!std::isfinite(scale) || std::fabs(scale) > 100.0f) {
+      fmt::print(stderr, "kiln chat: adapter scale {:g} is not a number in [-100, 100] (still on {})\n", scale,
+                 current_name());
+      return false;
     }
     const auto t0 = Clock::now();
     int32_t slot = 0;
@@ -271,16 +286,24 @@ class Chat {
       for (size_t k = 1; k < slot_paths_.size(); ++k)
         if (slot_paths_[k] == path) slot = (int32_t)k;
       if (slot == 0) {
-        // A free slot, else the one used longest ago.
-        size_t pick = 1;
+        // A free slot, else the one used longest ago other than the stream's own (unless
+        // it is the only one: then the stream goes to the base model while it loads).
+        size_t pick = 0;
         for (size_t k = 1; k < slot_paths_.size(); ++k) {
           if (slot_paths_[k].empty()) { pick = k; break; }
-          if (last_use_[k] < last_use_[pick]) pick = k;
+          if ((int32_t)k != current_ && (pick == 0 || last_use_[k] < last_use_[pick])) pick = k;
+        }
+        if (pick == 0) {
+          pick = (size_t)current_;
+          if (check(kiln_stream_set_adapter(sess_, 0, 0, 1.0f))) return false;
+          current_ = 0;
+          forget_history_kv();
         }
         if (kiln_adapter_load(sess_, path.c_str(), (int32_t)pick) != KILN_OK) {
-          // The session is unchanged: the stream keeps its adapter.
+          // The stream's own slot was not touched (or the stream is on the base model now).
           fmt::print(stderr, "kiln chat: {} (still on {})\n", kiln_last_error(), current_name());
-          return;
+          slot_paths_[pick].clear();  // a failed load leaves the slot without its adapter
+          return false;
         }
         slot_paths_[pick] = path;
         slot = (int32_t)pick;
@@ -288,16 +311,24 @@ class Chat {
       }
     }
     const auto t1 = Clock::now();
-    if (check(kiln_stream_set_adapter(sess_, 0, slot, slot ? scale : 1.0f))) return;
+    if (kiln_stream_set_adapter(sess_, 0, slot, slot ? scale : 1.0f) != KILN_OK) {
+      fmt::print(stderr, "kiln chat: {} (still on {})\n", kiln_last_error(), current_name());
+      return false;
+    }
     const auto t2 = Clock::now();
     if (slot) last_use_[(size_t)slot] = ++uses_;
     current_ = slot;
-    // The history's KV was computed under the old adapter: the next turn prefills it again.
-    held_.clear();
-    kiln_session_truncate(sess_, 0, 0);
+    forget_history_kv();  // computed under the old adapter: the next turn prefills it again
     fmt::print(stderr, "[kiln] adapter: {}{} | switch {:.3f} ms{}\n", current_name(),
                slot ? fmt::format(" (slot {}, scale {:g})", slot, scale) : "", secs(t1, t2) * 1e3,
                loaded ? fmt::format(", loaded in {:.1f} ms", secs(t0, t1) * 1e3) : "");
+    return true;
+  }
+
+ private:
+  void forget_history_kv() {
+    held_.clear();
+    kiln_session_truncate(sess_, 0, 0);
   }
 
   std::string current_name() const {
@@ -346,12 +377,12 @@ int cmd_chat(int argc, char** argv) {
   set_verbosity(args->verbosity());
   auto fail = [](const std::string& m) { fmt::print(stderr, "kiln chat: {}\n", m); return 1; };
   const std::string model_path = args->positional()[0];
-  auto max_tokens = args->get_int("max-tokens", 512, 1, 1 << 20);
-  if (!max_tokens.ok()) return fail(max_tokens.error().message);
   auto sp = parse_sampling_options(*args);
   if (!sp.ok()) return fail(sp.error().message);
   auto eo = parse_engine_options(*args, model_path);
   if (!eo.ok()) return fail(eo.error().message);
+  auto max_tokens = args->get_int("max-tokens", std::min<int64_t>(512, eo->max_context / 2), 1, 1 << 20);
+  if (!max_tokens.ok()) return fail(max_tokens.error().message);
   auto slots = args->get_int("adapter-slots", 3, 0, 64);
   if (!slots.ok()) return fail(slots.error().message);
   auto scale = args->get_float("adapter-scale", 1.0, -100.0, 100.0);
@@ -372,7 +403,7 @@ int cmd_chat(int argc, char** argv) {
 
   Chat chat(*args, text->tokenizer, *text->chat_template, **cs, *sp, *max_tokens, (int32_t)*slots, *scale);
   if (chat.init()) return 1;
-  if (auto path = args->get("adapter")) chat.handle("/adapter " + *path);
+  if (auto path = args->get("adapter"); path && !chat.switch_adapter(*path)) return 1;
   const bool tty = isatty(STDIN_FILENO);
   std::signal(SIGINT, on_interrupt);
   if (tty) fmt::print(stderr, "kiln chat: {} ({} context tokens). Type a message; /help lists the commands.\n",
