@@ -88,7 +88,8 @@ typedef struct kiln_session_params {
   int32_t n_threads; /* threads per step (the caller's included); <= 0 means 2; clamped to
                         the compiled code's max_threads */
   int32_t kv_copies; /* nonzero: kiln_session_copy_stream copies KV rows; 0 (the default): the
-                        streams share the rows' memory pages where the system allows */
+                        streams share the rows' memory pages where the system allows (then a
+                        process forked after kiln_session_init has no KV cache in the child) */
 } kiln_session_params;
 
 KILN_API kiln_session_params kiln_session_default_params(void);
