@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # tests/e2e/example_app.sh KILN RUNTIME_LIB MODEL — the example app, built only from the
 # artifact (model.h, libmodel.a, model.kiln), libkiln_rt.a and kiln/kiln.h, prints the
-# same greedy text as `kiln run` on the same artifact.
+# same greedy text as `kiln run` on the same artifact; the chat example, the same
+# conversation as `kiln chat`.
 set -euo pipefail
 kiln=$1 rt=$2 model=$3
 src=$(cd "$(dirname "$0")/../.." && pwd)
@@ -22,3 +23,15 @@ if ! diff <(tr -d '\n' < "$work/app.txt") <(tr -d '\n' < "$work/kiln.txt"); then
 fi
 grep -q Paris "$work/app.txt" || { echo "FAIL: no coherent answer" >&2; exit 1; }
 echo "PASS: same text"
+# The chat example: a two-turn conversation gives kiln chat's replies, the second turn
+# reusing the first's tokens.
+conv=$'What is the capital of France? Answer in one sentence.\nAnd of Italy?'
+printf '%s\n' "$conv" | "$work/build/chat" "$work/art/model.kiln" 32 > "$work/chat_app.txt" 2> "$work/chat_app.err"
+printf '%s\n' "$conv" | "$kiln" chat "$model" --artifact "$work/art" --ctx 512 --adapter-slots 0 --max-tokens 32 \
+  > "$work/chat_kiln.txt" 2>/dev/null
+echo "chat example: $(tr '\n' '|' < "$work/chat_app.txt")"
+echo "kiln chat:    $(tr '\n' '|' < "$work/chat_kiln.txt")"
+diff "$work/chat_app.txt" "$work/chat_kiln.txt" || { echo "FAIL: the chat example and kiln chat disagree" >&2; exit 1; }
+grep -q "Rome" "$work/chat_app.txt" || { echo "FAIL: the second turn lost the conversation" >&2; exit 1; }
+grep -q "[1-9][0-9]* tokens reused" "$work/chat_app.err" || { echo "FAIL: no turn reused the history" >&2; exit 1; }
+echo "PASS: same conversation"
