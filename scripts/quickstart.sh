@@ -13,3 +13,4 @@ echo "[quickstart] kiln compile $model -o out/smollm2"
 build/tools/kiln/kiln compile "$model" -o out/smollm2
 echo "[quickstart] kiln run --artifact out/smollm2 --chat --prompt \"$prompt\""
 build/tools/kiln/kiln run "$model" --artifact out/smollm2 --chat --prompt "$prompt" --max-tokens 64
+echo "[quickstart] to hold a conversation: build/tools/kiln/kiln chat $model (one message per line; /help)"
