@@ -65,6 +65,14 @@ if "$kiln" chat "$model" --ctx 512 --max-tokens 16 --adapter "$tmp/none" < /dev/
 fi
 grep -q "none: cannot open" "$tmp/bad.err" || fail "a bad --adapter is not named"
 
+# With an --artifact, its own LoRA slots (here none: /adapter says so, the chat goes on).
+"$kiln" compile "$model" -o "$tmp/art" --ctx 256 --quiet 2>/dev/null
+printf '/adapter %s\nWhat is the capital of France? Answer in one sentence.\n' "$adapters/pirate" |
+  "$kiln" chat "$model" --artifact "$tmp/art" --ctx 256 --max-tokens 16 > "$tmp/art.out" 2> "$tmp/art.err" ||
+  fail "kiln chat --artifact exited with $?"
+grep -q "compiled without LoRA slots" "$tmp/art.err" || fail "/adapter on an artifact without slots is not explained"
+grep -q "Paris" "$tmp/art.out" || fail "no answer from the artifact"
+
 # A small context: the oldest messages go, the conversation goes on.
 printf 'Tell me about the moon.\nTell me about the sea.\nTell me about the sun.\nWhat is the capital of France?\n' |
   "$kiln" chat "$model" --ctx 160 --max-tokens 40 --adapter-slots 0 > "$tmp/small.out" 2> "$tmp/small.err" ||

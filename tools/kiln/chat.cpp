@@ -54,8 +54,9 @@ std::vector<OptionSpec> chat_options() {
   for (auto& s : engine_option_specs()) o.push_back(s);
   o.push_back({"adapter", "PATH", "start with this LoRA adapter (PEFT folder or GGUF LoRA); /adapter switches"});
   o.push_back({"adapter-scale", "F", "multiplies the adapters' own scale (default 1)"});
-  o.push_back({"adapter-slots", "K", "adapters resident at once, switched without reloading (default 3; 0: compile "
-                                     "without LoRA, a little faster, no /adapter)"});
+  o.push_back({"adapter-slots", "K", "adapters resident at once, switched without reloading (default 3, or what an "
+                                     "--artifact was compiled with; 0: compile without LoRA, a little faster, no "
+                                     "/adapter)"});
   o.push_back({"ds2d", "", "decode replies with DS2D self-speculative tree decoding"});
   o.push_back({"no-prefix-reuse", "", "prefill the whole conversation every turn (slower; the replies are the same)"});
   return o;
@@ -258,7 +259,8 @@ class Chat {
   // stream's adapter did not change.
   bool switch_adapter(const std::string& rest) {
     if (slot_paths_.size() < 2) {
-      fmt::print(stderr, "kiln chat: compiled without LoRA slots (--adapter-slots 0): no /adapter\n");
+      fmt::print(stderr, "kiln chat: the model was compiled without LoRA slots (--adapter-slots 0, or an --artifact "
+                 "compiled without --lora-slots): no /adapter\n");
       return false;
     }
     std::string path = rest;
@@ -383,11 +385,14 @@ int cmd_chat(int argc, char** argv) {
   if (!eo.ok()) return fail(eo.error().message);
   auto max_tokens = args->get_int("max-tokens", std::min<int64_t>(512, eo->max_context / 2), 1, 1 << 20);
   if (!max_tokens.ok()) return fail(max_tokens.error().message);
-  auto slots = args->get_int("adapter-slots", 3, 0, 64);
+  // With --artifact and no --adapter-slots, the artifact's own slots (none for a plain compile).
+  const bool slots_from_artifact = !eo->artifact_dir.empty() && !args->get("adapter-slots");
+  auto slots = args->get_int("adapter-slots", slots_from_artifact ? 0 : 3, 0, 64);
   if (!slots.ok()) return fail(slots.error().message);
   auto scale = args->get_float("adapter-scale", 1.0, -100.0, 100.0);
   if (!scale.ok()) return fail(scale.error().message);
-  if (*slots == 0 && args->get("adapter")) return fail("--adapter needs LoRA slots (--adapter-slots 1 or more)");
+  if (*slots == 0 && args->get("adapter") && !slots_from_artifact)
+    return fail("--adapter needs LoRA slots (--adapter-slots 1 or more)");
   if (*max_tokens >= eo->max_context)
     return fail(fmt::format("--max-tokens {} leaves no room for a message in the context of {} (raise --ctx)",
                             *max_tokens, eo->max_context));
@@ -401,6 +406,7 @@ int cmd_chat(int argc, char** argv) {
   auto cs = open_compiled_session(*eo);
   if (!cs.ok()) return fail(cs.error().message);
 
+  if (slots_from_artifact) *slots = std::max(0, kiln_model_lora_slots((*cs)->model) - 1);
   Chat chat(*args, text->tokenizer, *text->chat_template, **cs, *sp, *max_tokens, (int32_t)*slots, *scale);
   if (chat.init()) return 1;
   if (auto path = args->get("adapter"); path && !chat.switch_adapter(*path)) return 1;
