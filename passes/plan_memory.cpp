@@ -16,7 +16,8 @@
 // offset in the adapter region (attr adapter_offset), 64-byte aligned in graph order, and
 // the graph records adapter_bytes when there are any.
 //
-// Records graph attributes arena_bytes, kv_stream_bytes and kv_bytes. Allocation is
+// Records graph attributes arena_bytes, kv_stream_bytes (with several streams, a multiple
+// of 16 KiB) and kv_bytes. Allocation is
 // first-fit over a sorted free list, in graph order: deterministic.
 #include <algorithm>
 #include <deque>
@@ -196,6 +197,10 @@ class PlanMemoryPass final : public Pass {
       }
     }
     g.set_attr("arena_bytes", (int64_t)align_up(arena.high_water()));
+    // Several streams: each stream's region a whole number of 16 KiB pages (4 KiB and
+    // 16 KiB pages both), so that a prompt copied between streams can map the same memory
+    // pages at both streams' addresses (runtime/kv_cache.h). At most 16 KiB per stream.
+    if (streams > 1) kv_stream = (kv_stream + 16383) / 16384 * 16384;
     g.set_attr("kv_stream_bytes", (int64_t)kv_stream);
     g.set_attr("kv_bytes", (int64_t)(kv_stream * (uint64_t)std::max<int64_t>(streams, 1)));
     if (has_adapters) g.set_attr("adapter_bytes", (int64_t)adapter_bytes);
