@@ -278,16 +278,20 @@ Result<std::optional<int32_t>> special_id(const JsonFile& cfg, std::string_view 
   return std::optional<int32_t>(it->second);
 }
 
+// The string member `key` of a JSON object ("" when absent or not a string).
+std::string str(const Json* j, std::string_view key) {
+  const Json* v = j && j->as_object() ? j->get(key) : nullptr;
+  return v && v->as_string() ? *v->as_string() : "";
+}
+// A tokenizer.json component's "type".
+std::string type_of(const Json* j) { return str(j, "type"); }
+
 // GGUF tokenizer.ggml.pre for the pre_tokenizer of tokenizer.json, or an Error.
 Result<std::string> pre_tokenizer_name(const JsonFile& tok, bool clean_spaces) {
   if (const Json* n = tok.json.get("normalizer"); n && !n->is_null())
     return make_error("{}: normalizer is set; kiln's byte-level tokenizers take the text as it is (no normalizer)",
                       tok.path);
   const Json* pre = tok.json.get("pre_tokenizer");
-  auto type_of = [](const Json* j) -> std::string {
-    const Json* t = j && j->as_object() ? j->get("type") : nullptr;
-    return t && t->as_string() ? *t->as_string() : "";
-  };
   auto is = [](const Json* j, std::string_view key, bool want, bool fallback) {
     const Json* v = j->get(key);
     return (v ? v->as_bool().value_or(!want) : fallback) == want;
@@ -332,14 +336,6 @@ Result<std::string> pre_tokenizer_name(const JsonFile& tok, bool clean_spaces) {
 // prepends only where the text does not already start with a space ("always"), or only at
 // the very start ("first"), and by default splits the text at every "▁".
 Result<bool> spm_space_prefix(const JsonFile& tok) {
-  auto type_of = [](const Json* j) -> std::string {
-    const Json* t = j && j->as_object() ? j->get("type") : nullptr;
-    return t && t->as_string() ? *t->as_string() : "";
-  };
-  auto str = [](const Json* j, std::string_view key) -> std::string {
-    const Json* v = j ? j->get(key) : nullptr;
-    return v && v->as_string() ? *v->as_string() : "";
-  };
   const std::string space = "\xE2\x96\x81";  // U+2581
   const Json* norm = tok.json.get("normalizer");
   const Json* pre = tok.json.get("pre_tokenizer");

@@ -72,8 +72,8 @@ inline kiln_status copy_out(const char* fn, std::string_view s, char* buf, size_
 
 // ---- zeroed, 64-byte aligned regions -------------------------------------------------
 
-// Anonymous mappings: page-aligned, zero, and (for the KV cache, which is mostly unused
-// until a stream grows) backed by memory only where written.
+// Anonymous mappings: page-aligned, zero, and backed by memory only where written (the
+// arena and the adapter region; the KV cache is a KvCache, runtime/kv_cache.h).
 class Region {
  public:
   Region() = default;
@@ -91,25 +91,6 @@ class Region {
     return true;
   }
   uint8_t* data() const { return p_; }
-
-  // Zeroes [off, off + n): whole pages are given back to the kernel (they read as zero
-  // again and cost no memory), the partial pages at the ends are cleared.
-  void zero(uint64_t off, uint64_t n) {
-    uint8_t* b = p_ + off;
-    uint8_t* e = b + n;
-#if defined(__linux__)
-    const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
-    const uintptr_t up = (reinterpret_cast<uintptr_t>(b) + page - 1) & ~(page - 1);
-    auto* pb = reinterpret_cast<uint8_t*>(up);
-    auto* pe = reinterpret_cast<uint8_t*>(reinterpret_cast<uintptr_t>(e) & ~(page - 1));
-    if (pb < pe && madvise(pb, static_cast<size_t>(pe - pb), MADV_DONTNEED) == 0) {
-      std::memset(b, 0, static_cast<size_t>(pb - b));
-      std::memset(pe, 0, static_cast<size_t>(e - pe));
-      return;
-    }
-#endif
-    std::memset(b, 0, static_cast<size_t>(n));
-  }
 
  private:
   uint8_t* p_ = nullptr;

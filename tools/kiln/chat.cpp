@@ -77,7 +77,7 @@ class Chat {
  public:
   Chat(const Args& args, const Tokenizer& tok, std::string chat_template, LoadedArtifact& art, SamplerParams sp,
        int64_t max_tokens, int32_t adapter_slots, double adapter_scale)
-      : args_(args), tok_(tok), template_(std::move(chat_template)), art_(art), sess_(art.session),
+      : args_(args), tok_(tok), template_(std::move(chat_template)), sess_(art.session),
         sp_(sp), max_tokens_(max_tokens), ctx_(kiln_model_max_context(art.model)),
         V_(kiln_model_n_vocab(art.model)), slot_paths_((size_t)adapter_slots + 1), scale_(adapter_scale),
         reuse_(!args.flag("no-prefix-reuse")) {
@@ -343,7 +343,6 @@ class Chat {
   const Args& args_;
   const Tokenizer& tok_;
   std::string template_;
-  LoadedArtifact& art_;
   kiln_session* sess_;
   SamplerParams sp_;
   int64_t max_tokens_;
