@@ -120,36 +120,46 @@ int main(int argc, char** argv) {
   const std::string per_s = decode_by_streams_json(rates, kMaxStreams);
 
   // Three styled 64-token replies: sequential vs one multi-stream pass.
-  std::vector<std::vector<int32_t>> style(3), full(3);
-  for (int k = 0; k < 3; ++k) {
-    style[k] = style_request(k);
-    full[k] = prompt;
-    full[k].insert(full[k].end(), style[k].begin(), style[k].end());
-  }
+  std::vector<std::vector<int32_t>> style(3);
+  for (int k = 0; k < 3; ++k) style[k] = style_request(k);
   std::vector<const int32_t*> style_ptrs = {style[0].data(), style[1].data(), style[2].data()};
   std::vector<int32_t> style_lens(3, kStyleTokens);
-  std::vector<double> seq, multi, speedup;
-  for (int r = 0; r <= reps; ++r) {
+  // Seconds of the three replies to `shared` + each style request (< 0: a call failed):
+  // one after another in one stream, each prefilling its whole prompt...
+  auto sequential_replies = [&](const std::vector<int32_t>& shared) -> double {
+    std::vector<std::vector<int32_t>> full(3, shared);
+    for (int k = 0; k < 3; ++k) full[k].insert(full[k].end(), style[k].begin(), style[k].end());
     auto t0 = clk::now();
     for (int k = 0; k < 3; ++k) {
       kiln_session_reset(s, KILN_ALL_STREAMS);
-      if (kiln_prefill(s, full[k].data(), (int32_t)full[k].size(), 0, logits.data()) != KILN_OK) return fail();
+      if (kiln_prefill(s, full[k].data(), (int32_t)full[k].size(), 0, logits.data()) != KILN_OK) return -1;
       for (int t = 0; t < kGen; ++t)
-        if (kiln_decode(s, toks.data(), streams.data(), 1, logits.data()) != KILN_OK) return fail();
+        if (kiln_decode(s, toks.data(), streams.data(), 1, logits.data()) != KILN_OK) return -1;
     }
-    auto t1 = clk::now();
-    kiln_session_reset(s, KILN_ALL_STREAMS);
-    if (kiln_prefill(s, prompt.data(), (int32_t)prompt.size(), 0, nullptr) != KILN_OK) return fail();
-    for (int i = 1; i < 3; ++i) kiln_session_copy_stream(s, 0, i, (int32_t)prompt.size());
-    if (kiln_prefill_streams(s, style_ptrs.data(), style_lens.data(), streams.data(), 3, logits.data()) != KILN_OK)
-      return fail();
+    return secs(t0, clk::now());
+  };
+  // ...or together in session `ss`: `shared` prefilled once and given to streams 1 and 2,
+  // the style requests in one call, then one step per token for all three.
+  auto multi_replies = [&](kiln_session* ss, const std::vector<int32_t>& shared) -> double {
+    auto t0 = clk::now();
+    kiln_session_reset(ss, KILN_ALL_STREAMS);
+    if (kiln_prefill(ss, shared.data(), (int32_t)shared.size(), 0, nullptr) != KILN_OK) return -1;
+    for (int i = 1; i < 3; ++i)
+      if (kiln_session_copy_stream(ss, 0, i, (int32_t)shared.size()) != KILN_OK) return -1;
+    if (kiln_prefill_streams(ss, style_ptrs.data(), style_lens.data(), streams.data(), 3, logits.data()) != KILN_OK)
+      return -1;
     for (int t = 0; t < kGen; ++t)
-      if (kiln_decode(s, toks.data(), streams.data(), 3, logits.data()) != KILN_OK) return fail();
-    auto t2 = clk::now();
+      if (kiln_decode(ss, toks.data(), streams.data(), 3, logits.data()) != KILN_OK) return -1;
+    return secs(t0, clk::now());
+  };
+  std::vector<double> seq, multi, speedup;
+  for (int r = 0; r <= reps; ++r) {
+    const double sq = sequential_replies(prompt), mu = multi_replies(s, prompt);
+    if (sq < 0 || mu < 0) return fail();
     if (r == 0) continue;
-    seq.push_back(secs(t0, t1));
-    multi.push_back(secs(t1, t2));
-    speedup.push_back(secs(t0, t1) / secs(t1, t2));
+    seq.push_back(sq);
+    multi.push_back(mu);
+    speedup.push_back(sq / mu);
   }
   // Three replies to a long prompt, the prompt's KV shared between the streams or copied.
   std::string long_json;
@@ -162,34 +172,13 @@ int main(int argc, char** argv) {
     std::vector<int32_t> lp;
     while ((int)lp.size() < long_prompt) lp.insert(lp.end(), prompt.begin(), prompt.end());
     lp.resize((size_t)long_prompt);
-    auto multi_run = [&](kiln_session* ss) -> double {  // seconds of the 3-stream replies, or < 0
-      kiln_session_reset(ss, KILN_ALL_STREAMS);
-      auto t0 = clk::now();
-      if (kiln_prefill(ss, lp.data(), (int32_t)lp.size(), 0, nullptr) != KILN_OK) return -1;
-      for (int i = 1; i < 3; ++i) kiln_session_copy_stream(ss, 0, i, (int32_t)lp.size());
-      if (kiln_prefill_streams(ss, style_ptrs.data(), style_lens.data(), streams.data(), 3, logits.data()) != KILN_OK)
-        return -1;
-      for (int t = 0; t < kGen; ++t)
-        if (kiln_decode(ss, toks.data(), streams.data(), 3, logits.data()) != KILN_OK) return -1;
-      return secs(t0, clk::now());
-    };
     std::vector<double> seq_l, shared_l, copied_l, sp_shared, sp_copied, gain;
     for (int r = 0; r <= reps; ++r) {
-      auto t0 = clk::now();
-      for (int k = 0; k < 3; ++k) {
-        std::vector<int32_t> full_k = lp;
-        full_k.insert(full_k.end(), style[k].begin(), style[k].end());
-        kiln_session_reset(s, KILN_ALL_STREAMS);
-        if (kiln_prefill(s, full_k.data(), (int32_t)full_k.size(), 0, logits.data()) != KILN_OK) return fail();
-        for (int t = 0; t < kGen; ++t)
-          if (kiln_decode(s, toks.data(), streams.data(), 1, logits.data()) != KILN_OK) return fail();
-      }
-      const double sq = secs(t0, clk::now());
-      // Alternate which goes first.
-      double a, b;
-      if (r % 2) { b = multi_run(copying); a = multi_run(s); }
-      else { a = multi_run(s); b = multi_run(copying); }
-      if (a < 0 || b < 0) return fail();
+      const double sq = sequential_replies(lp);
+      double a, b;  // shared, copied; which goes first alternates
+      if (r % 2) b = multi_replies(copying, lp), a = multi_replies(s, lp);
+      else a = multi_replies(s, lp), b = multi_replies(copying, lp);
+      if (sq < 0 || a < 0 || b < 0) return fail();
       if (r == 0) continue;
       seq_l.push_back(sq), shared_l.push_back(a), copied_l.push_back(b);
       sp_shared.push_back(sq / a), sp_copied.push_back(sq / b), gain.push_back(b / a);

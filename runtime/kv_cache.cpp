@@ -179,15 +179,8 @@ uint64_t KvCache::resident_bytes() const {
 }
 
 bool KvCache::zero_all() {
-  for (size_t s = 0; s < share_.size(); ++s) {
-    if (share_[s].owner < 0) continue;
-    for (size_t k = 0; k < blocks_.size(); ++k) {  // own pages back; the whole file is cleared below
-      uint64_t b, e;
-      shared_pages((int32_t)s, k, share_[s].rows, b, e);
-      if (e > b && !map_pages(b, b, e - b)) return false;
-    }
-    share_[s] = Share{};
-  }
+  for (size_t s = 0; s < share_.size(); ++s)
+    if (!unshare((int32_t)s, /*keep=*/false)) return false;  // own pages back, then all cleared
   zero_bytes(0, size_);
   return true;
 }
