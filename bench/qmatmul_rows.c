@@ -28,6 +28,11 @@ enum { kLayers = 30, kD = 576, kF = 1536, kMaxR = 32, kBlockBytes = 320 /* q4_1 
 static const int kRows[] = {1, 2, 3, 4, 5, 6, 7, 8, 16, 32};
 enum { kNRows = sizeof kRows / sizeof kRows[0] };
 
+static int cmp_double(const void* a, const void* b) {
+  const double x = *(const double*)a, y = *(const double*)b;
+  return (x > y) - (x < y);
+}
+
 static double now(void) {
   struct timespec t;
   clock_gettime(CLOCK_MONOTONIC, &t);
@@ -73,8 +78,11 @@ int main(int argc, char** argv) {
   for (int i = 0; i < kMaxR * kF; ++i) x[i] = (float)(rand_r(&seed) % 2001) / 1000.0f - 1.0f;
 
   /* Every repetition times all R and both placements back to back (the machine's speed
-   * drifts over seconds); each figure is the best of its repetitions. */
+   * drifts over seconds); each figure is the best of its repetitions, with the median beside
+   * it (the best shows what the kernel can do, the median how far the drift moves it). */
   double ms[2][kNRows];
+  double* all = malloc(sizeof(double) * 2 * kNRows * (size_t)reps);
+  if (!all) { fprintf(stderr, "qmatmul_rows: out of memory\n"); return 1; }
   for (int i = 0; i < kNRows; ++i) ms[0][i] = ms[1][i] = 1e30;
   for (int r = 0; r < reps; ++r)
     for (int i = 0; i < kNRows; ++i)
@@ -88,15 +96,24 @@ int main(int argc, char** argv) {
         }
         const double e = 1e3 * (now() - t);
         if (e < ms[l2][i]) ms[l2][i] = e;
+        all[((size_t)l2 * kNRows + i) * reps + r] = e;
       }
+  double med[2][kNRows];
+  for (int l2 = 0; l2 < 2; ++l2)
+    for (int i = 0; i < kNRows; ++i) {
+      double* v = all + ((size_t)l2 * kNRows + i) * reps;
+      qsort(v, (size_t)reps, sizeof(double), cmp_double);
+      med[l2][i] = v[reps / 2];
+    }
   const double macs = (double)kLayers * 3 * kD * kF;
   printf("{\"what\": \"SmolLM2-135M FFN (packed Q4_1, 30 layers), one thread, R rows per pass\", "
          "\"reps\": %d, \"rows\": [", reps);
   for (int i = 0; i < kNRows; ++i)
     printf("%s{\"rows\": %d, \"stream_ms\": %.3f, \"stream_vs_1_row\": %.3f, \"l2_ms\": %.3f, "
-           "\"l2_vs_1_row\": %.3f, \"l2_gmac_s\": %.1f}",
+           "\"l2_vs_1_row\": %.3f, \"l2_gmac_s\": %.1f, \"stream_median_ms\": %.3f, \"l2_median_ms\": %.3f}",
            i ? ", " : "", kRows[i], ms[0][i], ms[0][i] / ms[0][0], ms[1][i], ms[1][i] / ms[1][0],
-           kRows[i] * macs / (ms[1][i] * 1e6));
+           kRows[i] * macs / (ms[1][i] * 1e6), med[0][i], med[1][i]);
   printf("]}\n");
+  free(all);
   return 0;
 }
