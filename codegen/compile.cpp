@@ -152,10 +152,31 @@ std::string header_of(const CompileRequest& req, const Graph& g, const TargetPro
   return out;
 }
 
+// The artifact folder `dir` names, if kiln may write it there: a new path, an empty folder
+// or an earlier artifact (a folder holding model.kiln), which is replaced. Anything else is
+// refused: compiling into a file or into a folder of other things would delete them.
+Result<fs::path> artifact_target(const std::string& dir) {
+  if (dir.empty()) return make_error("the output folder's path is empty");
+  std::error_code ec;
+  fs::path target = fs::absolute(dir, ec);
+  if (ec) return make_error("{}: not a usable output path: {}", dir, ec.message());
+  target = target.lexically_normal();
+  if (!target.has_filename()) target = target.parent_path();  // "out/" and "." name the folder
+  if (target == target.root_path()) return make_error("{}: cannot write an artifact over the root folder", dir);
+  const fs::file_status st = fs::symlink_status(target, ec);
+  if (!fs::exists(st)) return target;
+  if (!fs::is_directory(st))
+    return make_error("{} exists and is not a folder; the artifact is a folder of files (give a new path)", dir);
+  if (!fs::is_empty(target, ec) && !fs::exists(target / "model.kiln", ec))
+    return make_error("{} is a folder that holds no kiln artifact (no model.kiln); refusing to replace it "
+                      "(give a new path or an earlier artifact's folder)", dir);
+  return target;
+}
+
 // Writes every file into a fresh folder next to `dir`, then swaps it into place, so a
 // failed compile never leaves a partial artifact and readers never see a mix.
 Status publish(const std::string& dir, const std::vector<std::pair<std::string, std::string>>& files) {
-  fs::path target = fs::absolute(dir);
+  KILN_ASSIGN(fs::path target, artifact_target(dir));
   fs::path tmp = target;
   tmp += fmt::format(".tmp.{}", ::getpid());
   std::error_code ec;
@@ -174,7 +195,11 @@ Status publish(const std::string& dir, const std::vector<std::pair<std::string, 
   bool had = fs::exists(target);
   if (had) {
     fs::rename(target, old, ec);
-    if (ec) { fs::remove_all(tmp, ec); return make_error("{}: cannot replace: {}", target.string(), ec.message()); }
+    if (ec) {
+      std::error_code ec2;  // keep ec: it is the reason
+      fs::remove_all(tmp, ec2);
+      return make_error("{}: cannot replace: {}", target.string(), ec.message());
+    }
   }
   fs::rename(tmp, target, ec);
   if (ec) {
@@ -195,6 +220,7 @@ Result<CompileSummary> compile_model(const CompileRequest& req) {
   CompileSummary sum;
 
   progress.stage("reading " + fs::path(req.model_path).filename().string());
+  KILN_TRY(artifact_target(req.out_dir));  // refused now, not after the whole compile
   KILN_ASSIGN(TargetProfile profile, find_profile(req.profile));
   if (req.threads > 0) profile.threads = req.threads;
   if (req.max_rows < 1 || req.max_rows > 4096) return make_error("max rows {} is outside 1..4096", req.max_rows);

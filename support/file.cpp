@@ -59,6 +59,7 @@ MappedFile MappedFile::borrow(const void* data, size_t size, std::string name) {
 }
 
 Status write_file_atomic(const std::string& path, std::string_view bytes) {
+  if (path.empty()) return make_error("the output file's path is empty");
   std::string tmp = path + ".tmp." + std::to_string(::getpid());
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return make_error("{}: cannot create: {}", tmp, std::strerror(errno));
