@@ -22,10 +22,13 @@
 #include "ir/verifier.h"
 #include "passes/ds2d_unroll.h"
 #include "passes/freeze_base.h"
+#include "passes/lora_as_input.h"
+#include "passes/pass.h"
 #include "runtime/hash64.h"
 #include "runtime/include/kiln/model_abi.h"
 #include "runtime/model_file_writer.h"
 #include "support/file.h"
+#include "support/log.h"
 #include "support/progress.h"
 
 namespace kiln {
@@ -214,13 +217,31 @@ Status publish(const std::string& dir, const std::vector<std::pair<std::string, 
 
 }  // namespace
 
+Status check_compile_request(const CompileRequest& req) {
+  KILN_TRY(artifact_target(req.out_dir));
+  KILN_TRY(find_profile(req.profile));
+  if (!req.extra_passes.empty()) {
+    PassManager pm;
+    if (Status s = pm.add_pipeline(req.extra_passes); !s.ok()) return make_error("--passes: {}", s.error().message);
+  }
+  for (const std::string& name : req.pass_options.print_after)
+    if (!find_pass(name)) return make_error("--print-after: unknown pass '{}'", name);
+  if (req.lora_slots > 0)
+    if (auto t = parse_lora_targets(req.lora_targets); !t.ok()) return make_error("--lora-targets: {}", t.error().message);
+  if (req.ds2d_templates != "none" && !req.ds2d_templates.empty()) {
+    KILN_ASSIGN(std::vector<int64_t> budgets, ds2d_budgets(req.ds2d_templates));
+    for (int64_t n : budgets) KILN_TRY(ds2d_template(n, req.ds2d_topology));
+  }
+  return Status::success();
+}
+
 Result<CompileSummary> compile_model(const CompileRequest& req) {
   auto t0 = std::chrono::steady_clock::now();
   Progress progress(5, req.progress);
   CompileSummary sum;
 
   progress.stage("reading " + fs::path(req.model_path).filename().string());
-  KILN_TRY(artifact_target(req.out_dir));  // refused now, not after the whole compile
+  KILN_TRY(check_compile_request(req));  // refused now, not after the whole compile
   KILN_ASSIGN(TargetProfile profile, find_profile(req.profile));
   if (req.threads > 0) profile.threads = req.threads;
   if (req.max_rows < 1 || req.max_rows > 4096) return make_error("max rows {} is outside 1..4096", req.max_rows);
@@ -271,11 +292,18 @@ Result<CompileSummary> compile_model(const CompileRequest& req) {
   }
   if (!req.extra_passes.empty()) KILN_TRY(pm.add_pipeline(req.extra_passes));
   KILN_TRY(pm.add_pipeline(kBackendPipeline));
+  for (const std::string& name : req.pass_options.print_after)
+    if (!pm.has(name))
+      spdlog::warn("--print-after {}: the pass is not in this compile's pipeline ({}); add it with --passes", name,
+               pm.pipeline());
   KILN_TRY(pm.run(g));
   KILN_TRY(verify(g));
   auto* frozen = dynamic_cast<const FrozenWeights*>(g.weights().get());
   if (!frozen) return make_error("internal: freeze-base did not freeze the weights");
 
+  if (req.ds2d_draft_layers > cfg.n_layer)
+    return make_error("--ds2d-draft-layers {}: the model has {} layers (a draft takes 0..{} of them)",
+                      req.ds2d_draft_layers, cfg.n_layer, cfg.n_layer);
   std::vector<int64_t> draft = req.ds2d_draft_keep;
   if (draft.empty())
     for (int64_t l = 0; l < (req.ds2d_draft_layers < 0 ? default_draft_layers(cfg.n_layer) : req.ds2d_draft_layers); ++l)

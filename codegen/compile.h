@@ -73,6 +73,15 @@ struct CompileSummary {
 inline constexpr const char* kBackendPipeline =
     "fuse-dequant-matmul,fuse-matmul-swiglu,fuse-rmsnorm-matmul,pack-weights,cse,dce,freeze-base,plan-memory";
 
+// The request's options that need no model: the output folder (see compile_model), the
+// profile, the extra passes and --print-after names, the LoRA targets, the DS2D templates
+// and topology. compile_model checks them first; `kiln compile` calls it to tell a bad
+// command line (exit 2) from a failed compile (exit 1).
+Status check_compile_request(const CompileRequest& req);
+
+// Compiles req.model_path into the artifact folder req.out_dir: a new path, an empty
+// folder or an earlier artifact's folder (holding model.kiln), which is replaced at once
+// when the compile has succeeded; a file or a folder of other things is refused.
 Result<CompileSummary> compile_model(const CompileRequest& req);
 
 // The DS2D entry graphs made from the planned step graph `g` (after kBackendPipeline):

@@ -173,15 +173,15 @@ std::optional<std::string_view> GgufValue::as_string() const {
 
 const GgufArray* GgufValue::as_array() const { return std::get_if<GgufArray>(&v); }
 
-std::string GgufValue::to_display(size_t max_items) const {
-  auto quote = [](std::string_view s) {
+std::string GgufValue::to_display(size_t max_items, size_t max_chars) const {
+  auto quote = [max_chars](std::string_view s) {
     std::string out = "\"";
-    for (char ch : s.substr(0, 120)) {
+    for (char ch : s.substr(0, max_chars)) {
       if (ch == '\n') out += "\\n";
       else if (ch == '"') out += "\\\"";
       else out += ch;
     }
-    if (s.size() > 120) out += "...";
+    if (s.size() > max_chars) out += "...";
     return out + "\"";
   };
   if (auto* a = as_array()) {

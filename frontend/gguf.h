@@ -45,7 +45,9 @@ struct GgufValue {
   std::optional<bool> as_bool() const;
   std::optional<std::string_view> as_string() const;
   const GgufArray* as_array() const;
-  std::string to_display(size_t max_items = 8) const;
+  // One line: arrays cut after max_items items, strings after max_chars characters (with
+  // "..."), newlines and quotes escaped.
+  std::string to_display(size_t max_items = 8, size_t max_chars = 120) const;
 };
 
 struct GgufTensor {

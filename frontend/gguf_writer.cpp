@@ -55,7 +55,7 @@ void GgufWriter::add_i32s(const std::string& k, const std::vector<int32_t>& v) {
 }
 
 void GgufWriter::add_tensor(const std::string& name, DType type, std::vector<int64_t> shape, std::string data) {
-  tensors_.push_back({name, type, std::move(shape), std::move(data)});
+  tensors_.push_back({name, type, std::move(shape), std::move(data), 0, nullptr});
 }
 
 void GgufWriter::add_tensor_fill(const std::string& name, DType type, std::vector<int64_t> shape, uint64_t nbytes,

@@ -31,17 +31,12 @@
 #include <fmt/format.h>
 
 #include "frontend/lora_names.h"  // header-only name table; passes still link kiln_ir only
+#include "passes/lora_as_input.h"
 #include "passes/passes.h"
 
 namespace kiln {
-namespace {
 
-constexpr int64_t kDefaultSlots = 4;
-constexpr int64_t kDefaultRank = 16;
-constexpr int64_t kMaxRank = 64;  // KILN_LORA_MAX_RANK in codegen/kernels/lora.c
-
-// The modules named in a "q,k,v,..." list (short or PEFT names); all when empty.
-Result<std::vector<bool>> parse_targets(std::string_view list) {
+Result<std::vector<bool>> parse_lora_targets(std::string_view list) {
   std::vector<bool> on(lora_names::kNumModules, list.empty());
   for (size_t b = 0; b < list.size();) {
     size_t e = list.find(',', b);
@@ -55,6 +50,12 @@ Result<std::vector<bool>> parse_targets(std::string_view list) {
   }
   return on;
 }
+
+namespace {
+
+constexpr int64_t kDefaultSlots = 4;
+constexpr int64_t kDefaultRank = 16;
+constexpr int64_t kMaxRank = 64;  // KILN_LORA_MAX_RANK in codegen/kernels/lora.c
 
 class LoraAsInputPass final : public Pass {
  public:
@@ -70,7 +71,7 @@ class LoraAsInputPass final : public Pass {
     std::string_view list;
     if (auto it = g.attrs().find("lora_targets"); it != g.attrs().end())
       if (auto* str = std::get_if<std::string>(&it->second)) list = *str;
-    KILN_ASSIGN(std::vector<bool> wanted, parse_targets(list));
+    KILN_ASSIGN(std::vector<bool> wanted, parse_lora_targets(list));
 
     std::vector<Node*> nodes = g.nodes();
     std::vector<std::pair<size_t, Node*>> targets;  // (index in `nodes`, matmul)

@@ -51,6 +51,8 @@ class PassManager {
   Status add_pipeline(std::string_view text);
   Status run(Graph& g);
   size_t size() const { return passes_.size(); }
+  bool has(std::string_view name) const;  // a pass of that name is in the pipeline
+  std::string pipeline() const;           // the pass names, comma-separated
 
  private:
   PassManagerOptions opts_;

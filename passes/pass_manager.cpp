@@ -24,7 +24,8 @@ Status PassManager::add_pipeline(std::string_view text) {
     std::string_view name = text.substr(b, e - b);
     while (!name.empty() && name.front() == ' ') name.remove_prefix(1);
     while (!name.empty() && name.back() == ' ') name.remove_suffix(1);
-    if (!name.empty()) {
+    if (name.empty()) return make_error("empty pass name in the pass list '{}'", text);
+    {
       const PassInfo* p = find_pass(name);
       if (!p) {
         std::string known;
@@ -36,6 +37,18 @@ Status PassManager::add_pipeline(std::string_view text) {
     b = e + 1;
   }
   return Status::success();
+}
+
+bool PassManager::has(std::string_view name) const {
+  for (const auto& p : passes_)
+    if (p->name() == name) return true;
+  return false;
+}
+
+std::string PassManager::pipeline() const {
+  std::string out;
+  for (const auto& p : passes_) out += (out.empty() ? "" : ",") + std::string(p->name());
+  return out;
 }
 
 Status PassManager::run(Graph& g) {

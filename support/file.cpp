@@ -90,6 +90,11 @@ Status write_file_atomic(const std::string& path, std::string_view bytes) {
 Result<std::string> read_file(const std::string& path) {
   FILE* f = std::fopen(path.c_str(), "rb");
   if (!f) return make_error("{}: cannot open: {}", path, std::strerror(errno));
+  struct stat st {};
+  if (::fstat(::fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
+    std::fclose(f);
+    return make_error("{}: is a folder, not a file", path);
+  }
   std::string out;
   char buf[65536];
   size_t n;

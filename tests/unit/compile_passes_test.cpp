@@ -54,7 +54,9 @@ std::vector<float> run_steps(const Graph& g) {
 }
 
 Status run_pipeline(Graph& g, std::string_view passes) {
-  PassManager pm({.verify_each = true});
+  PassManagerOptions opts;
+  opts.verify_each = true;
+  PassManager pm(opts);
   KILN_TRY(pm.add_pipeline(passes));
   return pm.run(g);
 }

@@ -106,4 +106,19 @@ std::string format_options(const std::vector<OptionSpec>& specs) {
   return out;
 }
 
+std::string missing_arguments(const Args& args, const std::string& operand,
+                              const std::vector<std::pair<std::string, std::string>>& required) {
+  const size_t n = args.positional().size();
+  if (n == 0) return "missing " + operand;
+  if (n > 1) return fmt::format("one {} expected, {} operands given ('{}' is extra)", operand, n, args.positional()[1]);
+  for (const auto& [name, spelling] : required)
+    if (!args.get(name)) return "missing " + spelling;
+  return "";
+}
+
+int usage_error(const std::string& cmd, const std::string& what) {
+  fmt::print(stderr, "kiln {}: {} (see `kiln {} --help`)\n", cmd, what, cmd);
+  return 2;
+}
+
 }  // namespace kiln::cli

@@ -40,4 +40,14 @@ class Args {
 
 std::string format_options(const std::vector<OptionSpec>& specs);
 
+// What a command line lacks, for an error that says it rather than the whole usage: ""
+// when it has the one positional `operand` ("MODEL") and every required option (name,
+// how the usage spells it: {"o", "-o DIR"}), else e.g. "missing -o DIR".
+std::string missing_arguments(const Args& args, const std::string& operand,
+                              const std::vector<std::pair<std::string, std::string>>& required = {});
+
+// Prints "kiln CMD: WHAT (see `kiln CMD --help`)" to stderr; returns 2, the exit status of
+// a wrong command line.
+int usage_error(const std::string& cmd, const std::string& what);
+
 }  // namespace kiln::cli

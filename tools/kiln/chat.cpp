@@ -118,7 +118,10 @@ class Chat {
       system_ = rest;
       fmt::print(stderr, "[kiln] system message {}\n", rest.empty() ? "back to the template's own" : "set");
     } else if (cmd == "/context") {
-      fmt::print(stderr, "[kiln] {} of {} context tokens held ({} messages)\n", held_.size(), ctx_, messages_.size());
+      // After /reset the cache still holds the old turns (a new turn reuses what matches);
+      // the conversation itself holds nothing until its first message.
+      fmt::print(stderr, "[kiln] {} of {} context tokens held ({} messages)\n", messages_.empty() ? 0 : held_.size(),
+                 ctx_, messages_.size());
     } else if (cmd == "/adapter") {
       (void)switch_adapter(rest);
     } else {
@@ -367,34 +370,38 @@ int cmd_chat(int argc, char** argv) {
   const std::vector<OptionSpec> specs = chat_options();
   auto args = Args::parse(argc, argv, 2, specs);
   if (!args.ok()) { fmt::print(stderr, "kiln chat: {}\n", args.error().message); return 2; }
-  if (args->flag("help") || args->positional().size() != 1) {
-    fmt::print(args->flag("help") ? stdout : stderr,
+  if (!args->flag("help"))
+    if (std::string missing = missing_arguments(*args, "MODEL"); !missing.empty())
+      return usage_error("chat", missing);
+  if (args->flag("help")) {
+    fmt::print(stdout,
                "usage: kiln chat MODEL [options]\n\nMODEL: a GGUF file or a Hugging Face checkpoint folder with a chat "
                "template.\nA conversation: each line read from stdin is a user message, the reply streams to stdout "
                "(statistics and notes go to stderr). Each turn prefills only what the conversation added.\n\n"
                "options:\n{}\n{}", format_options(specs), kCommands);
-    return args->flag("help") ? 0 : 2;
+    return 0;
   }
   set_verbosity(args->verbosity());
   auto fail = [](const std::string& m) { fmt::print(stderr, "kiln chat: {}\n", m); return 1; };
+  auto usage = [](const std::string& m) { fmt::print(stderr, "kiln chat: {}\n", m); return 2; };  // bad options
   const std::string model_path = args->positional()[0];
   auto sp = parse_sampling_options(*args);
-  if (!sp.ok()) return fail(sp.error().message);
+  if (!sp.ok()) return usage(sp.error().message);
   auto eo = parse_engine_options(*args, model_path);
-  if (!eo.ok()) return fail(eo.error().message);
+  if (!eo.ok()) return usage(eo.error().message);
   auto max_tokens = args->get_int("max-tokens", std::min<int64_t>(512, eo->max_context / 2), 1, 1 << 20);
-  if (!max_tokens.ok()) return fail(max_tokens.error().message);
+  if (!max_tokens.ok()) return usage(max_tokens.error().message);
   // With --artifact and no --adapter-slots, the artifact's own slots (none for a plain compile).
   const bool slots_from_artifact = !eo->artifact_dir.empty() && !args->get("adapter-slots");
   auto slots = args->get_int("adapter-slots", slots_from_artifact ? 0 : 3, 0, 64);
-  if (!slots.ok()) return fail(slots.error().message);
+  if (!slots.ok()) return usage(slots.error().message);
   auto scale = args->get_float("adapter-scale", 1.0, -100.0, 100.0);
-  if (!scale.ok()) return fail(scale.error().message);
+  if (!scale.ok()) return usage(scale.error().message);
   if (*slots == 0 && args->get("adapter") && !slots_from_artifact)
-    return fail("--adapter needs LoRA slots (--adapter-slots 1 or more)");
+    return usage("--adapter needs LoRA slots (--adapter-slots 1 or more)");
   if (*max_tokens >= eo->max_context)
-    return fail(fmt::format("--max-tokens {} leaves no room for a message in the context of {} (raise --ctx)",
-                            *max_tokens, eo->max_context));
+    return usage(fmt::format("--max-tokens {} leaves no room for a message in the context of {} ({})",
+                             *max_tokens, eo->max_context, context_hint(*eo)));
 
   auto text = load_model_text(model_path);
   if (!text.ok()) return fail(text.error().message);

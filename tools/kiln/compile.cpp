@@ -43,7 +43,7 @@ static const std::vector<OptionSpec> kCompileOptions = {
     {"print-after-all", "", "print the IR after every pass to stderr"},
     {"verify-each", "", "verify the IR after every pass"},
     {"time-passes", "", "report how long each pass took"},
-    {"quiet", "", "no progress output"},
+    {"quiet", "", "print nothing but errors (no progress, no summary)"},
 };
 
 int cmd_compile(int argc, char** argv) {
@@ -57,14 +57,17 @@ int cmd_compile(int argc, char** argv) {
     }
     return 0;
   }
-  if (args->flag("help") || args->positional().size() != 1 || !args->get("o")) {
-    fmt::print(args->flag("help") ? stdout : stderr,
+  if (!args->flag("help"))
+    if (std::string missing = missing_arguments(*args, "MODEL", {{"o", "-o DIR"}}); !missing.empty())
+      return usage_error("compile", missing);
+  if (args->flag("help")) {
+    fmt::print(stdout,
                "usage: kiln compile MODEL -o DIR [options]\n\nMODEL: a GGUF file or a Hugging Face checkpoint folder.\nCompiles the model ahead of time for a "
                "target profile. DIR receives model.o and\nlibmodel.a (the model's code), model.h (its C "
                "declaration and sizes) and model.kiln\n(weights, tokenizer, metadata), written atomically.\n\n"
                "options:\n{}",
                format_options(kCompileOptions));
-    return args->flag("help") ? 0 : 2;
+    return 0;
   }
   set_verbosity(args->verbosity());
   auto fail = [](const std::string& m) { fmt::print(stderr, "kiln compile: {}\n", m); return 1; };
@@ -158,8 +161,13 @@ int cmd_compile(int argc, char** argv) {
   req.pass_options.print_after = args->all("print-after");
   req.pass_options.time_passes = args->flag("time-passes");
   req.progress = !args->flag("quiet");
+  if (Status st = check_compile_request(req); !st.ok()) {
+    fmt::print(stderr, "kiln compile: {}\n", st.error().message);
+    return 2;
+  }
   auto sum = compile_model(req);
   if (!sum.ok()) return fail(sum.error().message);
+  if (args->flag("quiet")) return 0;
   fmt::print(stderr,
              "[kiln] compiled {} for {} ({}) in {:.1f} s: {} specialised kernels, model.o {:.1f} KiB, weights "
              "{:.1f} MiB, arena {:.1f} MiB, KV {:.1f} MiB, hash {:016x}\n",

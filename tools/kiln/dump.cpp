@@ -39,13 +39,16 @@ int cmd_dump(int argc, char** argv) {
     for (auto& p : registered_passes()) fmt::print("  {:<16} {}\n", p.name, p.summary);
     return 0;
   }
-  if (args->flag("help") || args->positional().size() != 1) {
-    fmt::print(args->flag("help") ? stdout : stderr,
+  if (!args->flag("help"))
+    if (std::string missing = missing_arguments(*args, "MODEL or FILE.kir"); !missing.empty())
+      return usage_error("dump", missing);
+  if (args->flag("help")) {
+    fmt::print(stdout,
                "usage: kiln dump MODEL|FILE.kir|- [options]\n\nLowers a model (a GGUF file or a Hugging Face checkpoint "
                "folder) into kiln's\ngraph IR (or parses IR text), verifies it, runs the requested passes "
                "and prints\nthe result.\n\noptions:\n{}",
                format_options(kDumpOptions));
-    return args->flag("help") ? 0 : 2;
+    return 0;
   }
   set_verbosity(args->verbosity());
   auto ctx = args->get_int("ctx", 2048, 1, 1 << 20);

@@ -2,6 +2,7 @@
 #include "tools/kiln/engine.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <filesystem>
 #include <vector>
 #include <sys/stat.h>
@@ -136,6 +137,18 @@ Result<std::unique_ptr<Engine>> make_interpreter_engine(const EngineOptions& o) 
   return std::unique_ptr<Engine>(std::move(e));
 }
 
+Result<int64_t> artifact_max_context(const std::string& dir) {
+  const std::string header = (fs::path(dir) / "model.h").string();
+  auto text = read_file(header);
+  if (!text.ok()) return make_error("{}: not a `kiln compile` output folder ({})", dir, text.error().message);
+  const std::string key = "#define KILN_MODEL_MAX_CONTEXT ";
+  const size_t at = text->find(key);
+  long long n = 0;
+  if (at == std::string::npos || std::sscanf(text->c_str() + at + key.size(), "%lld", &n) != 1 || n < 1)
+    return make_error("{}: no KILN_MODEL_MAX_CONTEXT (not a `kiln compile` output of this kiln?)", header);
+  return (int64_t)n;
+}
+
 Result<std::unique_ptr<LoadedArtifact>> open_compiled_session(const EngineOptions& o) {
   std::string dir = o.artifact_dir;
   if (dir.empty()) {
@@ -162,12 +175,16 @@ Result<std::unique_ptr<LoadedArtifact>> open_compiled_session(const EngineOption
     }
   }
   KILN_ASSIGN(auto a, load_artifact(dir, (int)o.threads));
+  if (kiln_model_max_context(a->model) < o.max_context)
+    return make_error("{}: compiled for a context of {} tokens, {} needed (compile with --ctx {})", dir,
+                      kiln_model_max_context(a->model), o.max_context, o.max_context);
   if (kiln_model_max_streams(a->model) < o.max_streams)
     return make_error("{}: compiled for {} streams, {} asked for (compile with --streams {})", dir,
                       kiln_model_max_streams(a->model), o.max_streams, o.max_streams);
-  if (kiln_model_lora_slots(a->model) < o.lora_slots)
+  const int64_t slots = o.lora_slots_needed >= 0 ? o.lora_slots_needed : o.lora_slots;
+  if (kiln_model_lora_slots(a->model) < slots)
     return make_error("{}: compiled with {} LoRA slots, {} needed (compile with --lora-slots {})", dir,
-                      kiln_model_lora_slots(a->model), o.lora_slots, o.lora_slots);
+                      kiln_model_lora_slots(a->model), slots, slots);
   return a;
 }
 

@@ -42,12 +42,18 @@ struct EngineOptions {
   bool int8_activations = true;
   std::string quantize = "none";  // as kiln compile --quantize: float weights to int4 groups
   int64_t lora_slots = 0;  // > 0: compile with LoRA slots (all targets, rank lora_rank)
+  int64_t lora_slots_needed = -1;  // slots the run uses (an artifact must have them); < 0: lora_slots
   int64_t lora_rank = 16;
   bool progress = true;
 };
 
+// The context an artifact was compiled for (its model.h's KILN_MODEL_MAX_CONTEXT), read
+// without loading it, so prompts can be checked against it before any work.
+Result<int64_t> artifact_max_context(const std::string& dir);
+
 // The compiled model for `o` (compiled into the cache first if needed), loaded with one
-// session of o.max_streams streams at least.
+// session of o.max_streams streams at least; an artifact given in o.artifact_dir must
+// hold o.max_context tokens per stream.
 Result<std::unique_ptr<LoadedArtifact>> open_compiled_session(const EngineOptions& o);
 
 Result<std::unique_ptr<Engine>> make_interpreter_engine(const EngineOptions& o);

@@ -1,4 +1,5 @@
 // tools/kiln/inspect.cpp — `kiln inspect MODEL`: metadata, hyperparameters, tensors.
+#include <cstdint>
 #include <cstdio>
 #include <map>
 
@@ -15,18 +16,22 @@ namespace kiln::cli {
 
 static const std::vector<OptionSpec> kInspectOptions = {
     {"tensors", "", "list every tensor (default: a summary by type)"},
-    {"all-metadata", "", "print long arrays in full length summaries (first 8 items otherwise)"},
+    {"all-metadata", "", "print every metadata value whole: all items of arrays (the vocabulary too) and long "
+                         "strings such as the chat template (otherwise 8 items and 120 characters)"},
 };
 
 int cmd_inspect(int argc, char** argv) {
   auto args = Args::parse(argc, argv, 2, kInspectOptions);
   if (!args.ok()) { fmt::print(stderr, "kiln inspect: {}\n", args.error().message); return 2; }
-  if (args->flag("help") || args->positional().size() != 1) {
-    fmt::print(args->positional().size() == 1 ? stdout : stderr,
+  if (!args->flag("help"))
+    if (std::string missing = missing_arguments(*args, "MODEL"); !missing.empty())
+      return usage_error("inspect", missing);
+  if (args->flag("help")) {
+    fmt::print(stdout,
                "usage: kiln inspect MODEL [options]\n\nShows the model's GGUF metadata (for a Hugging Face checkpoint folder: the GGUF\nkiln translates it to), the "
                "LLaMA hyperparameters kiln reads from it, and its tensors.\n\noptions:\n{}",
                format_options(kInspectOptions));
-    return args->flag("help") ? 0 : 2;
+    return 0;
   }
   set_verbosity(args->verbosity());
   auto f = open_model_file(args->positional()[0]);
@@ -36,8 +41,9 @@ int cmd_inspect(int argc, char** argv) {
              g.path(), g.version(), g.metadata().size(), g.tensors().size(), g.alignment(),
              g.data_offset(), g.file_size());
   fmt::print("metadata:\n");
-  size_t items = args->flag("all-metadata") ? 64 : 8;
-  for (auto& [k, v] : g.metadata()) fmt::print("  {:<44} {}\n", k, v.to_display(items));
+  const bool all = args->flag("all-metadata");
+  for (auto& [k, v] : g.metadata())
+    fmt::print("  {:<44} {}\n", k, all ? v.to_display(SIZE_MAX, SIZE_MAX) : v.to_display());
 
   auto cfg = read_llama_config(g);
   if (cfg.ok()) {

@@ -25,6 +25,10 @@ MODEL is a GGUF file or a Hugging Face LLaMA checkpoint folder (config.json,
 model.safetensors or its shards, tokenizer.json, tokenizer_config.json).
 Run `kiln <command> --help` for the options of each command.
 The default model is SmolLM2-135M-Instruct (scripts/setup.sh fetches it).
+
+exit status: 0 done; 1 the work failed (a model, adapter, artifact or text was refused,
+or writing failed), with the reason on stderr; 2 the command line is wrong (an unknown
+option, a missing argument, a bad value or combination), nothing done.
 )";
 
 }  // namespace

@@ -27,6 +27,7 @@
 #include "tools/kiln/commands.h"
 #include "tools/kiln/engine.h"
 #include "tools/kiln/model_loader.h"
+#include "tools/kiln/run_options.h"
 
 namespace kiln::cli {
 
@@ -40,7 +41,7 @@ static const std::vector<OptionSpec> kPerplexityOptions = {
     {"float-activations", "", "compile with float activations in quantized matmuls (exact, slower)"},
     {"quantize", "TYPE", "compile float weights (F32/F16/BF16 models) quantized: int4 (= q4_1), q4_0, q4_1 or none (default none)"},
     {"interpreter", "", "run through the reference interpreter instead of compiled code (slow)"},
-    {"artifact", "DIR", "use this `kiln compile` output (compiled with --max-rows >= --batch, --ctx >= --ctx)"},
+    {"artifact", "DIR", "use this `kiln compile` output (compiled with a --ctx at least this --ctx)"},
     {"json", "", "print the result as one JSON object on stdout"},
     {"quiet", "", "no per-chunk progress on stderr"},
 };
@@ -61,14 +62,17 @@ double nll_of(const float* logits, size_t n_vocab, int32_t target) {
 int cmd_perplexity(int argc, char** argv) {
   auto args = Args::parse(argc, argv, 2, kPerplexityOptions);
   if (!args.ok()) { fmt::print(stderr, "kiln perplexity: {}\n", args.error().message); return 2; }
-  if (args->flag("help") || args->positional().size() != 1 || !args->get("file")) {
-    fmt::print(args->flag("help") ? stdout : stderr,
+  if (!args->flag("help"))
+    if (std::string missing = missing_arguments(*args, "MODEL", {{"file", "--file TEXT"}}); !missing.empty())
+      return usage_error("perplexity", missing);
+  if (args->flag("help")) {
+    fmt::print(stdout,
                "usage: kiln perplexity MODEL --file TEXT [options]\n\nPerplexity of the model on a "
                "text, computed as llama.cpp's llama-perplexity does: chunks of --ctx tokens, each from\n"
                "an empty context (first token BOS when the vocabulary adds one), the second half of each\n"
                "chunk scored. Progress goes to stderr; the result to stdout.\n\noptions:\n{}",
                format_options(kPerplexityOptions));
-    return args->flag("help") ? 0 : 2;
+    return 0;
   }
   set_verbosity(args->verbosity());
   auto fail = [](const std::string& m) { fmt::print(stderr, "kiln perplexity: {}\n", m); return 1; };
@@ -108,6 +112,8 @@ int cmd_perplexity(int argc, char** argv) {
   EngineOptions eo;
   eo.model_path = model_path;
   eo.artifact_dir = args->get("artifact").value_or("");
+  if (!eo.artifact_dir.empty())
+    if (auto st = refuse_compile_options_with_artifact(*args); !st.ok()) return fail(st.error().message);
   eo.max_context = n_ctx;
   eo.kv_type = args->get("kv-type").value_or("f16");
   if (auto t = kv_cache_type(eo.kv_type); !t.ok()) return fail("--kv-type: " + t.error().message);

@@ -4,6 +4,7 @@
 // (prefill), then one step per generated token (decode). Each step is a run of the
 // lowered graph with tokens and positions as inputs; the KV cache persists in the
 // graph's state buffers between steps.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 
@@ -60,7 +61,7 @@ static const char* kDefaultStyles[] = {"formal", "polite", "jovial", "concise", 
 // The DS2D controller's parameters from --ds2d-template, --ds2d-no-early-exit, --ds2d-recycle.
 static Result<kiln_ds2d_params> ds2d_params(const Args& args) {
   kiln_ds2d_params dp = kiln_ds2d_default_params();
-  auto tmpl = args.get_int("ds2d-template", -1, -1, 1 << 20);
+  auto tmpl = args.get_int("ds2d-template", -1, 0, 1 << 20);
   if (!tmpl.ok()) return tmpl.error();
   dp.template_index = (int32_t)*tmpl;
   dp.early_exit = args.flag("ds2d-no-early-exit") ? 0 : 1;
@@ -121,8 +122,8 @@ static int run_streams(const Args& args, const Tokenizer& tok, const std::option
   for (size_t i = 0; i < prompts.size(); ++i)
     if ((int64_t)prompts[i].size() + max_tokens > eo.max_context)
       return fail(fmt::format("stream {} ({}): prompt ({} tokens) plus --max-tokens {} exceeds the context of {} "
-                              "(raise --ctx)", i, styles[i].empty() ? "no style" : styles[i], prompts[i].size(),
-                              max_tokens, eo.max_context));
+                              "({})", i, styles[i].empty() ? "no style" : styles[i], prompts[i].size(),
+                              max_tokens, eo.max_context, context_hint(eo)));
   size_t shared = prompts[0].size();
   for (auto& p : prompts) {
     size_t k = 0;
@@ -132,7 +133,15 @@ static int run_streams(const Args& args, const Tokenizer& tok, const std::option
   shared = std::min(shared, prompts[0].size() - 1);  // every stream prefills at least one token
 
   auto t0 = std::chrono::steady_clock::now();
-  if (by_adapter) eo.lora_slots = eo.max_streams + 1;
+  if (by_adapter) {
+    // A compile for the cache gets a slot per stream (any mix of adapters then reuses it);
+    // an artifact needs only slot 0 and one per distinct adapter.
+    std::vector<std::string> distinct;
+    for (const auto& a : adapters)
+      if (a != "none" && std::find(distinct.begin(), distinct.end(), a) == distinct.end()) distinct.push_back(a);
+    eo.lora_slots = eo.max_streams + 1;
+    eo.lora_slots_needed = 1 + (int64_t)distinct.size();
+  }
   auto cs = open_compiled_session(eo);
   if (!cs.ok()) return fail(cs.error().message);
   kiln_session* sess = (*cs)->session;
@@ -415,22 +424,27 @@ int cmd_run(int argc, char** argv) {
   const std::vector<OptionSpec> specs = run_options();
   auto args = Args::parse(argc, argv, 2, specs);
   if (!args.ok()) { fmt::print(stderr, "kiln run: {}\n", args.error().message); return 2; }
-  if (args->flag("help") || args->positional().size() != 1 || !args->get("prompt")) {
-    fmt::print(args->flag("help") ? stdout : stderr,
+  if (!args->flag("help"))
+    if (std::string missing = missing_arguments(*args, "MODEL", {{"prompt", "--prompt TEXT"}}); !missing.empty())
+      return usage_error("run", missing);
+  if (args->flag("help")) {
+    fmt::print(stdout,
                "usage: kiln run MODEL --prompt TEXT [options]\n\nMODEL: a GGUF file or a Hugging Face checkpoint folder.\nGenerates text from a "
                "prompt and streams it to stdout; statistics go to stderr.\n\noptions:\n{}",
                format_options(specs));
-    return args->flag("help") ? 0 : 2;
+    return 0;
   }
   set_verbosity(args->verbosity());
   auto fail = [](const std::string& m) { fmt::print(stderr, "kiln run: {}\n", m); return 1; };
+  // A wrong command line (a bad value or combination of options) exits 2, as a parse error.
+  auto usage = [](const std::string& m) { fmt::print(stderr, "kiln run: {}\n", m); return 2; };
   auto max_tokens = args->get_int("max-tokens", 64, 0, 1 << 20);
-  if (!max_tokens.ok()) return fail(max_tokens.error().message);
+  if (!max_tokens.ok()) return usage(max_tokens.error().message);
   auto sp = parse_sampling_options(*args);
-  if (!sp.ok()) return fail(sp.error().message);
+  if (!sp.ok()) return usage(sp.error().message);
   auto streams = args->get_int("streams", 1, 1, 64);
-  if (!streams.ok()) return fail(streams.error().message);
-  if (*streams > 1 && args->flag("interpreter")) return fail("--streams runs on compiled code, not --interpreter");
+  if (!streams.ok()) return usage(streams.error().message);
+  if (*streams > 1 && args->flag("interpreter")) return usage("--streams runs on compiled code, not --interpreter");
 
   auto t_load = std::chrono::steady_clock::now();
   const std::string model_path = args->positional()[0];
@@ -440,12 +454,28 @@ int cmd_run(int argc, char** argv) {
   const std::optional<std::string>& chat_template = text_parts->chat_template;
 
   auto parsed = parse_engine_options(*args, model_path);
-  if (!parsed.ok()) return fail(parsed.error().message);
+  if (!parsed.ok()) return usage(parsed.error().message);
   EngineOptions eo = *parsed;
   eo.max_streams = *streams;
-  if (!args->all("stream-adapter").empty() && *streams < 2) return fail("--stream-adapter needs --streams S >= 2");
-  if (args->get("adapter") && *streams > 1) return fail("with --streams, give --stream-adapter for each stream");
-  if (args->get("adapter") && args->flag("interpreter")) return fail("--adapter runs on compiled code, not --interpreter");
+  // Options that only mean something with another are refused alone, not ignored.
+  const size_t n_stream_adapters = args->all("stream-adapter").size(), n_styles = args->all("style").size();
+  if (n_stream_adapters > 0 && *streams < 2) return usage("--stream-adapter needs --streams S >= 2");
+  if (n_styles > 0 && *streams < 2)
+    return usage("--style needs --streams S >= 2 (for one reply, ask for the style in --prompt)");
+  if (n_stream_adapters > 0 && n_stream_adapters != (size_t)*streams)
+    return usage(fmt::format("--stream-adapter given {} times for --streams {}: give one per stream ('none' for "
+                             "the base model)", n_stream_adapters, *streams));
+  if (n_styles > (size_t)*streams)
+    return usage(fmt::format("--style given {} times for --streams {}: at most one per stream", n_styles, *streams));
+  if (args->get("adapter") && *streams > 1)
+    return usage("--adapter puts one adapter on a single stream; with --streams give --stream-adapter once per "
+                 "stream instead");
+  if (args->get("adapter-scale") && !args->get("adapter") && n_stream_adapters == 0)
+    return usage("--adapter-scale needs --adapter or --stream-adapter");
+  if (!args->flag("ds2d"))
+    for (const char* o : {"ds2d-template", "ds2d-no-early-exit", "ds2d-recycle", "ds2d-compare"})
+      if (args->get(o) || args->flag(o)) return usage(fmt::format("--{} needs --ds2d", o));
+  if (args->get("adapter") && args->flag("interpreter")) return usage("--adapter runs on compiled code, not --interpreter");
   if (args->get("adapter")) eo.lora_slots = 2;
   if (*streams > 1)
     return run_streams(*args, *tok, chat_template, eo, *sp, *max_tokens);
@@ -465,11 +495,11 @@ int cmd_run(int argc, char** argv) {
   std::vector<int32_t> tokens = tok->encode(prompt, true, args->flag("chat"));
   if (tokens.empty()) return fail("the prompt encodes to no tokens");
   if ((int64_t)tokens.size() + *max_tokens > eo.max_context)
-    return fail(fmt::format("prompt ({} tokens) plus --max-tokens {} exceeds the context of {} (raise --ctx)",
-                            tokens.size(), *max_tokens, eo.max_context));
+    return fail(fmt::format("prompt ({} tokens) plus --max-tokens {} exceeds the context of {} ({})",
+                            tokens.size(), *max_tokens, eo.max_context, context_hint(eo)));
   spdlog::info("prompt: {} tokens", tokens.size());
   if (args->flag("ds2d")) {
-    if (args->flag("interpreter")) return fail("--ds2d runs on compiled code, not --interpreter");
+    if (args->flag("interpreter")) return usage("--ds2d runs on compiled code, not --interpreter");
     return run_ds2d(*args, *tok, eo, *sp, *max_tokens, tokens);
   }
   auto engine = args->flag("interpreter") ? make_interpreter_engine(eo) : make_compiled_engine(eo);

@@ -48,7 +48,30 @@ Result<EngineOptions> parse_engine_options(const Args& args, const std::string& 
   if (auto t = kv_cache_type(eo.kv_type); !t.ok()) return make_error("--kv-type: {}", t.error().message);
   eo.int8_activations = !args.flag("float-activations");
   eo.quantize = args.get("quantize").value_or("none");
+  if (!eo.artifact_dir.empty()) {
+    KILN_TRY(refuse_compile_options_with_artifact(args));
+    KILN_ASSIGN(const int64_t compiled_ctx, artifact_max_context(eo.artifact_dir));
+    if (args.get("ctx") && eo.max_context != compiled_ctx)
+      return make_error("--ctx {}: {} was compiled with --ctx {} (leave --ctx out, or compile again with it)",
+                        eo.max_context, eo.artifact_dir, compiled_ctx);
+    eo.max_context = compiled_ctx;
+  }
   return eo;
+}
+
+std::string context_hint(const EngineOptions& eo) {
+  return eo.artifact_dir.empty() ? "raise --ctx" : eo.artifact_dir + " was compiled so: compile it with a larger --ctx";
+}
+
+Status refuse_compile_options_with_artifact(const Args& args) {
+  for (const char* o : {"kv-type", "quantize"})
+    if (args.get(o))
+      return make_error("--{}: decided when the artifact was compiled; leave it out with --artifact "
+                        "(or give it to `kiln compile`)", o);
+  if (args.flag("float-activations"))
+    return make_error("--float-activations: decided when the artifact was compiled; leave it out with "
+                      "--artifact (or give it to `kiln compile`)");
+  return Status::success();
 }
 
 }  // namespace kiln::cli

@@ -16,8 +16,17 @@ namespace kiln::cli {
 std::vector<OptionSpec> sampling_option_specs();
 Result<SamplerParams> parse_sampling_options(const Args& args);
 
-// --ctx, --kv-type, --artifact, --threads, --float-activations, --quantize.
+// --ctx, --kv-type, --artifact, --threads, --float-activations, --quantize. With --artifact
+// the context is the artifact's (--ctx, if given, must be the same) and the options fixed at
+// compile time are refused rather than ignored.
 std::vector<OptionSpec> engine_option_specs();
 Result<EngineOptions> parse_engine_options(const Args& args, const std::string& model_path);
+
+// What to do about a context too small: "raise --ctx", or with --artifact, compile it so.
+std::string context_hint(const EngineOptions& eo);
+
+// With --artifact: an error naming --kv-type, --float-activations or --quantize if given
+// (how the artifact was compiled decides them).
+Status refuse_compile_options_with_artifact(const Args& args);
 
 }  // namespace kiln::cli
