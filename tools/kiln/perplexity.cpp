@@ -76,14 +76,17 @@ int cmd_perplexity(int argc, char** argv) {
   }
   set_verbosity(args->verbosity());
   auto fail = [](const std::string& m) { fmt::print(stderr, "kiln perplexity: {}\n", m); return 1; };
+  auto usage = [](const std::string& m) { return usage_error("perplexity", m); };
   auto ctx = args->get_int("ctx", 512, 8, 1 << 20);
-  auto chunks = args->get_int("chunks", -1, -1, 1 << 30);
+  auto chunks = args->get_int("chunks", -1, 1, 1 << 30);
   auto threads = args->get_int("threads", 2, 1, 256);
-  if (!ctx.ok()) return fail(ctx.error().message);
-  if (!chunks.ok()) return fail(chunks.error().message);
-  if (!threads.ok()) return fail(threads.error().message);
+  if (!ctx.ok()) return usage(ctx.error().message);
+  if (!chunks.ok()) return usage(chunks.error().message);
+  if (!threads.ok()) return usage(threads.error().message);
   auto batch = args->get_int("batch", std::min<long long>(128, *ctx), 1, *ctx);
-  if (!batch.ok()) return fail(batch.error().message);
+  if (!batch.ok()) return usage(batch.error().message);
+  if (args->get("artifact"))
+    if (auto st = refuse_compile_options_with_artifact(*args); !st.ok()) return usage(st.error().message);
   const bool quiet = args->flag("quiet");
 
   const std::string model_path = args->positional()[0];
@@ -102,7 +105,6 @@ int cmd_perplexity(int argc, char** argv) {
     return fail(fmt::format("{}: {} tokens, fewer than one chunk of --ctx {} (use a longer text)", text_path,
                             tokens.size(), n_ctx));
   const int64_t n_chunk = *chunks < 0 ? n_max : std::min<int64_t>(*chunks, n_max);
-  if (n_chunk < 1) return fail("--chunks must be at least 1");
   const int64_t first = n_ctx / 2;
   const bool add_bos = tok->add_bos();
   if (!quiet)
@@ -112,8 +114,6 @@ int cmd_perplexity(int argc, char** argv) {
   EngineOptions eo;
   eo.model_path = model_path;
   eo.artifact_dir = args->get("artifact").value_or("");
-  if (!eo.artifact_dir.empty())
-    if (auto st = refuse_compile_options_with_artifact(*args); !st.ok()) return fail(st.error().message);
   eo.max_context = n_ctx;
   eo.kv_type = args->get("kv-type").value_or("f16");
   if (auto t = kv_cache_type(eo.kv_type); !t.ok()) return fail("--kv-type: " + t.error().message);
