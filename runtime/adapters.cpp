@@ -8,10 +8,12 @@
 // touched. Switching a stream's adapter only changes the slot index its rows carry.
 #include "runtime/adapters.h"
 
+#include <cerrno>
 #include <cmath>
 #include <cstring>
 #include <exception>
 #include <new>
+#include <sys/stat.h>
 
 #include <fmt/format.h>
 
@@ -102,6 +104,19 @@ void write_scale(SessionAdapters& a, int32_t slot) {
   std::memcpy(a.region + a.code->lora_scale_offset + (uint64_t)slot * 4, &v, 4);
 }
 
+// Bounds on the scales, far beyond any trained adapter's (lora_alpha / r is ~0.5-64), so
+// that a slot's scale times a side path can never overflow the step's floats to inf/NaN.
+constexpr float kMaxAdapterScale = 1e4f;  // the adapter's own lora_alpha / r
+constexpr float kMaxSlotScale = 1e6f;     // times the stream's multiplier
+
+kiln_status check_slot_scale(const char* fn, float adapter_scale, float multiplier) {
+  const float v = adapter_scale * multiplier;
+  if (!std::isfinite(v) || std::fabs(v) > kMaxSlotScale)
+    return fail(KILN_ERR_INVALID_ARGUMENT, fmt::format("{}: the adapter's scale {} times the stream's {} is {}, "
+                                                       "beyond +-{}", fn, adapter_scale, multiplier, v, kMaxSlotScale));
+  return KILN_OK;
+}
+
 kiln_status check_slot(const char* fn, const kiln_session* s, int32_t slot, bool allow_zero) {
   if (!s) return fail(KILN_ERR_INVALID_ARGUMENT, fmt::format("{}: session is NULL", fn));
   const SessionAdapters* a = kiln::session_adapters(s);
@@ -125,12 +140,26 @@ kiln_status kiln_adapter_load(kiln_session* s, const char* path, int32_t slot) {
     if (!path) return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_adapter_load: path is NULL");
     SessionAdapters& a = *kiln::session_adapters(s);
     const kiln_compiled_model* c = a.code;
+    // A path that cannot be read is an I/O error; what is read and refused, a format error.
+    struct stat path_st {};
+    if (::stat(path, &path_st) != 0)
+      return fail(KILN_ERR_IO, fmt::format("kiln_adapter_load: {}: cannot open: {}", path, std::strerror(errno)));
+    if (!S_ISREG(path_st.st_mode) && !S_ISDIR(path_st.st_mode))
+      return fail(KILN_ERR_IO, fmt::format("kiln_adapter_load: {}: not a file (a GGUF adapter) or a folder (PEFT)",
+                                           path));
     kiln::LoraOptions opts;
     opts.max_rank = c->lora_rank;
     auto ad = kiln::load_lora_adapter(path, base_of(a), opts);
     if (!ad.ok()) return fail(KILN_ERR_FORMAT, fmt::format("kiln_adapter_load: {}", ad.error().message));
-    if (!std::isfinite(ad->scale))
-      return fail(KILN_ERR_FORMAT, fmt::format("kiln_adapter_load: {}: the adapter's scale is not finite", path));
+    if (!std::isfinite(ad->scale) || std::fabs(ad->scale) > kMaxAdapterScale)
+      return fail(KILN_ERR_FORMAT, fmt::format("kiln_adapter_load: {}: the adapter's scale (lora_alpha / r) is {}, "
+                                               "expected a finite value within +-{}", path, ad->scale,
+                                               kMaxAdapterScale));
+    // Streams already on this slot keep their scale multiplier.
+    float mult = 1.0f;
+    for (size_t k = 0; k < a.stream_slot.size(); ++k)
+      if (a.stream_slot[k] == slot) { mult = a.stream_scale[k]; break; }
+    if (kiln_status st = check_slot_scale("kiln_adapter_load", ad->scale, mult); st != KILN_OK) return st;
     // Checked in full: now write the slot. Targets the adapter leaves out get rank 0 (the
     // code skips them) and zero factors.
     const uint64_t R = (uint64_t)c->lora_rank;
@@ -161,10 +190,6 @@ kiln_status kiln_adapter_load(kiln_session* s, const char* path, int32_t slot) {
     sl.adapter_scale = ad->scale;
     sl.weight_bytes = bytes;
     sl.name = ad->name;
-    // Streams already on this slot keep their scale multiplier.
-    float mult = 1.0f;
-    for (size_t k = 0; k < a.stream_slot.size(); ++k)
-      if (a.stream_slot[k] == slot) { mult = a.stream_scale[k]; break; }
     sl.scale = sl.adapter_scale * mult;
     write_scale(a, slot);
     return KILN_OK;
@@ -186,6 +211,15 @@ kiln_status kiln_adapter_free(kiln_session* s, int32_t slot) {
 
 kiln_status kiln_stream_set_adapter(kiln_session* s, int32_t stream, int32_t slot, float scale) {
   return guarded("kiln_stream_set_adapter", [&]() -> kiln_status {
+    // "No adapter" is what every stream of a model without LoRA slots already has: asking
+    // for it succeeds, so an app needs no special case for such models.
+    if (s && slot == 0 && kiln::session_adapters(s)->code->lora_slots == 0) {
+      const int64_t streams = kiln::session_adapters(s)->code->max_streams;
+      if (stream < 0 || stream >= streams)
+        return fail(KILN_ERR_INVALID_ARGUMENT,
+                    fmt::format("kiln_stream_set_adapter: stream {} is out of range [0, {})", stream, streams));
+      return KILN_OK;
+    }
     if (kiln_status st = check_slot("kiln_stream_set_adapter", s, slot, true); st != KILN_OK) return st;
     SessionAdapters& a = *kiln::session_adapters(s);
     if (stream < 0 || stream >= (int32_t)a.stream_slot.size())
@@ -204,6 +238,8 @@ kiln_status kiln_stream_set_adapter(kiln_session* s, int32_t stream, int32_t slo
                                   "held per slot, so load the adapter into a second slot for scale {}",
                                   k, slot, a.stream_scale[k], scale));
       kiln::AdapterSlot& sl = a.slots[(size_t)slot];
+      if (kiln_status st = check_slot_scale("kiln_stream_set_adapter", sl.adapter_scale, scale); st != KILN_OK)
+        return st;
       sl.scale = sl.adapter_scale * scale;
       write_scale(a, slot);
     }

@@ -588,6 +588,9 @@ kiln_status kiln_ds2d_init(kiln_session* s, const kiln_ds2d_params* params, kiln
     }
     if (c->draft && c->draft_layers > 0 && p.early_exit) d->draft = c->draft;
 #endif
+    if (p.template_index < -1)
+      return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_ds2d_init: template_index %d, expected -1 (chosen each step) "
+                  "or a template's index", p.template_index);
     if (p.template_index >= (int32_t)d->templates.size())
       return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_ds2d_init: template_index %d, the compiled "
                   "model '%s' has %zu tree templates", p.template_index, s->model->name.c_str(),
@@ -617,8 +620,15 @@ kiln_status kiln_ds2d_begin(kiln_ds2d* d, int32_t stream, const int32_t* tokens,
     if (stream < 0 || stream >= (int32_t)d->streams.size())
       return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_ds2d_begin: stream %d is out of range [0, %zu)",
                   stream, d->streams.size());
-    if (n < 0 || (n > 0 && !tokens))
-      return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_ds2d_begin: tokens is NULL or n %d < 0", n);
+    if (n < 0) return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_ds2d_begin: n is %d, expected >= 0", n);
+    if (n > 0 && !tokens) return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_ds2d_begin: tokens is NULL (n %d)", n);
+    // The drafter proposes tokens from this history and the verify pass embeds them, so a
+    // token the model does not have is refused here, as kiln_prefill refuses it.
+    const int32_t V = d->s->model->n_vocab;
+    for (int32_t k = 0; k < n; ++k)
+      if (tokens[k] < 0 || tokens[k] >= V)
+        return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_ds2d_begin: tokens[%d] = %d is outside the vocabulary [0, %d)",
+                    k, tokens[k], V);
     StreamState& st = d->streams[(size_t)stream];
     st.ngram.reset();
     st.ngram.append(std::span<const int32_t>(tokens, (size_t)n));

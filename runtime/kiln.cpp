@@ -307,14 +307,15 @@ kiln_status prefill(const char* fn, kiln_session* s, const int32_t* tokens, int3
     if (stream < 0 || stream >= c->max_streams)
       return fail(KILN_ERR_INVALID_ARGUMENT, "%s: stream %d is out of range [0, %lld)",
                   fn, stream, (long long)c->max_streams);
-    for (int32_t i = 0; i < n; ++i)
-      if (!token_ok(s->model, tokens[i]))
-        return fail(KILN_ERR_INVALID_ARGUMENT, "%s: tokens[%d] = %d is not a token id "
-                    "(n_vocab %d)", fn, i, tokens[i], s->model->n_vocab);
+    // The length first: n past the context is refused before tokens[] is read that far.
     int32_t& pos = s->pos[static_cast<size_t>(stream)];
     if (static_cast<int64_t>(pos) + n > c->max_context)
       return fail(KILN_ERR_CONTEXT_FULL, "%s: stream %d holds %d tokens; %d more exceed "
                   "max_context %lld", fn, stream, pos, n, (long long)c->max_context);
+    for (int32_t i = 0; i < n; ++i)
+      if (!token_ok(s->model, tokens[i]))
+        return fail(KILN_ERR_INVALID_ARGUMENT, "%s: tokens[%d] = %d is not a token id "
+                    "(n_vocab %d)", fn, i, tokens[i], s->model->n_vocab);
     for (int32_t done = 0; done < n;) {
       const int32_t rows = static_cast<int32_t>(std::min<int64_t>(c->max_rows, n - done));
       for (int32_t r = 0; r < rows; ++r) {
@@ -607,9 +608,9 @@ kiln_status kiln_tokenize(const kiln_model* model, const char* text, size_t text
     if (!model) return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_tokenize: model is NULL");
     if (!n_tokens) return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_tokenize: n_tokens is NULL");
     if (!text && text_len) return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_tokenize: text is NULL");
-    if (capacity < 0 || (!tokens && capacity > 0))
-      return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_tokenize: tokens is NULL or capacity %d < 0",
-                  capacity);
+    if (capacity < 0) return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_tokenize: capacity is %d, expected >= 0", capacity);
+    if (!tokens && capacity > 0)
+      return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_tokenize: tokens is NULL (capacity %d)", capacity);
     std::vector<int32_t> ids = model->tokenizer->encode(
         std::string_view(text ? text : "", text_len), add_special != 0, parse_special != 0);
     if (ids.size() > static_cast<size_t>(INT32_MAX))
@@ -639,8 +640,8 @@ kiln_status kiln_detokenize(const kiln_model* model, const int32_t* tokens, int3
                             size_t* len) {
   return guarded("kiln_detokenize", [&]() -> kiln_status {
     if (!model) return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_detokenize: model is NULL");
-    if (n < 0 || (!tokens && n > 0))
-      return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_detokenize: tokens is NULL or n %d < 0", n);
+    if (n < 0) return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_detokenize: n is %d, expected >= 0", n);
+    if (!tokens && n > 0) return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_detokenize: tokens is NULL (n %d)", n);
     for (int32_t i = 0; i < n; ++i)
       if (!token_ok(model, tokens[i]))
         return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_detokenize: tokens[%d] = %d is not a token "
@@ -671,6 +672,8 @@ kiln_status kiln_chat_apply(const kiln_model* model, const char* tmpl,
                     messages[i].role ? "content" : "role");
       msgs.push_back({messages[i].role, messages[i].content});
     }
+    if (tmpl && !*tmpl)
+      return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_chat_apply: tmpl is empty (NULL uses the model's template)");
     std::string_view t = tmpl ? std::string_view(tmpl) : std::string_view(model->chat_template);
     auto text = kiln::apply_chat_template(t, msgs, add_assistant != 0);
     if (!text.ok())

@@ -430,8 +430,28 @@ TEST(LoraE2E, BadAdaptersFailClearlyAndTheSessionStaysUsable) {
   ASSERT_TRUE(write_file_atomic((fx().dir / "garbage.gguf").string(), std::string(1000, 'x')).ok());
   m = error_after(kiln_adapter_load(s->session, (fx().dir / "garbage.gguf").c_str(), 1));
   EXPECT_HAS(m, "garbage.gguf");
-  m = error_after(kiln_adapter_load(s->session, (fx().dir / "missing").c_str(), 1));
-  EXPECT_HAS(m, "missing");
+  EXPECT_EQ(kiln_adapter_load(s->session, (fx().dir / "missing").c_str(), 1), KILN_ERR_IO);  // unreadable: I/O
+  EXPECT_HAS(std::string(kiln_last_error()), "missing");
+  EXPECT_EQ(kiln_adapter_load(s->session, "/dev/null", 1), KILN_ERR_IO);
+  // A scale that would overflow the side path to inf/NaN logits: from the config...
+  {
+    fs::create_directories(fx().dir / "huge_alpha");
+    fs::copy_file(qv + "/adapter_model.safetensors", fx().dir / "huge_alpha/adapter_model.safetensors",
+                  fs::copy_options::overwrite_existing);
+    auto cfg = read_file(qv + "/adapter_config.json");
+    ASSERT_TRUE(cfg.ok());
+    std::string text = *cfg;
+    const size_t at = text.find("\"lora_alpha\"");
+    ASSERT_NE(at, std::string::npos);
+    const size_t colon = text.find(':', at), end = text.find_first_of(",}", colon);
+    text.replace(colon + 1, end - colon - 1, " 1e30");
+    ASSERT_TRUE(write_file_atomic((fx().dir / "huge_alpha/adapter_config.json").string(), text).ok());
+  }
+  m = error_after(kiln_adapter_load(s->session, (fx().dir / "huge_alpha").c_str(), 1));
+  EXPECT_HAS(m, "huge_alpha");
+  EXPECT_HAS(m, "lora_alpha / r");
+  // ...or from the stream's multiplier.
+  EXPECT_HAS(error_after(kiln_stream_set_adapter(s->session, 0, 1, 3e38f)), "beyond");
   // Bad slots and streams.
   EXPECT_HAS(error_after(kiln_adapter_load(s->session, qv.c_str(), 0)), "slot 0 is the zero adapter");
   EXPECT_HAS(error_after(kiln_adapter_load(s->session, qv.c_str(), 2)), "slot 2 is out of range");

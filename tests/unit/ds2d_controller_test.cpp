@@ -258,6 +258,14 @@ TEST(Ds2dController, ArgumentChecks) {
   root = (int32_t)kV;
   EXPECT_EQ(kiln_ds2d_step(d, &root, &stream, 1, nullptr, out, 8, &n), KILN_ERR_INVALID_ARGUMENT);
   EXPECT_EQ(kiln_ds2d_begin(d, 7, nullptr, 0), KILN_ERR_INVALID_ARGUMENT);
+  // The drafter would propose (and the verify pass embed) tokens of the history: one the
+  // model does not have is refused at once.
+  const int32_t history[3] = {5, (int32_t)kV, 6};
+  EXPECT_EQ(kiln_ds2d_begin(d, 0, history, 3), KILN_ERR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(kiln_last_error()).find("tokens[1]"), std::string::npos) << kiln_last_error();
+  p.template_index = -7;
+  kiln_ds2d* d2 = nullptr;
+  EXPECT_EQ(kiln_ds2d_init(toy.session, &p, &d2), KILN_ERR_INVALID_ARGUMENT);
   // A full stream: context full, nothing run.
   std::vector<int32_t> fill((size_t)kCtx, 5);
   ASSERT_EQ(kiln_prefill(toy.session, fill.data(), (int32_t)kCtx, 0, nullptr), KILN_OK);

@@ -597,8 +597,11 @@ TEST(CApi, StepArgumentChecks) {
   toks[2] = -1;
   EXPECT_EQ(kiln_prefill(s, toks, 3, 0, logits), KILN_ERR_INVALID_ARGUMENT);
   toks[2] = 0;
+  // Too long is found before the tokens are read: a bad token at the end is not reached.
+  toks[kContext] = -1;
   EXPECT_EQ(kiln_prefill(s, toks, kContext + 1, 0, logits), KILN_ERR_CONTEXT_FULL);
   EXPECT_TRUE(contains(kiln_last_error(), "max_context 32")) << kiln_last_error();
+  toks[kContext] = 0;
 
   EXPECT_EQ(kiln_decode(s, nullptr, streams, 1, logits), KILN_ERR_INVALID_ARGUMENT);
   EXPECT_EQ(kiln_decode(s, toks, nullptr, 1, logits), KILN_ERR_INVALID_ARGUMENT);

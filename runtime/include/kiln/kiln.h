@@ -163,7 +163,9 @@ KILN_API int32_t kiln_model_lora_slots(const kiln_model* model); /* K; 0: no LoR
 KILN_API int32_t kiln_model_lora_rank(const kiln_model* model);  /* the largest rank R */
 
 /* Reads the adapter at `path` into `slot` (1..K-1), replacing what the slot held. On any
- * error the slot is left as it was and the message names the file and tensor. */
+ * error the slot is left as it was and the message names the file and tensor:
+ * KILN_ERR_IO when the path cannot be read, KILN_ERR_FORMAT when what is read is refused
+ * (including a scale lora_alpha / r beyond +-1e4). */
 KILN_API kiln_status kiln_adapter_load(kiln_session* session, const char* path, int32_t slot);
 
 /* Empties `slot` (it becomes the zero adapter); streams reading it fall back to slot 0. */
@@ -171,7 +173,8 @@ KILN_API kiln_status kiln_adapter_free(kiln_session* session, int32_t slot);
 
 /* Makes `stream` read `slot` (0: no adapter) from its next step on, with the adapter's
  * own scale (alpha / r) times `scale` (1 = as trained). The scale is held per slot: two
- * streams on one slot with different scales are refused (load the adapter twice). */
+ * streams on one slot with different scales are refused (load the adapter twice), as is a
+ * product beyond +-1e6. Slot 0 is accepted by models without LoRA slots too (a no-op). */
 KILN_API kiln_status kiln_stream_set_adapter(kiln_session* session, int32_t stream, int32_t slot,
                                              float scale);
 
