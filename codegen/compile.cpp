@@ -301,9 +301,9 @@ Result<CompileSummary> compile_model(const CompileRequest& req) {
   auto* frozen = dynamic_cast<const FrozenWeights*>(g.weights().get());
   if (!frozen) return make_error("internal: freeze-base did not freeze the weights");
 
-  if (req.ds2d_draft_layers > cfg.n_layer)
+  if (req.ds2d_draft_layers >= cfg.n_layer)
     return make_error("--ds2d-draft-layers {}: the model has {} layers (a draft takes 0..{} of them)",
-                      req.ds2d_draft_layers, cfg.n_layer, cfg.n_layer);
+                      req.ds2d_draft_layers, cfg.n_layer, cfg.n_layer - 1);
   std::vector<int64_t> draft = req.ds2d_draft_keep;
   if (draft.empty())
     for (int64_t l = 0; l < (req.ds2d_draft_layers < 0 ? default_draft_layers(cfg.n_layer) : req.ds2d_draft_layers); ++l)
@@ -324,6 +324,19 @@ Result<CompileSummary> compile_model(const CompileRequest& req) {
     KILN_ASSIGN(Graph b, base_entry_graph(g));
     g.set_attr("arena_bytes", std::max(*g.int_attr("arena_bytes"), *b.int_attr("arena_bytes")));
     base = std::move(b);
+  }
+  // The profile's device budget for one model: what a session holds at once.
+  if (profile.memory_budget_mb > 0) {
+    const uint64_t need = frozen->blob().size() + (uint64_t)g.int_attr("kv_bytes").value_or(0) +
+                          (uint64_t)g.int_attr("arena_bytes").value_or(0);
+    const uint64_t budget = (uint64_t)profile.memory_budget_mb << 20;
+    if (need > budget)
+      return make_error("{}: needs {:.1f} MiB (weights {:.1f}, KV cache {:.1f}, arena {:.1f}), over the "
+                        "memory_budget_mb of profile {} ({}); a shorter --ctx, fewer --streams, or --quantize "
+                        "for float weights",
+                        req.model_path, need / 1048576.0, frozen->blob().size() / 1048576.0,
+                        g.int_attr("kv_bytes").value_or(0) / 1048576.0, g.int_attr("arena_bytes").value_or(0) / 1048576.0,
+                        profile.name, profile.memory_budget_mb);
   }
 
   // The identity shared by model.o and model.kiln: the planned graph and every weight byte.

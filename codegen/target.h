@@ -20,8 +20,8 @@ struct TargetProfile {
   std::string cpu;          // LLVM CPU name (scheduling model and default features)
   std::string features;     // LLVM feature string, e.g. "+avx2,+fma"
   int64_t threads = 2;      // threads the compiled step is planned for (max)
-  int64_t vector_bits = 128;      // SIMD register width the kernels are tuned for
-  int64_t memory_budget_mb = 0;   // weights + KV + arena must fit; 0 = no limit
+  int64_t vector_bits = 128;      // SIMD register width (informational: codegen picks by features)
+  int64_t memory_budget_mb = 0;   // weights + KV + arena must fit (compile checks); 0 = no limit
   int64_t group_size = 32;        // INT4 quantization group (weights per scale)
   std::string source;       // the file it came from ("" for the built-in host)
 };

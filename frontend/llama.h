@@ -82,8 +82,10 @@ Result<Graph> llama_draft_graph(const Graph& step, int64_t layers);
 // The draft that runs only `layers` (any proper subset, e.g. with middle layers skipped,
 // as in Draft & Verify): a skipped layer passes its input on unchanged and writes no KV.
 Result<Graph> llama_draft_graph(const Graph& step, const std::vector<int64_t>& layers);
-// The default draft depth: a quarter of the layers (at least 1).
-inline int64_t default_draft_layers(int64_t n_layer) { return std::max<int64_t>(1, n_layer / 4); }
+// The default draft depth: a quarter of the layers (at least 1); none for a one-layer model.
+inline int64_t default_draft_layers(int64_t n_layer) {
+  return n_layer >= 2 ? std::max<int64_t>(1, n_layer / 4) : 0;  // a draft must skip a layer
+}
 
 // Interpreter inputs for one step of one stream: `tokens` at positions start, start+1, ...
 // of `stream`; logits for the last row (or, for a graph built with all_logits, every row).
