@@ -446,13 +446,7 @@ int cmd_run(int argc, char** argv) {
   if (!streams.ok()) return usage(streams.error().message);
   if (*streams > 1 && args->flag("interpreter")) return usage("--streams runs on compiled code, not --interpreter");
 
-  auto t_load = std::chrono::steady_clock::now();
   const std::string model_path = args->positional()[0];
-  auto text_parts = load_model_text(model_path);
-  if (!text_parts.ok()) return fail(text_parts.error().message);
-  const Tokenizer* tok = &text_parts->tokenizer;
-  const std::optional<std::string>& chat_template = text_parts->chat_template;
-
   auto parsed = parse_engine_options(*args, model_path);
   if (!parsed.ok()) return usage(parsed.error().message);
   EngineOptions eo = *parsed;
@@ -476,6 +470,12 @@ int cmd_run(int argc, char** argv) {
     for (const char* o : {"ds2d-template", "ds2d-no-early-exit", "ds2d-recycle", "ds2d-compare"})
       if (args->get(o) || args->flag(o)) return usage(fmt::format("--{} needs --ds2d", o));
   if (args->get("adapter") && args->flag("interpreter")) return usage("--adapter runs on compiled code, not --interpreter");
+  auto t_load = std::chrono::steady_clock::now();
+  auto text_parts = load_model_text(model_path);
+  if (!text_parts.ok()) return fail(text_parts.error().message);
+  const Tokenizer* tok = &text_parts->tokenizer;
+  const std::optional<std::string>& chat_template = text_parts->chat_template;
+
   if (args->get("adapter")) eo.lora_slots = 2;
   if (*streams > 1)
     return run_streams(*args, *tok, chat_template, eo, *sp, *max_tokens);
