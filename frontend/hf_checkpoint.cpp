@@ -48,6 +48,12 @@ Result<JsonFile> parse_json(std::string_view text, const std::string& path) {
   auto j = Json::parse(text, 64);
   if (!j.ok()) return make_error("{}: {}", path, j.error().message);
   if (!j->as_object()) return make_error("{}: expected a JSON object", path);
+  // A repeated top-level key: Python's json keeps the last value and this reader the
+  // first, so the model would differ from what transformers loads. Refused instead.
+  std::set<std::string_view> seen;
+  for (const auto& [key, value] : *j->as_object())
+    if (!seen.insert(key).second)
+      return make_error("{}: key '{}' appears twice (which value counts is ambiguous)", path, key);
   return JsonFile{path, std::move(*j)};
 }
 

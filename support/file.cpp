@@ -88,13 +88,13 @@ Status write_file_atomic(const std::string& path, std::string_view bytes) {
 }
 
 Result<std::string> read_file(const std::string& path) {
+  // Files and pipes (`--file <(zcat text.gz)`) are read to their end; a device such as
+  // /dev/zero never ends, so it is refused before it is opened.
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode) && !S_ISFIFO(st.st_mode))
+    return make_error("{}: {}", path, S_ISDIR(st.st_mode) ? "is a folder, not a file" : "is not a regular file");
   FILE* f = std::fopen(path.c_str(), "rb");
   if (!f) return make_error("{}: cannot open: {}", path, std::strerror(errno));
-  struct stat st {};
-  if (::fstat(::fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
-    std::fclose(f);
-    return make_error("{}: is a folder, not a file", path);
-  }
   std::string out;
   char buf[65536];
   size_t n;

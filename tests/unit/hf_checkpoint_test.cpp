@@ -212,6 +212,8 @@ TEST(HfCheckpoint, BadFoldersNameTheFileAndWhatWasExpected) {
        {"config.json", "model_type is \"qwen2\""}},
       {"rope_scaling", "config.json", R"("rope_scaling":null)", R"("rope_scaling":{"rope_type":"linear"})",
        {"config.json", "rope_scaling of type \"linear\""}},
+      {"repeated_key", "config.json", R"("model_type":"llama")", R"("model_type":"llama","model_type":"llama")",
+       {"config.json", "key 'model_type' appears twice"}},
       {"no_layers", "config.json", R"("num_hidden_layers":2,)", "", {"config.json", "'num_hidden_layers' is missing"}},
       {"pre", "tokenizer.json", R"("individual_digits":true)", R"("individual_digits":false)",
        {"tokenizer.json", "pre_tokenizer"}},
@@ -230,6 +232,11 @@ TEST(HfCheckpoint, BadFoldersNameTheFileAndWhatWasExpected) {
                  e.parts);
   expect_error(error_after("no_config", [](const std::string& d) { fs::remove(d + "/config.json"); }),
                {"without config.json"});
+  expect_error(error_after("device_config", [](const std::string& d) {  // read forever, once
+                 fs::remove(d + "/config.json");
+                 fs::create_symlink("/dev/zero", d + "/config.json");
+               }),
+               {"config.json", "is not a regular file"});
   expect_error(error_after("no_tokenizer", [](const std::string& d) { fs::remove(d + "/tokenizer.json"); }),
                {"tokenizer.json"});
   expect_error(error_after("no_weights", [](const std::string& d) { fs::remove(d + "/model.safetensors"); }),

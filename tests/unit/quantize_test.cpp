@@ -161,6 +161,23 @@ TEST(QuantizeInt4, BadOptionsAreErrors) {
   }
 }
 
+TEST(QuantizeInt4, NonFiniteWeightsAreErrorsNamingTheElement) {
+  Tiny t = tiny(DType::F16, DType::F16);
+  const GgufTensor* q = t.file->tensor("blk.0.attn_q.weight");
+  ASSERT_NE(q, nullptr);
+  const uint64_t at = t.file->data_offset() + q->offset + 2 * 5;  // element [0, 5]
+  t.bytes[at] = 0x00, t.bytes[at + 1] = 0x7e;                      // f16 NaN
+  auto f = GgufFile::parse(MappedFile::borrow(t.bytes.data(), t.bytes.size(), "tiny.gguf"));
+  ASSERT_TRUE(f.ok());
+  t.file = std::shared_ptr<const GgufFile>(std::move(f).value());
+  Graph g = lower(t);
+  g.set_attr("quantize", std::string("int4"));
+  Status st = run(g, "quantize-int4");
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.error().message.find("blk.0.attn_q.weight"), std::string::npos) << st.error().message;
+  EXPECT_NE(st.error().message.find("[0, 5] is nan"), std::string::npos) << st.error().message;
+}
+
 TEST(FuseDequantMatmul, SameLogitsAndNoDequantLeft) {
   Tiny t = tiny(DType::Q4_1, DType::Q8_0);
   Graph g = lower(t);
