@@ -295,7 +295,7 @@ Result<CompileSummary> compile_model(const CompileRequest& req) {
   for (const std::string& name : req.pass_options.print_after)
     if (!pm.has(name))
       spdlog::warn("--print-after {}: the pass is not in this compile's pipeline ({}); add it with --passes", name,
-               pm.pipeline());
+                   pm.pipeline());
   KILN_TRY(pm.run(g));
   KILN_TRY(verify(g));
   auto* frozen = dynamic_cast<const FrozenWeights*>(g.weights().get());
@@ -327,16 +327,15 @@ Result<CompileSummary> compile_model(const CompileRequest& req) {
   }
   // The profile's device budget for one model: what a session holds at once.
   if (profile.memory_budget_mb > 0) {
-    const uint64_t need = frozen->blob().size() + (uint64_t)g.int_attr("kv_bytes").value_or(0) +
-                          (uint64_t)g.int_attr("arena_bytes").value_or(0);
-    const uint64_t budget = (uint64_t)profile.memory_budget_mb << 20;
-    if (need > budget)
+    const double mib = 1048576.0, weights = (double)frozen->blob().size() / mib,
+                 kv = (double)g.int_attr("kv_bytes").value_or(0) / mib,
+                 arena = (double)g.int_attr("arena_bytes").value_or(0) / mib;
+    if (weights + kv + arena > (double)profile.memory_budget_mb)
       return make_error("{}: needs {:.1f} MiB (weights {:.1f}, KV cache {:.1f}, arena {:.1f}), over the "
                         "memory_budget_mb of profile {} ({}); a shorter --ctx, fewer --streams, or --quantize "
                         "for float weights",
-                        req.model_path, need / 1048576.0, frozen->blob().size() / 1048576.0,
-                        g.int_attr("kv_bytes").value_or(0) / 1048576.0, g.int_attr("arena_bytes").value_or(0) / 1048576.0,
-                        profile.name, profile.memory_budget_mb);
+                        req.model_path, weights + kv + arena, weights, kv, arena, profile.name,
+                        profile.memory_budget_mb);
   }
 
   // The identity shared by model.o and model.kiln: the planned graph and every weight byte.

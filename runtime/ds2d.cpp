@@ -624,11 +624,10 @@ kiln_status kiln_ds2d_begin(kiln_ds2d* d, int32_t stream, const int32_t* tokens,
     if (n > 0 && !tokens) return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_ds2d_begin: tokens is NULL (n %d)", n);
     // The drafter proposes tokens from this history and the verify pass embeds them, so a
     // token the model does not have is refused here, as kiln_prefill refuses it.
-    const int32_t V = d->s->model->n_vocab;
     for (int32_t k = 0; k < n; ++k)
-      if (tokens[k] < 0 || tokens[k] >= V)
+      if (!d->s->model->has_token(tokens[k]))
         return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_ds2d_begin: tokens[%d] = %d is outside the vocabulary [0, %d)",
-                    k, tokens[k], V);
+                    k, tokens[k], d->s->model->n_vocab);
     StreamState& st = d->streams[(size_t)stream];
     st.ngram.reset();
     st.ngram.append(std::span<const int32_t>(tokens, (size_t)n));
@@ -661,7 +660,7 @@ kiln_status kiln_ds2d_step(kiln_ds2d* d, const int32_t* roots, const int32_t* st
                   "[0, %lld)", i, sm, (long long)c->max_streams);
       else if (d->seen[(size_t)sm])
         st = fail(KILN_ERR_INVALID_ARGUMENT, "kiln_ds2d_step: streams[%d] = %d is listed twice", i, sm);
-      else if (roots[i] < 0 || roots[i] >= V)
+      else if (!s->model->has_token(roots[i]))
         st = fail(KILN_ERR_INVALID_ARGUMENT, "kiln_ds2d_step: roots[%d] = %d is not a token id "
                   "(n_vocab %d)", i, roots[i], V);
       else if (s->pos[(size_t)sm] >= c->max_context)

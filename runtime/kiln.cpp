@@ -109,8 +109,6 @@ kiln_status status_of(ModelFileErrc e) {
   return KILN_ERR_INTERNAL;
 }
 
-bool token_ok(const kiln_model* m, int32_t t) { return t >= 0 && t < m->n_vocab; }
-
 }  // namespace
 
 namespace kiln {
@@ -313,7 +311,7 @@ kiln_status prefill(const char* fn, kiln_session* s, const int32_t* tokens, int3
       return fail(KILN_ERR_CONTEXT_FULL, "%s: stream %d holds %d tokens; %d more exceed "
                   "max_context %lld", fn, stream, pos, n, (long long)c->max_context);
     for (int32_t i = 0; i < n; ++i)
-      if (!token_ok(s->model, tokens[i]))
+      if (!s->model->has_token(tokens[i]))
         return fail(KILN_ERR_INVALID_ARGUMENT, "%s: tokens[%d] = %d is not a token id "
                     "(n_vocab %d)", fn, i, tokens[i], s->model->n_vocab);
     for (int32_t done = 0; done < n;) {
@@ -375,7 +373,7 @@ kiln_status kiln_prefill_streams(kiln_session* s, const int32_t* const* tokens, 
         st = fail(KILN_ERR_CONTEXT_FULL, "%s: stream %d holds %d tokens; %d more exceed max_context %lld", fn,
                   sm, s->pos[static_cast<size_t>(sm)], n[i], (long long)c->max_context);
       for (int32_t k = 0; st == KILN_OK && k < n[i]; ++k)
-        if (!token_ok(s->model, tokens[i][k]))
+        if (!s->model->has_token(tokens[i][k]))
           st = fail(KILN_ERR_INVALID_ARGUMENT, "%s: stream %d: tokens[%d] = %d is not a token id (n_vocab %d)",
                     fn, sm, k, tokens[i][k], s->model->n_vocab);
     }
@@ -439,7 +437,7 @@ kiln_status kiln_decode(kiln_session* s, const int32_t* tokens, const int32_t* s
       else if (s->seen[static_cast<size_t>(sm)])
         st = fail(KILN_ERR_INVALID_ARGUMENT, "kiln_decode: streams[%d] = %d is listed twice", i,
                   sm);
-      else if (!token_ok(s->model, t))
+      else if (!s->model->has_token(t))
         st = fail(KILN_ERR_INVALID_ARGUMENT, "kiln_decode: tokens[%d] = %d is not a token id "
                   "(n_vocab %d)", i, t, s->model->n_vocab);
       else if (s->pos[static_cast<size_t>(sm)] >= c->max_context)
@@ -628,7 +626,7 @@ kiln_status kiln_token_to_piece(const kiln_model* model, int32_t token, char* bu
                                 size_t buf_size, size_t* len) {
   return guarded("kiln_token_to_piece", [&]() -> kiln_status {
     if (!model) return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_token_to_piece: model is NULL");
-    if (!token_ok(model, token))
+    if (!model->has_token(token))
       return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_token_to_piece: %d is not a token id (n_vocab "
                   "%d)", token, model->n_vocab);
     return copy_out("kiln_token_to_piece", model->tokenizer->piece(token), buf, buf_size, len);
@@ -643,7 +641,7 @@ kiln_status kiln_detokenize(const kiln_model* model, const int32_t* tokens, int3
     if (n < 0) return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_detokenize: n is %d, expected >= 0", n);
     if (!tokens && n > 0) return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_detokenize: tokens is NULL (n %d)", n);
     for (int32_t i = 0; i < n; ++i)
-      if (!token_ok(model, tokens[i]))
+      if (!model->has_token(tokens[i]))
         return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_detokenize: tokens[%d] = %d is not a token "
                     "id (n_vocab %d)", i, tokens[i], model->n_vocab);
     std::string text = model->tokenizer->decode(

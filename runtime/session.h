@@ -108,6 +108,7 @@ struct kiln_model {
   std::string chat_template;
   std::string name;
   int32_t n_vocab = 0;
+  bool has_token(int32_t t) const { return t >= 0 && t < n_vocab; }  // every entry point checks ids
 };
 
 struct kiln_session {
