@@ -25,15 +25,13 @@ Status PassManager::add_pipeline(std::string_view text) {
     while (!name.empty() && name.front() == ' ') name.remove_prefix(1);
     while (!name.empty() && name.back() == ' ') name.remove_suffix(1);
     if (name.empty()) return make_error("empty pass name in the pass list '{}'", text);
-    {
-      const PassInfo* p = find_pass(name);
-      if (!p) {
-        std::string known;
-        for (const auto& q : registered_passes()) known += (known.empty() ? "" : ", ") + std::string(q.name);
-        return make_error("unknown pass '{}' (known passes: {})", name, known);
-      }
-      add(p->create());
+    const PassInfo* p = find_pass(name);
+    if (!p) {
+      std::string known;
+      for (const auto& q : registered_passes()) known += (known.empty() ? "" : ", ") + std::string(q.name);
+      return make_error("unknown pass '{}' (known passes: {})", name, known);
     }
+    add(p->create());
     b = e + 1;
   }
   return Status::success();

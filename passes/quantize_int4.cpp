@@ -173,7 +173,7 @@ class QuantizeInt4Pass final : public Pass {
               }
             } else {
               dequantize_row(src, s, row.data(), (uint64_t)K);
-              // A NaN or infinity has no 4-bit code (and would make the scale one).
+              // A NaN or infinity has no 4-bit code (and would make its block's scale NaN).
               for (int64_t k = 0; k < K; ++k)
                 if (!std::isfinite(row[(size_t)k]))
                   return make_error("weight \"{}\": element [{}, {}] is {}; only finite weights can be quantized",

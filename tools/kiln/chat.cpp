@@ -370,9 +370,6 @@ int cmd_chat(int argc, char** argv) {
   const std::vector<OptionSpec> specs = chat_options();
   auto args = Args::parse(argc, argv, 2, specs);
   if (!args.ok()) { fmt::print(stderr, "kiln chat: {}\n", args.error().message); return 2; }
-  if (!args->flag("help"))
-    if (std::string missing = missing_arguments(*args, "MODEL"); !missing.empty())
-      return usage_error("chat", missing);
   if (args->flag("help")) {
     fmt::print(stdout,
                "usage: kiln chat MODEL [options]\n\nMODEL: a GGUF file or a Hugging Face checkpoint folder with a chat "
@@ -381,9 +378,11 @@ int cmd_chat(int argc, char** argv) {
                "options:\n{}\n{}", format_options(specs), kCommands);
     return 0;
   }
+  if (std::string missing = missing_arguments(*args, "MODEL"); !missing.empty())
+    return usage_error("chat", missing);
   set_verbosity(args->verbosity());
   auto fail = [](const std::string& m) { fmt::print(stderr, "kiln chat: {}\n", m); return 1; };
-  auto usage = [](const std::string& m) { fmt::print(stderr, "kiln chat: {}\n", m); return 2; };  // bad options
+  auto usage = [](const std::string& m) { return usage_error("chat", m); };  // bad options
   const std::string model_path = args->positional()[0];
   auto sp = parse_sampling_options(*args);
   if (!sp.ok()) return usage(sp.error().message);

@@ -57,9 +57,6 @@ int cmd_compile(int argc, char** argv) {
     }
     return 0;
   }
-  if (!args->flag("help"))
-    if (std::string missing = missing_arguments(*args, "MODEL", {{"o", "-o DIR"}}); !missing.empty())
-      return usage_error("compile", missing);
   if (args->flag("help")) {
     fmt::print(stdout,
                "usage: kiln compile MODEL -o DIR [options]\n\nMODEL: a GGUF file or a Hugging Face checkpoint folder.\nCompiles the model ahead of time for a "
@@ -69,6 +66,8 @@ int cmd_compile(int argc, char** argv) {
                format_options(kCompileOptions));
     return 0;
   }
+  if (std::string missing = missing_arguments(*args, "MODEL", {{"o", "-o DIR"}}); !missing.empty())
+    return usage_error("compile", missing);
   set_verbosity(args->verbosity());
   auto fail = [](const std::string& m) { fmt::print(stderr, "kiln compile: {}\n", m); return 1; };
   CompileRequest req;
@@ -161,10 +160,7 @@ int cmd_compile(int argc, char** argv) {
   req.pass_options.print_after = args->all("print-after");
   req.pass_options.time_passes = args->flag("time-passes");
   req.progress = !args->flag("quiet");
-  if (Status st = check_compile_request(req); !st.ok()) {
-    fmt::print(stderr, "kiln compile: {}\n", st.error().message);
-    return 2;
-  }
+  if (Status st = check_compile_request(req); !st.ok()) return usage_error("compile", st.error().message);
   auto sum = compile_model(req);
   if (!sum.ok()) return fail(sum.error().message);
   if (args->flag("quiet")) return 0;

@@ -39,9 +39,6 @@ int cmd_dump(int argc, char** argv) {
     for (auto& p : registered_passes()) fmt::print("  {:<16} {}\n", p.name, p.summary);
     return 0;
   }
-  if (!args->flag("help"))
-    if (std::string missing = missing_arguments(*args, "MODEL or FILE.kir"); !missing.empty())
-      return usage_error("dump", missing);
   if (args->flag("help")) {
     fmt::print(stdout,
                "usage: kiln dump MODEL|FILE.kir|- [options]\n\nLowers a model (a GGUF file or a Hugging Face checkpoint "
@@ -50,6 +47,8 @@ int cmd_dump(int argc, char** argv) {
                format_options(kDumpOptions));
     return 0;
   }
+  if (std::string missing = missing_arguments(*args, "MODEL or FILE.kir"); !missing.empty())
+    return usage_error("dump", missing);
   set_verbosity(args->verbosity());
   auto ctx = args->get_int("ctx", 2048, 1, 1 << 20);
   if (!ctx.ok()) { fmt::print(stderr, "kiln dump: {}\n", ctx.error().message); return 2; }

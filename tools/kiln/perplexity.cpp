@@ -62,9 +62,6 @@ double nll_of(const float* logits, size_t n_vocab, int32_t target) {
 int cmd_perplexity(int argc, char** argv) {
   auto args = Args::parse(argc, argv, 2, kPerplexityOptions);
   if (!args.ok()) { fmt::print(stderr, "kiln perplexity: {}\n", args.error().message); return 2; }
-  if (!args->flag("help"))
-    if (std::string missing = missing_arguments(*args, "MODEL", {{"file", "--file TEXT"}}); !missing.empty())
-      return usage_error("perplexity", missing);
   if (args->flag("help")) {
     fmt::print(stdout,
                "usage: kiln perplexity MODEL --file TEXT [options]\n\nPerplexity of the model on a "
@@ -74,6 +71,8 @@ int cmd_perplexity(int argc, char** argv) {
                format_options(kPerplexityOptions));
     return 0;
   }
+  if (std::string missing = missing_arguments(*args, "MODEL", {{"file", "--file TEXT"}}); !missing.empty())
+    return usage_error("perplexity", missing);
   set_verbosity(args->verbosity());
   auto fail = [](const std::string& m) { fmt::print(stderr, "kiln perplexity: {}\n", m); return 1; };
   auto usage = [](const std::string& m) { return usage_error("perplexity", m); };

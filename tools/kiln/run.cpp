@@ -424,9 +424,6 @@ int cmd_run(int argc, char** argv) {
   const std::vector<OptionSpec> specs = run_options();
   auto args = Args::parse(argc, argv, 2, specs);
   if (!args.ok()) { fmt::print(stderr, "kiln run: {}\n", args.error().message); return 2; }
-  if (!args->flag("help"))
-    if (std::string missing = missing_arguments(*args, "MODEL", {{"prompt", "--prompt TEXT"}}); !missing.empty())
-      return usage_error("run", missing);
   if (args->flag("help")) {
     fmt::print(stdout,
                "usage: kiln run MODEL --prompt TEXT [options]\n\nMODEL: a GGUF file or a Hugging Face checkpoint folder.\nGenerates text from a "
@@ -434,10 +431,12 @@ int cmd_run(int argc, char** argv) {
                format_options(specs));
     return 0;
   }
+  if (std::string missing = missing_arguments(*args, "MODEL", {{"prompt", "--prompt TEXT"}}); !missing.empty())
+    return usage_error("run", missing);
   set_verbosity(args->verbosity());
   auto fail = [](const std::string& m) { fmt::print(stderr, "kiln run: {}\n", m); return 1; };
   // A wrong command line (a bad value or combination of options) exits 2, as a parse error.
-  auto usage = [](const std::string& m) { fmt::print(stderr, "kiln run: {}\n", m); return 2; };
+  auto usage = [](const std::string& m) { return usage_error("run", m); };
   auto max_tokens = args->get_int("max-tokens", 64, 0, 1 << 20);
   if (!max_tokens.ok()) return usage(max_tokens.error().message);
   auto sp = parse_sampling_options(*args);
