@@ -109,7 +109,8 @@
 
 /* Bytes of stack for the quantized rows (K bytes + 2 floats per block of 32 per row). */
 #define KILN_QMM_STACK 65536
-/* Floats of stack for rms_matmul's normalised rows (K <= this). */
+/* Floats of stack for rms_matmul's normalised rows (K <= this): rows are normalised and
+ * quantized this many floats at a time, so it bounds K, not the rows of a call. */
 #define KILN_QMM_NORM_FLOATS 8192
 
 enum kiln_isa {
@@ -480,6 +481,23 @@ KILN_INLINE void quantize_rows(const float* restrict x, int8_t* restrict q, floa
       s[i] = db[b] * (float)st;
       if (is) is[i] = st;
     }
+  }
+}
+
+/* rms_matmul's prologue: R rows RMS-normalised with weight nw (kiln_rms_row, the bits of
+ * the rms_norm kernel) into nbuf, KILN_QMM_NORM_FLOATS / K rows at a time, each batch
+ * quantized before the next. Blocks quantize independently, so the bits do not depend on
+ * the batch size; the batches only keep the float buffer small without shortening the
+ * call's chunk of rows (which would read the weights once more per chunk: a 16-node
+ * verify pass at K = 576 was a 14-row and a 2-row call). */
+KILN_INLINE void norm_quantize_rows(const float* restrict x, const float* restrict nw, float eps,
+                                    float* restrict nbuf, int8_t* restrict q, float* restrict d,
+                                    float* restrict s, int32_t* restrict is, int64_t R, int64_t K) {
+  const int64_t nb = K / KILN_QK, batch = KILN_QMM_NORM_FLOATS / K;
+  for (int64_t r0 = 0; r0 < R; r0 += batch) {
+    const int64_t n = kiln_min(batch, R - r0);
+    for (int64_t r = 0; r < n; ++r) kiln_rms_row(x + (r0 + r) * K, nw, nbuf + r * K, K, eps);
+    quantize_rows(nbuf, q + r0 * K, d + r0 * nb, s + r0 * nb, is ? is + r0 * nb : 0, n, K);
   }
 }
 
@@ -856,10 +874,10 @@ KILN_INLINE void qmatmul(enum kiln_isa isa, enum kiln_wt wt, const float* restri
                          int64_t N, int32_t tid, int32_t nth, const float* restrict nw, float eps,
                          int packed) {
   const int64_t nb = K / KILN_QK, row_bytes = K + 12 * nb;
-  int64_t chunk = KILN_QMM_STACK / row_bytes;
-  if (nw) chunk = kiln_min(chunk, KILN_QMM_NORM_FLOATS / K); /* >= 1: the pass checks K */
-  if (chunk < 1) { /* K too large for the stack buffer: the float kernel (pack-weights
-                    * leaves such weights unpacked) */
+  const int64_t chunk = KILN_QMM_STACK / row_bytes;
+  if (chunk < 1 || (nw && K > KILN_QMM_NORM_FLOATS)) {
+    /* K too large for the stack buffer: the float kernel (pack-weights leaves such weights
+     * unpacked; fuse-rmsnorm-matmul fuses only K <= KILN_QMM_NORM_FLOATS) */
     switch (wt) {
       case KILN_WT_q4_0: kiln_matmul_q4_0(x, w, y, T, K, N, tid, nth); return;
       case KILN_WT_q4_1: kiln_matmul_q4_1(x, w, y, T, K, N, tid, nth); return;
@@ -878,12 +896,8 @@ KILN_INLINE void qmatmul(enum kiln_isa isa, enum kiln_wt wt, const float* restri
     float* d = (float*)(buf + rows * K);
     float* s = d + rows * nb;
     int32_t* is = (int32_t*)(s + rows * nb);
-    const float* xc = x + t0 * K;
-    if (nw) {
-      for (int64_t r = 0; r < rows; ++r) kiln_rms_row(xc + r * K, nw, nbuf + r * K, K, eps);
-      xc = nbuf;
-    }
-    quantize_rows(xc, q, d, s, packed ? is : 0, rows, K);
+    if (nw) norm_quantize_rows(x + t0 * K, nw, eps, nbuf, q, d, s, packed ? is : 0, rows, K);
+    else quantize_rows(x + t0 * K, q, d, s, packed ? is : 0, rows, K);
     if (packed) qmm_packed(isa, wt, q, d, s, is, w, y + t0 * N, K, N, n0, n1, rows);
     else qmm_tiles(isa, wt, q, d, s, w, y + t0 * N, K, N, n0, n1, rows, tile);
   }
@@ -898,8 +912,8 @@ KILN_INLINE void qmatmul3(enum kiln_isa isa, enum kiln_wt wt, const float* restr
                           int64_t T, int64_t K, const int64_t N[3], float eps, int32_t tid,
                           int32_t nth, int packed) {
   const int64_t nb = K / KILN_QK, row_bytes = K + 12 * nb;
-  const int64_t chunk = kiln_min(KILN_QMM_STACK / row_bytes, KILN_QMM_NORM_FLOATS / K);
-  if (chunk < 1) { /* the pass checks K; stay correct anyway */
+  const int64_t chunk = KILN_QMM_STACK / row_bytes;
+  if (chunk < 1 || K > KILN_QMM_NORM_FLOATS) { /* the pass checks K; stay correct anyway */
     for (int m = 0; m < 3; ++m) qmatmul(isa, wt, x, w[m], y[m], T, K, N[m], tid, nth, nw, eps, packed);
     return;
   }
@@ -915,9 +929,7 @@ KILN_INLINE void qmatmul3(enum kiln_isa isa, enum kiln_wt wt, const float* restr
     float* d = (float*)(buf + rows * K);
     float* s = d + rows * nb;
     int32_t* is = (int32_t*)(s + rows * nb);
-    const float* xc = x + t0 * K;
-    for (int64_t r = 0; r < rows; ++r) kiln_rms_row(xc + r * K, nw, nbuf + r * K, K, eps);
-    quantize_rows(nbuf, q, d, s, packed ? is : 0, rows, K);
+    norm_quantize_rows(x + t0 * K, nw, eps, nbuf, q, d, s, packed ? is : 0, rows, K);
     for (int m = 0; m < 3; ++m) {
       if (n0[m] >= n1[m]) continue;
       if (packed) qmm_packed(isa, wt, q, d, s, is, w[m], y[m] + t0 * N[m], K, N[m], n0[m], n1[m], rows);

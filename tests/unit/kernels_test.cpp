@@ -499,11 +499,14 @@ TEST(Kernels, PackedMatmulMatchesInterpreter) {
 // kernel then matmul; matmul_swiglu = silu(gate) * up from the two matmuls' outputs.
 TEST(Kernels, PackedFusedFormsMatchPackedMatmul) {
   std::mt19937 rng(29);
-  const int64_t K = 192, N = 48;
-  // T = 13: more rows than one pass over a packed group takes (passes of 4, then 5)
+  const int64_t N = 48;
+  // T = 13: more rows than one pass over a packed group takes (passes of 4, then 5).
+  // K = 1536: rms_matmul normalises 5 rows at a time (KILN_QMM_NORM_FLOATS) within a
+  // chunk of 31, so 13 rows are normalised in batches of 5, 5 and 3.
+  for (int64_t K : {192, 1536})
   for (int64_t T : {6, 13})
   for (DType dt : {DType::Q4_0, DType::Q4_1, DType::Q8_0}) {
-    SCOPED_TRACE(fmt::format("{} T={}", dtype_name(dt), T));
+    SCOPED_TRACE(fmt::format("{} T={} K={}", dtype_name(dt), T, K));
     auto enc = [&](std::vector<float> v) { return encode_tensor_data(dt, v); };
     const std::string wg = enc(random_floats(rng, N * K, 0.1f)), wu = enc(random_floats(rng, N * K, 0.1f));
     const std::string pg = packed_bytes(dt, wg.data(), N, K), pu = packed_bytes(dt, wu.data(), N, K);
