@@ -114,7 +114,10 @@ Result<std::vector<float>> llama3_rope_factors(const JsonFile& f, const LlamaCon
   auto num = [&](const char* key) -> Result<double> {
     const Json* v = rs->get(key);
     auto d = v ? v->as_number() : std::nullopt;
-    if (!d || !(*d > 0)) return make_error("{}: rope_scaling.{} must be a positive number", f.path, key);
+    // kiln stores the divisors as floats: a factor beyond float range would be infinity
+    if (!d || !(*d > 0) || !(*d <= 1e30))
+      return make_error("{}: rope_scaling.{} must be a positive number up to 1e30{}", f.path, key,
+                        d ? fmt::format(", not {}", *d) : "");
     return *d;
   };
   KILN_ASSIGN(double factor, num("factor"));
@@ -434,6 +437,10 @@ Result<int64_t> hf_tokenizer_to_gguf(GgufWriter& w, std::string_view tokenizer_j
   if (by_id.empty()) return make_error("{}: model.vocab is empty", tok.path);
   // Ids the vocabulary skips, and those up to config.json's vocab_size (the embedding's
   // rows), are unused tokens, named as llama.cpp's converter names them.
+  // (transformers sizes the embedding by vocab_size: a smaller one cannot hold the tokens)
+  if (config.llama.n_vocab && config.llama.n_vocab < by_id.rbegin()->first + 1)
+    return make_error("{}: config.json's vocab_size {} is smaller than the vocabulary (token id {} is \"{}\")",
+                      tok.path, config.llama.n_vocab, by_id.rbegin()->first, by_id.rbegin()->second.first);
   const int64_t n_vocab = std::max<int64_t>(by_id.rbegin()->first + 1, config.llama.n_vocab);
   std::vector<std::string> tokens((size_t)n_vocab);
   std::vector<int32_t> types((size_t)n_vocab, kTokenUnused);
@@ -454,6 +461,16 @@ Result<int64_t> hf_tokenizer_to_gguf(GgufWriter& w, std::string_view tokenizer_j
       } else {
         return make_error("{}: model.merges entries must be \"a b\" strings or [a, b] pairs", tok.path);
       }
+      // As the tokenizers library builds its BPE: both parts and their union are tokens.
+      const std::string& m = merges.back();
+      const size_t sp = m.find(' ');
+      if (sp == std::string::npos || sp == 0 || sp + 1 == m.size() || m.find(' ', sp + 1) != std::string::npos)
+        return make_error("{}: model.merges[{}] \"{}\" is not two tokens separated by one space", tok.path,
+                          merges.size() - 1, m);
+      for (const std::string& t : {m.substr(0, sp), m.substr(sp + 1), m.substr(0, sp) + m.substr(sp + 1)})
+        if (!ids.count(t))
+          return make_error("{}: model.merges[{}] \"{}\" needs \"{}\", which is not in the vocabulary", tok.path,
+                            merges.size() - 1, m, t);
     }
   }
   if (spm) {

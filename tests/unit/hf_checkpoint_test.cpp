@@ -24,9 +24,14 @@ namespace {
 namespace fs = std::filesystem;
 using testing::TinyLlamaSpec;
 
-// A tiny LLaMA with the byte vocabulary (and two merges) in its metadata, as GGUF bytes.
+// A tiny LLaMA with the byte vocabulary (and two merges, whose unions are tokens as the
+// tokenizers library requires) in its metadata, as GGUF bytes.
 std::string tiny_with_vocab(TinyLlamaSpec spec) {
   VocabData v = testing::byte_vocab();
+  for (const std::string& t : {testing::bytechar('a') + testing::bytechar('b'), testing::bytechar(' ') + testing::bytechar('x')}) {
+    v.tokens.push_back(t);
+    v.token_types.push_back(1);  // normal
+  }
   spec.vocab = (int64_t)v.tokens.size();
   GgufWriter w = testing::tiny_llama_writer(spec);
   w.add_string("tokenizer.ggml.model", "gpt2");
@@ -350,6 +355,17 @@ TEST(HfCheckpoint, TokenizerDetails) {
   EXPECT_EQ(w->eos, 2);
   EXPECT_EQ(*u.gguf->find("tokenizer.chat_template")->as_string(), "J");
   EXPECT_TRUE(Tokenizer::create(*w).ok());
+  // What the tokenizers library refuses to load: merges of tokens the vocabulary lacks (or
+  // whose union it lacks), merges that are not two tokens, a vocab_size below the ids.
+  for (auto [merges, part] : {std::pair{R"(["h x1"])", R"(model.merges[0] "h x1" needs "x1")"},
+                              std::pair{R"(["h e","e h"])", R"(model.merges[1] "e h" needs "eh")"},
+                              std::pair{R"(["he"])", R"(model.merges[0] "he" is not two tokens)"},
+                              std::pair{R"(["h  e"])", "is not two tokens"}})
+    expect_error(translate_tokenizer(tokenizer_json(kDigitsPre, R"("normalizer":null,)", merges), "{}").error,
+                 {"tokenizer.json", part});
+  cfg.llama.n_vocab = 200;
+  expect_error(translate_tokenizer(tokenizer_json(kDigitsPre), "{}", cfg).error,
+               {"tokenizer.json", "vocab_size 200 is smaller than the vocabulary (token id 259 is \"he\")"});
 }
 
 TEST(HfCheckpoint, ConfigDefaultsAndBounds) {
@@ -423,6 +439,13 @@ TEST(HfCheckpoint, Llama3RopeScalingBecomesRopeFreqs) {
       R"("rope_scaling":{"rope_type":"yarn","factor":4.0}})", "d");
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.error().message.find("rope_scaling of type \"yarn\" is not supported"), std::string::npos);
+  auto huge = hf_config_from_json(  // a divisor kiln would store as an infinite float
+      R"({"model_type":"llama","hidden_size":64,"intermediate_size":96,"num_hidden_layers":2,"num_attention_heads":4,)"
+      R"("rope_scaling":{"rope_type":"llama3","factor":1e300,"low_freq_factor":1,"high_freq_factor":4,)"
+      R"("original_max_position_embeddings":64}})", "d");
+  ASSERT_FALSE(huge.ok());
+  EXPECT_NE(huge.error().message.find("rope_scaling.factor must be a positive number up to 1e30, not 1e+300"),
+            std::string::npos) << huge.error().message;
 
   TinyLlamaSpec spec;
   spec.matrix_type = spec.embed_type = DType::F16;
