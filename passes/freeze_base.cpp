@@ -12,9 +12,12 @@
 // so the verifier and the interpreter read exactly the bytes the compiled code will.
 // Needs the graph attribute max_rows (the most rows one step processes).
 #include <algorithm>
+#include <cmath>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
+#include "ir/packing.h"
 #include "passes/freeze_base.h"
 #include "passes/passes.h"
 
@@ -33,6 +36,38 @@ std::vector<std::pair<std::string, FrozenWeights::Entry>> FrozenWeights::ordered
   std::sort(v.begin(), v.end(), [](auto& a, auto& b) { return a.second.offset < b.second.offset; });
   return v;
 }
+
+// The first element of a weight that is NaN or infinite, as (row, column, value), read a
+// row at a time (unpacked first if pack-weights interleaved it): one corrupt value makes
+// logits NaN at run time, and it is far cheaper to find here, once, than from a reply of
+// garbage (llama.cpp checks only when asked, with --check-tensors).
+namespace {
+struct NonFinite {
+  int64_t row, col;
+  float value;
+};
+std::optional<NonFinite> first_non_finite(DType dt, const uint8_t* data, const std::vector<int64_t>& shape,
+                                          bool packed) {
+  if (dt == DType::I32) return std::nullopt;
+  const int64_t K = shape.empty() ? 1 : shape.back();
+  int64_t rows = 1;
+  for (size_t d = 0; d + 1 < shape.size(); ++d) rows *= shape[d];
+  const uint64_t row_bytes = dtype_bytes(dt, (uint64_t)K);
+  std::vector<uint8_t> unpacked(packed ? row_bytes : 0);
+  std::vector<float> f((size_t)K);
+  for (int64_t r = 0; r < rows; ++r) {
+    const uint8_t* row = data + (uint64_t)r * row_bytes;
+    if (packed) {
+      unpack_row(dt, data, K, r, unpacked.data());
+      row = unpacked.data();
+    }
+    dequantize_row(dt, row, f.data(), (uint64_t)K);  // f32: a copy
+    for (int64_t c = 0; c < K; ++c)
+      if (!std::isfinite(f[(size_t)c])) return NonFinite{r, c, f[(size_t)c]};
+  }
+  return std::nullopt;
+}
+}  // namespace
 
 class FreezeBasePass final : public Pass {
  public:
@@ -77,6 +112,9 @@ class FreezeBasePass final : public Pass {
       frozen->blob_.resize(offset);
       uint64_t elems = 1;
       for (auto d : src->shape) elems *= (uint64_t)d;
+      if (auto bad = first_non_finite(src->dtype, src->data, src->shape, n->int_attr("packed_rows").value_or(0) > 0))
+        return make_error("weight \"{}\" ({}[{}]) holds {} at row {}, column {}: the model file's weights are corrupt",
+                          wname, dtype_name(src->dtype), fmt::join(src->shape, ","), bad->value, bad->row, bad->col);
       uint64_t nbytes = dtype_bytes(dt, elems);
       if (dt == src->dtype) {
         frozen->blob_.append(reinterpret_cast<const char*>(src->data), src->nbytes);

@@ -3,6 +3,8 @@
 // the plan they record is sound (aligned, in bounds, no two live values overlap).
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <cstring>
 #include <unordered_map>
 
 #include "frontend/llama.h"
@@ -92,6 +94,49 @@ TEST(FreezeBase, NeedsMaxRows) {
   Status s = run_pipeline(*g, "freeze-base");
   ASSERT_FALSE(s.ok());
   EXPECT_NE(s.error().message.find("max_rows"), std::string::npos);
+}
+
+// A NaN or infinity in any weight (a float element, or a quantized block's scale) is an
+// error naming the tensor and the element, not logits of NaN at run time.
+TEST(FreezeBase, NonFiniteWeightsAreRefused) {
+  for (DType dt : {DType::F32, DType::F16, DType::Q4_0}) {
+    SCOPED_TRACE(dtype_name(dt));
+    testing::TinyLlamaSpec spec;
+    spec.matrix_type = dt;
+    Tiny t = tiny(spec);
+    const GgufTensor* w = t.file->tensor("blk.1.ffn_down.weight");
+    ASSERT_NE(w, nullptr);
+    ASSERT_EQ(w->type, dt);
+    const int64_t cols = (int64_t)w->ne[0], at = 2 * cols + 5;  // row 2, column 5
+    auto* data = const_cast<uint8_t*>(w->data);  // the test's own bytes, borrowed
+    const uint16_t f16_inf = 0x7c00;
+    if (dt == DType::F32) {
+      const float nan = NAN;
+      std::memcpy(data + at * 4, &nan, 4);
+    } else if (dt == DType::F16) {
+      std::memcpy(data + at * 2, &f16_inf, 2);
+    } else {  // the scale of the block holding element `at`: the block becomes NaN/inf
+      std::memcpy(data + (at / 32) * sizeof(BlockQ4_0), &f16_inf, 2);
+    }
+    // Quantized weights are also checked after pack-weights has interleaved their rows.
+    for (bool pack : {false, true}) {
+      if (pack && dt != DType::Q4_0) continue;
+      Graph g = lower(t);
+      g.set_attr("int8_activations", int64_t{1});
+      Status s = run_pipeline(g, pack ? "fuse-dequant-matmul,pack-weights,freeze-base" : "freeze-base");
+      ASSERT_FALSE(s.ok());
+      if (pack) {
+        bool packed = false;
+        for (Node* n : g.nodes_of(Op::Weight))
+          packed |= *n->str_attr("name") == "blk.1.ffn_down.weight" && n->int_attr("packed_rows").value_or(0) > 0;
+        EXPECT_TRUE(packed) << "pack-weights left the weight as it was: the case tests nothing new";
+      }
+      const std::string want = dt == DType::Q4_0 ? "at row 2, column 0" : "at row 2, column 5";
+      for (std::string_view part : {std::string_view("\"blk.1.ffn_down.weight\""), std::string_view(want),
+                                    std::string_view("corrupt")})
+        EXPECT_NE(s.error().message.find(part), std::string::npos) << s.error().message;
+    }
+  }
 }
 
 TEST(PlanMemory, LiveValuesNeverOverlapAndLogitsGoToTheCaller) {
