@@ -214,14 +214,18 @@ Result<std::unique_ptr<GgufFile>> GgufFile::open(const std::string& path) {
   return parse(std::move(f));
 }
 
-Result<std::unique_ptr<GgufFile>> GgufFile::parse_owned(std::string bytes, std::string name) {
+Result<std::unique_ptr<GgufFile>> GgufFile::parse_owned(std::string bytes, std::string name,
+                                                        GgufExternalData external) {
   auto owned = std::make_unique<const std::string>(std::move(bytes));
-  KILN_ASSIGN(auto g, parse(MappedFile::borrow(owned->data(), owned->size(), std::move(name))));
+  KILN_ASSIGN(auto g, parse(MappedFile::borrow(owned->data(), owned->size(), std::move(name)), &external));
   g->owned_ = std::move(owned);  // the heap buffer stays where it is: views into it hold
+  g->external_ = std::move(external.keep_alive);
   return g;
 }
 
-Result<std::unique_ptr<GgufFile>> GgufFile::parse(MappedFile file) {
+Result<std::unique_ptr<GgufFile>> GgufFile::parse(MappedFile file) { return parse(std::move(file), nullptr); }
+
+Result<std::unique_ptr<GgufFile>> GgufFile::parse(MappedFile file, const GgufExternalData* external) {
   auto g = std::unique_ptr<GgufFile>(new GgufFile());
   g->file_ = std::move(file);
   const std::string& path = g->file_.path();
@@ -311,6 +315,12 @@ Result<std::unique_ptr<GgufFile>> GgufFile::parse(MappedFile file) {
   g->data_offset_ = (pos + g->alignment_ - 1) / g->alignment_ * g->alignment_;
   uint64_t size = g->file_.size();
   for (auto& t : g->tensors_) {
+    if (external) {
+      if (auto it = external->tensors.find(t.name); it != external->tensors.end()) {
+        t.data = it->second;
+        continue;
+      }
+    }
     if (t.offset % g->alignment_ != 0)
       return make_error("{}: tensor '{}' offset {} is not aligned to {}", path, t.name, t.offset,
                         g->alignment_);

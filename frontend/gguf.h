@@ -60,6 +60,14 @@ struct GgufTensor {
   uint64_t elements() const;
 };
 
+// Tensors whose bytes live outside a GGUF's own bytes (a checkpoint folder's memory-mapped
+// safetensors): GgufFile::parse_owned points them there instead of into its data section,
+// so a checkpoint's weights are not copied into memory to be compiled.
+struct GgufExternalData {
+  std::map<std::string, const uint8_t*, std::less<>> tensors;
+  std::shared_ptr<const void> keep_alive;  // owns the memory `tensors` point into
+};
+
 class GgufFile {
  public:
   // Opens and validates a file. `path` is used in every error message.
@@ -67,7 +75,10 @@ class GgufFile {
   // Parses bytes already in memory (used by the fuzzer and tests).
   static Result<std::unique_ptr<GgufFile>> parse(MappedFile file);
   // Parses bytes it then owns (a model translated in memory); `name` stands for the path.
-  static Result<std::unique_ptr<GgufFile>> parse_owned(std::string bytes, std::string name);
+  // The tensors named in `external` take their data from there (GgufWriter lays them out
+  // with no bytes: add_tensor_external).
+  static Result<std::unique_ptr<GgufFile>> parse_owned(std::string bytes, std::string name,
+                                                       GgufExternalData external = {});
 
   const std::string& path() const { return file_.path(); }
   uint32_t version() const { return version_; }
@@ -88,7 +99,10 @@ class GgufFile {
 
  private:
   MappedFile file_;
+  static Result<std::unique_ptr<GgufFile>> parse(MappedFile file, const GgufExternalData* external);
+
   std::unique_ptr<const std::string> owned_;  // parse_owned's bytes, which file_ borrows
+  std::shared_ptr<const void> external_;      // what external tensors point into
   uint32_t version_ = 0;
   uint64_t alignment_ = 32;
   uint64_t data_offset_ = 0;

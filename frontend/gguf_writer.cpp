@@ -63,6 +63,12 @@ void GgufWriter::add_tensor_fill(const std::string& name, DType type, std::vecto
   tensors_.push_back({name, type, std::move(shape), {}, nbytes, std::move(fill)});
 }
 
+void GgufWriter::add_tensor_external(const std::string& name, DType type, std::vector<int64_t> shape) {
+  TensorRec t{name, type, std::move(shape), {}, 0, {}};
+  t.external = true;
+  tensors_.push_back(std::move(t));
+}
+
 void GgufWriter::add_tensor_f32(const std::string& name, DType type, std::vector<int64_t> shape,
                                 const std::vector<float>& values) {
   add_tensor(name, type, std::move(shape), encode_tensor_data(type, values));
@@ -147,6 +153,7 @@ std::string GgufWriter::bytes() const {
   s.resize((s.size() + 31) / 32 * 32, '\0');
   s.reserve(s.size() + offset);  // one allocation: the data of a large model is not copied twice
   for (auto& t : tensors_) {
+    if (t.external) continue;
     if (t.fill) {
       const size_t at = s.size();
       s.resize(at + t.nbytes);

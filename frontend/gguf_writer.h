@@ -31,6 +31,10 @@ class GgufWriter {
   // a large model's tensors are not held twice (fill must stay valid until then).
   void add_tensor_fill(const std::string& name, DType type, std::vector<int64_t> shape, uint64_t nbytes,
                        std::function<void(uint8_t*)> fill);
+  // A tensor whose bytes the writer does not hold: bytes() writes its info (at the
+  // current offset) and no data. Only for GgufFile::parse_owned with GgufExternalData
+  // naming it; the bytes are not a GGUF file on their own.
+  void add_tensor_external(const std::string& name, DType type, std::vector<int64_t> shape);
   // f32 data quantized/converted to `type` (f32, f16, q8_0, q4_0, q4_1).
   void add_tensor_f32(const std::string& name, DType type, std::vector<int64_t> shape,
                       const std::vector<float>& values);
@@ -45,7 +49,8 @@ class GgufWriter {
     std::string data;                    // or, when fill is set, nbytes from fill
     uint64_t nbytes = 0;
     std::function<void(uint8_t*)> fill;
-    uint64_t size() const { return fill ? nbytes : data.size(); }
+    bool external = false;               // no bytes here (add_tensor_external)
+    uint64_t size() const { return external ? 0 : fill ? nbytes : data.size(); }
   };
   std::vector<KV> kv_;
   std::vector<TensorRec> tensors_;

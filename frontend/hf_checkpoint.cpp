@@ -226,7 +226,10 @@ Result<Weights> open_weights(const fs::path& dir) {
   return w;
 }
 
-Status add_weights(GgufWriter& w, const Weights& weights, const LlamaConfig& c, const std::string& dir) {
+// With `external`, tensors copied as they are stay in the safetensors mappings (the GGUF
+// names them, external points at them); only the rope-permuted q and k rows are copied.
+Status add_weights(GgufWriter& w, const Weights& weights, const LlamaConfig& c, const std::string& dir,
+                   GgufExternalData* external) {
   const std::vector<HfTensor> table = hf_tensor_table(c);
   std::map<std::string_view, const HfTensor*> by_hf;
   for (const HfTensor& t : table) by_hf.emplace(t.hf, &t);
@@ -259,6 +262,11 @@ Status add_weights(GgufWriter& w, const Weights& weights, const LlamaConfig& c, 
       return make_error("{}: tensor '{}' has shape [{}], expected [{}]", file->path(), e.hf, fmt::join(t->shape, ", "),
                         fmt::join(e.shape, ", "));
     const int64_t heads = e.rope_groups(c);
+    if (external && !heads) {
+      w.add_tensor_external(e.gguf, type, t->shape);
+      external->tensors[e.gguf] = t->data;
+      continue;
+    }
     // Copied (and permuted) straight into the GGUF when GgufWriter::bytes() lays it out.
     w.add_tensor_fill(e.gguf, type, t->shape, t->nbytes(), [t, heads](uint8_t* dst) {
       if (heads)
@@ -566,7 +574,8 @@ bool is_hf_checkpoint(const std::string& path) {
   return fs::is_directory(path, ec) && fs::exists(fs::path(path) / "config.json", ec);
 }
 
-Result<std::string> hf_checkpoint_to_gguf(const std::string& dir, bool with_tensors) {
+namespace {
+Result<std::string> translate_checkpoint(const std::string& dir, bool with_tensors, GgufExternalData* external) {
   const fs::path d(dir);
   std::error_code ec;
   KILN_ASSIGN(std::string config_text, read_file((d / "config.json").string()));
@@ -581,12 +590,20 @@ Result<std::string> hf_checkpoint_to_gguf(const std::string& dir, bool with_tens
   write_llama_config(w, config.llama);
   KILN_ASSIGN(config.llama.n_vocab, hf_tokenizer_to_gguf(w, tokenizer, tokenizer_config, chat_template, config, dir));
   if (!with_tensors) return w.bytes();
-  KILN_ASSIGN(Weights weights, open_weights(d));  // outlives w.bytes(): the tensors are filled from its maps
-  KILN_TRY(add_weights(w, weights, config.llama, dir));
+  KILN_ASSIGN(Weights opened, open_weights(d));
+  // outlives w.bytes() (the tensors are filled from its maps) and, with `external`, the GgufFile
+  auto weights = std::make_shared<const Weights>(std::move(opened));
+  KILN_TRY(add_weights(w, *weights, config.llama, dir, external));
+  if (external) external->keep_alive = weights;
   if (!config.rope_factors.empty())
     w.add_tensor_f32(std::string(names::kRopeFreqs), DType::F32, {(int64_t)config.rope_factors.size()},
                      config.rope_factors);
   return w.bytes();
+}
+}  // namespace
+
+Result<std::string> hf_checkpoint_to_gguf(const std::string& dir, bool with_tensors) {
+  return translate_checkpoint(dir, with_tensors, nullptr);
 }
 
 Result<std::unique_ptr<GgufFile>> open_model_file(const std::string& path, bool with_tensors) {
@@ -597,8 +614,9 @@ Result<std::unique_ptr<GgufFile>> open_model_file(const std::string& path, bool 
                         path);
     return GgufFile::open(path);
   }
-  KILN_ASSIGN(std::string bytes, hf_checkpoint_to_gguf(path, with_tensors));
-  return GgufFile::parse_owned(std::move(bytes), path);
+  GgufExternalData external;  // the weights stay in their mapped safetensors files
+  KILN_ASSIGN(std::string bytes, translate_checkpoint(path, with_tensors, &external));
+  return GgufFile::parse_owned(std::move(bytes), path, std::move(external));
 }
 
 }  // namespace kiln

@@ -69,9 +69,11 @@ struct HfTensor {
 // Every tensor of the model `c` describes (c.n_vocab rows of embedding and LM head).
 std::vector<HfTensor> hf_tensor_table(const LlamaConfig& c);
 
-// A model for any command: a GGUF file, or a Hugging Face checkpoint folder translated by
-// hf_checkpoint_to_gguf (its GgufFile's path() is the folder; with_tensors = false leaves
-// a folder's tensors out, and a GGUF file has them mapped, not read, either way).
+// A model for any command: a GGUF file, or a Hugging Face checkpoint folder translated as
+// hf_checkpoint_to_gguf does (its GgufFile's path() is the folder; with_tensors = false
+// leaves a folder's tensors out). Either way the weights are mapped, not read: a folder's
+// tensors point into its safetensors files, but for q and k, whose rows are permuted
+// (so a folder costs those two copies, not the model's size, in memory).
 Result<std::unique_ptr<GgufFile>> open_model_file(const std::string& path, bool with_tensors = true);
 
 }  // namespace kiln
