@@ -263,15 +263,21 @@ Result<CompileSummary> compile_model(const CompileRequest& req) {
   KILN_ASSIGN(Graph g, build_llama_graph(gguf, cfg, bopts));
   g.set_attr("max_rows", req.max_rows);
   g.set_attr("max_threads", profile.threads);
-  g.set_attr("int8_activations", int64_t{req.int8_activations ? 1 : 0});
+  // Int8 activations where the profile has the kernels; elsewhere float ones (the fused
+  // rms_matmul and matmul_swiglu exist only in int8 form, so the fusions must not run).
+  const bool int8_activations = req.int8_activations && has_int8_kernels(profile);
+  if (req.int8_activations && !int8_activations)
+    spdlog::warn("profile {} has no int8 matmul kernels (AVX2 on x86-64, dotprod on AArch64): float activations",
+                 profile.name);
+  g.set_attr("int8_activations", int64_t{int8_activations ? 1 : 0});
   {  // pack-weights: on where codegen has packed kernels (int8 activations only)
-    const bool can = req.int8_activations && has_packed_kernels(profile);
+    const bool can = int8_activations && has_packed_kernels(profile);
     if (req.pack_weights != "auto" && req.pack_weights != "on" && req.pack_weights != "off")
       return make_error("pack_weights = \"{}\": expected auto, on or off", req.pack_weights);
     if (req.pack_weights == "on" && !can)
       return make_error("--pack-weights=on: profile {} has no packed kernels{} (they need AVX512-VNNI on "
                         "x86-64 or dotprod on AArch64)",
-                        profile.name, req.int8_activations ? "" : " with float activations");
+                        profile.name, int8_activations ? "" : " with float activations");
     g.set_attr("pack_weights", int64_t{req.pack_weights != "off" && can ? 16 : 0});
   }
   if (req.quantize != "none") {

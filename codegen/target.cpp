@@ -252,4 +252,9 @@ bool has_packed_kernels(const TargetProfile& p) {
   return p.triple.rfind("aarch64", 0) == 0 && has_feature(p, "+dotprod");
 }
 
+bool has_int8_kernels(const TargetProfile& p) {
+  if (p.triple.rfind("x86_64", 0) == 0) return has_feature(p, "+avx2") || has_packed_kernels(p);
+  return p.triple.rfind("aarch64", 0) == 0 && has_feature(p, "+dotprod");
+}
+
 }  // namespace kiln

@@ -31,6 +31,10 @@ bool has_feature(const TargetProfile& p, std::string_view feature);
 // Whether codegen has packed-weight kernels (pack-weights, ir/packing.h) for the profile:
 // AVX512-VNNI (+VL, +BW) on x86-64, dotprod on AArch64.
 bool has_packed_kernels(const TargetProfile& p);
+// Whether codegen has int8-activation matmul kernels (and so the fused rms_matmul and
+// matmul_swiglu) for the profile: AVX2 on x86-64, dotprod on AArch64. Elsewhere the float
+// kernels serve, with activations in f32.
+bool has_int8_kernels(const TargetProfile& p);
 
 // The machine kiln runs on, as LLVM detects it.
 TargetProfile host_profile();
