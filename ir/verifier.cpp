@@ -1,6 +1,7 @@
 // ir/verifier.cpp — see verifier.h.
 #include "ir/verifier.h"
 
+#include <cstdint>
 #include <set>
 #include <unordered_map>
 
@@ -9,9 +10,78 @@
 #include "ir/tree.h"
 
 namespace kiln {
+namespace {
+
+// The graph attributes the passes and codegen read, each with the kind it must have (and,
+// for the limits that size the memory plan, its range). A pass reads a missing option as
+// its default, so an option of the wrong kind ("2" for 2) must be an error here rather
+// than a default quietly used; values in range are the passes' to check.
+enum class AttrKind { Int, String, DenseI32 };
+struct GraphAttrSpec {
+  std::string_view name;
+  AttrKind kind;
+  int64_t lo = INT64_MIN, hi = INT64_MAX;  // for Int
+};
+constexpr int64_t kMaxBytes = int64_t{1} << 50;
+constexpr GraphAttrSpec kGraphAttrs[] = {
+    // compile limits
+    {"max_rows", AttrKind::Int, 1, 1 << 20},
+    {"max_threads", AttrKind::Int, 1, 1024},
+    // pass options
+    {"int8_activations", AttrKind::Int, 0, 1},
+    {"pack_weights", AttrKind::Int},
+    {"quantize", AttrKind::String},
+    {"group_size", AttrKind::Int},
+    {"quantize_head", AttrKind::String},
+    {"lora_slots", AttrKind::Int},
+    {"lora_rank", AttrKind::Int},
+    {"lora_targets", AttrKind::String},
+    {"ds2d_nodes", AttrKind::Int},
+    {"ds2d_topology", AttrKind::String},
+    {"ds2d_parent", AttrKind::DenseI32},
+    // results passes record
+    {"weights_bytes", AttrKind::Int, 0, kMaxBytes},
+    {"arena_bytes", AttrKind::Int, 0, kMaxBytes},
+    {"kv_bytes", AttrKind::Int, 0, kMaxBytes},
+    {"kv_stream_bytes", AttrKind::Int, 0, kMaxBytes},
+    {"adapter_bytes", AttrKind::Int, 0, kMaxBytes},
+};
+
+std::string_view kind_name(AttrKind k) {
+  switch (k) {
+    case AttrKind::Int: return "an integer";
+    case AttrKind::String: return "a string";
+    case AttrKind::DenseI32: return "dense<i32: ...>";
+  }
+  return "?";
+}
+
+void check_graph_attrs(const Graph& g, std::vector<std::string>& problems) {
+  for (const GraphAttrSpec& spec : kGraphAttrs) {
+    auto it = g.attrs().find(spec.name);
+    if (it == g.attrs().end()) continue;
+    const Attr& a = it->second;
+    bool ok = false;
+    switch (spec.kind) {
+      case AttrKind::Int: ok = std::holds_alternative<int64_t>(a); break;
+      case AttrKind::String: ok = std::holds_alternative<std::string>(a); break;
+      case AttrKind::DenseI32: ok = std::holds_alternative<DenseData>(a) && std::get<DenseData>(a).dtype == DType::I32; break;
+    }
+    if (!ok) {
+      problems.push_back(fmt::format("graph attribute {} must be {}", spec.name, kind_name(spec.kind)));
+    } else if (spec.kind == AttrKind::Int) {
+      const int64_t v = std::get<int64_t>(a);
+      if (v < spec.lo || v > spec.hi)
+        problems.push_back(fmt::format("graph attribute {} = {} is outside {}..{}", spec.name, v, spec.lo, spec.hi));
+    }
+  }
+}
+
+}  // namespace
 
 Status verify(const Graph& g) {
   std::vector<std::string> problems;
+  check_graph_attrs(g, problems);
   auto report = [&](const Node* n, size_t index, const std::string& msg) {
     problems.push_back(fmt::format("%{} = {}{}: {}", index, op_name(n->op()),
                                    n->loc().empty() ? "" : " at \"" + n->loc() + "\"", msg));

@@ -1,6 +1,8 @@
 // tools/kiln/model_loader.cpp — see model_loader.h.
 #include "tools/kiln/model_loader.h"
 
+#include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <iterator>
 
@@ -15,9 +17,20 @@ static bool ends_with(const std::string& s, std::string_view suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
+bool is_ir_text(const std::string& path) {
+  if (path == "-" || ends_with(path, ".kir")) return true;
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) return false;
+  std::ifstream f(path, std::ios::binary);
+  char head[8] = {};
+  f.read(head, sizeof head);
+  const std::string_view h(head, (size_t)f.gcount());
+  return h.substr(0, 6) == "graph " || h.substr(0, 2) == "//";
+}
+
 Result<LoadedGraph> load_graph(const std::string& path, const LlamaBuildOptions& opts,
                                const std::string& weights_from) {
-  if (path == "-" || ends_with(path, ".kir")) {
+  if (is_ir_text(path)) {
     std::string text;
     if (path == "-") text.assign(std::istreambuf_iterator<char>(std::cin), {});
     else {

@@ -19,7 +19,11 @@ struct LoadedGraph {
   Graph graph;
 };
 
-// A path ending in .kir (or "-" for stdin) is IR text; anything else is a GGUF model that
+// Whether `path` is IR text: "-" (stdin), a name ending in .kir, or a file whose first
+// line starts with "graph " or "//" (a GGUF starts with "GGUF").
+bool is_ir_text(const std::string& path);
+
+// IR text (is_ir_text) is parsed; anything else is a GGUF model or checkpoint folder that
 // is lowered with `opts`. Text IR that names weights gets them from `weights_from`, a
 // GGUF path, when given.
 Result<LoadedGraph> load_graph(const std::string& path, const LlamaBuildOptions& opts,
