@@ -17,8 +17,11 @@
 
 namespace kiln {
 
+// The symbol `kiln compile` gives the compiled model unless told otherwise.
+inline constexpr const char* kDefaultModelSymbol = "kiln_model_code";
+
 struct CodegenOptions {
-  std::string symbol = "kiln_model_code";  // name of the exported kiln_compiled_model
+  std::string symbol = kDefaultModelSymbol;  // name of the exported kiln_compiled_model
   uint64_t model_hash = 0;            // identity shared with model.kiln
   uint32_t format_version = 1;        // the model.kiln format the code reads
   bool want_assembly = false;
@@ -39,6 +42,7 @@ struct CompiledCode {
   std::string assembly;   // when asked for
   std::string llvm_ir;    // when asked for
   size_t kernels = 0;     // specialised kernel functions emitted
+  std::string cpu_features;  // extensions the code may use (kiln_compiled_model::cpu_features)
 };
 
 Result<CompiledCode> compile_graph(const Graph& g, const TargetProfile& profile,

@@ -36,7 +36,7 @@ struct CompileRequest {
   int64_t lora_slots = 0;            // LoRA slots K (slot 0 the zero adapter); 0: no LoRA
   int64_t lora_rank = 16;            // the compiled maximum adapter rank R
   std::string lora_targets = "q,k,v,o,gate,up,down";  // modules that take adapters
-  std::string symbol = "kiln_model_code";  // = kDefaultModelSymbol (codegen/loaded_artifact.h)
+  std::string symbol = kDefaultModelSymbol;  // codegen/codegen.h
   bool emit_assembly = false;        // also write model.s
   bool emit_llvm = false;            // also write model.ll
   // DS2D (docs/architecture.md): verify entry points for these tree templates (node

@@ -6,14 +6,12 @@
 #include <memory>
 #include <string>
 
+#include "codegen/codegen.h"
 #include "codegen/jit.h"
 #include "runtime/include/kiln/kiln.h"
 #include "support/result.h"
 
 namespace kiln {
-
-// The symbol `kiln compile` gives the compiled model unless told otherwise.
-inline constexpr const char* kDefaultModelSymbol = "kiln_model_code";
 
 struct LoadedArtifact {
   ~LoadedArtifact();

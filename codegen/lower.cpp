@@ -35,6 +35,7 @@
 #include <llvm/Passes/PassBuilder.h>
 #include <llvm/Support/TargetSelect.h>
 #include <llvm/Support/raw_ostream.h>
+#include <llvm/MC/MCSubtargetInfo.h>
 #include <llvm/Target/TargetMachine.h>
 #include <llvm/Target/TargetOptions.h>
 #include <llvm/Transforms/Utils/Cloning.h>
@@ -43,6 +44,7 @@
 #include "codegen/kernels/kernel_bitcode.h"
 #include "codegen/lora_table.h"
 #include "ir/tree.h"
+#include "runtime/cpu_features.h"
 #include "runtime/include/kiln/model_abi.h"
 
 namespace kiln {
@@ -65,8 +67,9 @@ std::string kernel_suffix(DType t) { return std::string(dtype_name(t)); }
 
 class Lowering {
  public:
-  Lowering(llvm::LLVMContext& ctx, llvm::Module& m, const Graph& g, const TargetProfile& p)
-      : ctx_(ctx), m_(m), main_(g), g_(&g), p_(p), b_(ctx) {}
+  // cpu_features: what the target enables of runtime/cpu_features.h's tables, comma-separated.
+  Lowering(llvm::LLVMContext& ctx, llvm::Module& m, const Graph& g, const TargetProfile& p, std::string cpu_features)
+      : ctx_(ctx), m_(m), main_(g), g_(&g), p_(p), cpu_features_(std::move(cpu_features)), b_(ctx) {}
 
   Status lower(const CodegenOptions& opts, size_t* kernels) {
     auto* ptr = llvm::PointerType::get(ctx_, 0);
@@ -104,6 +107,7 @@ class Lowering {
   const Graph& main_;  // the step graph: its limits and layout go in the descriptor
   const Graph* g_;     // the graph being lowered
   const TargetProfile& p_;
+  std::string cpu_features_;
   llvm::IRBuilder<> b_;
   std::vector<llvm::Type*> fields_;
   llvm::StructType* step_args_ty_ = nullptr;
@@ -627,7 +631,7 @@ class Lowering {
     // kiln_compiled_model, field for field (model_abi.h).
     auto* ty = llvm::StructType::create(ctx_, {i32, i32, i64, ptr, ptr, ptr, i64, i64, i64, i64, i64, i64,
                                                i64, i64, i64, i64, ptr, i64, ptr, i64,
-                                               i64, i64, i64, i64, ptr, i64, ptr, i64, ptr, ptr},
+                                               i64, i64, i64, i64, ptr, i64, ptr, i64, ptr, ptr, ptr},
                                         "kiln_compiled_model");
     // kiln_tree_template table {n_nodes, parent, depth, verify}, ascending n_nodes.
     auto* tmpl_ty = llvm::StructType::get(ctx_, {i32, ptr, ptr, ptr});
@@ -699,7 +703,8 @@ class Lowering {
              c64((int64_t)lt.scale_offset), c64((int64_t)lt.targets.size()), lora_gv, c64((int64_t)tmpls.size()),
              tmpls.empty() ? (llvm::Constant*)llvm::ConstantPointerNull::get(ptr) : tmpls_gv, c64(opts.draft_layers),
              draft_ ? (llvm::Constant*)draft_ : llvm::ConstantPointerNull::get(ptr),
-             step_base_ ? (llvm::Constant*)step_base_ : llvm::ConstantPointerNull::get(ptr)});
+             step_base_ ? (llvm::Constant*)step_base_ : llvm::ConstantPointerNull::get(ptr),
+             cstring(cpu_features_, "cpu_features")});
     auto* gv = new llvm::GlobalVariable(m_, ty, true, llvm::GlobalValue::ExternalLinkage, init, opts.symbol);
     gv->setAlignment(llvm::Align(8));
     return Status::success();
@@ -747,8 +752,22 @@ Result<CompiledCode> compile_graph(const Graph& g, const TargetProfile& profile,
   if (llvm::Linker::linkModules(*m, std::move(*kernels)))
     return make_error("cannot link the kernel library for {}", arch);
 
+  // The extensions the code may use (the CPU name's implied ones included), for the
+  // runtime's check at load: an artifact for a newer core is refused, not a SIGILL.
+  std::string cpu_features;
+  {
+    const llvm::MCSubtargetInfo* sti = tm->getMCSubtargetInfo();
+    auto add = [&](std::string_view f) {
+      if (sti->checkFeatures("+" + std::string(f))) cpu_features += (cpu_features.empty() ? "" : ",") + std::string(f);
+    };
+    if (arch == "x86_64")
+      for (std::string_view f : kX86CheckedFeatures) add(f);
+    else if (arch == "aarch64")
+      for (std::string_view f : kAarch64CheckedFeatures) add(f);
+  }
   CompiledCode out;
-  Lowering lowering(ctx, *m, g, profile);
+  out.cpu_features = cpu_features;
+  Lowering lowering(ctx, *m, g, profile, cpu_features);
   KILN_TRY(lowering.lower(opts, &out.kernels));
 
   // Kernel templates inline into their wrappers; everything gets the profile's CPU.

@@ -25,6 +25,7 @@
 #include "frontend/chat_template.h"
 #include "frontend/tokenizer.h"
 #include "runtime/adapters.h"
+#include "runtime/cpu_features.h"
 #include "runtime/model_file.h"
 #include "runtime/session.h"
 #include "runtime/sampler.h"
@@ -95,6 +96,13 @@ kiln_status check_code(const kiln_compiled_model* c) {
   if (!bad) bad = kiln::check_lora_descriptor(c);
   if (bad)
     return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_model_load: compiled model '%s': %s", name, bad);
+  if (c->cpu_features) {
+    const std::string missing = kiln::first_missing_cpu_feature(c->cpu_features);
+    if (!missing.empty())
+      return fail(KILN_ERR_MODEL_MISMATCH, "kiln_model_load: compiled model '%s' (profile %s) uses %s, which this "
+                  "CPU lacks; compile it with a profile this CPU meets (e.g. x86-64-v3 for most x86-64 PCs)",
+                  name, c->profile ? c->profile : "?", missing.c_str());
+  }
   return KILN_OK;
 }
 

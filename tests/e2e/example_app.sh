@@ -35,3 +35,14 @@ diff "$work/chat_app.txt" "$work/chat_kiln.txt" || { echo "FAIL: the chat exampl
 grep -q "Rome" "$work/chat_app.txt" || { echo "FAIL: the second turn lost the conversation" >&2; exit 1; }
 grep -q "[1-9][0-9]* tokens reused" "$work/chat_app.err" || { echo "FAIL: no turn reused the history" >&2; exit 1; }
 echo "PASS: same conversation"
+# An artifact for a newer CPU than the one running it is refused at load, naming the
+# extension it lacks (not a SIGILL in the first step): the host build under qemu's
+# Haswell model, which has AVX2 but no AVX-512.
+if command -v qemu-x86_64 >/dev/null && grep -q 'CPU_FEATURES ".*avx512f' "$work/art/model.h"; then
+  if qemu-x86_64 -cpu Haswell "$work/build/generate" "$work/art/model.kiln" "Hi" 4 > "$work/old.txt" 2> "$work/old.err"; then
+    echo "FAIL: an AVX-512 artifact ran on a CPU without AVX-512" >&2; exit 1
+  fi
+  grep -q "KILN_ERR_MODEL_MISMATCH.*uses avx512f, which this CPU lacks" "$work/old.err" ||
+    { echo "FAIL: not refused by name:" >&2; cat "$work/old.err" >&2; exit 1; }
+  echo "PASS: refused on an older CPU"
+fi

@@ -36,7 +36,9 @@ static const std::vector<OptionSpec> kCompileOptions = {
     {"ds2d-draft-layers", "K|LIST", "DS2D self-draft entry: the first K layers, then the final norm and LM "
                                     "head (default: a quarter of the layers; 0: none), or the layers of LIST "
                                     "(e.g. 0-9,20-29: middle layers skipped)"},
-    {"symbol", "NAME", "C name of the compiled model in model.h (default kiln_model_code)"},
+    {"symbol", "NAME", "C name of the compiled model in model.h (default kiln_model_code); model.h's macros take "
+                       "its name in capitals (--symbol=model_a: MODEL_A, MODEL_A_N_VOCAB, ...; KILN_MODEL... for "
+                       "the default), so two models' headers can be included together"},
     {"emit", "KINDS", "also write asm (model.s) and/or llvm (model.ll), comma-separated"},
     {"passes", "LIST", "extra graph passes to run before the backend's own"},
     {"print-after", "PASS", "print the IR after PASS to stderr (repeatable)", true},
@@ -94,7 +96,7 @@ int cmd_compile(int argc, char** argv) {
   req.lora_slots = *lora_slots;
   req.lora_rank = *lora_rank;
   if (auto t = args->get("lora-targets")) req.lora_targets = *t;
-  req.symbol = args->get("symbol").value_or("kiln_model_code");
+  req.symbol = args->get("symbol").value_or(kDefaultModelSymbol);
   req.int8_activations = !args->flag("float-activations");
   req.quantize = args->get("quantize").value_or("none");
   req.quantize_head = args->get("quantize-head").value_or("q8_0");

@@ -19,7 +19,7 @@
 extern "C" {
 #endif
 
-#define KILN_ABI_VERSION 6u
+#define KILN_ABI_VERSION 7u
 
 typedef struct kiln_step_args {
   const int32_t* tokens;      /* [n_rows] token ids, each < n_vocab */
@@ -123,6 +123,10 @@ typedef struct kiln_compiled_model {
      with the fusions they prevent); the runtime runs it instead of `step` when no row of
      the step has an adapter (adapter_slots all 0): the same results. NULL otherwise. */
   void (*step_base)(const kiln_step_args* args, int32_t tid, int32_t n_threads);
+  /* ABI 7: the instruction-set extensions the code may use, comma-separated LLVM feature
+     names ("avx2,fma,avx512f,..."; runtime/cpu_features.h lists the ones checked);
+     kiln_model_load refuses the model on a CPU that lacks one. NULL or "": none checked. */
+  const char* cpu_features;
 } kiln_compiled_model;
 
 #ifdef __cplusplus
