@@ -544,7 +544,7 @@ kiln_status kiln_ds2d_init(kiln_session* s, const kiln_ds2d_params* params, kiln
   return guarded("kiln_ds2d_init", [&]() -> kiln_status {
     if (!out) return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_ds2d_init: out is NULL");
     *out = nullptr;
-    if (!s) return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_ds2d_init: session is NULL");
+    if (kiln_status e = usable_session("kiln_ds2d_init", s); e != KILN_OK) return e;
     kiln_ds2d_params p = params ? *params : kiln_ds2d_default_params();
     if (p.ngram_min < 1 || p.ngram_max < p.ngram_min || p.ngram_max > kMaxNgram)
       return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_ds2d_init: n-gram lengths %d..%d, expected "
@@ -643,6 +643,7 @@ kiln_status kiln_ds2d_step(kiln_ds2d* d, const int32_t* roots, const int32_t* st
     if (!roots || !streams || !out || !out_n)
       return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_ds2d_step: roots, streams, out or out_n is NULL");
     kiln_session* s = d->s;
+    if (kiln_status e = usable_session("kiln_ds2d_step", s); e != KILN_OK) return e;
     const kiln_compiled_model* c = s->code;
     const int32_t V = s->model->n_vocab;
     const int32_t max_n = (int32_t)std::min(c->max_streams, c->max_rows);

@@ -247,6 +247,7 @@ kiln_status kiln_session_init(const kiln_model* model, const kiln_session_params
     if (n_threads > c->max_threads) n_threads = c->max_threads;
 
     auto s = std::make_unique<kiln_session>();
+    s->owner = getpid();
     s->model = model;
     s->code = c;
     if (!s->arena.allocate(c->arena_bytes))
@@ -294,7 +295,12 @@ kiln_status kiln_session_init(const kiln_model* model, const kiln_session_params
   });
 }
 
-void kiln_session_free(kiln_session* session) { delete session; }
+void kiln_session_free(kiln_session* session) {
+  // In a fork()ed child the worker threads do not exist: joining them would wait forever,
+  // so the pool's memory is left to the child's exit instead.
+  if (session && session->owner != getpid()) (void)session->pool.release();
+  delete session;
+}
 
 int32_t kiln_session_n_threads(const kiln_session* s) { return s ? s->pool->n_threads() : 0; }
 
@@ -306,7 +312,7 @@ namespace {
 kiln_status prefill(const char* fn, kiln_session* s, const int32_t* tokens, int32_t n,
                     int32_t stream, float* logits, bool all) {
   return guarded(fn, [&]() -> kiln_status {
-    if (!s) return fail(KILN_ERR_INVALID_ARGUMENT, "%s: session is NULL", fn);
+    if (kiln_status e = usable_session(fn, s); e != KILN_OK) return e;
     const kiln_compiled_model* c = s->code;
     if (!tokens) return fail(KILN_ERR_INVALID_ARGUMENT, "%s: tokens is NULL", fn);
     if (n < 1) return fail(KILN_ERR_INVALID_ARGUMENT, "%s: n is %d, expected >= 1", fn, n);
@@ -351,7 +357,7 @@ kiln_status kiln_prefill_streams(kiln_session* s, const int32_t* const* tokens, 
                                  const int32_t* streams, int32_t n_streams, float* logits) {
   static const char* fn = "kiln_prefill_streams";
   return guarded(fn, [&]() -> kiln_status {
-    if (!s) return fail(KILN_ERR_INVALID_ARGUMENT, "%s: session is NULL", fn);
+    if (kiln_status e = usable_session(fn, s); e != KILN_OK) return e;
     const kiln_compiled_model* c = s->code;
     if (!tokens || !n || !streams)
       return fail(KILN_ERR_INVALID_ARGUMENT, "%s: %s is NULL", fn, !tokens ? "tokens" : !n ? "n" : "streams");
@@ -427,7 +433,7 @@ kiln_status kiln_prefill_all_logits(kiln_session* s, const int32_t* tokens, int3
 kiln_status kiln_decode(kiln_session* s, const int32_t* tokens, const int32_t* streams, int32_t n,
                         float* logits) {
   return guarded("kiln_decode", [&]() -> kiln_status {
-    if (!s) return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_decode: session is NULL");
+    if (kiln_status e = usable_session("kiln_decode", s); e != KILN_OK) return e;
     const kiln_compiled_model* c = s->code;
     if (!tokens) return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_decode: tokens is NULL");
     if (!streams) return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_decode: streams is NULL");
@@ -473,7 +479,7 @@ kiln_status kiln_decode(kiln_session* s, const int32_t* tokens, const int32_t* s
 
 kiln_status kiln_session_reset(kiln_session* s, int32_t stream) {
   return guarded("kiln_session_reset", [&]() -> kiln_status {
-    if (!s) return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_session_reset: session is NULL");
+    if (kiln_status e = usable_session("kiln_session_reset", s); e != KILN_OK) return e;
     const kiln_compiled_model* c = s->code;
     if (stream != KILN_ALL_STREAMS && (stream < 0 || stream >= c->max_streams))
       return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_session_reset: stream %d is out of range "
@@ -491,7 +497,7 @@ kiln_status kiln_session_reset(kiln_session* s, int32_t stream) {
 
 kiln_status kiln_session_copy_stream(kiln_session* s, int32_t src, int32_t dst, int32_t n_tokens) {
   return guarded("kiln_session_copy_stream", [&]() -> kiln_status {
-    if (!s) return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_session_copy_stream: session is NULL");
+    if (kiln_status e = usable_session("kiln_session_copy_stream", s); e != KILN_OK) return e;
     const kiln_compiled_model* c = s->code;
     for (int32_t k : {src, dst})
       if (k < 0 || k >= c->max_streams)
@@ -516,7 +522,7 @@ kiln_status kiln_session_copy_stream(kiln_session* s, int32_t src, int32_t dst, 
 
 kiln_status kiln_session_truncate(kiln_session* s, int32_t stream, int32_t n_tokens) {
   return guarded("kiln_session_truncate", [&]() -> kiln_status {
-    if (!s) return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_session_truncate: session is NULL");
+    if (kiln_status e = usable_session("kiln_session_truncate", s); e != KILN_OK) return e;
     const kiln_compiled_model* c = s->code;
     if (stream < 0 || stream >= c->max_streams)
       return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_session_truncate: stream %d is out of range "

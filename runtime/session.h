@@ -112,6 +112,10 @@ struct kiln_model {
 };
 
 struct kiln_session {
+  // The process that made it: a fork()ed child has none of its worker threads (a step
+  // would wait for them forever) and, with shared KV pages, no cache (kv_cache.cpp), so
+  // the entry points refuse a session there (usable_session) instead of hanging.
+  pid_t owner = 0;
   const kiln_model* model = nullptr;
   const kiln_compiled_model* code = nullptr;
   kiln::rt::Region arena;
@@ -136,6 +140,17 @@ struct kiln_session {
     return code->step_base;
   }
 };
+
+// NULL, or used in another process than the one that made it: a status and a message
+// naming `fn`; KILN_OK when `s` can run steps here.
+inline kiln_status usable_session(const char* fn, const kiln_session* s) {
+  if (!s) return kiln::rt::fail(KILN_ERR_INVALID_ARGUMENT, "%s: session is NULL", fn);
+  if (s->owner != getpid())
+    return kiln::rt::fail(KILN_ERR_INVALID_ARGUMENT, "%s: the session was made by process %d, not this one (%d): a fork()ed "
+                "child cannot use its parent's sessions (their threads and KV cache stay behind); make a new one",
+                fn, (int)s->owner, (int)getpid());
+  return KILN_OK;
+}
 
 struct kiln_sampler {
   kiln::Sampler sampler;

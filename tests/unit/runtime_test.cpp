@@ -6,6 +6,8 @@
 //   KILN_FUZZ_SEED_DIR=tests/fuzz/corpus/model_file
 //     build/tests/unit/kiln_unit_tests --gtest_filter=ModelFileSeeds.*
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -678,6 +680,33 @@ TEST(CApi, SessionThreads) {
   kiln_session_free(s);
   EXPECT_EQ(kiln_session_init(l.model, nullptr, nullptr), KILN_ERR_INVALID_ARGUMENT);
   EXPECT_EQ(g_errors.load(), 0);
+}
+
+// A fork()ed child cannot use its parent's session (its worker threads do not exist
+// there): every stepping call says so instead of waiting for them, and freeing it returns.
+TEST(CApi, SessionRefusedInAForkedChild) {
+  for (int threads : {1, 2}) {
+    Loaded l(threads);
+    ASSERT_TRUE(l.session);
+    int32_t t[3] = {10, 11, 12}, stream = 0;
+    float logits[kVocab];
+    ASSERT_EQ(kiln_prefill(l.session, t, 3, 0, logits), KILN_OK);
+    const pid_t child = fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+      alarm(20);  // a hang fails the test (SIGALRM) rather than the suite
+      bool ok = kiln_decode(l.session, t, &stream, 1, logits) == KILN_ERR_INVALID_ARGUMENT &&
+                std::string(kiln_last_error()).find("fork()ed child") != std::string::npos &&
+                kiln_prefill(l.session, t, 1, 0, logits) == KILN_ERR_INVALID_ARGUMENT &&
+                kiln_session_reset(l.session, 0) == KILN_ERR_INVALID_ARGUMENT;
+      kiln_session_free(l.session);
+      _exit(ok ? 0 : 1);
+    }
+    int status = 0;
+    ASSERT_EQ(waitpid(child, &status, 0), child);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "threads " << threads << ", status " << status;
+    EXPECT_EQ(kiln_decode(l.session, t, &stream, 1, logits), KILN_OK) << kiln_last_error();  // the parent's still works
+  }
 }
 
 // ---------------------------------------------------------------------------------------

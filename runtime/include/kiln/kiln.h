@@ -88,14 +88,17 @@ typedef struct kiln_session_params {
   int32_t n_threads; /* threads per step (the caller's included); <= 0 means 2; clamped to
                         the compiled code's max_threads */
   int32_t kv_copies; /* nonzero: kiln_session_copy_stream copies KV rows; 0 (the default): the
-                        streams share the rows' memory pages where the system allows (then a
-                        process forked after kiln_session_init has no KV cache in the child) */
+                        streams share the rows' memory pages where the system allows (the
+                        memory is not inherited by a fork()ed child: see kiln_session_init) */
 } kiln_session_params;
 
 KILN_API kiln_session_params kiln_session_default_params(void);
 
 /* Allocates the arena and the (zeroed) KV cache of every stream, 64-byte aligned, and
- * starts n_threads - 1 worker threads. params may be NULL (defaults). */
+ * starts n_threads - 1 worker threads. params may be NULL (defaults). A session belongs to
+ * the process that made it: in a fork()ed child its threads (and shared KV pages) are
+ * gone, so every call that runs a step or touches its cache returns
+ * KILN_ERR_INVALID_ARGUMENT there; the child may free it, or make its own. */
 KILN_API kiln_status kiln_session_init(const kiln_model* model, const kiln_session_params* params,
                                        kiln_session** out);
 KILN_API void kiln_session_free(kiln_session* session);
