@@ -66,9 +66,10 @@ int main(int argc, char** argv) {
     fprintf(stderr, "usage: %s MODEL.kiln [N_TOKENS]\n", argv[0]);
     return 2;
   }
-  const long n_gen = argc == 3 ? strtol(argv[2], NULL, 10) : 128;
-  if (n_gen < 1 || n_gen > 1000000) {
-    fprintf(stderr, "chat: N_TOKENS must be 1..1000000\n");
+  char* end = NULL;
+  const long n_gen = argc == 3 ? strtol(argv[2], &end, 10) : 128;
+  if ((argc == 3 && (end == argv[2] || *end != '\0')) || n_gen < 1 || n_gen > 1000000) {
+    fprintf(stderr, "chat: N_TOKENS must be a number 1..1000000, not '%s'\n", argv[2]);
     return 2;
   }
   int rc = 1;

@@ -37,9 +37,10 @@ int main(int argc, char** argv) {
   }
   const char* path = argv[1];
   const char* prompt = argv[2];
-  long n_gen = argc == 4 ? strtol(argv[3], NULL, 10) : 64;
-  if (n_gen < 0 || n_gen > 1000000) {
-    fprintf(stderr, "generate: N_TOKENS must be 0..1000000\n");
+  char* end = NULL;
+  long n_gen = argc == 4 ? strtol(argv[3], &end, 10) : 64;
+  if ((argc == 4 && (end == argv[3] || *end != '\0')) || n_gen < 0 || n_gen > 1000000) {
+    fprintf(stderr, "generate: N_TOKENS must be a number 0..1000000, not '%s'\n", argv[3]);
     return 2;
   }
 

@@ -362,9 +362,16 @@ Result<LoraAdapter> load_lora_adapter(const std::string& path, const LoraBase& b
   } else if (p.extension() == ".safetensors") {
     dir = p.parent_path().empty() ? fs::path(".") : p.parent_path();
   } else {
-    KILN_ASSIGN(auto f, GgufFile::open(path));
-    return lora_from_gguf(*f, base, opts);
+    auto f = GgufFile::open(path);
+    if (!f.ok() && f.error().message.find("not a GGUF file") != std::string::npos)
+      return make_error("{}: not a LoRA adapter: expected a PEFT folder ({} and {}), an {} file or a GGUF LoRA file",
+                        path, ln::kPeftConfigFile, ln::kPeftWeightsFile, ln::kPeftWeightsFile);
+    if (!f.ok()) return f.error();
+    return lora_from_gguf(**f, base, opts);
   }
+  if (fs::is_directory(p, ec) && !fs::exists(dir / std::string(ln::kPeftConfigFile), ec))
+    return make_error("{}: not a PEFT adapter folder: it has no {} (expected a PEFT folder, an {} file or a GGUF "
+                      "LoRA file)", path, ln::kPeftConfigFile, ln::kPeftWeightsFile);
   fs::path weights = fs::is_directory(p, ec) ? dir / std::string(ln::kPeftWeightsFile) : p;
   if (!fs::exists(weights, ec) && fs::exists(dir / std::string(ln::kPeftWeightsBinFile), ec))
     return make_error("{}: only {} is supported, not the pickle {}: re-save the adapter with safe_serialization",

@@ -600,7 +600,8 @@ kiln_status kiln_sampler_sample(kiln_sampler* sampler, const float* logits, int3
     for (int32_t i = 0; i < n_vocab; ++i) {
       const float v = logits[i];
       if (std::isnan(v) || v == INFINITY)
-        return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_sampler_sample: logits[%d] is %g", i,
+        return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_sampler_sample: logits[%d] is %g (a step whose values "
+                    "overflowed: an adapter or adapter scale too large for the model, or corrupt weights)", i,
                     (double)v);
       mx = v > mx ? v : mx;
     }

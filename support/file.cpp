@@ -32,7 +32,7 @@ Result<MappedFile> MappedFile::open(const std::string& path) {
   struct stat st {};
   if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     ::close(fd);
-    return make_error("{}: not a regular file", path);
+    return make_error("{}: {}", path, S_ISDIR(st.st_mode) ? "is a folder, not a file" : "is not a regular file");
   }
   MappedFile f;
   f.path_ = path;

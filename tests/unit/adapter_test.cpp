@@ -342,6 +342,12 @@ TEST(Adapter, LoadsFromDiskByPath) {
   empty.write("adapter_model.bin", "pickle");
   EXPECT_HAS(error_of(load_lora_adapter(empty.path.string(), fx.cfg, *fx.base)), "not the pickle");
   EXPECT_HAS(error_of(load_lora_adapter((empty.path / "missing.gguf").string(), fx.cfg, *fx.base)), "cannot open");
+  // What is not an adapter at all is named as such, with the three forms that are.
+  EXPECT_HAS(error_of(load_lora_adapter((empty.path / "adapter_config.json").string(), fx.cfg, *fx.base)),
+             "adapter_config.json: not a LoRA adapter: expected a PEFT folder");
+  TempDir bare;
+  EXPECT_HAS(error_of(load_lora_adapter(bare.path.string(), fx.cfg, *fx.base)),
+             "not a PEFT adapter folder: it has no adapter_config.json");
 }
 
 TEST(Adapter, ScalesAndHalfPrecision) {

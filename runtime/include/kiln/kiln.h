@@ -332,8 +332,9 @@ typedef struct kiln_chat_message {
 } kiln_chat_message;
 
 /* Renders a conversation with the model's chat template (tmpl NULL), or with `tmpl` (a
- * template text or a family name: "chatml", "llama2", "llama3"). add_assistant: end with
- * the header of an assistant turn. */
+ * family name: "chatml", "llama2", "llama3", or a template text of one of those families;
+ * kiln recognises a template by its form and does not run arbitrary Jinja, so other text
+ * gives KILN_ERR_TOKENIZER). add_assistant: end with the header of an assistant turn. */
 KILN_API kiln_status kiln_chat_apply(const kiln_model* model, const char* tmpl,
                                      const kiln_chat_message* messages, size_t n_messages,
                                      int add_assistant, char* buf, size_t buf_size, size_t* len);
