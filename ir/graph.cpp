@@ -2,6 +2,7 @@
 #include "ir/graph.h"
 
 #include <algorithm>
+#include <cmath>
 #include <functional>
 #include <set>
 
@@ -177,6 +178,16 @@ Status need_float(const Attrs& a, std::string_view key) {
   return Status::success();
 }
 
+// A number attribute that must be finite and at least `lo` (above it when strict).
+Status need_bounded(const Attrs& a, std::string_view key, double lo, bool strict) {
+  KILN_TRY(need_float(a, key));
+  const Attr& v = a.find(key)->second;
+  const double d = std::holds_alternative<double>(v) ? std::get<double>(v) : (double)std::get<int64_t>(v);
+  if (!std::isfinite(d) || d < lo || (strict && d == lo))
+    return make_error("attribute '{}' = {} must be a finite number {} {}", key, d, strict ? ">" : ">=", lo);
+  return Status::success();
+}
+
 Status need_string(const Attrs& a, std::string_view key) {
   auto it = a.find(key);
   if (it == a.end()) return make_error("missing attribute '{}'", key);
@@ -281,7 +292,7 @@ Result<TensorType> infer_type(Op op, const std::vector<Node*>& o, const Attrs& a
       return TensorType{DType::F32, {o[1]->type().shape[0], t.shape[1]}};
     }
     case Op::RmsNorm: {
-      KILN_TRY(need_float(a, "eps"));
+      KILN_TRY(need_bounded(a, "eps", 0.0, false));
       KILN_TRY(need_f32(o[0], "x"));
       KILN_TRY(need_rank(o[0], 2, "x"));
       KILN_TRY(need_weight_dtype(o[1], "the weight"));
@@ -303,7 +314,7 @@ Result<TensorType> infer_type(Op op, const std::vector<Node*>& o, const Attrs& a
       return TensorType{DType::F32, {x[0], w[0]}};
     }
     case Op::RmsMatMul: {
-      KILN_TRY(need_float(a, "eps"));
+      KILN_TRY(need_bounded(a, "eps", 0.0, false));
       KILN_TRY(need_f32(o[0], "x"));
       KILN_TRY(need_rank(o[0], 2, "x"));
       KILN_TRY(need_weight_dtype(o[1], "the norm weight"));
@@ -379,7 +390,7 @@ Result<TensorType> infer_type(Op op, const std::vector<Node*>& o, const Attrs& a
       KILN_TRY(need_positions(o[1], o[0]));
       KILN_ASSIGN(int64_t hd, need_int(a, "head_dim"));
       KILN_ASSIGN(int64_t nrot, need_int(a, "n_rot"));
-      KILN_TRY(need_float(a, "theta"));
+      KILN_TRY(need_bounded(a, "theta", 0.0, true));
       int64_t f = o[0]->type().shape[1];
       if (hd <= 0 || (f != kDynamic && f % hd != 0))
         return make_error("head_dim {} does not divide the {} features", hd, f);

@@ -2,8 +2,10 @@
 //
 // The parser checks syntax and name binding only; types are checked by verify(), which
 // callers run after parsing (kiln's tools always do), so one set of rules serves both.
+#include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <unordered_map>
@@ -187,7 +189,12 @@ class Parser {
             return err(fmt::format("i32 value {} out of range", num.first));
           d.i32.push_back((int32_t)v);
         } else {
-          d.f32.push_back(std::strtof(num.first.c_str(), nullptr));
+          KILN_ASSIGN(double v, parse_double(num.first));  // the whole token is the number
+          // inf and nan as the printer writes them; a number past float range is an error
+          const bool digits = num.first.find_first_of("0123456789") != std::string::npos;
+          if (digits && (std::isnan(v) || std::isinf((float)v)))  // rounds past float range
+            return err(fmt::format("f32 value {} out of range", num.first));
+          d.f32.push_back((float)v);
         }
       }
       return Attr{d};
@@ -226,13 +233,19 @@ class Parser {
     TensorType t{*d, {}};
     KILN_TRY(expect('['));
     if (accept(']')) return t;
+    int64_t elements = 1;
     do {
       skip();
       if (accept('?')) { t.shape.push_back(kDynamic); continue; }
       KILN_ASSIGN(auto num, number());
       if (num.second) return err("dimensions are integers");
+      errno = 0;
       long long v = std::strtoll(num.first.c_str(), nullptr, 10);
-      if (v < 0 || v > (1ll << 40)) return err(fmt::format("dimension {} out of range", v));
+      if (errno == ERANGE || v < 0 || v > (1ll << 40))
+        return err(fmt::format("dimension {} out of range (0..2^40)", num.first));
+      if (v && elements > (int64_t{1} << 48) / v)
+        return err(fmt::format("{}[...] has more than 2^48 elements", dt));
+      elements *= std::max<int64_t>(v, 1);
       t.shape.push_back(v);
     } while (accept(','));
     KILN_TRY(expect(']'));

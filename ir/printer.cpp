@@ -92,17 +92,28 @@ std::string print_graph(const Graph& g) {
   return out + "}\n";
 }
 
+// Text inside a DOT string: quotes and backslashes escaped (a label's "\n" line breaks
+// are added after).
+static std::string dot_escape(std::string_view s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '"' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out;
+}
+
 std::string graph_to_dot(const Graph& g) {
   std::string out = fmt::format("digraph \"{}\" {{\n  node [shape=box, fontname=\"monospace\"];\n",
-                                g.name());
+                                dot_escape(g.name()));
   std::unordered_map<const Node*, size_t> num;
   for (const Node* n : g.nodes()) {
     size_t id = num.size();
     num[n] = id;
     std::string label = fmt::format("%{} {}", id, op_name(n->op()));
-    if (auto name = n->str_attr("name")) label += " " + std::string(*name);
+    if (auto name = n->str_attr("name")) label += " " + dot_escape(*name);
     label += "\\n" + n->type().str();
-    if (!n->loc().empty() && !n->str_attr("name")) label += "\\n" + n->loc();
+    if (!n->loc().empty() && !n->str_attr("name")) label += "\\n" + dot_escape(n->loc());
     std::string style;
     switch (n->op()) {
       case Op::Weight: case Op::Constant: style = ", style=filled, fillcolor=\"#e8e8e8\""; break;
@@ -110,9 +121,7 @@ std::string graph_to_dot(const Graph& g) {
       case Op::Output: style = ", style=filled, fillcolor=\"#d8f5d0\""; break;
       default: break;
     }
-    std::string esc;
-    for (char c : label) esc += c == '"' ? std::string("\\\"") : std::string(1, c);
-    out += fmt::format("  n{} [label=\"{}\"{}];\n", id, esc, style);
+    out += fmt::format("  n{} [label=\"{}\"{}];\n", id, label, style);
     for (const Node* o : n->operands())
       if (num.count(o)) out += fmt::format("  n{} -> n{};\n", num[o], id);
   }

@@ -93,7 +93,14 @@ Status verify(const Graph& g) {
     for (size_t k = 0; k < n->operands().size(); ++k) {
       const Node* o = n->operand(k);
       if (!o || !index.count(o)) report(n, i, fmt::format("operand {} is not defined before it", k));
+      else if (o->op() == Op::Output) report(n, i, fmt::format("operand {} is an output, which has no value", k));
     }
+    // Only the leading (row) dimension may vary from step to step.
+    for (size_t d = 1; d < n->type().shape.size(); ++d)
+      if (n->type().shape[d] == kDynamic) {
+        report(n, i, fmt::format("dimension {} of {} is dynamic; only the first (rows) may be", d, n->type().str()));
+        break;
+      }
     switch (n->op()) {
       case Op::Input:
       case Op::State:
@@ -117,6 +124,9 @@ Status verify(const Graph& g) {
         }
         if (n->op() != Op::Input && !n->type().is_static())
           report(n, i, fmt::format("{} must have a static shape", op_name(n->op())));
+        if (const DTypeInfo& d = dtype_info(n->type().dtype);
+            d.block_elems > 1 && !n->type().shape.empty() && n->type().shape.back() % d.block_elems != 0)
+          report(n, i, fmt::format("rows of {} must be whole blocks of {} elements", n->type().str(), d.block_elems));
         break;
       }
       case Op::Constant: {
