@@ -232,6 +232,12 @@ Status check_compile_request(const CompileRequest& req) {
   if (!req.extra_passes.empty()) {
     PassManager pm;
     if (Status s = pm.add_pipeline(req.extra_passes); !s.ok()) return make_error("--passes: {}", s.error().message);
+    // Passes compile runs from its own options, which also size the runtime's tables:
+    // named in --passes they would run with the pass's defaults instead.
+    for (auto [pass, option] : {std::pair{"lora-as-input", "--lora-slots K (and --lora-rank, --lora-targets)"},
+                                std::pair{"quantize-int4", "--quantize (and --group-size, --quantize-head)"},
+                                std::pair{"ds2d-unroll", "--ds2d-templates (and --ds2d-topology)"}})
+      if (pm.has(pass)) return make_error("--passes: {} is run by compile itself; use {}", pass, option);
   }
   for (const std::string& name : req.pass_options.print_after)
     if (!find_pass(name)) return make_error("--print-after: unknown pass '{}'", name);
