@@ -2,10 +2,12 @@
 #include "ir/verifier.h"
 
 #include <cstdint>
+#include <optional>
 #include <set>
 #include <unordered_map>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "ir/tree.h"
 
@@ -87,6 +89,7 @@ Status verify(const Graph& g) {
                                    n->loc().empty() ? "" : " at \"" + n->loc() + "\"", msg));
   };
   std::unordered_map<const Node*, size_t> index;
+  std::optional<std::vector<int32_t>> first_tree;  // tree_parent of the first kv_write/attention
   std::set<std::string, std::less<>> inputs, outputs;
   size_t i = 0;
   for (const Node* n : g.nodes()) {
@@ -174,12 +177,34 @@ Status verify(const Graph& g) {
         else if (*t != n->type())
           report(n, i, fmt::format("declared type {} but the operands give {}", n->type().str(),
                                    t->str()));
-        if (n->op() == Op::KvWrite || n->op() == Op::Attention)
-          if (auto tree = node_tree(n); !tree.ok()) report(n, i, tree.error().message);
+        if (n->op() == Op::KvWrite || n->op() == Op::Attention) {
+          auto tree = node_tree(n);
+          if (!tree.ok()) {
+            report(n, i, tree.error().message);
+          } else if (!first_tree) {  // the first sets the graph's tree (or its absence)
+            first_tree = tree->parent;
+          } else if (tree->parent != *first_tree) {
+            // one step writes and reads the same rows: a tree attention over rows a plain
+            // (or other) kv_write put elsewhere reads the wrong cache
+            report(n, i, fmt::format("its tree_parent [{}] differs from the graph's first kv_write/attention's [{}]: "
+                                     "every kv_write and attention of a step must carry the same tree",
+                                     fmt::join(tree->parent, " "), fmt::join(*first_tree, " ")));
+          }
+        }
         break;
       }
     }
     index[n] = i++;
+  }
+  // Once unrolled, the graph's ds2d_parent (before, ds2d-unroll's request; after, what it
+  // unrolled) must be the nodes' tree.
+  if (first_tree && !first_tree->empty()) {
+    auto it = g.attrs().find("ds2d_parent");
+    const DenseData* d = it == g.attrs().end() ? nullptr : std::get_if<DenseData>(&it->second);
+    if (d && d->dtype == DType::I32 && d->i32 != *first_tree)
+      problems.push_back(fmt::format("graph attribute ds2d_parent [{}] differs from the tree_parent of its "
+                                     "kv_write and attention nodes [{}]", fmt::join(d->i32, " "),
+                                     fmt::join(*first_tree, " ")));
   }
   if (problems.empty()) return Status::success();
   std::string msg = fmt::format("graph @{} failed verification ({} problem{}):", g.name(),
