@@ -215,6 +215,9 @@ int32_t kiln_model_max_context(const kiln_model* m) {
   return m ? (int32_t)m->code->max_context : 0;
 }
 int32_t kiln_model_max_rows(const kiln_model* m) { return m ? (int32_t)m->code->max_rows : 0; }
+int32_t kiln_model_max_threads(const kiln_model* m) {
+  return m ? (int32_t)std::min<int64_t>(m->code->max_threads, INT32_MAX) : 0;
+}
 const char* kiln_model_name(const kiln_model* m) { return m ? m->name.c_str() : ""; }
 int32_t kiln_model_lora_slots(const kiln_model* m) { return m ? (int32_t)m->code->lora_slots : 0; }
 int32_t kiln_model_lora_rank(const kiln_model* m) { return m ? (int32_t)m->code->lora_rank : 0; }

@@ -578,6 +578,7 @@ TEST(CApi, NullsAndStatusNames) {
   EXPECT_EQ(kiln_model_max_streams(nullptr), 0);
   EXPECT_EQ(kiln_model_max_context(nullptr), 0);
   EXPECT_EQ(kiln_model_max_rows(nullptr), 0);
+  EXPECT_EQ(kiln_model_max_threads(nullptr), 0);
   EXPECT_STREQ(kiln_model_name(nullptr), "");
   EXPECT_EQ(kiln_token_is_eog(nullptr, 0), 0);
   int32_t n = 0;
@@ -841,6 +842,7 @@ TEST(CApi, TokenizerAndChat) {
   EXPECT_EQ(kiln_model_max_streams(m), kStreams);
   EXPECT_EQ(kiln_model_max_context(m), kContext);
   EXPECT_EQ(kiln_model_max_rows(m), kRows);
+  EXPECT_EQ(kiln_model_max_threads(m), kMaxThreads);
   EXPECT_STREQ(kiln_model_name(m), "test_model");
 
   auto tok = Tokenizer::create(tiny_vocab());

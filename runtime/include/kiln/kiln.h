@@ -78,6 +78,9 @@ KILN_API int32_t kiln_model_n_vocab(const kiln_model* model);
 KILN_API int32_t kiln_model_max_streams(const kiln_model* model);
 KILN_API int32_t kiln_model_max_context(const kiln_model* model); /* tokens per stream */
 KILN_API int32_t kiln_model_max_rows(const kiln_model* model);    /* tokens per step */
+/* Threads a step can use: the compile's --threads (the profile's by default); a session
+ * asking for more gets this many. */
+KILN_API int32_t kiln_model_max_threads(const kiln_model* model);
 KILN_API const char* kiln_model_name(const kiln_model* model);
 
 /* ---- session: KV cache, scratch arena, threads -------------------------------------- */
