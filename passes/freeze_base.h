@@ -35,4 +35,8 @@ class FrozenWeights final : public WeightSource {
   std::map<std::string, Entry, std::less<>> entries_;
 };
 
+// Whether freeze-base has run: the weights are bytes of one blob at recorded offsets, so
+// passes that rewrite weights (quantize-int4, pack-weights) must run before it.
+inline bool is_frozen(const Graph& g) { return dynamic_cast<const FrozenWeights*>(g.weights().get()) != nullptr; }
+
 }  // namespace kiln

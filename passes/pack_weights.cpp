@@ -29,6 +29,7 @@
 
 #include "ir/overlay_weights.h"
 #include "ir/packing.h"
+#include "passes/freeze_base.h"
 #include "passes/passes.h"
 
 namespace kiln {
@@ -49,6 +50,8 @@ class PackWeightsPass final : public Pass {
   std::string_view name() const override { return "pack-weights"; }
 
   Result<bool> run(Graph& g) override {
+    if (is_frozen(g))
+      return make_error("must run before freeze-base: the weights are already frozen into one blob at fixed offsets");
     const int64_t rows = g.int_attr("pack_weights").value_or(kPackRows);
     if (rows == 0 || g.int_attr("int8_activations").value_or(1) == 0) return false;
     if (rows != kPackRows)

@@ -36,6 +36,7 @@
 
 #include "frontend/gguf_names.h"
 #include "ir/overlay_weights.h"
+#include "passes/freeze_base.h"
 #include "passes/passes.h"
 #include "support/half.h"
 
@@ -101,6 +102,8 @@ class QuantizeInt4Pass final : public Pass {
   std::string_view name() const override { return "quantize-int4"; }
 
   Result<bool> run(Graph& g) override {
+    if (is_frozen(g))
+      return make_error("must run before freeze-base: the weights are already frozen into one blob at fixed offsets");
     auto str = [&](const char* k, const char* dflt) -> std::string {
       auto it = g.attrs().find(k);
       if (it == g.attrs().end()) return dflt;
