@@ -73,6 +73,10 @@ class Node {
   void set_operand(size_t i, Node* n) { operands_[i] = n; }
   const std::string& loc() const { return loc_; }
   void set_loc(std::string l) { loc_ = std::move(l); }
+  // Where the node was written, for diagnostics on IR text ("g.kir:12 %q"); empty for
+  // nodes a frontend or pass made. Not part of the IR: never printed.
+  const std::string& src() const { return src_; }
+  void set_src(std::string s) { src_ = std::move(s); }
   uint32_t id() const { return id_; }
 
   // Attributes, kept sorted by key so printing is deterministic.
@@ -91,6 +95,7 @@ class Node {
   std::vector<Node*> operands_;
   std::map<std::string, Attr, std::less<>> attrs_;
   std::string loc_;
+  std::string src_;
   uint32_t id_ = 0;
 };
 

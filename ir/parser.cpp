@@ -60,6 +60,13 @@ class Parser {
   bool at_end() const { return p_ >= s_.size(); }
   char peek() const { return at_end() ? '\0' : s_[p_]; }
 
+  // The line of offset `at`, counting on from the last call (nodes come in order).
+  size_t line_at(size_t at) {
+    for (; line_pos_ < at && line_pos_ < s_.size(); ++line_pos_) line_ += s_[line_pos_] == '\n';
+    return line_;
+  }
+  size_t line_ = 1, line_pos_ = 0;
+
   Error err(std::string_view msg) const {
     size_t line = 1, col = 1;
     for (size_t i = 0; i < p_ && i < s_.size(); ++i) {
@@ -258,6 +265,8 @@ class Parser {
   }
 
   Status parse_node(Graph& g) {
+    skip();
+    const size_t start = p_;
     KILN_ASSIGN(std::string result, value_name());
     if (values_.count(result)) return err(fmt::format("value %{} is defined twice", result));
     KILN_TRY(expect('='));
@@ -298,6 +307,7 @@ class Parser {
                                  : fmt::format("{} to {}", info.min_operands, info.max_operands),
                              operands.size()));
     values_[result] = g.add(*op, std::move(operands), std::move(t), std::move(attrs), std::move(loc));
+    if (file_.rfind("<clone", 0) != 0) values_[result]->set_src(fmt::format("{}:{} %{}", file_, line_at(start), result));
     return Status::success();
   }
 };

@@ -85,8 +85,9 @@ Status verify(const Graph& g) {
   std::vector<std::string> problems;
   check_graph_attrs(g, problems);
   auto report = [&](const Node* n, size_t index, const std::string& msg) {
-    problems.push_back(fmt::format("%{} = {}{}: {}", index, op_name(n->op()),
-                                   n->loc().empty() ? "" : " at \"" + n->loc() + "\"", msg));
+    problems.push_back(fmt::format("%{} = {}{}{}: {}", index, op_name(n->op()),
+                                   n->loc().empty() ? "" : " at \"" + n->loc() + "\"",
+                                   n->src().empty() ? "" : " (" + n->src() + ")", msg));
   };
   std::unordered_map<const Node*, size_t> index;
   std::optional<std::vector<int32_t>> first_tree;  // tree_parent of the first kv_write/attention

@@ -363,9 +363,9 @@ TEST(Verifier, WeightsAreCheckedAgainstTheirSource) {
   w->put("reshaped", DType::F32, {2, 2}, f32_bytes({1, 2, 3, 4}));
   g->set_weights(w);
   std::string m = verify_message(*g);
-  EXPECT_TRUE(contains(m, "%1 = weight: weight \"absent\" is not in memory.gguf"));
+  EXPECT_TRUE(contains(m, "%1 = weight (<input>:3 %b): weight \"absent\" is not in memory.gguf"));
   EXPECT_TRUE(contains(m,
-                       "%2 = weight: weight \"reshaped\" is f32[2,2] in memory.gguf, but the node "
+                       "%2 = weight (<input>:4 %c): weight \"reshaped\" is f32[2,2] in memory.gguf, but the node "
                        "declares f32[4,1]"));
   EXPECT_EQ(m.find("present"), std::string::npos) << m;
 }
