@@ -85,7 +85,7 @@ Result<Graph> base_entry_graph(const Graph& g) {
 }
 
 Result<Ds2dGraphs> ds2d_graphs(const Graph& g, std::string_view templates, std::string_view topology,
-                               const std::vector<int64_t>& draft) {
+                               const std::vector<int64_t>& draft, const PassManagerOptions& unroll) {
   Ds2dGraphs out;
   if (!templates.empty() && templates != "none") {
     KILN_ASSIGN(std::vector<int64_t> budgets, ds2d_budgets(templates));
@@ -96,7 +96,7 @@ Result<Ds2dGraphs> ds2d_graphs(const Graph& g, std::string_view templates, std::
       KILN_ASSIGN(Graph v, clone_graph(g));
       v.set_attr("ds2d_nodes", n);
       v.set_attr("ds2d_topology", std::string(topology));
-      PassManager pm;
+      PassManager pm(unroll);
       KILN_TRY(pm.add_pipeline("ds2d-unroll"));
       KILN_TRY(pm.run(v));
       KILN_TRY(verify(v));
@@ -313,10 +313,11 @@ Result<CompileSummary> compile_model(const CompileRequest& req) {
   }
   if (!req.extra_passes.empty()) KILN_TRY(pm.add_pipeline(req.extra_passes));
   KILN_TRY(pm.add_pipeline(kBackendPipeline));
+  const bool unrolls = !req.ds2d_templates.empty() && req.ds2d_templates != "none";
   for (const std::string& name : req.pass_options.print_after)
-    if (!pm.has(name))
-      spdlog::warn("--print-after {}: the pass is not in this compile's pipeline ({}); add it with --passes", name,
-                   pm.pipeline());
+    if (!pm.has(name) && !(name == "ds2d-unroll" && unrolls))  // that one runs on each template's copy
+      spdlog::warn("--print-after {}: the pass is not in this compile's pipeline ({}{}); add it with --passes", name,
+                   pm.pipeline(), unrolls ? ", then ds2d-unroll per template" : "");
   KILN_TRY(pm.run(g));
   KILN_TRY(verify(g));
   auto* frozen = dynamic_cast<const FrozenWeights*>(g.weights().get());
@@ -337,7 +338,7 @@ Result<CompileSummary> compile_model(const CompileRequest& req) {
       if (n <= req.max_rows) templates += (templates.empty() ? "" : ",") + std::to_string(n);
     if (templates.empty()) templates = "none";
   }
-  KILN_ASSIGN(Ds2dGraphs ds2d, ds2d_graphs(g, templates, req.ds2d_topology, draft));
+  KILN_ASSIGN(Ds2dGraphs ds2d, ds2d_graphs(g, templates, req.ds2d_topology, draft, req.pass_options));
   if (ds2d.draft)  // one arena serves every entry point
     g.set_attr("arena_bytes", std::max(*g.int_attr("arena_bytes"), *ds2d.draft->int_attr("arena_bytes")));
   std::optional<Graph> base;  // the step without LoRA side paths, for steps without adapters

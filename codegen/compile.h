@@ -97,9 +97,11 @@ struct Ds2dGraphs {
 };
 Result<Ds2dGraphs> ds2d_graphs(const Graph& g, std::string_view templates, std::string_view topology,
                                int64_t draft_layers);
-// The same with the draft running `draft_layers` (any proper subset; empty: no draft).
+// The same with the draft running `draft_layers` (any proper subset; empty: no draft);
+// `unroll` are the options of each template's ds2d-unroll run (compile passes its
+// --print-after, --verify-each and --time-passes).
 Result<Ds2dGraphs> ds2d_graphs(const Graph& g, std::string_view templates, std::string_view topology,
-                               const std::vector<int64_t>& draft_layers);
+                               const std::vector<int64_t>& draft_layers, const PassManagerOptions& unroll = {});
 // Plans a draft graph `d` made from the planned step graph `g` (llama_draft_graph): its
 // own arena, g's KV offsets and sizes.
 Status plan_draft(const Graph& g, Graph& d);
