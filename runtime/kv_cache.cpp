@@ -36,7 +36,9 @@ int memory_file(uint64_t size) {
 }  // namespace
 
 KvCache::~KvCache() {
-  if (p_) munmap(p_, (size_t)size_);
+  // A fork()ed child did not inherit a shared cache (MADV_DONTFORK): its range is free
+  // there and may hold the child's own mappings since, which munmap would take away.
+  if (p_ && !(dontfork_pid_ != 0 && dontfork_pid_ != getpid())) munmap(p_, (size_t)size_);
   if (fd_ >= 0) close(fd_);
 }
 
@@ -56,7 +58,7 @@ bool KvCache::allocate(uint64_t stream_bytes, int32_t streams, std::span<const k
 #if defined(MADV_DONTFORK)
       // Shared memory would stay shared with a forked child (private memory is copied on
       // write): a child gets no cache at all rather than the parent's.
-      madvise(p_, (size_t)size_, MADV_DONTFORK);
+      if (madvise(p_, (size_t)size_, MADV_DONTFORK) == 0) dontfork_pid_ = getpid();
 #endif
       return true;
     }

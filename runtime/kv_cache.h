@@ -18,6 +18,8 @@
 // off) copies are plain copies.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <span>
 #include <vector>
@@ -56,6 +58,9 @@ class KvCache {
   void fail_remaps_after(int n) { remaps_left_ = n; }
 
  private:
+  // The process that mapped a cache with MADV_DONTFORK (0: none): in any other (a fork()ed
+  // child) the range is not this cache's, and the destructor leaves it alone.
+  pid_t dontfork_pid_ = 0;
   struct Share {
     int32_t owner = -1;  // the stream whose pages s maps, or -1
     int32_t rows = 0;    // rows [0, rows) of every block lie in the owner's pages (whole pages only)

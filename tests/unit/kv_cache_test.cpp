@@ -9,9 +9,12 @@
 // it through the other stream's.
 #include <gtest/gtest.h>
 
+#include <sys/mman.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "runtime/kv_cache.h"
@@ -49,6 +52,30 @@ struct Cache {
     return true;
   }
 };
+
+// A shared cache is not inherited by a fork()ed child (MADV_DONTFORK), so its range is
+// free there; whatever the child maps into it afterwards must survive the parent's cache
+// being destroyed in the child (kiln_session_free there).
+TEST(KvCache, DestroyedInAForkedChildLeavesTheChildsMemory) {
+  if ((2 * kRows * kRowBytes) % kPage != 0) GTEST_SKIP() << "a stream is not a whole number of pages here";
+  auto c = std::make_unique<Cache>(true);
+  ASSERT_TRUE(c->kv.sharing()) << "no memfd here";
+  uint8_t* const at = c->kv.data();
+  const size_t bytes = (size_t)(c->stream_bytes * kStreams);
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    void* mine = mmap(at, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    if (mine != at) _exit(2);  // the range was inherited after all: nothing to test
+    static_cast<volatile uint8_t*>(mine)[0] = 42;
+    c.reset();
+    _exit(static_cast<volatile uint8_t*>(mine)[0] == 42 ? 0 : 1);  // SIGSEGV if unmapped
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 2) GTEST_SKIP() << "the cache was inherited (no MADV_DONTFORK)";
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
+}
 
 TEST(KvCache, CopiedRowsShareWholePagesAndReadTheSame) {
   if ((2 * kRows * kRowBytes) % kPage != 0) GTEST_SKIP() << "a stream is not a whole number of pages here";
