@@ -237,7 +237,22 @@ Result<TargetProfile> find_profile(const std::string& name) {
 }
 
 bool has_feature(const TargetProfile& p, std::string_view feature) {
-  std::string_view s = p.features;
+  // As LLVM's subtarget for the profile sees it: what the CPU name implies counts (a
+  // "haswell" profile with no feature list has AVX2), and "-x" in the list removes x. The
+  // code generated for the profile uses exactly this set.
+  static bool init = [] {
+    llvm::InitializeAllTargetInfos();
+    llvm::InitializeAllTargets();
+    llvm::InitializeAllTargetMCs();
+    return true;
+  }();
+  (void)init;
+  std::string err;
+  if (const llvm::Target* t = llvm::TargetRegistry::lookupTarget(p.triple, err)) {
+    std::unique_ptr<llvm::MCSubtargetInfo> sti(t->createMCSubtargetInfo(p.triple, p.cpu, p.features));
+    if (sti) return sti->checkFeatures(std::string(feature));
+  }
+  std::string_view s = p.features;  // no such target here: the list as written
   for (size_t i = 0; i <= s.size();) {
     size_t e = std::min(s.find(',', i), s.size());
     if (s.substr(i, e - i) == feature) return true;

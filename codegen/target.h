@@ -26,7 +26,8 @@ struct TargetProfile {
   std::string source;       // the file it came from ("" for the built-in host)
 };
 
-// Whether the profile's feature string enables `feature` (e.g. "+avx512vnni").
+// Whether the profile enables `feature` (e.g. "+avx512vnni"): its feature list over what
+// its CPU name implies, as LLVM's subtarget for the profile sees it.
 bool has_feature(const TargetProfile& p, std::string_view feature);
 // Whether codegen has packed-weight kernels (pack-weights, ir/packing.h) for the profile:
 // AVX512-VNNI (+VL, +BW) on x86-64, dotprod on AArch64.
