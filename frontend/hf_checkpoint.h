@@ -73,7 +73,7 @@ std::vector<HfTensor> hf_tensor_table(const LlamaConfig& c);
 // hf_checkpoint_to_gguf does (its GgufFile's path() is the folder; with_tensors = false
 // leaves a folder's tensors out). Either way the weights are mapped, not read: a folder's
 // tensors point into its safetensors files, but for q and k, whose rows are permuted
-// (so a folder costs those two copies, not the model's size, in memory).
+// (so reading a folder costs those two copies, not the model's size, in memory).
 Result<std::unique_ptr<GgufFile>> open_model_file(const std::string& path, bool with_tensors = true);
 
 }  // namespace kiln

@@ -98,10 +98,16 @@ kiln_status check_code(const kiln_compiled_model* c) {
     return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_model_load: compiled model '%s': %s", name, bad);
   if (c->cpu_features) {
     const std::string missing = kiln::first_missing_cpu_feature(c->cpu_features);
-    if (!missing.empty())
+    if (!missing.empty()) {
+#if defined(__x86_64__)
+      const char* hint = " (e.g. x86-64-v3 for most x86-64 PCs)";
+#else
+      const char* hint = "";
+#endif
       return fail(KILN_ERR_MODEL_MISMATCH, "kiln_model_load: compiled model '%s' (profile %s) uses %s, which this "
-                  "CPU lacks; compile it with a profile this CPU meets (e.g. x86-64-v3 for most x86-64 PCs)",
-                  name, c->profile ? c->profile : "?", missing.c_str());
+                  "CPU lacks; compile it with a profile this CPU meets%s",
+                  name, c->profile ? c->profile : "?", missing.c_str(), hint);
+    }
   }
   return KILN_OK;
 }

@@ -6,12 +6,15 @@
 // SVE (Snapdragon parts do not enable SVE). Broken files give errors naming file and field.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 
 #include "codegen/codegen.h"
 #include "codegen/target.h"
+#include "runtime/cpu_features.h"
 #include "frontend/llama.h"
 #include "tests/unit/step_runner.h"
 #include "tests/unit/tiny_model.h"
@@ -77,6 +80,34 @@ TEST(Profiles, EveryProfileCompilesATinyModelForItsArchitecture) {
       EXPECT_EQ(s.find("ptrue"), std::string::npos) << "SVE code for an SoC without SVE";
     } else if (p->cpu == "x86-64-v3") {
       EXPECT_NE(code->assembly.find("vfmadd"), std::string::npos) << "no FMA in x86-64-v3 code";
+    }
+  }
+}
+
+// Every instruction-set extension a shipped profile names is one kiln_model_load checks on
+// the running CPU (runtime/cpu_features.h), or the architecture's baseline: otherwise an
+// artifact for it could still die on SIGILL on a core without it.
+TEST(Profiles, EveryExtensionAProfileNamesIsCheckedAtLoad) {
+  for (const std::string& name : profile_names()) {
+    if (name == "host") continue;  // detected: whatever this machine has
+    SCOPED_TRACE(name);
+    auto p = find_profile(name);
+    ASSERT_TRUE(p.ok()) << p.error().message;
+    const bool x86 = p->triple.rfind("x86_64", 0) == 0;
+    std::vector<std::string_view> checked(x86 ? std::begin(kX86CheckedFeatures) : std::begin(kAarch64CheckedFeatures),
+                                          x86 ? std::end(kX86CheckedFeatures) : std::end(kAarch64CheckedFeatures));
+    const std::vector<std::string_view> baseline = x86 ? std::vector<std::string_view>{"sse", "sse2", "x87", "cx8"}
+                                                       : std::vector<std::string_view>{"neon", "fp-armv8"};
+    std::string_view list = p->features;
+    while (!list.empty()) {
+      const size_t comma = list.find(',');
+      std::string_view f = list.substr(0, comma);
+      list = comma == std::string_view::npos ? std::string_view() : list.substr(comma + 1);
+      if (f.empty() || f[0] != '+') continue;  // removals need no check
+      f.remove_prefix(1);
+      EXPECT_TRUE(std::find(checked.begin(), checked.end(), f) != checked.end() ||
+                  std::find(baseline.begin(), baseline.end(), f) != baseline.end())
+          << "+" << f << " is neither checked at load nor baseline";
     }
   }
 }
