@@ -39,6 +39,12 @@ Result<LoadedGraph> load_graph(const std::string& path, const LlamaBuildOptions&
     KILN_ASSIGN(Graph g, parse_graph(text, path == "-" ? "<stdin>" : path));
     LoadedGraph lg{nullptr, {}, std::move(g)};
     if (!weights_from.empty()) {
+      // pack-weights interleaves rows in memory only: a model file holds them as GGUF rows.
+      for (const Node* n : lg.graph.nodes_of(Op::Weight))
+        if (n->int_attr("packed_rows").value_or(0) > 0)
+          return make_error("{}: weight \"{}\" has packed_rows, but {} holds its rows unpacked (pack-weights "
+                            "rewrites them in memory only): dump the IR before pack-weights to read it back",
+                            path, *n->str_attr("name"), weights_from);
       KILN_ASSIGN(auto f, open_model_file(weights_from));
       lg.gguf = std::shared_ptr<const GgufFile>(std::move(f));
       lg.graph.set_weights(std::make_shared<GgufWeights>(lg.gguf));
