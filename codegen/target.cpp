@@ -8,6 +8,8 @@
 #include "codegen/target.h"
 
 #include <algorithm>
+#include <map>
+#include <mutex>
 #include <thread>
 
 #include <llvm/ADT/StringMap.h>
@@ -30,6 +32,17 @@
 namespace kiln {
 
 namespace {
+// LLVM's target and subtarget descriptions (no code generators: profiles only ask what a
+// triple and CPU are and have), registered once.
+void init_llvm_target_mcs() {
+  static bool done = [] {
+    llvm::InitializeAllTargetInfos();
+    llvm::InitializeAllTargets();
+    llvm::InitializeAllTargetMCs();
+    return true;
+  }();
+  (void)done;
+}
 
 bool is_dir(const std::string& p) { return !p.empty() && llvm::sys::fs::is_directory(p); }
 
@@ -198,13 +211,7 @@ Result<TargetProfile> load_profile_file(const std::string& path) {
   // The triple and CPU must be ones LLVM 16 knows (an unknown CPU would otherwise only
   // print a warning and tune for nothing). Features are checked when the target machine
   // is made, and by tests/unit/profile_test.cpp for the shipped files.
-  static bool init = [] {
-    llvm::InitializeAllTargetInfos();
-    llvm::InitializeAllTargets();
-    llvm::InitializeAllTargetMCs();
-    return true;
-  }();
-  (void)init;
+  init_llvm_target_mcs();
   std::string err;
   const llvm::Target* t = llvm::TargetRegistry::lookupTarget(p.triple, err);
   if (!t) return make_error("{}: field 'triple': '{}': {}", path, p.triple, err);
@@ -240,18 +247,18 @@ bool has_feature(const TargetProfile& p, std::string_view feature) {
   // As LLVM's subtarget for the profile sees it: what the CPU name implies counts (a
   // "haswell" profile with no feature list has AVX2), and "-x" in the list removes x. The
   // code generated for the profile uses exactly this set.
-  static bool init = [] {
-    llvm::InitializeAllTargetInfos();
-    llvm::InitializeAllTargets();
-    llvm::InitializeAllTargetMCs();
-    return true;
-  }();
-  (void)init;
-  std::string err;
-  if (const llvm::Target* t = llvm::TargetRegistry::lookupTarget(p.triple, err)) {
-    std::unique_ptr<llvm::MCSubtargetInfo> sti(t->createMCSubtargetInfo(p.triple, p.cpu, p.features));
-    if (sti) return sti->checkFeatures(std::string(feature));
+  // Lowering asks once per matmul: one subtarget per profile, made on first use.
+  static std::mutex mu;
+  static std::map<std::string, std::unique_ptr<llvm::MCSubtargetInfo>> subtargets;
+  std::lock_guard<std::mutex> lock(mu);
+  auto [it, fresh] = subtargets.try_emplace(p.triple + "|" + p.cpu + "|" + p.features);
+  if (fresh) {
+    init_llvm_target_mcs();
+    std::string err;
+    if (const llvm::Target* t = llvm::TargetRegistry::lookupTarget(p.triple, err))
+      it->second.reset(t->createMCSubtargetInfo(p.triple, p.cpu, p.features));
   }
+  if (it->second) return it->second->checkFeatures(std::string(feature));
   std::string_view s = p.features;  // no such target here: the list as written
   for (size_t i = 0; i <= s.size();) {
     size_t e = std::min(s.find(',', i), s.size());
