@@ -35,7 +35,6 @@
 #include <llvm/Passes/PassBuilder.h>
 #include <llvm/Support/TargetSelect.h>
 #include <llvm/Support/raw_ostream.h>
-#include <llvm/MC/MCSubtargetInfo.h>
 #include <llvm/Target/TargetMachine.h>
 #include <llvm/Target/TargetOptions.h>
 #include <llvm/Transforms/Utils/Cloning.h>
@@ -44,7 +43,6 @@
 #include "codegen/kernels/kernel_bitcode.h"
 #include "codegen/lora_table.h"
 #include "ir/tree.h"
-#include "runtime/cpu_features.h"
 #include "runtime/include/kiln/model_abi.h"
 
 namespace kiln {
@@ -67,7 +65,7 @@ std::string kernel_suffix(DType t) { return std::string(dtype_name(t)); }
 
 class Lowering {
  public:
-  // cpu_features: what the target enables of runtime/cpu_features.h's tables, comma-separated.
+  // cpu_features: checked_cpu_features(p), recorded for the runtime's check at load.
   Lowering(llvm::LLVMContext& ctx, llvm::Module& m, const Graph& g, const TargetProfile& p, std::string cpu_features)
       : ctx_(ctx), m_(m), main_(g), g_(&g), p_(p), cpu_features_(std::move(cpu_features)), b_(ctx) {}
 
@@ -752,22 +750,9 @@ Result<CompiledCode> compile_graph(const Graph& g, const TargetProfile& profile,
   if (llvm::Linker::linkModules(*m, std::move(*kernels)))
     return make_error("cannot link the kernel library for {}", arch);
 
-  // The extensions the code may use (the CPU name's implied ones included), for the
-  // runtime's check at load: an artifact for a newer core is refused, not a SIGILL.
-  std::string cpu_features;
-  {
-    const llvm::MCSubtargetInfo* sti = tm->getMCSubtargetInfo();
-    auto add = [&](std::string_view f) {
-      if (sti->checkFeatures("+" + std::string(f))) cpu_features += (cpu_features.empty() ? "" : ",") + std::string(f);
-    };
-    if (arch == "x86_64")
-      for (std::string_view f : kX86CheckedFeatures) add(f);
-    else if (arch == "aarch64")
-      for (std::string_view f : kAarch64CheckedFeatures) add(f);
-  }
   CompiledCode out;
-  out.cpu_features = cpu_features;
-  Lowering lowering(ctx, *m, g, profile, cpu_features);
+  out.cpu_features = checked_cpu_features(profile);
+  Lowering lowering(ctx, *m, g, profile, out.cpu_features);
   KILN_TRY(lowering.lower(opts, &out.kernels));
 
   // Kernel templates inline into their wrappers; everything gets the profile's CPU.

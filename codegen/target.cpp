@@ -21,6 +21,7 @@
 #include <llvm/Support/TargetSelect.h>
 #include <llvm/TargetParser/Host.h>
 
+#include "runtime/cpu_features.h"
 #include "support/file.h"
 
 // codegen/CMakeLists.txt defines KILN_PROFILE_DIR as the source tree's profiles/; without
@@ -266,6 +267,19 @@ bool has_feature(const TargetProfile& p, std::string_view feature) {
     i = e + 1;
   }
   return false;
+}
+
+std::string checked_cpu_features(const TargetProfile& p) {
+  const bool x86 = p.triple.rfind("x86_64", 0) == 0, arm = p.triple.rfind("aarch64", 0) == 0;
+  std::string out;
+  auto add = [&](std::string_view f) {
+    if (has_feature(p, "+" + std::string(f))) out += (out.empty() ? "" : ",") + std::string(f);
+  };
+  if (x86)
+    for (std::string_view f : kX86CheckedFeatures) add(f);
+  if (arm)
+    for (std::string_view f : kAarch64CheckedFeatures) add(f);
+  return out;
 }
 
 bool has_packed_kernels(const TargetProfile& p) {

@@ -29,6 +29,10 @@ struct TargetProfile {
 // Whether the profile enables `feature` (e.g. "+avx512vnni"): its feature list over what
 // its CPU name implies, as LLVM's subtarget for the profile sees it.
 bool has_feature(const TargetProfile& p, std::string_view feature);
+// The extensions of runtime/cpu_features.h's table for the profile's architecture that the
+// profile enables (has_feature), comma-separated: what kiln_model_load checks the running
+// CPU for, so an artifact for a newer core is refused rather than fault.
+std::string checked_cpu_features(const TargetProfile& p);
 // Whether codegen has packed-weight kernels (pack-weights, ir/packing.h) for the profile:
 // AVX512-VNNI (+VL, +BW) on x86-64, dotprod on AArch64.
 bool has_packed_kernels(const TargetProfile& p);
