@@ -64,6 +64,9 @@ Status plan_draft(const Graph& g, Graph& d) {
   return verify(d);
 }
 
+// Whether a --ds2d-templates value asks for any verify template ("" and "none": no).
+static bool wants_templates(std::string_view templates) { return !templates.empty() && templates != "none"; }
+
 Result<Ds2dGraphs> ds2d_graphs(const Graph& g, std::string_view templates, std::string_view topology,
                                int64_t k) {
   std::vector<int64_t> first;
@@ -87,7 +90,7 @@ Result<Graph> base_entry_graph(const Graph& g) {
 Result<Ds2dGraphs> ds2d_graphs(const Graph& g, std::string_view templates, std::string_view topology,
                                const std::vector<int64_t>& draft, const PassManagerOptions& unroll) {
   Ds2dGraphs out;
-  if (!templates.empty() && templates != "none") {
+  if (wants_templates(templates)) {
     KILN_ASSIGN(std::vector<int64_t> budgets, ds2d_budgets(templates));
     for (int64_t n : budgets) {
       if (n > *g.int_attr("max_rows"))
@@ -243,7 +246,7 @@ Status check_compile_request(const CompileRequest& req) {
     if (!find_pass(name)) return make_error("--print-after: unknown pass '{}'", name);
   if (req.lora_slots > 0)
     if (auto t = parse_lora_targets(req.lora_targets); !t.ok()) return make_error("--lora-targets: {}", t.error().message);
-  if (req.ds2d_templates != "none" && !req.ds2d_templates.empty()) {
+  if (wants_templates(req.ds2d_templates)) {
     KILN_ASSIGN(std::vector<int64_t> budgets, ds2d_budgets(req.ds2d_templates));
     for (int64_t n : budgets) KILN_TRY(ds2d_template(n, req.ds2d_topology));
   }
@@ -313,7 +316,7 @@ Result<CompileSummary> compile_model(const CompileRequest& req) {
   }
   if (!req.extra_passes.empty()) KILN_TRY(pm.add_pipeline(req.extra_passes));
   KILN_TRY(pm.add_pipeline(kBackendPipeline));
-  const bool unrolls = !req.ds2d_templates.empty() && req.ds2d_templates != "none";
+  const bool unrolls = wants_templates(req.ds2d_templates);
   for (const std::string& name : req.pass_options.print_after)
     if (!pm.has(name) && !(name == "ds2d-unroll" && unrolls))  // that one runs on each template's copy
       spdlog::warn("--print-after {}: the pass is not in this compile's pipeline ({}{}); add it with --passes", name,
