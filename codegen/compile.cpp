@@ -16,6 +16,7 @@
 #include "frontend/chat_template.h"
 #include "frontend/gguf_names.h"
 #include "frontend/hf_checkpoint.h"
+#include "frontend/ir_input.h"
 #include "frontend/llama.h"
 #include "frontend/tokenizer.h"
 #include "ir/text.h"
@@ -117,11 +118,35 @@ Result<Ds2dGraphs> ds2d_graphs(const Graph& g, std::string_view templates, std::
 
 namespace {
 
+// What the graph's KV caches hold (its state buffers, [S, C, F] each): a graph lowered
+// here has the request's streams, context and type; IR text has its own.
+struct KvShape {
+  int64_t streams = 0, context = 0;
+  std::string type;
+};
+Result<KvShape> kv_shape(const Graph& g, const CompileRequest& req) {
+  KvShape k{req.max_streams, req.max_context, req.kv_type};
+  bool first = true;
+  for (const Node* n : g.nodes_of(Op::State)) {
+    const TensorType& t = n->type();
+    if (t.rank() != 3) return make_error("state {} at {} is {}: a KV cache is [streams, context, row]",
+                                         n->str_attr("name").value_or("?"), n->loc(), t.str());
+    KvShape here{t.shape[0], t.shape[1], std::string(dtype_name(t.dtype))};
+    if (!first && (here.streams != k.streams || here.context != k.context || here.type != k.type))
+      return make_error("state {} at {} is {}, but the first KV cache holds {} streams of {} {} rows: the "
+                        "runtime sizes every cache alike", n->str_attr("name").value_or("?"), n->loc(), t.str(),
+                        k.streams, k.context, k.type);
+    k = here;
+    first = false;
+  }
+  return k;
+}
+
 // model.h. Its macros are named after the symbol (--symbol=model_a: MODEL_A,
 // MODEL_A_N_VOCAB, ...), so two models' headers can be included in one file; the default
 // symbol keeps the names KILN_MODEL, KILN_MODEL_N_VOCAB, ...
-std::string header_of(const CompileRequest& req, const Graph& g, const TargetProfile& p, uint64_t hash,
-                      int64_t n_vocab, const Ds2dGraphs& ds2d, const std::string& cpu_features) {
+std::string header_of(const CompileRequest& req, const Graph& g, const KvShape& kv, const TargetProfile& p,
+                      uint64_t hash, int64_t n_vocab, const Ds2dGraphs& ds2d, const std::string& cpu_features) {
   std::string prefix = req.symbol == kDefaultModelSymbol ? "KILN_MODEL" : req.symbol;
   for (auto& c : prefix) c = (char)std::toupper((unsigned char)c);
   const std::string guard = prefix + "_H_";
@@ -142,14 +167,14 @@ std::string header_of(const CompileRequest& req, const Graph& g, const TargetPro
   def("HASH", fmt::format("0x{:016x}ull", hash));
   def("N_VOCAB", std::to_string(n_vocab));
   def("MAX_ROWS", std::to_string(attr("max_rows")));
-  def("MAX_STREAMS", std::to_string(req.max_streams));
-  def("MAX_CONTEXT", std::to_string(req.max_context));
+  def("MAX_STREAMS", std::to_string(kv.streams));
+  def("MAX_CONTEXT", std::to_string(kv.context));
   def("MAX_THREADS", std::to_string(attr("max_threads")));
   def("WEIGHTS_BYTES", fmt::format("{}ull", attr("weights_bytes")));
   def("ARENA_BYTES", fmt::format("{}ull", attr("arena_bytes")));
   def("KV_BYTES", fmt::format("{}ull", attr("kv_bytes")));
   def("KV_STREAM_BYTES", fmt::format("{}ull", attr("kv_stream_bytes")));
-  def("KV_TYPE", fmt::format("\"{}\" /* KV cache elements */", req.kv_type));
+  def("KV_TYPE", fmt::format("\"{}\" /* KV cache elements */", kv.type));
   def("LORA_SLOTS", std::to_string(attr("lora_slots")));
   def("LORA_RANK", std::to_string(attr("lora_rank")));
   // kiln_model_load refuses the model on a CPU without one of these
@@ -258,12 +283,16 @@ Result<CompileSummary> compile_model(const CompileRequest& req) {
   Progress progress(5, req.progress);
   CompileSummary sum;
 
-  progress.stage("reading " + fs::path(req.model_path).filename().string());
+  // IR text (frontend/ir_input.h) is compiled as it stands, with the weights, tokenizer
+  // and metadata of the model file it names its tensors in (req.weights_path).
+  const bool from_ir = is_ir_text(req.model_path);
+  const std::string& model_path = from_ir ? req.weights_path : req.model_path;
+  progress.stage("reading " + fs::path(model_path).filename().string());
   KILN_TRY(check_compile_request(req));  // refused now, not after the whole compile
   KILN_ASSIGN(TargetProfile profile, find_profile(req.profile));
   if (req.threads > 0) profile.threads = req.threads;
-  if (req.max_rows < 1 || req.max_rows > 4096) return make_error("max rows {} is outside 1..4096", req.max_rows);
-  KILN_ASSIGN(auto file, open_model_file(req.model_path));
+  if (req.max_rows < (from_ir ? 0 : 1) || req.max_rows > 4096) return make_error("max rows {} is outside 1..4096", req.max_rows);
+  KILN_ASSIGN(auto file, open_model_file(model_path));
   std::shared_ptr<const GgufFile> gguf(std::move(file));
   KILN_ASSIGN(LlamaConfig cfg, read_llama_config(*gguf));
   KILN_ASSIGN(VocabData vocab, vocab_from_gguf(*gguf));
@@ -273,13 +302,36 @@ Result<CompileSummary> compile_model(const CompileRequest& req) {
   if (const GgufValue* t = gguf->find(gguf_names::kChatTemplate); t && t->as_string())
     chat_template = std::string(*t->as_string());
 
-  progress.stage("lowering to graph IR");
-  LlamaBuildOptions bopts;
-  bopts.max_context = req.max_context;
-  KILN_ASSIGN(bopts.kv_type, kv_cache_type(req.kv_type));
-  bopts.max_streams = req.max_streams;
-  KILN_ASSIGN(Graph g, build_llama_graph(gguf, cfg, bopts));
-  g.set_attr("max_rows", req.max_rows);
+  Graph g;
+  if (from_ir) {
+    progress.stage("reading IR text " + fs::path(req.model_path).filename().string());
+    KILN_ASSIGN(g, read_ir_text(req.model_path));
+    KILN_TRY(attach_model_weights(g, req.model_path, gguf, model_path));
+    KILN_TRY(verify(g));  // before the checks below read its outputs and caches
+    // The text's own max_rows and max_threads stand unless the request sets them.
+    if (req.max_rows > 0 || !g.int_attr("max_rows")) g.set_attr("max_rows", req.max_rows > 0 ? req.max_rows : 64);
+    if (req.threads == 0)
+      if (auto t = g.int_attr("max_threads"); t && *t >= 1) profile.threads = *t;
+    const Node* logits = nullptr;
+    for (const Node* o : g.nodes_of(Op::Output))
+      if (o->str_attr("name") == std::string_view("logits")) logits = o;
+    if (!logits) return make_error("{}: no output named \"logits\": the runtime reads a step's logits from it", req.model_path);
+    if (logits->type().rank() != 2 || logits->type().shape[1] != cfg.n_vocab)
+      return make_error("{}: the logits output at {} is {}, but {} has a vocabulary of {} tokens ([?,{}] expected)",
+                        req.model_path, logits->loc(), logits->type().str(), model_path, cfg.n_vocab, cfg.n_vocab);
+    // Layers as the graph has them (a hand-pruned graph has fewer than the file says).
+    cfg.n_layer = (int64_t)g.nodes_of(Op::Attention).size();
+  } else {
+    progress.stage("lowering to graph IR");
+    LlamaBuildOptions bopts;
+    bopts.max_context = req.max_context;
+    KILN_ASSIGN(bopts.kv_type, kv_cache_type(req.kv_type));
+    bopts.max_streams = req.max_streams;
+    KILN_ASSIGN(g, build_llama_graph(gguf, cfg, bopts));
+    g.set_attr("max_rows", req.max_rows);
+  }
+  const int64_t max_rows = *g.int_attr("max_rows");
+  KILN_ASSIGN(const KvShape cache, kv_shape(g, req));
   g.set_attr("max_threads", profile.threads);
   // Int8 activations where the profile has the kernels; elsewhere float ones (the fused
   // rms_matmul and matmul_swiglu exist only in int8 form, so the fusions must not run).
@@ -338,7 +390,7 @@ Result<CompileSummary> compile_model(const CompileRequest& req) {
     templates.clear();
     std::vector<int64_t> budgets = ds2d_budgets(kDefaultDs2dTemplates).value();
     for (int64_t n : budgets)
-      if (n <= req.max_rows) templates += (templates.empty() ? "" : ",") + std::to_string(n);
+      if (n <= max_rows) templates += (templates.empty() ? "" : ",") + std::to_string(n);
     if (templates.empty()) templates = "none";
   }
   KILN_ASSIGN(Ds2dGraphs ds2d, ds2d_graphs(g, templates, req.ds2d_topology, draft, req.pass_options));
@@ -392,7 +444,7 @@ Result<CompileSummary> compile_model(const CompileRequest& req) {
   mf.target = profile.triple;
   mf.hparams = {cfg.n_vocab, cfg.n_embd, cfg.n_layer, cfg.n_head, cfg.n_head_kv, cfg.head_dim, cfg.n_ff,
                 cfg.n_ctx_train, (float)cfg.rope_theta, (float)cfg.rms_eps};
-  mf.limits = {req.max_rows, req.max_streams, req.max_context};
+  mf.limits = {max_rows, cache.streams, cache.context};
   mf.vocab = std::move(vocab);
   mf.chat_template = chat_template;
   for (auto& [name, e] : frozen->ordered()) {
@@ -409,7 +461,7 @@ Result<CompileSummary> compile_model(const CompileRequest& req) {
   KILN_ASSIGN(std::string archive, archive_of(code.object));
   std::vector<std::pair<std::string, std::string>> files = {
       {"model.o", code.object}, {"libmodel.a", archive},
-      {"model.h", header_of(req, g, profile, hash, cfg.n_vocab, ds2d, code.cpu_features)}, {"model.kiln", std::move(kiln_bytes)}};
+      {"model.h", header_of(req, g, cache, profile, hash, cfg.n_vocab, ds2d, code.cpu_features)}, {"model.kiln", std::move(kiln_bytes)}};
   if (req.emit_assembly) files.emplace_back("model.s", code.assembly);
   if (req.emit_llvm) files.emplace_back("model.ll", code.llvm_ir);
   KILN_TRY(publish(req.out_dir, files));

@@ -19,14 +19,16 @@
 namespace kiln {
 
 struct CompileRequest {
-  std::string model_path;            // GGUF
+  std::string model_path;            // GGUF, checkpoint folder, or IR text (frontend/ir_input.h)
+  std::string weights_path;          // for IR text: the GGUF or folder holding its weights,
+                                     // tokenizer and metadata
   std::string out_dir;               // artifact folder (replaced atomically)
   std::string profile = "host";
-  int64_t max_rows = 64;             // tokens per step (prefill chunk)
-  int64_t max_streams = 1;
-  int64_t max_context = 2048;
+  int64_t max_rows = 64;             // tokens per step (prefill chunk); IR text: 0 keeps its own
+  int64_t max_streams = 1;           // these three size the KV caches a GGUF is lowered with;
+  int64_t max_context = 2048;        // IR text has its caches already
   std::string kv_type = "f16";       // KV cache elements: f16 (half the bytes) or f32
-  int64_t threads = 0;               // 0: the profile's
+  int64_t threads = 0;               // 0: the profile's (IR text: its max_threads, if it has one)
   bool int8_activations = true;      // quantized matmuls round activations to int8 blocks
                                      // where the profile has an integer dot product
   std::string quantize = "none";     // int4|q4_0|q4_1|none: quantize-int4 on float weights

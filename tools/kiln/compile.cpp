@@ -6,17 +6,20 @@
 #include "support/log.h"
 #include "tools/kiln/args.h"
 #include "tools/kiln/commands.h"
+#include "frontend/ir_input.h"
 
 namespace kiln::cli {
 
 static const std::vector<OptionSpec> kCompileOptions = {
     {"o", "DIR", "artifact folder to write (required): model.o, libmodel.a, model.h, model.kiln"},
+    {"weights", "MODEL", "with IR text: the GGUF or checkpoint folder it was dumped from, which holds its weights, "
+                         "tokenizer and metadata (required)"},
     {"profile", "NAME", "target profile (default host; see --list-profiles)"},
     {"list-profiles", "", "list the target profiles and exit"},
-    {"max-rows", "N", "most tokens one step processes, the prefill chunk (default 64)"},
-    {"streams", "S", "streams decoded together in one pass (default 1)"},
-    {"ctx", "N", "context length: KV cache rows per stream (default 2048)"},
-    {"kv-type", "T", "KV cache elements: f16 (half the memory, the default) or f32"},
+    {"max-rows", "N", "most tokens one step processes, the prefill chunk (default 64; IR text: its max_rows)"},
+    {"streams", "S", "streams decoded together in one pass (default 1; not with IR text, whose KV caches are set)"},
+    {"ctx", "N", "context length: KV cache rows per stream (default 2048; not with IR text)"},
+    {"kv-type", "T", "KV cache elements: f16 (half the memory, the default) or f32 (not with IR text)"},
     {"threads", "N", "most threads the step runs on (default: the profile's)"},
     {"quantize", "TYPE", "quantize float weights: int4 (= q4_1), q4_0, q4_1 or none (default none)"},
     {"group-size", "N", "elements per INT4 scale, a multiple of 32 (default: the profile's group_size)"},
@@ -61,7 +64,9 @@ int cmd_compile(int argc, char** argv) {
   }
   if (args->flag("help")) {
     fmt::print(stdout,
-               "usage: kiln compile MODEL -o DIR [options]\n\nMODEL: a GGUF file or a Hugging Face checkpoint folder.\nCompiles the model ahead of time for a "
+               "usage: kiln compile MODEL -o DIR [options]\n       kiln compile GRAPH.kir --weights MODEL -o DIR [options]\n\n"
+               "MODEL: a GGUF file or a Hugging Face checkpoint folder. GRAPH.kir: graph IR text as\n`kiln dump` "
+               "prints it (edited or not), compiled as it stands with MODEL's weights.\nCompiles the model ahead of time for a "
                "target profile. DIR receives model.o and\nlibmodel.a (the model's code), model.h (its C "
                "declaration and sizes) and model.kiln\n(weights, tokenizer, metadata), written atomically.\n\n"
                "options:\n{}",
@@ -74,6 +79,22 @@ int cmd_compile(int argc, char** argv) {
   auto fail = [](const std::string& m) { fmt::print(stderr, "kiln compile: {}\n", m); return 1; };
   CompileRequest req;
   req.model_path = args->positional()[0];
+  const bool ir_input = is_ir_text(req.model_path);
+  if (ir_input) {
+    // The text's state buffers already fix what these would lower: refused, not ignored.
+    for (const char* opt : {"ctx", "streams", "kv-type"})
+      if (args->get(opt))
+        return usage_error("compile", fmt::format("--{} sizes the KV caches of a model being lowered; {} is IR text, "
+                                                  "whose state buffers already have theirs (edit them there)",
+                                                  opt, req.model_path));
+    if (!args->get("weights"))
+      return usage_error("compile", fmt::format("{} is IR text, which names its weights without holding them: give "
+                                                "the model it was dumped from with --weights MODEL", req.model_path));
+    req.weights_path = *args->get("weights");
+  } else if (args->get("weights")) {
+    return usage_error("compile", fmt::format("--weights is for IR text input; {} is a model, which holds its own",
+                                              req.model_path));
+  }
   req.out_dir = *args->get("o");
   req.profile = args->get("profile").value_or("host");
   auto rows = args->get_int("max-rows", 64, 1, 4096);
@@ -84,7 +105,7 @@ int cmd_compile(int argc, char** argv) {
   auto lora_rank = args->get_int("lora-rank", 16, 1, 64);
   for (auto* r : {&rows, &streams, &ctx, &threads, &lora_slots, &lora_rank})
     if (!r->ok()) { fmt::print(stderr, "kiln compile: {}\n", r->error().message); return 2; }
-  req.max_rows = *rows;
+  req.max_rows = ir_input && !args->get("max-rows") ? 0 : *rows;  // 0: the IR text's own
   req.max_streams = *streams;
   req.max_context = *ctx;
   req.kv_type = args->get("kv-type").value_or("f16");

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "frontend/gguf.h"
+#include "frontend/ir_input.h"
 #include "frontend/llama.h"
 #include "frontend/tokenizer.h"
 #include "ir/graph.h"
@@ -18,10 +19,6 @@ struct LoadedGraph {
   LlamaConfig config;
   Graph graph;
 };
-
-// Whether `path` is IR text: "-" (stdin), a name ending in .kir, or a file whose first
-// line starts with "graph " or "//" (a GGUF starts with "GGUF").
-bool is_ir_text(const std::string& path);
 
 // IR text (is_ir_text) is parsed; anything else is a GGUF model or checkpoint folder that
 // is lowered with `opts`. Text IR that names weights gets them from `weights_from`, a
