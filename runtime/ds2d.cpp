@@ -329,8 +329,8 @@ struct Template {
   // Cost of a pass relative to a plain decode step. Ratios, not seconds: load on the
   // machine moves both alike. The ratio grows with the position, since every node of the
   // tree attends to the whole cache (a plain step: one row), so it is calibrated at two
-  // positions and interpolated: ratio_lo at pos_lo, ratio_hi at pos_hi (the end of the
-  // context). Timing only at the end, as the first version did, priced an 8-node verify
+  // positions (kiln_ds2d::model_ratio): ratio_lo at pos_lo, ratio_hi at pos_hi (up to
+  // 512 rows further, calibrate). Timing only at the end of the context, as the first version did, priced an 8-node verify
   // at 3.4-4.4 decode steps when at the bench's positions (100-300 of 1024) it costs ~2,
   // and the controller never chose it. adjust[n]: running average of measured / modelled
   // ratio for n streams (0: not measured).
@@ -376,6 +376,7 @@ struct kiln_ds2d {
   StepFn draft = nullptr;             // early-exit entry (nullptr: none)
   std::vector<double> plain_cost;     // seconds per decode step by stream count
   int32_t pos_lo = 0, pos_hi = 0;     // where the verify ratios were calibrated
+  double plain_lo = 0, plain_hi = 0;  // a one-stream plain step's seconds there
   double last_pos = 0;                // mean position of the streams in the last step
   std::vector<double> draft_ratio;    // early-exit pass / decode step, by stream count
   std::vector<StreamState> streams;
@@ -408,9 +409,13 @@ struct kiln_ds2d {
   // calibrated ratio at that position, times what the passes run so far say of it.
   double model_ratio(const Template& t, double pos) const {
     if (t.ratio_lo <= 0) return 0.6 + 0.4 * t.shape.n_nodes;  // never measured: a guess by rows
-    if (t.ratio_hi <= 0 || pos_hi <= pos_lo) return t.ratio_lo;
-    const double f = std::clamp((pos - pos_lo) / (double)(pos_hi - pos_lo), 0.0, 1.0);
-    return t.ratio_lo + f * (t.ratio_hi - t.ratio_lo);
+    if (t.ratio_hi <= 0 || pos_hi <= pos_lo || plain_lo <= 0 || plain_hi <= 0) return t.ratio_lo;
+    // Both passes' times are linear in the rows attended: interpolated between the two
+    // calibrated positions, extrapolated past the far one (calibrate stops short of the
+    // end of a long context).
+    const double f = std::max(0.0, (pos - pos_lo) / (double)(pos_hi - pos_lo));
+    const double verify = t.ratio_lo * plain_lo + f * (t.ratio_hi * plain_hi - t.ratio_lo * plain_lo);
+    return verify / (plain_lo + f * (plain_hi - plain_lo));
   }
   // The correction for n streams: measured, else one stream's, else none.
   static double adjust_of(const Template& t, int32_t n) {
@@ -433,8 +438,16 @@ namespace {
 
 // Times each entry against the plain step on rows no stream has written: past the end
 // of the emptiest stream's tokens (the rows are overwritten before any step reads
-// them), there and at the end of its context. Five rounds of plain step, then each
-// entry, at each of the two positions; the median ratio per entry and position.
+// them), there and kCalibrationSpan rows further on (or at the end of the context, if
+// nearer). Three rounds of plain step, then each entry, at each of the two positions
+// (after one round that pays the page faults); the median ratio per entry and position.
+// Why not at the end of the context: a verify pass's cost grows linearly with the rows
+// it attends (model_ratio extrapolates), and at 2048 rows the large templates made this
+// 0.6 s of kiln_ds2d_init (now 0.3 s); five rounds instead of three added little over the
+// running correction every pass applies.
+constexpr int32_t kCalibrationSpan = 512;
+constexpr int kCalibrationRounds = 3;
+
 void calibrate(kiln_ds2d* d) {
   kiln_session* s = d->s;
   const kiln_compiled_model* c = s->code;
@@ -452,18 +465,21 @@ void calibrate(kiln_ds2d* d) {
   };
   const int32_t pos = s->pos[(size_t)stream];
   const kiln::ds2d::Shape one = kiln::ds2d::Shape::from_parents(std::vector<int32_t>{-1});
-  const int32_t end = (int32_t)c->max_context;
+  int32_t largest = 1;
+  for (const Template& t : d->templates) largest = std::max(largest, t.shape.n_nodes);
+  // The far position's passes end here: the span past pos, room for the largest template.
+  const int32_t end = (int32_t)std::min<int64_t>(c->max_context, (int64_t)pos + kCalibrationSpan + largest);
   if (end - 1 < pos) return;
   const size_t T = d->templates.size();
   auto median = [](std::vector<double> v) {
     std::sort(v.begin(), v.end());
     return v.empty() ? 0.0 : v[v.size() / 2];
   };
-  // at_end = false: rows from pos on; true: rows ending at the end of the context.
+  // at_end = false: rows from pos on; true: rows ending at `end`.
   for (bool at_end : {false, true}) {
     std::vector<std::vector<double>> ratios(T + 1);  // [T]: the draft entry
     std::vector<double> plains;
-    for (int rep = 0; rep < 6; ++rep) {  // the first round pays page faults: not counted
+    for (int rep = 0; rep <= kCalibrationRounds; ++rep) {  // round 0 pays page faults: not counted
       fill_rows(one, at_end ? end - 1 : pos);
       const double p = d->run(s->step_entry(1), 1, 1);
       if (rep > 0) plains.push_back(p);
@@ -482,6 +498,7 @@ void calibrate(kiln_ds2d* d) {
       }
     }
     for (size_t t = 0; t < T; ++t) (at_end ? d->templates[t].ratio_hi : d->templates[t].ratio_lo) = median(ratios[t]);
+    (at_end ? d->plain_hi : d->plain_lo) = median(plains);
     if (!at_end) {
       d->plain_cost[1] = median(plains);
       if (d->draft) d->draft_ratio[1] = median(ratios[T]);

@@ -282,10 +282,10 @@ KILN_API kiln_ds2d_params kiln_ds2d_default_params(void);
 /* A DS2D controller over `session` (which it uses until kiln_ds2d_free; free it first).
  * Works with any compiled model; without tree templates (compiled before DS2D, or with
  * none) every step is a plain decode. Calibrates first: times a plain step, each verify
- * entry and the draft entry five times (after a warm-up round) on rows past the end of the
- * emptiest stream, which no stream has written, and at the end of the context. That takes
- * about 60 decode steps with the default templates on a 2048-row context (0.8-1.1 s for
- * SmolLM2 on two desktop cores; longer contexts cost more), so make one controller per
+ * entry and the draft entry three times (after a warm-up round) on rows past the end of
+ * the emptiest stream, which no stream has written, and again up to 512 rows further on.
+ * That takes about 0.3 s for SmolLM2 with the default templates on two desktop cores
+ * (whatever the context length; it was 0.6 s at 2048 rows when it timed the end), so make one controller per
  * session and reuse it: kiln_ds2d_begin starts each new reply. params may be NULL. */
 KILN_API kiln_status kiln_ds2d_init(kiln_session* session, const kiln_ds2d_params* params,
                                     kiln_ds2d** out);
