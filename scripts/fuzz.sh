@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-60}
 cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKILN_FUZZ=ON \
   -DKILN_BUILD_TESTS=OFF -DCMAKE_C_COMPILER=clang-16 -DCMAKE_CXX_COMPILER=clang++-16 >/dev/null
-cmake --build build-fuzz --target gguf_fuzz model_file_fuzz adapter_fuzz hf_checkpoint_fuzz
+cmake --build build-fuzz --target gguf_fuzz model_file_fuzz adapter_fuzz hf_checkpoint_fuzz ir_text_fuzz
 mkdir -p build-fuzz/findings
 # run_target NAME CORPUS: NAME for $secs seconds from the committed seeds in
 # tests/fuzz/corpus/CORPUS (copied, so that the fuzzer's additions stay out of git).
@@ -25,3 +25,4 @@ run_target gguf_fuzz gguf
 run_target model_file_fuzz model_file
 run_target adapter_fuzz adapter
 run_target hf_checkpoint_fuzz hf_checkpoint
+run_target ir_text_fuzz ir_text

@@ -1,0 +1,29 @@
+// tests/fuzz/ir_text_fuzz.cpp — libFuzzer target for graph IR text, which kiln dump and
+// kiln compile take as input (frontend/ir_input.h): the parser, the verifier, the printer
+// (what it prints of a verified graph must parse back to the same text) and the graph
+// passes, which must turn any verified graph into a verified graph or an Error. Weights
+// are not attached: the passes that read weight bytes refuse a graph without them.
+// Any input must yield a value or an Error; sanitizers catch everything else.
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "ir/text.h"
+#include "ir/verifier.h"
+#include "passes/pass.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  using namespace kiln;
+  auto g = parse_graph(std::string_view(reinterpret_cast<const char*>(data), size), "fuzz.kir");
+  if (!g.ok() || !verify(*g).ok()) return 0;
+  const std::string printed = print_graph(*g);
+  auto again = parse_graph(printed, "printed.kir");
+  if (!again.ok() || print_graph(*again) != printed) __builtin_trap();  // the text must round-trip
+  PassManager pm;
+  if (!pm.add_pipeline("constant-fold,cse,dce,lora-as-input,fuse-dequant-matmul,fuse-matmul-swiglu,"
+                       "fuse-rmsnorm-matmul,fuse-qkv,ds2d-unroll,plan-memory").ok())
+    __builtin_trap();
+  if (pm.run(*g).ok() && !verify(*g).ok()) __builtin_trap();  // a pass broke a valid graph
+  return 0;
+}
