@@ -287,6 +287,7 @@ Result<CompileSummary> compile_model(const CompileRequest& req) {
   // and metadata of the model file it names its tensors in (req.weights_path).
   const bool from_ir = is_ir_text(req.model_path);
   const std::string& model_path = from_ir ? req.weights_path : req.model_path;
+  const std::string ir_name = req.model_path == "-" ? "<stdin>" : req.model_path;
   progress.stage("reading " + fs::path(model_path).filename().string());
   KILN_TRY(check_compile_request(req));  // refused now, not after the whole compile
   KILN_ASSIGN(TargetProfile profile, find_profile(req.profile));
@@ -304,22 +305,29 @@ Result<CompileSummary> compile_model(const CompileRequest& req) {
 
   Graph g;
   if (from_ir) {
-    progress.stage("reading IR text " + fs::path(req.model_path).filename().string());
+    progress.stage("reading IR text " + fs::path(ir_name).filename().string());
     KILN_ASSIGN(g, read_ir_text(req.model_path));
-    KILN_TRY(attach_model_weights(g, req.model_path, gguf, model_path));
+    KILN_TRY(attach_model_weights(g, ir_name, gguf, model_path));
     KILN_TRY(verify(g));  // before the checks below read its outputs and caches
-    // The text's own max_rows and max_threads stand unless the request sets them.
+    // The text's own max_rows stands unless the request sets it. Not its max_threads: a
+    // dump records the host's, and the thread count is the target profile's (--threads).
     if (req.max_rows > 0 || !g.int_attr("max_rows")) g.set_attr("max_rows", req.max_rows > 0 ? req.max_rows : 64);
-    if (req.threads == 0)
-      if (auto t = g.int_attr("max_threads"); t && *t >= 1) profile.threads = *t;
+    if (*g.int_attr("max_rows") > 4096)
+      return make_error("{}: max_rows = {} is outside 1..4096 (--max-rows N sets it)", ir_name, *g.int_attr("max_rows"));
     const Node* logits = nullptr;
     for (const Node* o : g.nodes_of(Op::Output))
       if (o->str_attr("name") == std::string_view("logits")) logits = o;
-    if (!logits) return make_error("{}: no output named \"logits\": the runtime reads a step's logits from it", req.model_path);
+    if (!logits) return make_error("{}: no output named \"logits\": the runtime reads a step's logits from it", ir_name);
     if (logits->type().rank() != 2 || logits->type().shape[1] != cfg.n_vocab)
       return make_error("{}: the logits output at {} is {}, but {} has a vocabulary of {} tokens ([?,{}] expected)",
-                        req.model_path, logits->loc(), logits->type().str(), model_path, cfg.n_vocab, cfg.n_vocab);
-    // Layers as the graph has them (a hand-pruned graph has fewer than the file says).
+                        ir_name, logits->loc(), logits->type().str(), model_path, cfg.n_vocab, cfg.n_vocab);
+    // Text printed after lora-as-input has its adapter inputs already, sized by them.
+    if (req.lora_slots > 0 && !g.nodes_of(Op::Lora).empty())
+      return make_error("{}: the graph takes LoRA adapters already (lora_slots = {}, lora_rank = {}): its adapter "
+                        "inputs fix slots, rank and targets, so --lora-slots cannot change them (leave it out, or "
+                        "dump the graph before lora-as-input)", ir_name, g.int_attr("lora_slots").value_or(0),
+                        g.int_attr("lora_rank").value_or(0));
+    // The layers the graph has, for the metadata and the early-exit draft.
     cfg.n_layer = (int64_t)g.nodes_of(Op::Attention).size();
   } else {
     progress.stage("lowering to graph IR");
@@ -393,7 +401,11 @@ Result<CompileSummary> compile_model(const CompileRequest& req) {
       if (n <= max_rows) templates += (templates.empty() ? "" : ",") + std::to_string(n);
     if (templates.empty()) templates = "none";
   }
-  KILN_ASSIGN(Ds2dGraphs ds2d, ds2d_graphs(g, templates, req.ds2d_topology, draft, req.pass_options));
+  auto ds2d_built = ds2d_graphs(g, templates, req.ds2d_topology, draft, req.pass_options);
+  if (!ds2d_built.ok() && from_ir && !draft.empty())
+    return make_error("{} (the DS2D draft entry needs the first layers as `kiln dump` lowers them; "
+                      "--ds2d-draft-layers 0 compiles without it)", ds2d_built.error().message);
+  KILN_ASSIGN(Ds2dGraphs ds2d, std::move(ds2d_built));
   if (ds2d.draft)  // one arena serves every entry point
     g.set_attr("arena_bytes", std::max(*g.int_attr("arena_bytes"), *ds2d.draft->int_attr("arena_bytes")));
   std::optional<Graph> base;  // the step without LoRA side paths, for steps without adapters
@@ -409,10 +421,10 @@ Result<CompileSummary> compile_model(const CompileRequest& req) {
                  arena = (double)g.int_attr("arena_bytes").value_or(0) / mib;
     if (weights + kv + arena > (double)profile.memory_budget_mb)
       return make_error("{}: needs {:.1f} MiB (weights {:.1f}, KV cache {:.1f}, arena {:.1f}), over the "
-                        "memory_budget_mb of profile {} ({}); a shorter --ctx, fewer --streams, or --quantize "
-                        "for float weights",
-                        req.model_path, weights + kv + arena, weights, kv, arena, profile.name,
-                        profile.memory_budget_mb);
+                        "memory_budget_mb of profile {} ({}); {}, or --quantize for float weights",
+                        from_ir ? ir_name : req.model_path, weights + kv + arena, weights, kv, arena, profile.name,
+                        profile.memory_budget_mb,
+                        from_ir ? "smaller KV caches (the text's state buffers)" : "a shorter --ctx, fewer --streams");
   }
 
   // The identity shared by model.o and model.kiln: the planned graph and every weight byte.

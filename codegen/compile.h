@@ -28,7 +28,7 @@ struct CompileRequest {
   int64_t max_streams = 1;           // these three size the KV caches a GGUF is lowered with;
   int64_t max_context = 2048;        // IR text has its caches already
   std::string kv_type = "f16";       // KV cache elements: f16 (half the bytes) or f32
-  int64_t threads = 0;               // 0: the profile's (IR text: its max_threads, if it has one)
+  int64_t threads = 0;               // 0: the profile's
   bool int8_activations = true;      // quantized matmuls round activations to int8 blocks
                                      // where the profile has an integer dot product
   std::string quantize = "none";     // int4|q4_0|q4_1|none: quantize-int4 on float weights

@@ -413,9 +413,11 @@ struct kiln_ds2d {
     // Both passes' times are linear in the rows attended: interpolated between the two
     // calibrated positions, extrapolated past the far one (calibrate stops short of the
     // end of a long context).
+    // Slopes below zero are timing noise (more rows never cost less): taken as flat, so
+    // that extrapolating far past pos_hi cannot drive either cost to zero or below.
     const double f = std::max(0.0, (pos - pos_lo) / (double)(pos_hi - pos_lo));
-    const double verify = t.ratio_lo * plain_lo + f * (t.ratio_hi * plain_hi - t.ratio_lo * plain_lo);
-    return verify / (plain_lo + f * (plain_hi - plain_lo));
+    const double v_lo = t.ratio_lo * plain_lo, v_hi = std::max(v_lo, t.ratio_hi * plain_hi);
+    return (v_lo + f * (v_hi - v_lo)) / (plain_lo + f * (std::max(plain_lo, plain_hi) - plain_lo));
   }
   // The correction for n streams: measured, else one stream's, else none.
   static double adjust_of(const Template& t, int32_t n) {
@@ -438,8 +440,8 @@ namespace {
 
 // Times each entry against the plain step on rows no stream has written: past the end
 // of the emptiest stream's tokens (the rows are overwritten before any step reads
-// them), there and kCalibrationSpan rows further on (or at the end of the context, if
-// nearer). Three rounds of plain step, then each entry, at each of the two positions
+// them), there and kCalibrationSpan rows further on (or as far as the largest template
+// fits in the context, if nearer). Three rounds of plain step, then each entry, at each of the two positions
 // (after one round that pays the page faults); the median ratio per entry and position.
 // Why not at the end of the context: a verify pass's cost grows linearly with the rows
 // it attends (model_ratio extrapolates), and at 2048 rows the large templates made this
@@ -467,45 +469,46 @@ void calibrate(kiln_ds2d* d) {
   const kiln::ds2d::Shape one = kiln::ds2d::Shape::from_parents(std::vector<int32_t>{-1});
   int32_t largest = 1;
   for (const Template& t : d->templates) largest = std::max(largest, t.shape.n_nodes);
-  // The far position's passes end here: the span past pos, room for the largest template.
-  const int32_t end = (int32_t)std::min<int64_t>(c->max_context, (int64_t)pos + kCalibrationSpan + largest);
-  if (end - 1 < pos) return;
+  // Every far pass starts here: the span past pos, or as far as the largest template
+  // fits in the context (none, if that is not past pos).
+  const int32_t far = (int32_t)std::min<int64_t>((int64_t)pos + kCalibrationSpan, c->max_context - largest);
+  if (c->max_context - 1 < pos) return;
   const size_t T = d->templates.size();
   auto median = [](std::vector<double> v) {
     std::sort(v.begin(), v.end());
     return v.empty() ? 0.0 : v[v.size() / 2];
   };
-  // at_end = false: rows from pos on; true: rows ending at `end`.
-  for (bool at_end : {false, true}) {
+  for (bool at_far : {false, true}) {
+    if (at_far && far <= pos) break;
+    const int32_t base = at_far ? far : pos;
     std::vector<std::vector<double>> ratios(T + 1);  // [T]: the draft entry
     std::vector<double> plains;
     for (int rep = 0; rep <= kCalibrationRounds; ++rep) {  // round 0 pays page faults: not counted
-      fill_rows(one, at_end ? end - 1 : pos);
+      fill_rows(one, base);
       const double p = d->run(s->step_entry(1), 1, 1);
       if (rep > 0) plains.push_back(p);
       for (size_t t = 0; t < T; ++t) {
         const Template& tm = d->templates[t];
-        const int32_t base = at_end ? end - tm.shape.n_nodes : pos;
-        if (base < pos || base + tm.shape.n_nodes > end || tm.shape.n_nodes > c->max_rows) continue;
+        if (base + tm.shape.n_nodes > c->max_context || tm.shape.n_nodes > c->max_rows) continue;
         fill_rows(tm.shape, base);
         const double v = d->run(tm.verify, tm.shape.n_nodes, tm.shape.n_nodes);
         if (rep > 0) ratios[t].push_back(v / p);
       }
-      if (d->draft && !at_end) {
+      if (d->draft && !at_far) {
         fill_rows(one, pos);
         const double v = d->run(d->draft, 1, 1);
         if (rep > 0) ratios[T].push_back(v / p);
       }
     }
-    for (size_t t = 0; t < T; ++t) (at_end ? d->templates[t].ratio_hi : d->templates[t].ratio_lo) = median(ratios[t]);
-    (at_end ? d->plain_hi : d->plain_lo) = median(plains);
-    if (!at_end) {
+    for (size_t t = 0; t < T; ++t) (at_far ? d->templates[t].ratio_hi : d->templates[t].ratio_lo) = median(ratios[t]);
+    (at_far ? d->plain_hi : d->plain_lo) = median(plains);
+    if (!at_far) {
       d->plain_cost[1] = median(plains);
       if (d->draft) d->draft_ratio[1] = median(ratios[T]);
     }
   }
   d->pos_lo = pos;
-  d->pos_hi = end - 1;
+  d->pos_hi = far > pos ? far : pos;
 }
 
 // Early-exit drafts: a chain of `len` tokens per stream, each the argmax of the draft

@@ -1,8 +1,8 @@
 // tests/fuzz/ir_text_fuzz.cpp — libFuzzer target for graph IR text, which kiln dump and
 // kiln compile take as input (frontend/ir_input.h): the parser, the verifier, the printer
 // (what it prints of a verified graph must parse back to the same text) and the graph
-// passes, which must turn any verified graph into a verified graph or an Error. Weights
-// are not attached: the passes that read weight bytes refuse a graph without them.
+// passes, each of which must turn any verified graph into a verified graph or an Error.
+// Weights are not attached: the passes that read weight bytes must refuse the graph.
 // Any input must yield a value or an Error; sanitizers catch everything else.
 #include <cstddef>
 #include <cstdint>
@@ -20,10 +20,20 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string printed = print_graph(*g);
   auto again = parse_graph(printed, "printed.kir");
   if (!again.ok() || print_graph(*again) != printed) __builtin_trap();  // the text must round-trip
-  PassManager pm;
-  if (!pm.add_pipeline("constant-fold,cse,dce,lora-as-input,fuse-dequant-matmul,fuse-matmul-swiglu,"
-                       "fuse-rmsnorm-matmul,fuse-qkv,ds2d-unroll,plan-memory").ok())
-    __builtin_trap();
-  if (pm.run(*g).ok() && !verify(*g).ok()) __builtin_trap();  // a pass broke a valid graph
+  // Every pass alone, in pipeline order, on a copy: one that refuses the graph (an option
+  // it lacks, weights it needs) leaves it as it was for the next; one that accepts must
+  // leave a graph that verifies.
+  Graph cur = std::move(*g);
+  for (const char* pass : {"constant-fold", "cse", "dce", "quantize-int4", "lora-as-input", "fuse-dequant-matmul",
+                           "fuse-matmul-swiglu", "fuse-rmsnorm-matmul", "fuse-qkv", "pack-weights", "ds2d-unroll",
+                           "freeze-base", "plan-memory"}) {
+    auto copy = clone_graph(cur);
+    if (!copy.ok()) __builtin_trap();
+    PassManager pm;
+    if (!pm.add_pipeline(pass).ok()) __builtin_trap();
+    if (!pm.run(*copy).ok()) continue;
+    if (!verify(*copy).ok()) __builtin_trap();  // a pass broke a valid graph
+    cur = std::move(*copy);
+  }
   return 0;
 }

@@ -283,9 +283,10 @@ KILN_API kiln_ds2d_params kiln_ds2d_default_params(void);
  * Works with any compiled model; without tree templates (compiled before DS2D, or with
  * none) every step is a plain decode. Calibrates first: times a plain step, each verify
  * entry and the draft entry three times (after a warm-up round) on rows past the end of
- * the emptiest stream, which no stream has written, and again up to 512 rows further on.
- * That takes about 0.3 s for SmolLM2 with the default templates on two desktop cores
- * (whatever the context length; it was 0.6 s at 2048 rows when it timed the end), so make one controller per
+ * the emptiest stream, which no stream has written, and again 512 rows further on (less
+ * if the context ends sooner). That takes about 0.3 s for SmolLM2 with the default
+ * templates on two desktop cores, more if the streams are already far into the context
+ * (it was 0.6 s at 2048 rows when it timed the end of the context), so make one controller per
  * session and reuse it: kiln_ds2d_begin starts each new reply. params may be NULL. */
 KILN_API kiln_status kiln_ds2d_init(kiln_session* session, const kiln_ds2d_params* params,
                                     kiln_ds2d** out);
