@@ -159,7 +159,7 @@ std::string header_of(const CompileRequest& req, const Graph& g, const KvShape& 
       "extern const kiln_compiled_model {};\n"
       "#ifdef __cplusplus\n}}\n#endif\n\n"
       "#define {}_SYMBOL {}\n#define {} (&{})\n",
-      fs::path(req.model_path).filename().string(), p.name, p.triple, p.cpu, prefix, guard, guard, req.symbol, prefix,
+      req.model_path == "-" ? "<stdin>" : fs::path(req.model_path).filename().string(), p.name, p.triple, p.cpu, prefix, guard, guard, req.symbol, prefix,
       req.symbol, prefix, req.symbol);
   auto def = [&](std::string_view name, const std::string& value) {
     out += fmt::format("#define {}_{} {}\n", prefix, name, value);
