@@ -159,7 +159,7 @@ std::string header_of(const CompileRequest& req, const Graph& g, const KvShape& 
       "extern const kiln_compiled_model {};\n"
       "#ifdef __cplusplus\n}}\n#endif\n\n"
       "#define {}_SYMBOL {}\n#define {} (&{})\n",
-      req.model_path == "-" ? "<stdin>" : fs::path(req.model_path).filename().string(), p.name, p.triple, p.cpu, prefix, guard, guard, req.symbol, prefix,
+      fs::path(input_name(req.model_path)).filename().string(), p.name, p.triple, p.cpu, prefix, guard, guard, req.symbol, prefix,
       req.symbol, prefix, req.symbol);
   auto def = [&](std::string_view name, const std::string& value) {
     out += fmt::format("#define {}_{} {}\n", prefix, name, value);
@@ -287,7 +287,7 @@ Result<CompileSummary> compile_model(const CompileRequest& req) {
   // and metadata of the model file it names its tensors in (req.weights_path).
   const bool from_ir = is_ir_text(req.model_path);
   const std::string& model_path = from_ir ? req.weights_path : req.model_path;
-  const std::string ir_name = req.model_path == "-" ? "<stdin>" : req.model_path;
+  const std::string ir_name = input_name(req.model_path);
   progress.stage("reading " + fs::path(model_path).filename().string());
   KILN_TRY(check_compile_request(req));  // refused now, not after the whole compile
   KILN_ASSIGN(TargetProfile profile, find_profile(req.profile));

@@ -29,7 +29,7 @@ Result<Graph> read_ir_text(const std::string& path) {
   else {
     KILN_ASSIGN(text, read_file(path));
   }
-  return parse_graph(text, path == "-" ? "<stdin>" : path);
+  return parse_graph(text, input_name(path));
 }
 
 Status attach_model_weights(Graph& g, const std::string& ir_path, std::shared_ptr<const GgufFile> model,

@@ -17,6 +17,9 @@ namespace kiln {
 // line starts with "graph " or "//" (a GGUF starts with "GGUF", a folder is not a file).
 bool is_ir_text(const std::string& path);
 
+// How messages name an input path: "-" is "<stdin>".
+inline std::string input_name(const std::string& path) { return path == "-" ? "<stdin>" : path; }
+
 // Reads and parses IR text from `path` ("-": stdin). Not verified: the caller attaches
 // weights first where it has them, then verifies.
 Result<Graph> read_ir_text(const std::string& path);

@@ -190,7 +190,7 @@ int cmd_compile(int argc, char** argv) {
   fmt::print(stderr,
              "[kiln] compiled {} for {} ({}) in {:.1f} s: {} specialised kernels, model.o {:.1f} KiB, weights "
              "{:.1f} MiB, arena {:.1f} MiB, KV {:.1f} MiB, hash {:016x}\n",
-             req.model_path == "-" ? "<stdin>" : req.model_path, sum->triple, sum->cpu, sum->seconds, sum->kernels, sum->object_bytes / 1024.0,
+             input_name(req.model_path), sum->triple, sum->cpu, sum->seconds, sum->kernels, sum->object_bytes / 1024.0,
              sum->weights_bytes / 1048576.0, sum->arena_bytes / 1048576.0, sum->kv_bytes / 1048576.0,
              sum->model_hash);
   if (!sum->tree_templates.empty() || sum->draft_layers)

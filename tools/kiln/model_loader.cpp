@@ -14,7 +14,7 @@ Result<LoadedGraph> load_graph(const std::string& path, const LlamaBuildOptions&
     if (!weights_from.empty()) {
       KILN_ASSIGN(auto f, open_model_file(weights_from));
       lg.gguf = std::shared_ptr<const GgufFile>(std::move(f));
-      KILN_TRY(attach_model_weights(lg.graph, path == "-" ? "<stdin>" : path, lg.gguf, weights_from));
+      KILN_TRY(attach_model_weights(lg.graph, input_name(path), lg.gguf, weights_from));
     }
     KILN_TRY(verify(lg.graph));
     return lg;
