@@ -314,9 +314,7 @@ Result<CompileSummary> compile_model(const CompileRequest& req) {
     if (req.max_rows > 0 || !g.int_attr("max_rows")) g.set_attr("max_rows", req.max_rows > 0 ? req.max_rows : 64);
     if (*g.int_attr("max_rows") > 4096)
       return make_error("{}: max_rows = {} is outside 1..4096 (--max-rows N sets it)", ir_name, *g.int_attr("max_rows"));
-    const Node* logits = nullptr;
-    for (const Node* o : g.nodes_of(Op::Output))
-      if (o->str_attr("name") == std::string_view("logits")) logits = o;
+    const Node* logits = g.find_output("logits");
     if (!logits) return make_error("{}: no output named \"logits\": the runtime reads a step's logits from it", ir_name);
     if (logits->type().rank() != 2 || logits->type().shape[1] != cfg.n_vocab)
       return make_error("{}: the logits output at {} is {}, but {} has a vocabulary of {} tokens ([?,{}] expected)",

@@ -276,9 +276,9 @@ std::string checked_cpu_features(const TargetProfile& p) {
     if (has_feature(p, "+" + std::string(f))) out += (out.empty() ? "" : ",") + std::string(f);
   };
   if (x86)
-    for (std::string_view f : kX86CheckedFeatures) add(f);
+    for (const X86Feature& f : kX86CheckedFeatures) add(f.name);
   if (arm)
-    for (std::string_view f : kAarch64CheckedFeatures) add(f);
+    for (const Aarch64Feature& f : kAarch64CheckedFeatures) add(f.name);
   return out;
 }
 

@@ -94,8 +94,11 @@ TEST(Profiles, EveryExtensionAProfileNamesIsCheckedAtLoad) {
     auto p = find_profile(name);
     ASSERT_TRUE(p.ok()) << p.error().message;
     const bool x86 = p->triple.rfind("x86_64", 0) == 0;
-    std::vector<std::string_view> checked(x86 ? std::begin(kX86CheckedFeatures) : std::begin(kAarch64CheckedFeatures),
-                                          x86 ? std::end(kX86CheckedFeatures) : std::end(kAarch64CheckedFeatures));
+    std::vector<std::string_view> checked;
+    if (x86)
+      for (const X86Feature& f : kX86CheckedFeatures) checked.push_back(f.name);
+    else
+      for (const Aarch64Feature& f : kAarch64CheckedFeatures) checked.push_back(f.name);
     const std::vector<std::string_view> baseline = x86 ? std::vector<std::string_view>{"sse", "sse2", "x87", "cx8"}
                                                        : std::vector<std::string_view>{"neon", "fp-armv8"};
     std::string_view list = p->features;

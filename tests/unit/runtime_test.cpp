@@ -503,7 +503,8 @@ TEST(ModelLoad, RefusesMismatches) {
   code.cpu_features = "sse4.2,no-such-extension";
   EXPECT_EQ(load_status(code, path, &msg), KILN_OK) << msg;
   std::string missing;
-  for (std::string_view f : kX86CheckedFeatures) {
+  for (const X86Feature& x : kX86CheckedFeatures) {
+    const std::string_view f = x.name;
     bool known = false;
     if (!cpu_has_feature(f, &known)) { EXPECT_TRUE(known) << f; missing = std::string(f); }
   }
