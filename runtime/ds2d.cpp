@@ -511,6 +511,22 @@ void calibrate(kiln_ds2d* d) {
   d->pos_hi = far > pos ? far : pos;
 }
 
+// Every logit row of the pass just run (row r of stream stream_of(r)) must be usable
+// before any stream takes a token from it. Otherwise the step fails, and every stream
+// stays as it was before the step: the KV rows the pass wrote lie past the streams' ends.
+template <typename StreamOf>
+kiln_status check_logits(const kiln_ds2d* d, int64_t n_rows, StreamOf&& stream_of) {
+  for (int64_t r = 0; r < n_rows; ++r) {
+    const auto lg = d->row_logits(r);
+    if (int64_t bad; !kiln::Sampler::usable(lg, &bad)) {
+      const int32_t sm = stream_of(r);
+      return fail(KILN_ERR_NOT_FINITE, "kiln_ds2d_step: stream %d (adapter slot %d): %s", sm,
+                  d->s->lora.stream_slot[(size_t)sm], kiln::Sampler::unusable_reason(lg, bad).c_str());
+    }
+  }
+  return KILN_OK;
+}
+
 // Early-exit drafts: a chain of `len` tokens per stream, each the argmax of the draft
 // entry's logits (first draft_layers layers, then the final norm and LM head), with the
 // softmax probability of the chain so far as its estimated chance of acceptance.
@@ -519,9 +535,11 @@ void early_exit_drafts(kiln_ds2d* d, const int32_t* roots, const int32_t* stream
   kiln_session* s = d->s;
   out.assign((size_t)n, {});
   std::vector<float> chain_p((size_t)n, 1.0f);
+  std::vector<uint8_t> stopped((size_t)n, 0);  // logits not usable: the chain ends there
   for (int32_t step = 0; step < len; ++step) {
     for (int32_t i = 0; i < n; ++i) {
-      s->tokens[(size_t)i] = step == 0 ? roots[i] : out[(size_t)i].tokens.back();
+      const auto& chain = out[(size_t)i].tokens;
+      s->tokens[(size_t)i] = chain.empty() ? roots[i] : chain.back();
       s->positions[(size_t)i] = s->pos[(size_t)streams[i]] + step;
       s->streams[(size_t)i] = streams[i];
       s->adapter_slots[(size_t)i] = s->lora.stream_slot[(size_t)(streams[i])];
@@ -533,6 +551,10 @@ void early_exit_drafts(kiln_ds2d* d, const int32_t* roots, const int32_t* stream
     d->draft_ratio[(size_t)n] = ewma(d->draft_ratio[(size_t)n], secs / d->plain(n), d->p.ewma);
     for (int32_t i = 0; i < n; ++i) {
       auto lg = d->row_logits(i);
+      if (int64_t bad; stopped[(size_t)i] || !kiln::Sampler::usable(lg, &bad)) {
+        stopped[(size_t)i] = 1;  // a draft only proposes: the verify pass reports the problem
+        continue;
+      }
       const int32_t best = kiln::Sampler::argmax(lg);
       double z = 0;
       for (float v : lg) z += std::exp((double)(v - lg[(size_t)best]));
@@ -823,6 +845,7 @@ kiln_status kiln_ds2d_step(kiln_ds2d* d, const int32_t* roots, const int32_t* st
       d->plain_cost[(size_t)n] = ewma(d->plain_cost[(size_t)n], secs, d->p.ewma);
       d->stats.plain_seconds += secs;
       ++d->stats.plain_steps;
+      if (kiln_status e = check_logits(d, n, [&](int64_t r) { return streams[r]; }); e != KILN_OK) return e;
       for (int32_t k = 0; k < n; ++k) {
         ++s->pos[(size_t)streams[k]];
         kiln::Sampler* sp = sampler_of(k);
@@ -865,6 +888,10 @@ kiln_status kiln_ds2d_step(kiln_ds2d* d, const int32_t* roots, const int32_t* st
     d->stats.verify_seconds += secs;
     ++d->stats.verify_passes;
     if (best < KILN_DS2D_MAX_TEMPLATES) ++d->stats.template_uses[best];
+
+    if (kiln_status e = check_logits(d, n_logits, [&](int64_t r) { return streams[s->logit_rows[(size_t)r] / nn]; });
+        e != KILN_OK)
+      return e;
 
     // 5. Accept and compact, stream by stream.
     uint8_t* kv = s->kv.data();

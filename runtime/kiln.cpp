@@ -149,6 +149,7 @@ const char* kiln_status_str(kiln_status status) {
     case KILN_ERR_TOKENIZER: return "KILN_ERR_TOKENIZER";
     case KILN_ERR_OUT_OF_MEMORY: return "KILN_ERR_OUT_OF_MEMORY";
     case KILN_ERR_INTERNAL: return "KILN_ERR_INTERNAL";
+    case KILN_ERR_NOT_FINITE: return "KILN_ERR_NOT_FINITE";
   }
   return "KILN_ERR_UNKNOWN";
 }
@@ -605,18 +606,10 @@ kiln_status kiln_sampler_sample(kiln_sampler* sampler, const float* logits, int3
     if (!token) return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_sampler_sample: token is NULL");
     if (n_vocab < 1)
       return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_sampler_sample: n_vocab is %d", n_vocab);
-    float mx = -INFINITY;
-    for (int32_t i = 0; i < n_vocab; ++i) {
-      const float v = logits[i];
-      if (std::isnan(v) || v == INFINITY)
-        return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_sampler_sample: logits[%d] is %g (a step whose values "
-                    "overflowed: an adapter or adapter scale too large for the model, or corrupt weights)", i,
-                    (double)v);
-      mx = v > mx ? v : mx;
-    }
-    if (mx == -INFINITY)
-      return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_sampler_sample: every logit is -inf");
-    *token = sampler->sampler.sample(std::span<const float>(logits, static_cast<size_t>(n_vocab)));
+    const std::span<const float> lg(logits, static_cast<size_t>(n_vocab));
+    if (int64_t bad; !kiln::Sampler::usable(lg, &bad))
+      return fail(KILN_ERR_NOT_FINITE, "kiln_sampler_sample: %s", kiln::Sampler::unusable_reason(lg, bad).c_str());
+    *token = sampler->sampler.sample(lg);
     return KILN_OK;
   });
 }

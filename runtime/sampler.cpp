@@ -7,6 +7,8 @@
 #include <numeric>
 #include <vector>
 
+#include <fmt/format.h>
+
 namespace kiln {
 
 // The first index of the largest logit. Two passes: the maximum in eight independent
@@ -32,6 +34,26 @@ int32_t Sampler::argmax(std::span<const float> logits) {
   for (size_t k = 0; k < n; ++k)
     if (logits[k] == mx) return (int32_t)k;
   return 0;  // reached only when the logits hold NaNs
+}
+
+bool Sampler::usable(std::span<const float> logits, int64_t* bad) {
+  bool all_neg_inf = true;
+  for (size_t i = 0; i < logits.size(); ++i) {
+    const float v = logits[i];
+    if (std::isnan(v) || v == INFINITY) {
+      *bad = (int64_t)i;
+      return false;
+    }
+    all_neg_inf = all_neg_inf && v == -INFINITY;
+  }
+  *bad = -1;
+  return !all_neg_inf;  // (an empty span too: nothing to choose from)
+}
+
+std::string Sampler::unusable_reason(std::span<const float> logits, int64_t bad) {
+  if (bad < 0) return "every logit is -inf";
+  return fmt::format("logits[{}] is {} (a step whose values overflowed: an adapter or adapter scale too "
+                     "large for the model, or corrupt weights)", bad, logits[(size_t)bad]);
 }
 
 void Sampler::distribution(std::span<const float> logits, TokenDistribution& out) const {

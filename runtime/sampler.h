@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <random>
 #include <span>
+#include <string>
 #include <vector>
 
 namespace kiln {
@@ -27,6 +28,13 @@ class Sampler {
   // Picks a token from logits. Greedy ties resolve to the lowest id.
   int32_t sample(std::span<const float> logits);
   static int32_t argmax(std::span<const float> logits);
+  // Whether tokens can be chosen from logits: no NaN, no +inf, not every value -inf (a
+  // step whose values overflowed: an adapter or scale too large for the model, corrupt
+  // weights). Otherwise false, and *bad is the first offending index (-1: all -inf).
+  // argmax and sample() need usable logits: with NaNs neither means anything.
+  static bool usable(std::span<const float> logits, int64_t* bad);
+  // What is wrong with logits that are not usable (bad from usable()), for a message.
+  static std::string unusable_reason(std::span<const float> logits, int64_t bad);
 
   bool greedy() const { return p_.temperature <= 0.0f; }
   // The distribution sample() draws from (top-k, temperature, top-p); for a greedy

@@ -452,6 +452,31 @@ TEST(LoraE2E, BadAdaptersFailClearlyAndTheSessionStaysUsable) {
   EXPECT_HAS(m, "lora_alpha / r");
   // ...or from the stream's multiplier.
   EXPECT_HAS(error_after(kiln_stream_set_adapter(s->session, 0, 1, 3e38f)), "beyond");
+  // Factors each in range whose products overflow: the adapter loads, the step's logits
+  // hold NaN, and choosing a token from them is refused (greedy and sampled), not made
+  // silently from garbage.
+  {
+    RandomAdapter huge = fx().qv;
+    for (Target& t : huge.targets)
+      for (float& x : t.b_hf) x = x >= 0 ? 3e38f : -3e38f;
+    write_peft(huge, fx().dir / "huge_factors");
+  }
+  ASSERT_EQ(kiln_adapter_load(s->session, (fx().dir / "huge_factors").c_str(), 1), KILN_OK) << kiln_last_error();
+  {
+    const auto logits = run(*s, prompt, {}).back();
+    kiln_sampler_params hot = kiln_sampler_default_params();
+    hot.temperature = 0.7f;
+    for (const kiln_sampler_params* p : {(const kiln_sampler_params*)nullptr, (const kiln_sampler_params*)&hot}) {
+      kiln_sampler* smp = nullptr;
+      ASSERT_EQ(kiln_sampler_init(p, &smp), KILN_OK);
+      int32_t id = -1;
+      EXPECT_EQ(kiln_sampler_sample(smp, logits.data(), (int32_t)logits.size(), &id), KILN_ERR_NOT_FINITE);
+      EXPECT_HAS(std::string(kiln_last_error()), "too large for the model");
+      EXPECT_EQ(id, -1);
+      kiln_sampler_free(smp);
+    }
+  }
+  ASSERT_EQ(kiln_adapter_load(s->session, qv.c_str(), 1), KILN_OK) << kiln_last_error();
   // Bad slots and streams.
   EXPECT_HAS(error_after(kiln_adapter_load(s->session, qv.c_str(), 0)), "slot 0 is the zero adapter");
   EXPECT_HAS(error_after(kiln_adapter_load(s->session, qv.c_str(), 2)), "slot 2 is out of range");

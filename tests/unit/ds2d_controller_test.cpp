@@ -43,8 +43,14 @@ int32_t* kv_of(const kiln_step_args* a, int32_t s) {
   return reinterpret_cast<int32_t*>(a->kv) + s * kCtx;
 }
 
-void put_logits(float* out, int32_t next) {
+// Token 2 never comes out of the toy nor its test prompts: a sequence holding it gets a
+// NaN logit (as an overflowing adapter would give), which no step may turn into a token.
+constexpr int32_t kPoison = 2;
+
+void put_logits(float* out, const std::vector<int32_t>& seq, int32_t next) {
   for (int64_t v = 0; v < kV; ++v) out[v] = v == next ? 4.0f : 0.0f;
+  for (int32_t t : seq)
+    if (t == kPoison) out[7] = NAN;
 }
 
 // Plain step (and, without the hash, the early-exit draft): causal rows.
@@ -57,7 +63,7 @@ void causal_step(const kiln_step_args* a, int32_t tid, int32_t n) {
   for (int64_t i = 0; i < a->n_logit_rows; ++i) {
     const int32_t r = a->logit_rows[i], s = a->streams[r], p = a->positions[r];
     std::vector<int32_t> seq(kv_of(a, s), kv_of(a, s) + p + 1);
-    put_logits(a->logits + i * kV, next_of(seq, kExact));
+    put_logits(a->logits + i * kV, seq, next_of(seq, kExact));
   }
 }
 
@@ -84,7 +90,7 @@ void verify(const kiln_step_args* a, int32_t tid, int32_t n) {
     for (int32_t u = j; u >= 0; u = parent[u]) anc.push_back(u);
     std::vector<int32_t> seq(kv_of(a, s), kv_of(a, s) + base);
     for (auto u = anc.rbegin(); u != anc.rend(); ++u) seq.push_back(kv_of(a, s)[base + *u]);
-    put_logits(a->logits + i * kV, next_of(seq, true));
+    put_logits(a->logits + i * kV, seq, next_of(seq, true));
   }
 }
 
@@ -272,6 +278,49 @@ TEST(Ds2dController, ArgumentChecks) {
   root = 5;
   EXPECT_EQ(kiln_ds2d_step(d, &root, &stream, 1, nullptr, out, 8, &n), KILN_ERR_CONTEXT_FULL);
   kiln_ds2d_free(d);
+}
+
+// Logits with a NaN (an adapter whose values overflow) give KILN_ERR_NOT_FINITE, whichever
+// path the step takes (plain, verify, early-exit drafts) and sampler it has, and leave the
+// stream as it was: no token out, its position unchanged, so it can go on once fixed.
+TEST(Ds2dController, NonFiniteLogitsFailTheStepAndLeaveTheStream) {
+  Toy toy;
+  ASSERT_TRUE(toy.session);
+  kiln_sampler_params sp = kiln_sampler_default_params();
+  sp.temperature = 0.8f;
+  kiln_sampler* hot = nullptr;
+  ASSERT_EQ(kiln_sampler_init(&sp, &hot), KILN_OK);
+  for (int32_t tmpl : {-1, 0, 1})
+    for (int early : {0, 1})
+      for (kiln_sampler* smp : {(kiln_sampler*)nullptr, hot}) {
+        kiln_ds2d_params p = kiln_ds2d_default_params();
+        p.template_index = tmpl;
+        p.early_exit = early;
+        kiln_ds2d* d = nullptr;
+        ASSERT_EQ(kiln_ds2d_init(toy.session, &p, &d), KILN_OK) << kiln_last_error();
+        std::vector<int32_t> prompt = prompt_of(1);
+        prompt.insert(prompt.end(), prompt.begin(), prompt.end());  // n-gram drafts find matches
+        prompt.push_back(kPoison);
+        const int32_t stream = 1;
+        ASSERT_EQ(kiln_session_reset(toy.session, stream), KILN_OK);
+        ASSERT_EQ(kiln_prefill(toy.session, prompt.data(), (int32_t)prompt.size(), stream, nullptr), KILN_OK);
+        ASSERT_EQ(kiln_ds2d_begin(d, stream, prompt.data(), (int32_t)prompt.size()), KILN_OK);
+        int32_t root = prompt[1], out[8] = {-1}, n = -1;
+        for (int rep = 0; rep < 3; ++rep) {
+          EXPECT_EQ(kiln_ds2d_step(d, &root, &stream, 1, &smp, out, 8, &n), KILN_ERR_NOT_FINITE)
+              << "template " << tmpl << " early " << early << " sampled " << (smp != nullptr);
+          EXPECT_NE(std::string(kiln_last_error()).find("stream 1 (adapter slot 0): logits[7] is nan"),
+                    std::string::npos) << kiln_last_error();
+          EXPECT_EQ(kiln_session_position(toy.session, stream), (int32_t)prompt.size());
+        }
+        // Without the poisoned token the same stream goes on.
+        ASSERT_EQ(kiln_session_truncate(toy.session, stream, (int32_t)prompt.size() - 1), KILN_OK);
+        ASSERT_EQ(kiln_ds2d_begin(d, stream, prompt.data(), (int32_t)prompt.size() - 1), KILN_OK);
+        EXPECT_EQ(kiln_ds2d_step(d, &root, &stream, 1, &smp, out, 8, &n), KILN_OK) << kiln_last_error();
+        EXPECT_GE(n, 1);
+        kiln_ds2d_free(d);
+      }
+  kiln_sampler_free(hot);
 }
 
 #else

@@ -931,10 +931,10 @@ TEST(CApi, Sampler) {
   EXPECT_EQ(kiln_sampler_sample(greedy, nullptr, 5, &t), KILN_ERR_INVALID_ARGUMENT);
   EXPECT_EQ(kiln_sampler_sample(greedy, logits.data(), 5, nullptr), KILN_ERR_INVALID_ARGUMENT);
   std::vector<float> nan = {0.0f, NAN};
-  EXPECT_EQ(kiln_sampler_sample(greedy, nan.data(), 2, &t), KILN_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(kiln_sampler_sample(greedy, nan.data(), 2, &t), KILN_ERR_NOT_FINITE);
   EXPECT_TRUE(contains(kiln_last_error(), "logits[1]")) << kiln_last_error();
   std::vector<float> ninf = {-INFINITY, -INFINITY};
-  EXPECT_EQ(kiln_sampler_sample(greedy, ninf.data(), 2, &t), KILN_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(kiln_sampler_sample(greedy, ninf.data(), 2, &t), KILN_ERR_NOT_FINITE);
   kiln_sampler_free(greedy);
 
   for (auto bad : {kiln_sampler_params{-1.0f, 40, 0.9f, 0}, kiln_sampler_params{NAN, 40, 0.9f, 0},

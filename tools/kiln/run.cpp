@@ -149,9 +149,9 @@ static int run_streams(const Args& args, const Tokenizer& tok, const std::option
   const int32_t S = (int32_t)eo.max_streams;
   std::vector<float> logits((size_t)V * S);
   auto check = [&](kiln_status st) { return st == KILN_OK ? 0 : fail(kiln_last_error()); };
+  std::vector<std::string> labels = styles;
   // Stream i reads slot i + 1 (each adapter loaded once per path) or slot 0 for "none".
   std::vector<int32_t> slot_of((size_t)S, 0);
-  std::vector<std::string> labels = styles;
   if (by_adapter) {
     auto scale = args.get_float("adapter-scale", 1.0, -100.0, 100.0);
     if (!scale.ok()) return fail(scale.error().message);
@@ -215,6 +215,12 @@ static int run_streams(const Args& args, const Tokenizer& tok, const std::option
   // Each stream's sampler (seed + stream index), first token from the prefill's logits.
   const bool ignore_eos = args.flag("ignore-eos");
   std::vector<std::unique_ptr<kiln_sampler, void (*)(kiln_sampler*)>> samplers;
+  // A token of stream i from its logits; a failure (logits an adapter overflowed) names the reply.
+  auto sample_for = [&](int32_t i, const float* lg, int32_t* id) {
+    if (kiln_sampler_sample(samplers[(size_t)i].get(), lg, V, id) == KILN_OK) return 0;
+    return fail(fmt::format("reply {} ({}): {}", i + 1, labels[(size_t)i].empty() ? "plain" : labels[(size_t)i],
+                            kiln_last_error()));
+  };
   auto make_samplers = [&]() -> int {
     samplers.clear();
     for (int32_t i = 0; i < S; ++i) {
@@ -236,7 +242,7 @@ static int run_streams(const Args& args, const Tokenizer& tok, const std::option
       std::vector<int32_t> still, toks;
       for (size_t r = 0; r < active.size(); ++r) {
         int32_t id = 0;
-        if (check(kiln_sampler_sample(samplers[(size_t)active[r]].get(), step_logits.data() + r * V, V, &id))) return 1;
+        if (sample_for(active[r], step_logits.data() + r * V, &id)) return 1;
         if (tok.is_eog(id) && !ignore_eos) continue;
         out[(size_t)active[r]].push_back(id);
         still.push_back(active[r]);
@@ -263,7 +269,7 @@ static int run_streams(const Args& args, const Tokenizer& tok, const std::option
     for (int32_t i = 0; i < S; ++i) {
       if (check(kiln_ds2d_begin(ds.get(), i, prompts[(size_t)i].data(), (int32_t)prompts[(size_t)i].size()))) return 1;
       int32_t id = 0;
-      if (check(kiln_sampler_sample(samplers[(size_t)i].get(), logits.data() + (size_t)i * V, V, &id))) return 1;
+      if (sample_for(i, logits.data() + (size_t)i * V, &id)) return 1;
       if (take(i, id)) active.push_back(i), roots.push_back(id);
     }
     while (!active.empty()) {
@@ -521,6 +527,8 @@ int cmd_run(int argc, char** argv) {
   std::vector<int32_t> generated;
   int32_t pos = (int32_t)tokens.size();
   for (int64_t i = 0; i < *max_tokens; ++i) {
+    if (int64_t bad; !Sampler::usable(*logits, &bad))
+      return fail(fmt::format("generating token {}: {}", i + 1, Sampler::unusable_reason(*logits, bad)));
     int32_t next = sampler.sample(*logits);
     if (tok->is_eog(next) && !args->flag("ignore-eos")) break;
     generated.push_back(next);

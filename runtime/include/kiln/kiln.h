@@ -52,7 +52,10 @@ typedef enum kiln_status {
   KILN_ERR_BUFFER_TOO_SMALL = 8, /* an output buffer is too small; the size was reported */
   KILN_ERR_TOKENIZER = 9,        /* the tokenizer or chat template cannot be used */
   KILN_ERR_OUT_OF_MEMORY = 10,
-  KILN_ERR_INTERNAL = 11         /* a bug in kiln; kiln_last_error() says where */
+  KILN_ERR_INTERNAL = 11,        /* a bug in kiln; kiln_last_error() says where */
+  KILN_ERR_NOT_FINITE = 12       /* a step's logits hold NaN or +inf, so no token can be chosen
+                                    (an adapter or adapter scale too large for the model, or
+                                    corrupt weights); the streams are left as before the call */
 } kiln_status;
 
 /* A constant name for a status ("KILN_ERR_CONTEXT_FULL"); never NULL. */
@@ -215,7 +218,8 @@ typedef struct kiln_sampler_params {
 KILN_API kiln_sampler_params kiln_sampler_default_params(void);
 KILN_API kiln_status kiln_sampler_init(const kiln_sampler_params* params, kiln_sampler** out);
 KILN_API void kiln_sampler_free(kiln_sampler* sampler);
-/* Picks a token from n_vocab logits (NaN or +inf logits are refused). */
+/* Picks a token from n_vocab logits. Logits holding NaN or +inf, or only -inf, are refused
+ * with KILN_ERR_NOT_FINITE. */
 KILN_API kiln_status kiln_sampler_sample(kiln_sampler* sampler, const float* logits,
                                          int32_t n_vocab, int32_t* token);
 
