@@ -28,7 +28,7 @@ Result<LoadedGraph> load_graph(const std::string& path, const LlamaBuildOptions&
 
 // What run and perplexity read of a model themselves: its tokenizer and chat template (a
 // checkpoint folder's tensors are not translated for this; the engine compiles from the
-// model itself, or a given artifact holds it).
+// model itself, or a given artifact holds it). IR text is refused with the way to run it.
 struct ModelText {
   Tokenizer tokenizer;
   std::optional<std::string> chat_template;
