@@ -48,8 +48,9 @@ Result<std::string> archive_of(const std::string& object) {
 
 }  // namespace
 
-Status plan_draft(const Graph& g, Graph& d) {
+Status plan_draft(const Graph& g, Graph& d, std::string_view passes_first) {
   PassManager pm;
+  if (!passes_first.empty()) KILN_TRY(pm.add_pipeline(passes_first));
   KILN_TRY(pm.add_pipeline("plan-memory"));
   KILN_TRY(pm.run(d));
   // The draft's state buffers are some of g's: they keep g's offsets and KV sizes.
@@ -80,11 +81,8 @@ Result<Graph> base_entry_graph(const Graph& g) {
   for (Node* n : b.nodes())
     if (n->op() == Op::Add && n->operands().size() == 2 && n->operand(1)->op() == Op::Lora)
       b.replace_all_uses(n, n->operand(0));
-  PassManager pm;
-  KILN_TRY(pm.add_pipeline("dce,fuse-matmul-swiglu,fuse-rmsnorm-matmul,dce"));
-  KILN_TRY(pm.run(b));
+  KILN_TRY(plan_draft(g, b, "dce,fuse-matmul-swiglu,fuse-rmsnorm-matmul,dce"));
   if (!b.nodes_of(Op::Lora).empty()) return make_error("internal: the base entry graph still has LoRA nodes");
-  KILN_TRY(plan_draft(g, b));
   return b;
 }
 

@@ -105,8 +105,9 @@ Result<Ds2dGraphs> ds2d_graphs(const Graph& g, std::string_view templates, std::
 Result<Ds2dGraphs> ds2d_graphs(const Graph& g, std::string_view templates, std::string_view topology,
                                const std::vector<int64_t>& draft_layers, const PassManagerOptions& unroll = {});
 // Plans a draft graph `d` made from the planned step graph `g` (llama_draft_graph): its
-// own arena, g's KV offsets and sizes.
-Status plan_draft(const Graph& g, Graph& d);
+// own arena, g's KV offsets and sizes. `passes_first` (a pass list) run on d before, in
+// the same pipeline: d comes in with g's plan, which a change to its values voids.
+Status plan_draft(const Graph& g, Graph& d, std::string_view passes_first = {});
 // The base entry of a step graph `g` compiled with LoRA slots (after kBackendPipeline): g
 // with every LoRA side path removed (add(m, lora(...)) becomes m), the fusions the side
 // paths had blocked run again (fuse-rmsnorm-matmul, fuse-matmul-swiglu), and planned as

@@ -28,6 +28,10 @@ struct PassInfo {
   std::string_view name;
   std::string_view summary;
   std::function<std::unique_ptr<Pass>()> create;
+  // Its changes leave the values a step computes as they were (it changes weights' layout
+  // or type, or attributes of existing nodes), so a memory plan made before it still holds.
+  // Any other pass that changes a planned graph must be followed by plan-memory again.
+  bool keeps_memory_plan = false;
 };
 
 // Every registered pass, in registry order.

@@ -52,11 +52,25 @@ std::string PassManager::pipeline() const {
 Status PassManager::run(Graph& g) {
   auto out = opts_.out ? opts_.out : [](std::string_view s) { std::fwrite(s.data(), 1, s.size(), stderr); };
   std::vector<std::pair<std::string, double>> times;
+  // A memory plan holds for the graph plan-memory saw. A later change to the values a step
+  // computes (by any pass but those that keep the plan) leaves new values without offsets
+  // and old ones sharing bytes that their new lifetimes overlap, so plan-memory must run
+  // again after it; otherwise the pipeline fails here, not in codegen (or not at all). IR
+  // text printed after plan-memory comes in planned (it has arena_bytes).
+  bool planned = g.int_attr("arena_bytes").has_value();
+  std::string stale_by;  // the pass that changed the planned graph, until plan-memory runs again
   for (auto& p : passes_) {
     auto t0 = std::chrono::steady_clock::now();
     auto changed = p->run(g);
     double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     if (!changed.ok()) return make_error("pass '{}': {}", p->name(), changed.error().message);
+    const PassInfo* info = find_pass(p->name());
+    if (p->name() == "plan-memory") {
+      planned = true;
+      stale_by.clear();
+    } else if (planned && *changed && !(info && info->keeps_memory_plan) && stale_by.empty()) {
+      stale_by = p->name();
+    }
     times.emplace_back(std::string(p->name()), ms);
     if (opts_.verify_each) {
       Status s = verify(g);
@@ -66,6 +80,9 @@ Status PassManager::run(Graph& g) {
     for (auto& n : opts_.print_after) dump |= n == p->name();
     if (dump) out(fmt::format("// ----- IR after {}{} -----\n{}", p->name(), *changed ? "" : " (unchanged)", print_graph(g)));
   }
+  if (!stale_by.empty())
+    return make_error("pass '{}' changed the graph after plan-memory, whose memory plan then no longer holds: "
+                      "run plan-memory again after it", stale_by);
   if (opts_.time_passes) {
     double total = 0;
     for (auto& [n, ms] : times) total += ms;
