@@ -12,7 +12,14 @@
 // --write-outputs DIR each prompt's and greedy reply's token ids to DIR/{kind}_{i}.tokens
 // (two lines) for bench/ds2d_oracle.py.
 //
+// DS2D runs twice per prompt: as kiln_ds2d_init makes it (no corpus), and with a corpus
+// (kiln_ds2d_add_corpus) of the model's own greedy replies to the prompts of --corpus
+// (default bench/prompts/corpus.txt: other prompts than the measured ones, none on their
+// topics; "none" skips that side). Both controllers have corpus_replies off, so the
+// measured prompts' replies never draft for each other and the order does not matter.
+//
 // usage: ds2d_bench MODEL [--threads N] [--tokens N] [--templates LIST] [--prompts DIR]
+//                         [--corpus FILE|none]
 //                         [--write-prompts DIR] [--write-outputs DIR] [--no-early-exit] [--recycle]
 //                         [--pack-weights auto|on|off]
 //                         [--topology chain|tree|P1,P2,...]
@@ -22,6 +29,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -48,12 +56,13 @@ static int32_t argmax(const float* l, int32_t v) { return Sampler::argmax(std::s
 int main(int argc, char** argv) {
   if (argc < 2) {
     std::fprintf(stderr, "usage: ds2d_bench MODEL [--threads N] [--tokens N] [--templates LIST] [--prompts DIR] "
-                         "[--write-prompts DIR] [--write-outputs DIR] [--no-early-exit] [--recycle] [--pack-weights auto|on|off] [--topology T]\n");
+                         "[--corpus FILE|none] [--write-prompts DIR] [--write-outputs DIR] [--no-early-exit] [--recycle] "
+                         "[--pack-weights auto|on|off] [--topology T]\n");
     return 2;
   }
   int threads = 2, max_tokens = 128;
   std::string templates = CompileRequest{}.ds2d_templates, prompt_dir = std::string(KILN_SOURCE_DIR) + "/bench/prompts",
-              write_dir, outputs_dir;
+              write_dir, outputs_dir, corpus_path = std::string(KILN_SOURCE_DIR) + "/bench/prompts/corpus.txt";
   bool early_exit = true, recycle = false;
   std::string pack = "auto", topology = CompileRequest{}.ds2d_topology;
   for (int i = 2; i < argc; ++i) {
@@ -63,6 +72,7 @@ int main(int argc, char** argv) {
     else if (a == "--tokens") max_tokens = std::atoi(val().c_str());
     else if (a == "--templates") templates = val();
     else if (a == "--prompts") prompt_dir = val();
+    else if (a == "--corpus") corpus_path = val();
     else if (a == "--write-prompts") write_dir = val();
     else if (a == "--write-outputs") outputs_dir = val();
     else if (a == "--no-early-exit") early_exit = false;
@@ -93,6 +103,91 @@ int main(int argc, char** argv) {
   std::vector<float> lg((size_t)V);
   int32_t zero = 0;
 
+  // A prompt in the model's chat template, as token ids.
+  auto chat_prompt = [&](const std::string& user, std::string* text_out) -> std::vector<int32_t> {
+    kiln_chat_message msg{"user", user.c_str()};
+    std::string text(16384, '\0');
+    size_t len = 0;
+    if (kiln_chat_apply(m, nullptr, &msg, 1, 1, text.data(), text.size(), &len) != KILN_OK) return {};
+    text.resize(len);
+    if (text_out) *text_out = text;
+    std::vector<int32_t> prompt(2048);
+    int32_t np = 0;
+    if (kiln_tokenize(m, text.data(), text.size(), 1, 1, prompt.data(), (int32_t)prompt.size(), &np) != KILN_OK)
+      return {};
+    prompt.resize((size_t)np);
+    return prompt;
+  };
+  // Plain greedy decoding of up to max_tokens tokens after `prompt` (the first from the
+  // prefill); returns them, the decode time in *secs.
+  auto decode_plain = [&](const std::vector<int32_t>& prompt, double* secs_out) -> std::optional<std::vector<int32_t>> {
+    kiln_session_reset(s, 0);
+    if (kiln_prefill(s, prompt.data(), (int32_t)prompt.size(), 0, lg.data()) != KILN_OK) return std::nullopt;
+    std::vector<int32_t> out;
+    int32_t root = argmax(lg.data(), V);
+    *secs_out = 0;
+    if (kiln_token_is_eog(m, root)) return out;
+    out.push_back(root);
+    const auto t0 = clk::now();
+    while ((int)out.size() < max_tokens) {
+      if (kiln_decode(s, &root, &zero, 1, lg.data()) != KILN_OK) return std::nullopt;
+      root = argmax(lg.data(), V);
+      if (kiln_token_is_eog(m, root)) break;
+      out.push_back(root);
+    }
+    *secs_out = secs(t0, clk::now());
+    return out;
+  };
+  auto decode_ds2d = [&](kiln_ds2d* d, const std::vector<int32_t>& prompt, double* secs_out)
+      -> std::optional<std::vector<int32_t>> {
+    const int32_t stride = kiln_ds2d_max_step_tokens(d);
+    std::vector<int32_t> buf((size_t)stride);
+    kiln_session_reset(s, 0);
+    if (kiln_prefill(s, prompt.data(), (int32_t)prompt.size(), 0, lg.data()) != KILN_OK) return std::nullopt;
+    std::vector<int32_t> out;
+    int32_t root = argmax(lg.data(), V);
+    *secs_out = 0;
+    if (kiln_token_is_eog(m, root)) return out;
+    out.push_back(root);
+    const auto t0 = clk::now();
+    if (kiln_ds2d_begin(d, 0, prompt.data(), (int32_t)prompt.size()) != KILN_OK) return std::nullopt;
+    bool going = true;
+    while (going && (int)out.size() < max_tokens) {
+      int32_t n = 0;
+      if (kiln_ds2d_step(d, &root, &zero, 1, nullptr, buf.data(), stride, &n) != KILN_OK) return std::nullopt;
+      for (int32_t j = 0; j < n && going; ++j) {
+        if (kiln_token_is_eog(m, buf[(size_t)j]) || (int)out.size() >= max_tokens) going = false;
+        else out.push_back(buf[(size_t)j]);
+      }
+      root = buf[(size_t)n - 1];
+    }
+    *secs_out = secs(t0, clk::now());
+    return out;
+  };
+
+  // The corpus: the model's greedy replies to the corpus prompts, made here.
+  std::vector<std::vector<int32_t>> corpus;
+  int64_t corpus_tokens = 0;
+  double corpus_secs = 0;
+  const bool use_corpus = corpus_path != "none";
+  if (use_corpus) {
+    auto cps = read_prompts(corpus_path);
+    if (cps.empty()) { std::fprintf(stderr, "ds2d_bench: no prompts in %s\n", corpus_path.c_str()); return 1; }
+    const auto t0 = clk::now();
+    for (const auto& cp : cps) {
+      auto prompt = chat_prompt(cp, nullptr);
+      if (prompt.empty()) return fail();
+      double t = 0;
+      auto reply = decode_plain(prompt, &t);
+      if (!reply) return fail();
+      corpus_tokens += (int64_t)reply->size();
+      corpus.push_back(std::move(*reply));
+    }
+    corpus_secs = secs(t0, clk::now());
+    std::fprintf(stderr, "[ds2d_bench] corpus: %zu replies, %lld tokens in %.1f s\n", corpus.size(),
+                 (long long)corpus_tokens, corpus_secs);
+  }
+
   std::string kinds_json;
   std::string cost_json;
   for (const char* kind : {"grounded", "chat"}) {
@@ -101,76 +196,60 @@ int main(int argc, char** argv) {
     kiln_ds2d_params dp = kiln_ds2d_default_params();
     dp.early_exit = early_exit ? 1 : 0;
     dp.recycle = recycle ? 1 : 0;
+    dp.corpus_replies = 0;  // each prompt on its own: no reply drafts for another
     kiln_ds2d* d = nullptr;
+    kiln_ds2d* dc = nullptr;
     if (kiln_ds2d_init(s, &dp, &d) != KILN_OK) return fail();
-    const int32_t stride = kiln_ds2d_max_step_tokens(d);
-    std::vector<int32_t> buf((size_t)stride);
-    double t_plain = 0, t_ds2d = 0;
-    long n_plain = 0, n_ds2d = 0, identical = 0;
+    if (use_corpus) {
+      if (kiln_ds2d_init(s, &dp, &dc) != KILN_OK) return fail();
+      for (const auto& c : corpus)
+        if (kiln_ds2d_add_corpus(dc, c.data(), (int32_t)c.size()) != KILN_OK) return fail();
+    }
+    double t_plain = 0, t_ds2d = 0, t_corpus = 0;
+    long n_plain = 0, n_ds2d = 0, n_corpus = 0, identical = 0, identical_corpus = 0;
     for (size_t pi = 0; pi < prompts.size(); ++pi) {
-      kiln_chat_message msg{"user", prompts[pi].c_str()};
-      std::string text(16384, '\0');
-      size_t len = 0;
-      if (kiln_chat_apply(m, nullptr, &msg, 1, 1, text.data(), text.size(), &len) != KILN_OK) return fail();
-      text.resize(len);
+      std::string text;
+      auto prompt = chat_prompt(prompts[pi], &text);
+      if (prompt.empty()) return fail();
       if (!write_dir.empty()) {
         std::filesystem::create_directories(write_dir);
         std::ofstream(fmt::format("{}/{}_{:02}.txt", write_dir, kind, pi)) << text;
       }
-      std::vector<int32_t> prompt(2048);
-      int32_t np = 0;
-      if (kiln_tokenize(m, text.data(), text.size(), 1, 1, prompt.data(), (int32_t)prompt.size(), &np) != KILN_OK)
-        return fail();
-      prompt.resize((size_t)np);
-      std::vector<int32_t> out_plain, out_ds2d;
-      for (int order = 0; order < 2; ++order) {
-        const bool ds2d = (order == 0) == (pi % 2 == 1);  // alternate which runs first
-        kiln_session_reset(s, 0);
-        if (kiln_prefill(s, prompt.data(), np, 0, lg.data()) != KILN_OK) return fail();
-        std::vector<int32_t>& out = ds2d ? out_ds2d : out_plain;
-        int32_t root = argmax(lg.data(), V);
-        if (kiln_token_is_eog(m, root)) continue;
-        out.push_back(root);
-        const auto t0 = clk::now();
-        if (!ds2d) {
-          while ((int)out.size() < max_tokens) {
-            if (kiln_decode(s, &root, &zero, 1, lg.data()) != KILN_OK) return fail();
-            root = argmax(lg.data(), V);
-            if (kiln_token_is_eog(m, root)) break;
-            out.push_back(root);
-          }
-        } else {
-          if (kiln_ds2d_begin(d, 0, prompt.data(), np) != KILN_OK) return fail();
-          bool going = true;
-          while (going && (int)out.size() < max_tokens) {
-            int32_t n = 0;
-            if (kiln_ds2d_step(d, &root, &zero, 1, nullptr, buf.data(), stride, &n) != KILN_OK) return fail();
-            for (int32_t j = 0; j < n && going; ++j) {
-              if (kiln_token_is_eog(m, buf[(size_t)j]) || (int)out.size() >= max_tokens) going = false;
-              else out.push_back(buf[(size_t)j]);
-            }
-            root = buf[(size_t)n - 1];
-          }
-        }
-        const double t = secs(t0, clk::now());
-        (ds2d ? t_ds2d : t_plain) += t;
-        (ds2d ? n_ds2d : n_plain) += (long)out.size() - 1;
+      std::vector<int32_t> out_plain, out_ds2d, out_corpus;
+      const int sides = use_corpus ? 3 : 2;
+      for (int order = 0; order < sides; ++order) {
+        const int side = (order + (int)pi) % sides;  // rotate which runs first
+        double t = 0;
+        std::optional<std::vector<int32_t>> out = side == 0 ? decode_plain(prompt, &t)
+                                                : decode_ds2d(side == 1 ? d : dc, prompt, &t);
+        if (!out) return fail();
+        const long produced = out->empty() ? 0 : (long)out->size() - 1;  // after the prefill's token
+        if (side == 0) t_plain += t, n_plain += produced, out_plain = std::move(*out);
+        else if (side == 1) t_ds2d += t, n_ds2d += produced, out_ds2d = std::move(*out);
+        else t_corpus += t, n_corpus += produced, out_corpus = std::move(*out);
       }
       identical += out_plain == out_ds2d;
+      identical_corpus += !use_corpus || out_plain == out_corpus;
       if (!outputs_dir.empty()) {  // for bench/ds2d_oracle.py: the prompt's ids, then the reply's
         std::filesystem::create_directories(outputs_dir);
         std::ofstream f(fmt::format("{}/{}_{:02}.tokens", outputs_dir, kind, pi));
         f << fmt::format("{}\n{}\n", fmt::join(prompt, " "), fmt::join(out_plain, " "));
       }
-      std::fprintf(stderr, "[ds2d_bench] %s %zu: %zu tokens, %s\n", kind, pi, out_plain.size(),
-                   out_plain == out_ds2d ? "identical" : "DIFFERENT");
+      std::fprintf(stderr, "[ds2d_bench] %s %zu: %zu tokens, %s%s\n", kind, pi, out_plain.size(),
+                   out_plain == out_ds2d ? "identical" : "DIFFERENT",
+                   !use_corpus ? "" : out_plain == out_corpus ? ", with the corpus identical" : ", with the corpus DIFFERENT");
     }
-    kiln_ds2d_stats st{};
+    kiln_ds2d_stats st{}, sc{};
     if (kiln_ds2d_get_stats(d, &st) != KILN_OK) return fail();
+    if (dc && kiln_ds2d_get_stats(dc, &sc) != KILN_OK) return fail();
     kiln_ds2d_free(d);
-    std::string uses;
-    for (int32_t t = 0; t < st.n_templates; ++t)
-      uses += fmt::format("{}\"{}\": {}", t ? ", " : "", st.template_nodes[t], st.template_uses[t]);
+    kiln_ds2d_free(dc);
+    auto uses_of = [](const kiln_ds2d_stats& x) {
+      std::string uses;
+      for (int32_t t = 0; t < x.n_templates; ++t)
+        uses += fmt::format("{}\"{}\": {}", t ? ", " : "", x.template_nodes[t], x.template_uses[t]);
+      return uses;
+    };
     if (cost_json.empty()) {
       for (int32_t t = 0; t < st.n_templates; ++t)
         cost_json += fmt::format("{}{{\"nodes\": {}, \"verify_ms\": {:.3f}, \"vs_decode_step\": {:.2f}}}", t ? ", " : "",
@@ -178,22 +257,33 @@ int main(int argc, char** argv) {
                                  st.template_seconds[t] / st.plain_step_seconds);
       cost_json = fmt::format("\"decode_step_ms\": {:.3f}, \"templates\": [{}]", st.plain_step_seconds * 1e3, cost_json);
     }
-    const double plain_tps = n_plain / t_plain, ds2d_tps = n_ds2d / t_ds2d;
-    kinds_json += fmt::format(
-        "{}\"{}\": {{\"prompts\": {}, \"identical_outputs\": {}, \"decode_tokens\": {}, \"plain_tok_s\": {:.2f}, "
-        "\"ds2d_tok_s\": {:.2f}, \"speedup\": {:.3f}, \"accepted_per_verify_pass\": {:.3f}, \"tokens_per_step\": {:.3f}, "
-        "\"drafted_per_verify_pass\": {:.3f}, \"steps\": {}, \"verify_passes\": {}, \"plain_steps\": {}, "
-        "\"early_exit_drafts\": {}, \"seconds_drafting\": {:.3f}, \"seconds_verifying\": {:.3f}, "
-        "\"seconds_plain_steps\": {:.3f}, \"template_uses\": {{{}}}}}",
-        kinds_json.empty() ? "" : ", ", kind, prompts.size(), identical, n_plain, plain_tps, ds2d_tps, ds2d_tps / plain_tps,
-        st.stream_passes ? (double)st.accepted / (double)st.stream_passes : 0.0,
-        st.steps ? (double)st.tokens / (double)st.steps : 0.0,
-        st.stream_passes ? (double)st.drafted / (double)st.stream_passes : 0.0, st.steps, st.verify_passes,
-        st.plain_steps, st.early_exit_drafts, st.draft_seconds, st.verify_seconds, st.plain_seconds, uses);
+    // One controller's figures; `prefix` names the side ("" without the corpus).
+    auto side_json = [&](const std::string& prefix, const kiln_ds2d_stats& x, double tps, long same) {
+      return fmt::format(
+          "\"{0}identical_outputs\": {1}, \"{0}ds2d_tok_s\": {2:.2f}, \"{0}speedup\": {3:.3f}, "
+          "\"{0}accepted_per_verify_pass\": {4:.3f}, \"{0}tokens_per_step\": {5:.3f}, "
+          "\"{0}drafted_per_verify_pass\": {6:.3f}, \"{0}steps\": {7}, \"{0}verify_passes\": {8}, \"{0}plain_steps\": {9}, "
+          "\"{0}early_exit_drafts\": {10}, \"{0}seconds_drafting\": {11:.3f}, \"{0}seconds_verifying\": {12:.3f}, "
+          "\"{0}seconds_plain_steps\": {13:.3f}, \"{0}template_uses\": {{{14}}}",
+          prefix, same, tps, tps / (n_plain / t_plain), x.stream_passes ? (double)x.accepted / (double)x.stream_passes : 0.0,
+          x.steps ? (double)x.tokens / (double)x.steps : 0.0,
+          x.stream_passes ? (double)x.drafted / (double)x.stream_passes : 0.0, x.steps, x.verify_passes, x.plain_steps,
+          x.early_exit_drafts, x.draft_seconds, x.verify_seconds, x.plain_seconds, uses_of(x));
+    };
+    kinds_json += fmt::format("{}\"{}\": {{\"prompts\": {}, \"decode_tokens\": {}, \"plain_tok_s\": {:.2f}, {}", kinds_json.empty() ? "" : ", ",
+                              kind, prompts.size(), n_plain, n_plain / t_plain, side_json("", st, n_ds2d / t_ds2d, identical));
+    if (use_corpus) kinds_json += ", " + side_json("corpus_", sc, n_corpus / t_corpus, identical_corpus);
+    kinds_json += "}";
   }
+  const std::string corpus_json =
+      use_corpus ? fmt::format("{{\"prompts_file\": \"{}\", \"replies\": {}, \"tokens\": {}, \"seconds_to_make\": {:.2f}}}",
+                               std::filesystem::path(corpus_path).filename().string(), corpus.size(), corpus_tokens, corpus_secs)
+                 : std::string("null");
   std::printf("{\"model\": \"%s\", \"threads\": %d, \"max_tokens\": %d, \"templates_option\": \"%s\", "
-              "\"topology\": \"%s\", \"early_exit\": %s, \"recycle\": %s, \"draft_layers\": %lld, %s, \"kinds\": {%s}}\n",
+              "\"topology\": \"%s\", \"early_exit\": %s, \"recycle\": %s, \"draft_layers\": %lld, \"corpus\": %s, %s, "
+              "\"kinds\": {%s}}\n",
               std::filesystem::path(argv[1]).filename().c_str(), threads, max_tokens, templates.c_str(),
-              topology.c_str(), early_exit ? "true" : "false", recycle ? "true" : "false", (long long)sum->draft_layers, cost_json.c_str(), kinds_json.c_str());
+              topology.c_str(), early_exit ? "true" : "false", recycle ? "true" : "false", (long long)sum->draft_layers,
+              corpus_json.c_str(), cost_json.c_str(), kinds_json.c_str());
   return 0;
 }

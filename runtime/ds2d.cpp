@@ -12,10 +12,10 @@ namespace kiln::ds2d {
 
 // ---- n-gram drafter -------------------------------------------------------------------
 
-uint64_t NgramDrafter::key(size_t end, int n) const {
+uint64_t NgramDrafter::key(const int32_t* end, int n) {
   uint64_t h = 0x9e3779b97f4a7c15ull ^ (uint64_t)n;
-  for (size_t i = end - (size_t)n; i < end; ++i) {
-    h ^= (uint64_t)(uint32_t)text_[i] + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
+  for (const int32_t* t = end - n; t < end; ++t) {
+    h ^= (uint64_t)(uint32_t)*t + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
     h *= 0xff51afd7ed558ccdull;
   }
   return h;
@@ -26,31 +26,37 @@ void NgramDrafter::append(std::span<const int32_t> tokens) {
     text_.push_back(t);
     const size_t end = text_.size();
     for (int n = n_min_; n <= n_max_ && (size_t)n <= end; ++n)
-      index_[key(end, n)].push_back((int32_t)end);
+      index_[key(text_.data() + end, n)].push_back((int32_t)end);
   }
 }
 
-std::vector<Candidate> NgramDrafter::draft(int max_len, int max_candidates) const {
+void NgramDrafter::append_text(std::span<const int32_t> tokens) {
+  if (!text_.empty()) text_.push_back(kTextEnd);  // not indexed: no n-gram ends on it
+  append(tokens);
+}
+
+std::vector<Candidate> NgramDrafter::draft_for(std::span<const int32_t> context, int max_len,
+                                               int max_candidates) const {
   std::vector<Candidate> out;
-  const size_t size = text_.size();
+  const size_t size = context.size();
   if (max_len < 1 || max_candidates < 1) return out;
   float trust = 1.0f;  // shorter matches than the longest one found are trusted less
   for (int n = n_max_; n >= n_min_ && (int)out.size() < max_candidates; --n) {
     if ((size_t)n > size) continue;
-    auto it = index_.find(key(size, n));
+    auto it = index_.find(key(context.data() + size, n));
     if (it == index_.end()) continue;
     // The occurrences of the suffix (most recent first), their continuations merged.
     std::vector<std::pair<std::vector<int32_t>, int>> conts;
     int total = 0, scanned = 0;
     for (auto p = it->second.rbegin(); p != it->second.rend() && scanned < 64; ++p) {
       const size_t at = (size_t)*p;
-      if (at >= size) continue;  // the suffix itself
-      if (!std::equal(text_.begin() + (long)(at - (size_t)n), text_.begin() + (long)at,
-                      text_.begin() + (long)(size - (size_t)n)))
-        continue;  // a hash collision
+      if (at >= text_.size() || text_[at] == kTextEnd) continue;  // nothing follows (or the suffix itself)
+      if (!std::equal(text_.begin() + (long)(at - (size_t)n), text_.begin() + (long)at, context.end() - n))
+        continue;  // a hash collision (or an n-gram across a kTextEnd)
       ++scanned;
-      std::vector<int32_t> c(text_.begin() + (long)at,
-                             text_.begin() + (long)std::min(size, at + (size_t)max_len));
+      const auto stop = std::find(text_.begin() + (long)at,
+                                  text_.begin() + (long)std::min(text_.size(), at + (size_t)max_len), kTextEnd);
+      std::vector<int32_t> c(text_.begin() + (long)at, stop);
       ++total;
       bool merged = false;
       for (auto& [t, cnt] : conts)
@@ -364,10 +370,13 @@ double ewma(double old, double x, double w) { return old <= 0 ? x : (1 - w) * ol
 
 }  // namespace
 
-// Draft sources index `kiln_ds2d::rates`: 0 early exit, n an n-gram match of n tokens
-// (n <= kMaxNgram), then token recycling.
+// Draft sources index `kiln_ds2d::rates`: 0 early exit, n an n-gram match of n tokens in
+// the stream's own text (n <= kMaxNgram), then token recycling, then kRecycleSource + n a
+// match of n tokens in the corpus.
 constexpr int32_t kMaxNgram = 16;
 constexpr int32_t kRecycleSource = kMaxNgram + 1;
+constexpr int32_t kCorpusSource = kRecycleSource;  // + n
+constexpr int32_t kNumSources = kCorpusSource + kMaxNgram + 1;
 
 struct kiln_ds2d {
   kiln_session* s = nullptr;
@@ -387,7 +396,14 @@ struct kiln_ds2d {
   // Empty unless p.recycle. One table for all streams, whatever their adapters: a stream
   // on another adapter only makes the drafts of the others less often right.
   kiln::ds2d::SuccessorTable recycle;
+  // Texts for every stream's n-gram lookup (kiln_ds2d_add_corpus, p.corpus_replies).
+  kiln::ds2d::NgramDrafter corpus;
+  int64_t corpus_tokens = 0;
   kiln_ds2d_stats stats{};
+  void add_corpus(std::span<const int32_t> text) {
+    corpus.append_text(text);
+    corpus_tokens += (int64_t)text.size();
+  }
 
   // Runs `fn` over the session's first `rows` scratch rows; returns its seconds.
   double run(StepFn fn, int64_t rows, int64_t logit_rows) {
@@ -579,6 +595,7 @@ kiln_ds2d_params kiln_ds2d_default_params(void) {
   p.template_index = -1;
   p.ewma = 0.1f;
   p.recycle = 0;
+  p.corpus_replies = 1;
   return p;
 }
 
@@ -639,9 +656,11 @@ kiln_status kiln_ds2d_init(kiln_session* s, const kiln_ds2d_params* params, kiln
                   d->templates.size());
     d->plain_cost.assign(max_n + 1, 0.0);
     d->draft_ratio.assign(max_n + 1, 0.0);
-    d->rates.assign(kRecycleSource + 1, Rate{});
+    d->rates.assign(kNumSources, Rate{});
     d->rates[0] = Rate{0.4, 0.5};  // early exit: a guess until it has run
     d->rates[kRecycleSource] = Rate{0.3, 0.5};  // recycling: likewise
+    for (int32_t n = 1; n <= kMaxNgram; ++n) d->rates[(size_t)(kCorpusSource + n)] = Rate{0.3, 0.6};  // the corpus too
+    d->corpus = kiln::ds2d::NgramDrafter(std::max(2, p.ngram_min), p.ngram_max);
     if (p.recycle) d->recycle.reset(s->model->n_vocab);
     for (int64_t k = 0; k < c->max_streams; ++k) d->streams.emplace_back(p.ngram_min, p.ngram_max);
     d->logits.assign((size_t)c->max_rows * (size_t)s->model->n_vocab, 0.0f);
@@ -671,6 +690,13 @@ kiln_status kiln_ds2d_begin(kiln_ds2d* d, int32_t stream, const int32_t* tokens,
         return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_ds2d_begin: tokens[%d] = %d is outside the vocabulary [0, %d)",
                     k, tokens[k], d->s->model->n_vocab);
     StreamState& st = d->streams[(size_t)stream];
+    // The text the stream held joins the corpus, unless the new one goes on from it (the
+    // next turn of a chat), where the stream's own lookup still has it.
+    const std::vector<int32_t>& held = st.ngram.text();
+    const bool continued = held.size() <= (size_t)n && std::equal(held.begin(), held.end(), tokens);
+    if (d->p.corpus_replies && !held.empty() && !continued &&
+        d->corpus_tokens + (int64_t)held.size() <= KILN_DS2D_MAX_CORPUS_TOKENS)
+      d->add_corpus(held);
     st.ngram.reset();
     st.ngram.append(std::span<const int32_t>(tokens, (size_t)n));
     return KILN_OK;
@@ -744,6 +770,11 @@ kiln_status kiln_ds2d_step(kiln_ds2d* d, const int32_t* roots, const int32_t* st
       trees.emplace_back(roots[k]);
       if (deepest == 0) continue;
       for (auto& cand : ss.ngram.draft(deepest, d->p.max_candidates)) add(k, cand);
+      if (d->corpus_tokens > 0)
+        for (auto& cand : d->corpus.draft_for(ss.ngram.text(), deepest, d->p.max_candidates)) {
+          cand.source += kCorpusSource;
+          add(k, cand);
+        }
       if (d->p.recycle)
         for (auto& cand : d->recycle.draft(roots[k], deepest, d->p.max_candidates, kRecycleSource)) add(k, cand);
     }
@@ -943,6 +974,25 @@ kiln_status kiln_ds2d_get_stats(const kiln_ds2d* d, kiln_ds2d_stats* out) {
       out->template_seconds[t] = d->cost(d->templates[(size_t)t], 1, d->last_pos);
     }
     out->plain_step_seconds = d->plain(1);
+    out->corpus_tokens = d->corpus_tokens;
+    return KILN_OK;
+  });
+}
+
+kiln_status kiln_ds2d_add_corpus(kiln_ds2d* d, const int32_t* tokens, int32_t n) {
+  return guarded("kiln_ds2d_add_corpus", [&]() -> kiln_status {
+    if (!d) return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_ds2d_add_corpus: ds2d is NULL");
+    if (n < 0) return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_ds2d_add_corpus: n is %d, expected >= 0", n);
+    if (n > 0 && !tokens) return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_ds2d_add_corpus: tokens is NULL (n %d)", n);
+    for (int32_t k = 0; k < n; ++k)  // drafts from the corpus are embedded by verify passes
+      if (!d->s->model->has_token(tokens[k]))
+        return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_ds2d_add_corpus: tokens[%d] = %d is outside the vocabulary "
+                    "[0, %d)", k, tokens[k], d->s->model->n_vocab);
+    if (d->corpus_tokens + n > KILN_DS2D_MAX_CORPUS_TOKENS)
+      return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_ds2d_add_corpus: the corpus holds %lld tokens; %d more would pass "
+                  "the limit of %d (KILN_DS2D_MAX_CORPUS_TOKENS)", (long long)d->corpus_tokens, n,
+                  KILN_DS2D_MAX_CORPUS_TOKENS);
+    if (n > 0) d->add_corpus(std::span<const int32_t>(tokens, (size_t)n));
     return KILN_OK;
   });
 }

@@ -41,12 +41,21 @@ class NgramDrafter {
   void reset() { text_.clear(); index_.clear(); }
   void append(std::span<const int32_t> tokens);
   void append(int32_t token) { append(std::span<const int32_t>(&token, 1)); }
+  // Appends a text of its own: no n-gram spans its start and no continuation runs past
+  // its end (a corpus of separate texts).
+  void append_text(std::span<const int32_t> tokens);
   const std::vector<int32_t>& text() const { return text_; }
   // Continuations of text() of up to max_len tokens.
-  std::vector<Candidate> draft(int max_len, int max_candidates) const;
+  std::vector<Candidate> draft(int max_len, int max_candidates) const {
+    return draft_for(text_, max_len, max_candidates);
+  }
+  // The same for another text `context` (a stream's) whose suffixes are looked up here:
+  // continuations from this text of the longest suffix of `context` found in it.
+  std::vector<Candidate> draft_for(std::span<const int32_t> context, int max_len, int max_candidates) const;
 
  private:
-  uint64_t key(size_t end, int n) const;  // hash of text_[end - n, end) and n
+  static constexpr int32_t kTextEnd = -1;  // between the texts of append_text; never a token
+  static uint64_t key(const int32_t* end, int n);  // hash of the n tokens before end, and n
   int n_min_, n_max_;
   std::vector<int32_t> text_;
   // key -> positions p where the n-gram text_[p - n, p) ends (p is where its continuation

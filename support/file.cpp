@@ -105,4 +105,18 @@ Result<std::string> read_file(const std::string& path) {
   return out;
 }
 
+std::vector<std::string> split_texts(std::string_view all) {
+  const std::string_view sep = "\n===\n";
+  std::vector<std::string> out;
+  for (size_t b = 0;;) {
+    const size_t e = all.find(sep, b);
+    std::string t(all.substr(b, e == std::string_view::npos ? std::string_view::npos : e - b));
+    while (!t.empty() && t.back() == '\n') t.pop_back();
+    if (!t.empty()) out.push_back(std::move(t));
+    if (e == std::string_view::npos) break;
+    b = e + sep.size();
+  }
+  return out;
+}
+
 }  // namespace kiln

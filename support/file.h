@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "support/result.h"
 
@@ -43,5 +44,9 @@ Status write_file_atomic(const std::string& path, std::string_view bytes);
 
 // Reads a whole (small) file.
 Result<std::string> read_file(const std::string& path);
+
+// The texts of a file holding several, separated by a line "===" (prompt sets, DS2D
+// corpora): trailing newlines dropped, empty texts skipped.
+std::vector<std::string> split_texts(std::string_view all);
 
 }  // namespace kiln

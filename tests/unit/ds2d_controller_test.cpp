@@ -248,6 +248,50 @@ TEST(Ds2dController, GreedyOutputEqualsPlainDecodingForEveryTemplateChoice) {
   }
 }
 
+// A corpus (texts the model wrote for other prompts, and each stream's earlier replies)
+// drafts for every stream: the output stays plain decoding's, and its drafts are accepted.
+TEST(Ds2dController, CorpusDraftsKeepTheOutput) {
+  Toy toy;
+  ASSERT_TRUE(toy.session);
+  const int n = 60;
+  for (int32_t tmpl : {-1, 1}) {
+    kiln_ds2d_params p = kiln_ds2d_default_params();
+    p.template_index = tmpl;
+    p.early_exit = 0;
+    kiln_ds2d* d = nullptr;
+    ASSERT_EQ(kiln_ds2d_init(toy.session, &p, &d), KILN_OK) << kiln_last_error();
+    int64_t added = 0;
+    for (int k = 20; k < 26; ++k) {  // other prompts' replies
+      auto reply = plain(toy.session, 0, prompt_of(k), n);
+      ASSERT_EQ(kiln_ds2d_add_corpus(d, reply.data(), (int32_t)reply.size()), KILN_OK) << kiln_last_error();
+      added += (int64_t)reply.size();
+    }
+    kiln_ds2d_stats st{};
+    ASSERT_EQ(kiln_ds2d_get_stats(d, &st), KILN_OK);
+    EXPECT_EQ(st.corpus_tokens, added);
+    for (int S : {1, 3}) {
+      std::vector<std::vector<int32_t>> prompts;
+      for (int k = 0; k < S; ++k) prompts.push_back(prompt_of(k + 2 * S));
+      auto got = ds2d(toy.session, d, prompts, n);  // kiln_ds2d_begin adds the last replies
+      for (int k = 0; k < S; ++k)
+        EXPECT_EQ(got[(size_t)k], plain(toy.session, 0, prompts[(size_t)k], n)) << "template " << tmpl << " streams " << S;
+    }
+    ASSERT_EQ(kiln_ds2d_get_stats(d, &st), KILN_OK);
+    EXPECT_GT(st.corpus_tokens, added) << "corpus_replies: the streams' texts joined the corpus";
+    if (tmpl >= 0) { EXPECT_GT(st.accepted, 0); }
+    // Refused, nothing added: a token outside the vocabulary, NULL tokens, a negative n.
+    const int32_t bad[3] = {5, (int32_t)kV, 6};
+    EXPECT_EQ(kiln_ds2d_add_corpus(d, bad, 3), KILN_ERR_INVALID_ARGUMENT);
+    EXPECT_NE(std::string(kiln_last_error()).find("tokens[1]"), std::string::npos) << kiln_last_error();
+    EXPECT_EQ(kiln_ds2d_add_corpus(d, nullptr, 2), KILN_ERR_INVALID_ARGUMENT);
+    EXPECT_EQ(kiln_ds2d_add_corpus(d, bad, -1), KILN_ERR_INVALID_ARGUMENT);
+    kiln_ds2d_stats after{};
+    ASSERT_EQ(kiln_ds2d_get_stats(d, &after), KILN_OK);
+    EXPECT_EQ(after.corpus_tokens, st.corpus_tokens);
+    kiln_ds2d_free(d);
+  }
+}
+
 TEST(Ds2dController, ArgumentChecks) {
   Toy toy;
   ASSERT_TRUE(toy.session);

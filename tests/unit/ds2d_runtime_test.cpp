@@ -74,6 +74,34 @@ TEST(Ds2dNgram, IncrementalAppendEqualsOneAppend) {
   EXPECT_EQ(ca[0].tokens, (std::vector<int32_t>{9, 2, 6, 5, 3, 5}));
 }
 
+// A corpus of separate texts drafts for another text: its suffix is looked up in the
+// corpus, continuations stop at the end of the text they come from, and no match spans
+// two texts.
+TEST(Ds2dNgram, CorpusDraftsForAnotherTextWithinItsOwnTexts) {
+  NgramDrafter corpus(2, 3);
+  corpus.append_text(std::vector<int32_t>{10, 11, 12, 13, 14});
+  corpus.append_text(std::vector<int32_t>{20, 21, 10, 11, 15});
+  corpus.append_text(std::vector<int32_t>{13, 14, 40});
+  // "... 10 11": the two texts holding it propose 12 13 14 and 15 (cut at its text's end).
+  auto c = corpus.draft_for(std::vector<int32_t>{7, 10, 11}, 4, 4);
+  ASSERT_EQ(c.size(), 2u);
+  EXPECT_EQ(c[0].tokens, (std::vector<int32_t>{15}));  // equally frequent: the most recent first
+  EXPECT_EQ(c[1].tokens, (std::vector<int32_t>{12, 13, 14}));
+  EXPECT_EQ(c[0].source, 2);
+  // "14 20" appears only across the end of the first text and the start of the second.
+  EXPECT_TRUE(corpus.draft_for(std::vector<int32_t>{14, 20}, 4, 4).empty());
+  // "13 14" ends the first text (nothing follows there) and starts the third.
+  auto e = corpus.draft_for(std::vector<int32_t>{13, 14}, 4, 4);
+  ASSERT_EQ(e.size(), 1u);
+  EXPECT_EQ(e[0].tokens, (std::vector<int32_t>{40}));
+  // Below the corpus's shortest match length: nothing.
+  EXPECT_TRUE(corpus.draft_for(std::vector<int32_t>{11}, 4, 4).empty());
+  // draft() is draft_for() on the drafter's own text.
+  NgramDrafter self(1, 3);
+  self.append(std::vector<int32_t>{1, 2, 3, 4, 5, 9, 9, 1, 2, 3});
+  EXPECT_EQ(self.draft(3, 4)[0].tokens, self.draft_for(self.text(), 3, 4)[0].tokens);
+}
+
 // parents: chain 0-1-2-3, branches 4 (under 0) and 5 (under 1)
 const std::vector<int32_t> kParents = {-1, 0, 1, 2, 0, 1};
 

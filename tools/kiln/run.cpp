@@ -14,6 +14,7 @@
 #include "frontend/tokenizer.h"
 #include "frontend/llama.h"
 #include "runtime/sampler.h"
+#include "support/file.h"
 #include "support/log.h"
 #include "tools/kiln/args.h"
 #include "tools/kiln/commands.h"
@@ -48,6 +49,8 @@ static std::vector<OptionSpec> run_options() {
       {"ds2d-template", "N", "with --ds2d: always verify with tree template N (default: chosen each step)"},
       {"ds2d-no-early-exit", "", "with --ds2d: no early-exit drafts"},
       {"ds2d-recycle", "", "with --ds2d: also draft from the model's recent predictions (token recycling)"},
+      {"ds2d-corpus", "FILE", "with --ds2d: also draft from these texts (separated by lines \"===\"), e.g. the "
+                              "model's earlier replies"},
       {"ds2d-compare", "", "with --ds2d: also decode plainly (with --streams: all streams), report the speedup "
                            "and check the output"},
   };
@@ -69,6 +72,37 @@ static Result<kiln_ds2d_params> ds2d_params(const Args& args) {
   return dp;
 }
 
+using Ds2dPtr = std::unique_ptr<kiln_ds2d, void (*)(kiln_ds2d*)>;
+
+// The DS2D controller over `sess`, with the texts of --ds2d-corpus in its corpus.
+static Result<Ds2dPtr> make_ds2d(const Args& args, kiln_session* sess, const kiln_model* model) {
+  KILN_ASSIGN(kiln_ds2d_params dp, ds2d_params(args));
+  kiln_ds2d* d = nullptr;
+  if (kiln_ds2d_init(sess, &dp, &d) != KILN_OK) return make_error("{}", kiln_last_error());
+  Ds2dPtr ds(d, kiln_ds2d_free);
+  if (auto path = args.get("ds2d-corpus")) {
+    auto all = read_file(*path);
+    if (!all.ok()) return make_error("--ds2d-corpus: {}", all.error().message);
+    const auto texts = split_texts(*all);
+    if (texts.empty()) return make_error("--ds2d-corpus {}: no text in it", *path);
+    for (const std::string& t : texts) {
+      int32_t n = 0;
+      std::vector<int32_t> ids;
+      kiln_status st = kiln_tokenize(model, t.data(), t.size(), 0, 0, nullptr, 0, &n);
+      if (st == KILN_OK || st == KILN_ERR_BUFFER_TOO_SMALL) {
+        ids.resize((size_t)n);
+        st = kiln_tokenize(model, t.data(), t.size(), 0, 0, ids.data(), n, &n);
+      }
+      if (st != KILN_OK || kiln_ds2d_add_corpus(d, ids.data(), n) != KILN_OK)
+        return make_error("--ds2d-corpus {}: {}", *path, kiln_last_error());
+    }
+    kiln_ds2d_stats stats{};
+    if (kiln_ds2d_get_stats(d, &stats) == KILN_OK)
+      spdlog::info("DS2D corpus: {} texts, {} tokens from {}", texts.size(), stats.corpus_tokens, *path);
+  }
+  return ds;
+}
+
 // DS2D's statistics on stderr: steps, acceptance, template use and cost, where the time went.
 static int print_ds2d_stats(const kiln_ds2d* ds) {
   kiln_ds2d_stats st{};
@@ -77,10 +111,11 @@ static int print_ds2d_stats(const kiln_ds2d* ds) {
     return 1;
   }
   fmt::print(stderr, "[ds2d] steps {} (verify {}, plain {}) | accepted drafts per verify pass {:.2f} "
-             "({} of {} drafted) | tokens per step {:.2f}\n",
+             "({} of {} drafted) | tokens per step {:.2f}{}\n",
              st.steps, st.verify_passes, st.plain_steps,
              st.stream_passes ? (double)st.accepted / (double)st.stream_passes : 0.0, st.accepted, st.drafted,
-             st.steps ? (double)st.tokens / (double)st.steps : 0.0);
+             st.steps ? (double)st.tokens / (double)st.steps : 0.0,
+             st.corpus_tokens ? fmt::format(" | corpus {} tokens", st.corpus_tokens) : std::string());
   std::string uses;
   for (int32_t t = 0; t < st.n_templates; ++t)
     uses += fmt::format(" {}-node: {} passes ({:.2f} ms)", st.template_nodes[t], st.template_uses[t],
@@ -175,13 +210,11 @@ static int run_streams(const Args& args, const Tokenizer& tok, const std::option
   // With --ds2d the controller is made now: after the adapters are set (its timing passes
   // run on the streams' slots) and before the prefill (it times rows past the emptiest
   // stream, which the prefill then overwrites).
-  std::unique_ptr<kiln_ds2d, void (*)(kiln_ds2d*)> ds(nullptr, kiln_ds2d_free);
+  Ds2dPtr ds(nullptr, kiln_ds2d_free);
   if (args.flag("ds2d")) {
-    auto dp = ds2d_params(args);
-    if (!dp.ok()) return fail(dp.error().message);
-    kiln_ds2d* d = nullptr;
-    if (check(kiln_ds2d_init(sess, &*dp, &d))) return 1;
-    ds.reset(d);
+    auto d = make_ds2d(args, sess, (*cs)->model);
+    if (!d.ok()) return fail(d.error().message);
+    ds = std::move(*d);
   }
   auto t1 = std::chrono::steady_clock::now();
   // The shared prompt tokens are prefilled once per adapter slot (their KV depends on it),
@@ -350,11 +383,10 @@ static int run_ds2d(const Args& args, const Tokenizer& tok, EngineOptions eo, co
     if (check(kiln_adapter_query(sess, 1, &info))) return 1;
     label = fmt::format("[{}] ", info.name);
   }
-  auto dp = ds2d_params(args);
-  if (!dp.ok()) return fail(dp.error().message);
-  kiln_ds2d* ds = nullptr;
-  if (check(kiln_ds2d_init(sess, &*dp, &ds))) return 1;
-  std::unique_ptr<kiln_ds2d, void (*)(kiln_ds2d*)> guard(ds, kiln_ds2d_free);
+  auto made = make_ds2d(args, sess, (*cs)->model);
+  if (!made.ok()) return fail(made.error().message);
+  Ds2dPtr guard = std::move(*made);
+  kiln_ds2d* ds = guard.get();
   kiln_sampler_params kp{sp.temperature, sp.top_k, sp.top_p, sp.seed};
   kiln_sampler* smp = nullptr;
   if (check(kiln_sampler_init(&kp, &smp))) return 1;
@@ -472,7 +504,7 @@ int cmd_run(int argc, char** argv) {
   if (args->get("adapter-scale") && !args->get("adapter") && n_stream_adapters == 0)
     return usage("--adapter-scale needs --adapter or --stream-adapter");
   if (!args->flag("ds2d"))
-    for (const char* o : {"ds2d-template", "ds2d-no-early-exit", "ds2d-recycle", "ds2d-compare"})
+    for (const char* o : {"ds2d-template", "ds2d-no-early-exit", "ds2d-recycle", "ds2d-compare", "ds2d-corpus"})
       if (args->get(o) || args->flag(o)) return usage(fmt::format("--{} needs --ds2d", o));
   if (args->get("adapter") && args->flag("interpreter")) return usage("--adapter runs on compiled code, not --interpreter");
   auto t_load = std::chrono::steady_clock::now();

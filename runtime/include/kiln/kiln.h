@@ -260,7 +260,14 @@ typedef struct kiln_ds2d_params {
                               recycling: the top next tokens every computed row gave after
                               its token). Default 0: on 2-core x86 its extra verify passes
                               cost more than they gain (docs/ds2d.md) */
+  int32_t corpus_replies;  /* 1: when kiln_ds2d_begin starts a stream's next reply, the text
+                              it held (prompt and reply) joins the controller's corpus, so
+                              later replies on any stream draft from earlier ones; not when
+                              the new text goes on from it (a chat's next turn) (default 1) */
 } kiln_ds2d_params;
+
+/* Most tokens a controller's corpus holds (kiln_ds2d_add_corpus and corpus_replies). */
+#define KILN_DS2D_MAX_CORPUS_TOKENS (1 << 20)
 
 #define KILN_DS2D_MAX_TEMPLATES 16
 
@@ -279,6 +286,7 @@ typedef struct kiln_ds2d_stats {
   int64_t template_uses[KILN_DS2D_MAX_TEMPLATES];      /* verify passes per template */
   double template_seconds[KILN_DS2D_MAX_TEMPLATES];    /* measured cost of one pass, 1 stream */
   double plain_step_seconds;                           /* measured cost of a decode step */
+  int64_t corpus_tokens;                               /* tokens in the corpus */
 } kiln_ds2d_stats;
 
 KILN_API kiln_ds2d_params kiln_ds2d_default_params(void);
@@ -313,6 +321,14 @@ KILN_API kiln_status kiln_ds2d_begin(kiln_ds2d* ds2d, int32_t stream, const int3
 KILN_API kiln_status kiln_ds2d_step(kiln_ds2d* ds2d, const int32_t* roots, const int32_t* streams,
                                     int32_t n, kiln_sampler* const* samplers, int32_t* out,
                                     int32_t out_stride, int32_t* out_n);
+
+/* Adds a text (n token ids) to the controller's corpus: n-gram lookup then also drafts,
+ * for every stream, what followed a stream's last tokens in the corpus (matches of
+ * max(2, ngram_min) to ngram_max tokens; their accuracy is learnt like every source's).
+ * Texts the model itself tends to write pay most: its replies to other prompts, earlier
+ * turns of a chat. Refused (nothing added) when a token is outside the vocabulary or the
+ * corpus would exceed KILN_DS2D_MAX_CORPUS_TOKENS. */
+KILN_API kiln_status kiln_ds2d_add_corpus(kiln_ds2d* ds2d, const int32_t* tokens, int32_t n);
 
 KILN_API kiln_status kiln_ds2d_get_stats(const kiln_ds2d* ds2d, kiln_ds2d_stats* out);
 
