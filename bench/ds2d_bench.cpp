@@ -19,7 +19,7 @@
 // measured prompts' replies never draft for each other and the order does not matter.
 //
 // usage: ds2d_bench MODEL [--threads N] [--tokens N] [--templates LIST] [--prompts DIR]
-//                         [--corpus FILE|none]
+//                         [--corpus FILE|none] [--write-corpus FILE (the corpus replies as text)]
 //                         [--write-prompts DIR] [--write-outputs DIR] [--no-early-exit] [--recycle]
 //                         [--pack-weights auto|on|off]
 //                         [--topology chain|tree|P1,P2,...]
@@ -41,6 +41,7 @@
 #include "codegen/loaded_artifact.h"
 #include "runtime/include/kiln/kiln.h"
 #include "runtime/sampler.h"
+#include "support/file.h"
 #include "bench/bench_util.h"
 
 using namespace kiln;
@@ -56,13 +57,13 @@ static int32_t argmax(const float* l, int32_t v) { return Sampler::argmax(std::s
 int main(int argc, char** argv) {
   if (argc < 2) {
     std::fprintf(stderr, "usage: ds2d_bench MODEL [--threads N] [--tokens N] [--templates LIST] [--prompts DIR] "
-                         "[--corpus FILE|none] [--write-prompts DIR] [--write-outputs DIR] [--no-early-exit] [--recycle] "
+                         "[--corpus FILE|none] [--write-corpus FILE] [--write-prompts DIR] [--write-outputs DIR] [--no-early-exit] [--recycle] "
                          "[--pack-weights auto|on|off] [--topology T]\n");
     return 2;
   }
   int threads = 2, max_tokens = 128;
   std::string templates = CompileRequest{}.ds2d_templates, prompt_dir = std::string(KILN_SOURCE_DIR) + "/bench/prompts",
-              write_dir, outputs_dir, corpus_path = std::string(KILN_SOURCE_DIR) + "/bench/prompts/corpus.txt";
+              write_dir, outputs_dir, corpus_out, corpus_path = std::string(KILN_SOURCE_DIR) + "/bench/prompts/corpus.txt";
   bool early_exit = true, recycle = false;
   std::string pack = "auto", topology = CompileRequest{}.ds2d_topology;
   for (int i = 2; i < argc; ++i) {
@@ -73,6 +74,7 @@ int main(int argc, char** argv) {
     else if (a == "--templates") templates = val();
     else if (a == "--prompts") prompt_dir = val();
     else if (a == "--corpus") corpus_path = val();
+    else if (a == "--write-corpus") corpus_out = val();
     else if (a == "--write-prompts") write_dir = val();
     else if (a == "--write-outputs") outputs_dir = val();
     else if (a == "--no-early-exit") early_exit = false;
@@ -184,6 +186,16 @@ int main(int argc, char** argv) {
       corpus.push_back(std::move(*reply));
     }
     corpus_secs = secs(t0, clk::now());
+    if (!corpus_out.empty()) {  // as text, for llama-lookup-create (bench/run_ds2d_bench.sh)
+      std::string all;
+      for (const auto& c : corpus) {
+        std::string text(65536, '\0');
+        size_t len = 0;
+        if (kiln_detokenize(m, c.data(), (int32_t)c.size(), 0, 1, text.data(), text.size(), &len) != KILN_OK) return fail();
+        all += text.substr(0, len) + "\n\n";
+      }
+      if (!write_file_atomic(corpus_out, all).ok()) { std::fprintf(stderr, "ds2d_bench: cannot write %s\n", corpus_out.c_str()); return 1; }
+    }
     std::fprintf(stderr, "[ds2d_bench] corpus: %zu replies, %lld tokens in %.1f s\n", corpus.size(),
                  (long long)corpus_tokens, corpus_secs);
   }

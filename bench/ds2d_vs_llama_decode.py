@@ -19,11 +19,12 @@ for c in backend["configs"]:
 if base:
     for kind in r["llama_cpp"].values():
         kind["llama_bench_decode_tok_s"] = base
-        for k in ("lookup", "lookahead"):
+        for k in ("lookup", "lookup_corpus", "lookahead"):
             tps = kind.get(k + "_tok_s")
             kind[k + "_speedup_vs_llama_bench_decode"] = tps / base if tps else None
     json.dump(r, open(ds2d_path, "w"), indent=2)
     for name, kind in r["llama_cpp"].items():
         print(f"{name}: llama.cpp plain decode (llama-bench) {base:.1f} tok/s; lookup "
-              f"{kind['lookup_speedup_vs_llama_bench_decode'] or 0:.2f}x, lookahead "
+              f"{kind['lookup_speedup_vs_llama_bench_decode'] or 0:.2f}x (with the corpus "
+              f"{kind['lookup_corpus_speedup_vs_llama_bench_decode'] or 0:.2f}x), lookahead "
               f"{kind['lookahead_speedup_vs_llama_bench_decode'] or 0:.2f}x of it")

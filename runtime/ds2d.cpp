@@ -25,14 +25,27 @@ void NgramDrafter::append(std::span<const int32_t> tokens) {
   for (int32_t t : tokens) {
     text_.push_back(t);
     const size_t end = text_.size();
-    for (int n = n_min_; n <= n_max_ && (size_t)n <= end; ++n)
+    for (int n = n_min_; n <= n_max_ && (size_t)n <= end - text_start_; ++n)
       index_[key(text_.data() + end, n)].push_back((int32_t)end);
   }
 }
 
 void NgramDrafter::append_text(std::span<const int32_t> tokens) {
-  if (!text_.empty()) text_.push_back(kTextEnd);  // not indexed: no n-gram ends on it
+  if (!text_.empty()) text_.push_back(kTextEnd);  // no n-gram holds it: none spans two texts
+  text_start_ = text_.size();
   append(tokens);
+}
+
+void NgramDrafter::truncate(size_t size) {
+  size = std::max(size, text_start_);
+  for (size_t end = text_.size(); end > size; --end)  // each end position was pushed last
+    for (int n = n_min_; n <= n_max_ && (size_t)n <= end - text_start_; ++n) {
+      auto it = index_.find(key(text_.data() + end, n));
+      if (it == index_.end() || it->second.empty() || it->second.back() != (int32_t)end) continue;
+      it->second.pop_back();
+      if (it->second.empty()) index_.erase(it);
+    }
+  text_.resize(std::min(text_.size(), size));
 }
 
 std::vector<Candidate> NgramDrafter::draft_for(std::span<const int32_t> context, int max_len,
@@ -390,6 +403,7 @@ struct kiln_ds2d {
   std::vector<double> draft_ratio;    // early-exit pass / decode step, by stream count
   std::vector<StreamState> streams;
   std::vector<float> logits;          // max_rows x n_vocab
+  std::vector<float> zeros;           // n_vocab: what acceptance reads in place of an unusable row
   std::vector<uint8_t> seen;
   int32_t max_step_tokens = 1;
   std::vector<Rate> rates;            // by draft source (kRecycleSource above)
@@ -527,19 +541,14 @@ void calibrate(kiln_ds2d* d) {
   d->pos_hi = far > pos ? far : pos;
 }
 
-// Every logit row of the pass just run (row r of stream stream_of(r)) must be usable
-// before any stream takes a token from it. Otherwise the step fails, and every stream
-// stays as it was before the step: the KV rows the pass wrote lie past the streams' ends.
-template <typename StreamOf>
-kiln_status check_logits(const kiln_ds2d* d, int64_t n_rows, StreamOf&& stream_of) {
-  for (int64_t r = 0; r < n_rows; ++r) {
-    const auto lg = d->row_logits(r);
-    if (int64_t bad; !kiln::Sampler::usable(lg, &bad)) {
-      const int32_t sm = stream_of(r);
-      return fail(KILN_ERR_NOT_FINITE, "kiln_ds2d_step: stream %d (adapter slot %d): %s", sm,
-                  d->s->lora.stream_slot[(size_t)sm], kiln::Sampler::unusable_reason(lg, bad).c_str());
-    }
-  }
+// Logit row r of the pass just run, which stream sm takes a token from, must be usable
+// (no NaN, no +inf). Otherwise the step fails, and every stream stays as it was before
+// the step (the KV rows the pass wrote lie past the streams' ends).
+kiln_status check_logits(const kiln_ds2d* d, int64_t r, int32_t sm) {
+  const auto lg = d->row_logits(r);
+  if (int64_t bad; !kiln::Sampler::usable(lg, &bad))
+    return fail(KILN_ERR_NOT_FINITE, "kiln_ds2d_step: stream %d (adapter slot %d): %s", sm,
+                d->s->lora.stream_slot[(size_t)sm], kiln::Sampler::unusable_reason(lg, bad).c_str());
   return KILN_OK;
 }
 
@@ -595,7 +604,7 @@ kiln_ds2d_params kiln_ds2d_default_params(void) {
   p.template_index = -1;
   p.ewma = 0.1f;
   p.recycle = 0;
-  p.corpus_replies = 1;
+  p.corpus_replies = 0;
   return p;
 }
 
@@ -660,10 +669,11 @@ kiln_status kiln_ds2d_init(kiln_session* s, const kiln_ds2d_params* params, kiln
     d->rates[0] = Rate{0.4, 0.5};  // early exit: a guess until it has run
     d->rates[kRecycleSource] = Rate{0.3, 0.5};  // recycling: likewise
     for (int32_t n = 1; n <= kMaxNgram; ++n) d->rates[(size_t)(kCorpusSource + n)] = Rate{0.3, 0.6};  // the corpus too
-    d->corpus = kiln::ds2d::NgramDrafter(std::max(2, p.ngram_min), p.ngram_max);
+    d->corpus = kiln::ds2d::NgramDrafter(std::max(3, p.ngram_min), std::max(3, p.ngram_max));
     if (p.recycle) d->recycle.reset(s->model->n_vocab);
     for (int64_t k = 0; k < c->max_streams; ++k) d->streams.emplace_back(p.ngram_min, p.ngram_max);
     d->logits.assign((size_t)c->max_rows * (size_t)s->model->n_vocab, 0.0f);
+    d->zeros.assign((size_t)s->model->n_vocab, 0.0f);
     d->seen.assign((size_t)c->max_streams, 0);
     calibrate(d.get());
     *out = d.release();
@@ -764,8 +774,16 @@ kiln_status kiln_ds2d_step(kiln_ds2d* d, const int32_t* roots, const int32_t* st
       trees[(size_t)k].add(cand);
       if (cand.top) tops[(size_t)k].push_back(cand);
     };
+    // A step that fails (logits a stream takes a token from hold NaN or +inf) leaves every
+    // stream as it was: its drafter's text too, which gets the root here.
+    std::vector<size_t> text_before((size_t)n);
+    auto fail_step = [&](kiln_status e) {
+      for (int32_t k = 0; k < n; ++k) d->streams[(size_t)streams[k]].ngram.truncate(text_before[(size_t)k]);
+      return e;
+    };
     for (int32_t k = 0; k < n; ++k) {
       StreamState& ss = d->streams[(size_t)streams[k]];
+      text_before[(size_t)k] = ss.ngram.text().size();
       ss.ngram.append(roots[k]);
       trees.emplace_back(roots[k]);
       if (deepest == 0) continue;
@@ -876,7 +894,8 @@ kiln_status kiln_ds2d_step(kiln_ds2d* d, const int32_t* roots, const int32_t* st
       d->plain_cost[(size_t)n] = ewma(d->plain_cost[(size_t)n], secs, d->p.ewma);
       d->stats.plain_seconds += secs;
       ++d->stats.plain_steps;
-      if (kiln_status e = check_logits(d, n, [&](int64_t r) { return streams[r]; }); e != KILN_OK) return e;
+      for (int32_t k = 0; k < n; ++k)  // every row is a stream's next token
+        if (kiln_status e = check_logits(d, k, streams[k]); e != KILN_OK) return fail_step(e);
       for (int32_t k = 0; k < n; ++k) {
         ++s->pos[(size_t)streams[k]];
         kiln::Sampler* sp = sampler_of(k);
@@ -920,24 +939,32 @@ kiln_status kiln_ds2d_step(kiln_ds2d* d, const int32_t* roots, const int32_t* st
     ++d->stats.verify_passes;
     if (best < KILN_DS2D_MAX_TEMPLATES) ++d->stats.template_uses[best];
 
-    if (kiln_status e = check_logits(d, n_logits, [&](int64_t r) { return streams[s->logit_rows[(size_t)r] / nn]; });
-        e != KILN_OK)
-      return e;
-
-    // 5. Accept and compact, stream by stream.
+    // 5. Accept, every stream first: the rows acceptance reads are the ones kiln_decode
+    // would have computed, and one of them holding NaN or +inf fails the step before any
+    // stream changes (acceptance reads zeros in its place meanwhile). A bad row on a branch
+    // not taken does not matter. Then compact, stream by stream.
+    std::vector<kiln::ds2d::Accepted> accepted((size_t)n);
+    for (int32_t k = 0; k < n; ++k) {
+      int64_t bad_row = -1;
+      auto node_logits = [&](int32_t j) -> std::span<const float> {
+        const int64_t r = logit_row[(size_t)k * (size_t)nn + (size_t)j];
+        int64_t bad;
+        if (bad_row < 0 && !kiln::Sampler::usable(d->row_logits(r), &bad)) bad_row = r;
+        return r == bad_row ? std::span<const float>(d->zeros) : d->row_logits(r);
+      };
+      kiln::Sampler* sp = sampler_of(k);
+      accepted[(size_t)k] = sp && !sp->greedy() ? kiln::ds2d::accept_sampled(tm.shape, best_fill[(size_t)k], *sp, node_logits)
+                                                : kiln::ds2d::accept_greedy(tm.shape, best_fill[(size_t)k], node_logits);
+      if (bad_row >= 0) return fail_step(check_logits(d, bad_row, streams[k]));
+    }
     uint8_t* kv = s->kv.data();
     const std::span<const kiln_kv_block> blocks(c->kv_blocks, (size_t)c->n_kv_blocks);
     for (int32_t k = 0; k < n; ++k) {
       const int32_t sm = streams[k];
       const int32_t base = s->pos[(size_t)sm];
       const auto& f = best_fill[(size_t)k];
-      auto node_logits = [&](int32_t j) {
-        return d->row_logits(logit_row[(size_t)k * (size_t)nn + (size_t)j]);
-      };
-      kiln::Sampler* sp = sampler_of(k);
-      kiln::ds2d::Accepted a = sp && !sp->greedy()
-          ? kiln::ds2d::accept_sampled(tm.shape, f, *sp, node_logits)
-          : kiln::ds2d::accept_greedy(tm.shape, f, node_logits);
+      auto node_logits = [&](int32_t j) { return d->row_logits(logit_row[(size_t)k * (size_t)nn + (size_t)j]); };
+      const kiln::ds2d::Accepted& a = accepted[(size_t)k];
       kiln::ds2d::compact_kv(kv + (uint64_t)sm * c->kv_stream_bytes, blocks, base, a.path);
       if (d->p.recycle)  // every row with logits: what the model expects after its token
         for (int32_t j = 0; j < nn; ++j)

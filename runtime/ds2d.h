@@ -38,12 +38,15 @@ struct Candidate {
 class NgramDrafter {
  public:
   explicit NgramDrafter(int n_min = 1, int n_max = 4) : n_min_(n_min), n_max_(n_max) {}
-  void reset() { text_.clear(); index_.clear(); }
+  void reset() { text_.clear(); index_.clear(); text_start_ = 0; }
   void append(std::span<const int32_t> tokens);
   void append(int32_t token) { append(std::span<const int32_t>(&token, 1)); }
   // Appends a text of its own: no n-gram spans its start and no continuation runs past
   // its end (a corpus of separate texts).
   void append_text(std::span<const int32_t> tokens);
+  // Drops the tokens past the first `size` (appended since text() had that size, within
+  // the current text), as if they had never been appended.
+  void truncate(size_t size);
   const std::vector<int32_t>& text() const { return text_; }
   // Continuations of text() of up to max_len tokens.
   std::vector<Candidate> draft(int max_len, int max_candidates) const {
@@ -58,6 +61,7 @@ class NgramDrafter {
   static uint64_t key(const int32_t* end, int n);  // hash of the n tokens before end, and n
   int n_min_, n_max_;
   std::vector<int32_t> text_;
+  size_t text_start_ = 0;  // where the text of the last append_text begins (n-grams start there or later)
   // key -> positions p where the n-gram text_[p - n, p) ends (p is where its continuation
   // starts), in increasing order.
   std::unordered_map<uint64_t, std::vector<int32_t>> index_;

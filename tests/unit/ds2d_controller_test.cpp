@@ -254,10 +254,29 @@ TEST(Ds2dController, CorpusDraftsKeepTheOutput) {
   Toy toy;
   ASSERT_TRUE(toy.session);
   const int n = 60;
+  int64_t accepted_without = 0;  // with the 8-node template pinned, no corpus
+  {
+    kiln_ds2d_params p = kiln_ds2d_default_params();
+    p.template_index = 1;
+    p.early_exit = 0;
+    kiln_ds2d* d = nullptr;
+    ASSERT_EQ(kiln_ds2d_init(toy.session, &p, &d), KILN_OK) << kiln_last_error();
+    for (int S : {1, 3}) {
+      std::vector<std::vector<int32_t>> prompts;
+      for (int k = 0; k < S; ++k) prompts.push_back(prompt_of(k + 2 * S));
+      ds2d(toy.session, d, prompts, n);
+    }
+    kiln_ds2d_stats st{};
+    ASSERT_EQ(kiln_ds2d_get_stats(d, &st), KILN_OK);
+    EXPECT_EQ(st.corpus_tokens, 0) << "corpus_replies is off by default";
+    accepted_without = st.accepted;
+    kiln_ds2d_free(d);
+  }
   for (int32_t tmpl : {-1, 1}) {
     kiln_ds2d_params p = kiln_ds2d_default_params();
     p.template_index = tmpl;
     p.early_exit = 0;
+    p.corpus_replies = 1;
     kiln_ds2d* d = nullptr;
     ASSERT_EQ(kiln_ds2d_init(toy.session, &p, &d), KILN_OK) << kiln_last_error();
     int64_t added = 0;
@@ -278,7 +297,7 @@ TEST(Ds2dController, CorpusDraftsKeepTheOutput) {
     }
     ASSERT_EQ(kiln_ds2d_get_stats(d, &st), KILN_OK);
     EXPECT_GT(st.corpus_tokens, added) << "corpus_replies: the streams' texts joined the corpus";
-    if (tmpl >= 0) { EXPECT_GT(st.accepted, 0); }
+    if (tmpl >= 0) { EXPECT_GT(st.accepted, accepted_without) << "the corpus's drafts are accepted too"; }
     // Refused, nothing added: a token outside the vocabulary, NULL tokens, a negative n.
     const int32_t bad[3] = {5, (int32_t)kV, 6};
     EXPECT_EQ(kiln_ds2d_add_corpus(d, bad, 3), KILN_ERR_INVALID_ARGUMENT);
@@ -340,6 +359,7 @@ TEST(Ds2dController, NonFiniteLogitsFailTheStepAndLeaveTheStream) {
         kiln_ds2d_params p = kiln_ds2d_default_params();
         p.template_index = tmpl;
         p.early_exit = early;
+        p.corpus_replies = 1;  // the text the stream held joins the corpus: its size shows below
         kiln_ds2d* d = nullptr;
         ASSERT_EQ(kiln_ds2d_init(toy.session, &p, &d), KILN_OK) << kiln_last_error();
         std::vector<int32_t> prompt = prompt_of(1);
@@ -357,9 +377,14 @@ TEST(Ds2dController, NonFiniteLogitsFailTheStepAndLeaveTheStream) {
                     std::string::npos) << kiln_last_error();
           EXPECT_EQ(kiln_session_position(toy.session, stream), (int32_t)prompt.size());
         }
-        // Without the poisoned token the same stream goes on.
+        // Without the poisoned token the same stream goes on. The failed steps left the
+        // drafter's text as kiln_ds2d_begin made it (no root appended): that text, and only
+        // it, joins the corpus now.
         ASSERT_EQ(kiln_session_truncate(toy.session, stream, (int32_t)prompt.size() - 1), KILN_OK);
         ASSERT_EQ(kiln_ds2d_begin(d, stream, prompt.data(), (int32_t)prompt.size() - 1), KILN_OK);
+        kiln_ds2d_stats st{};
+        ASSERT_EQ(kiln_ds2d_get_stats(d, &st), KILN_OK);
+        EXPECT_EQ(st.corpus_tokens, (int64_t)prompt.size());
         EXPECT_EQ(kiln_ds2d_step(d, &root, &stream, 1, &smp, out, 8, &n), KILN_OK) << kiln_last_error();
         EXPECT_GE(n, 1);
         kiln_ds2d_free(d);

@@ -102,6 +102,27 @@ TEST(Ds2dNgram, CorpusDraftsForAnotherTextWithinItsOwnTexts) {
   EXPECT_EQ(self.draft(3, 4)[0].tokens, self.draft_for(self.text(), 3, 4)[0].tokens);
 }
 
+// Truncating undoes appends: the drafter then drafts as one that never had them.
+TEST(Ds2dNgram, TruncateEqualsNeverAppended) {
+  const std::vector<int32_t> text = {3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8, 9, 7, 9, 3, 1, 4};
+  NgramDrafter a(1, 4), b(1, 4);
+  a.append(text);
+  b.append(text);
+  b.append(std::vector<int32_t>{1, 5, 9, 1});  // "1 5 9" again, then a new continuation
+  b.truncate(text.size());
+  EXPECT_EQ(b.text(), a.text());
+  for (int32_t next : {1, 9, 7}) {
+    a.append(next);
+    b.append(next);
+    auto ca = a.draft(4, 6), cb = b.draft(4, 6);
+    ASSERT_EQ(ca.size(), cb.size());
+    for (size_t i = 0; i < ca.size(); ++i) {
+      EXPECT_EQ(ca[i].tokens, cb[i].tokens);
+      EXPECT_EQ(ca[i].weight, cb[i].weight);
+    }
+  }
+}
+
 // parents: chain 0-1-2-3, branches 4 (under 0) and 5 (under 1)
 const std::vector<int32_t> kParents = {-1, 0, 1, 2, 0, 1};
 

@@ -29,8 +29,8 @@ Result<LoadedGraph> load_graph(const std::string& path, const LlamaBuildOptions&
 
 Result<ModelText> load_model_text(const std::string& path) {
   if (is_ir_text(path))  // it holds neither weights nor a tokenizer
-    return make_error("{0} is IR text, which is compiled, not run: `kiln compile {0} --weights MODEL -o DIR`, "
-                      "then give MODEL with --artifact DIR", input_name(path));
+    return make_error("{0} is IR text, which holds no weights or tokenizer: compile it with `kiln compile {0} "
+                      "--weights MODEL -o DIR`, then run `kiln run MODEL --artifact DIR`", input_name(path));
   KILN_ASSIGN(auto file, open_model_file(path, /*with_tensors=*/false));
   // A GGUF's hyperparameters are checked here, before any compile; a folder's were
   // checked by its translation (which left out the tensors read_llama_config needs).

@@ -263,10 +263,14 @@ typedef struct kiln_ds2d_params {
   int32_t corpus_replies;  /* 1: when kiln_ds2d_begin starts a stream's next reply, the text
                               it held (prompt and reply) joins the controller's corpus, so
                               later replies on any stream draft from earlier ones; not when
-                              the new text goes on from it (a chat's next turn) (default 1) */
+                              the new text goes on from it (a chat's next turn). Default 0:
+                              the corpus grows with every reply, and the streams' texts meet
+                              (one user's words can then be drafted, though never output, for
+                              another's reply) */
 } kiln_ds2d_params;
 
-/* Most tokens a controller's corpus holds (kiln_ds2d_add_corpus and corpus_replies). */
+/* Most tokens a controller's corpus holds (kiln_ds2d_add_corpus and corpus_replies); its
+ * index takes about 100-200 bytes per token. */
 #define KILN_DS2D_MAX_CORPUS_TOKENS (1 << 20)
 
 #define KILN_DS2D_MAX_TEMPLATES 16
@@ -317,14 +321,18 @@ KILN_API kiln_status kiln_ds2d_begin(kiln_ds2d* ds2d, int32_t stream, const int3
  * i of out (out + i * out_stride) receives the tokens produced — the accepted drafts, then
  * the token chosen after them, which is the next root — and out_n[i] their count (1 or
  * more). samplers: NULL for greedy, or one sampler per stream (samplers[i] may be NULL:
- * greedy). out_stride must be >= kiln_ds2d_max_step_tokens. */
+ * greedy). out_stride must be >= kiln_ds2d_max_step_tokens. KILN_ERR_NOT_FINITE when logits
+ * a stream would take a token from hold NaN or +inf (the message names the stream and its
+ * adapter slot): no stream changes, as if the call had not been made, so after fixing the
+ * cause (a stream's adapter or scale) the same call can be made again. */
 KILN_API kiln_status kiln_ds2d_step(kiln_ds2d* ds2d, const int32_t* roots, const int32_t* streams,
                                     int32_t n, kiln_sampler* const* samplers, int32_t* out,
                                     int32_t out_stride, int32_t* out_n);
 
 /* Adds a text (n token ids) to the controller's corpus: n-gram lookup then also drafts,
  * for every stream, what followed a stream's last tokens in the corpus (matches of
- * max(2, ngram_min) to ngram_max tokens; their accuracy is learnt like every source's).
+ * max(3, ngram_min) to max(3, ngram_max) tokens: shorter ones, from another text, guess
+ * poorly; their accuracy is learnt like every source's).
  * Texts the model itself tends to write pay most: its replies to other prompts, earlier
  * turns of a chat. Refused (nothing added) when a token is outside the vocabulary or the
  * corpus would exceed KILN_DS2D_MAX_CORPUS_TOKENS. */
