@@ -58,6 +58,8 @@ std::vector<OptionSpec> chat_options() {
                                      "--artifact was compiled with; 0: compile without LoRA, a little faster, no "
                                      "/adapter)"});
   o.push_back({"ds2d", "", "decode replies with DS2D self-speculative tree decoding"});
+  o.push_back({"ds2d-corpus", "FILE", "with --ds2d: also draft from these texts (separated by lines \"===\"), e.g. "
+                                      "earlier conversations"});
   o.push_back({"no-prefix-reuse", "", "prefill the whole conversation every turn (slower; the replies are the same)"});
   return o;
 }
@@ -77,7 +79,7 @@ class Chat {
  public:
   Chat(const Args& args, const Tokenizer& tok, std::string chat_template, LoadedArtifact& art, SamplerParams sp,
        int64_t max_tokens, int32_t adapter_slots, double adapter_scale)
-      : args_(args), tok_(tok), template_(std::move(chat_template)), sess_(art.session),
+      : args_(args), tok_(tok), template_(std::move(chat_template)), sess_(art.session), model_(art.model),
         sp_(sp), max_tokens_(max_tokens), ctx_(kiln_model_max_context(art.model)),
         V_(kiln_model_n_vocab(art.model)), slot_paths_((size_t)adapter_slots + 1), scale_(adapter_scale),
         reuse_(!args.flag("no-prefix-reuse")) {
@@ -91,10 +93,12 @@ class Chat {
     if (check(kiln_sampler_init(&kp, &s))) return 1;
     sampler_.reset(s);
     if (args_.flag("ds2d")) {
-      kiln_ds2d_params dp = kiln_ds2d_default_params();
-      kiln_ds2d* d = nullptr;
-      if (check(kiln_ds2d_init(sess_, &dp, &d))) return 1;
-      ds_.reset(d);
+      auto d = make_ds2d(args_, sess_, model_);
+      if (!d.ok()) {
+        fmt::print(stderr, "kiln chat: {}\n", d.error().message);
+        return 1;
+      }
+      ds_ = std::move(*d);
     }
     return 0;
   }
@@ -347,6 +351,7 @@ class Chat {
   const Tokenizer& tok_;
   std::string template_;
   kiln_session* sess_;
+  const kiln_model* model_;
   SamplerParams sp_;
   int64_t max_tokens_;
   int64_t ctx_;
@@ -361,7 +366,7 @@ class Chat {
   double scale_;
   bool reuse_;
   std::unique_ptr<kiln_sampler, void (*)(kiln_sampler*)> sampler_{nullptr, kiln_sampler_free};
-  std::unique_ptr<kiln_ds2d, void (*)(kiln_ds2d*)> ds_{nullptr, kiln_ds2d_free};
+  Ds2dPtr ds_{nullptr, kiln_ds2d_free};
 };
 
 }  // namespace
@@ -390,6 +395,7 @@ int cmd_chat(int argc, char** argv) {
   if (!eo.ok()) return usage(eo.error().message);
   auto max_tokens = args->get_int("max-tokens", std::min<int64_t>(512, eo->max_context / 2), 1, 1 << 20);
   if (!max_tokens.ok()) return usage(max_tokens.error().message);
+  if (args->get("ds2d-corpus") && !args->flag("ds2d")) return usage("--ds2d-corpus needs --ds2d");
   // With --artifact and no --adapter-slots, the artifact's own slots (none for a plain compile).
   const bool slots_from_artifact = !eo->artifact_dir.empty() && !args->get("adapter-slots");
   auto slots = args->get_int("adapter-slots", slots_from_artifact ? 0 : 3, 0, 64);

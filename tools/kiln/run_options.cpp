@@ -4,6 +4,8 @@
 #include <cfloat>
 
 #include "frontend/llama.h"
+#include "support/file.h"
+#include "support/log.h"
 
 namespace kiln::cli {
 
@@ -72,6 +74,45 @@ Status refuse_compile_options_with_artifact(const Args& args) {
     return make_error("--float-activations: decided when the artifact was compiled; leave it out with "
                       "--artifact (or give it to `kiln compile`)");
   return Status::success();
+}
+
+// The DS2D controller's parameters from --ds2d-template, --ds2d-no-early-exit, --ds2d-recycle.
+static Result<kiln_ds2d_params> ds2d_params(const Args& args) {
+  kiln_ds2d_params dp = kiln_ds2d_default_params();
+  auto tmpl = args.get_int("ds2d-template", -1, 0, 1 << 20);
+  if (!tmpl.ok()) return tmpl.error();
+  dp.template_index = (int32_t)*tmpl;
+  dp.early_exit = args.flag("ds2d-no-early-exit") ? 0 : 1;
+  dp.recycle = args.flag("ds2d-recycle") ? 1 : 0;
+  return dp;
+}
+
+Result<Ds2dPtr> make_ds2d(const Args& args, kiln_session* sess, const kiln_model* model) {
+  KILN_ASSIGN(kiln_ds2d_params dp, ds2d_params(args));
+  kiln_ds2d* d = nullptr;
+  if (kiln_ds2d_init(sess, &dp, &d) != KILN_OK) return make_error("{}", kiln_last_error());
+  Ds2dPtr ds(d, kiln_ds2d_free);
+  auto path = args.get("ds2d-corpus");
+  if (!path) return ds;
+  auto all = read_file(*path);
+  if (!all.ok()) return make_error("--ds2d-corpus: {}", all.error().message);
+  const auto texts = split_texts(*all);
+  if (texts.empty()) return make_error("--ds2d-corpus {}: no text in it", *path);
+  for (const std::string& t : texts) {
+    int32_t n = 0;
+    std::vector<int32_t> ids;
+    kiln_status st = kiln_tokenize(model, t.data(), t.size(), 0, 0, nullptr, 0, &n);
+    if (st == KILN_OK || st == KILN_ERR_BUFFER_TOO_SMALL) {
+      ids.resize((size_t)n);
+      st = kiln_tokenize(model, t.data(), t.size(), 0, 0, ids.data(), n, &n);
+    }
+    if (st != KILN_OK || kiln_ds2d_add_corpus(d, ids.data(), n) != KILN_OK)
+      return make_error("--ds2d-corpus {}: {}", *path, kiln_last_error());
+  }
+  kiln_ds2d_stats stats{};
+  if (kiln_ds2d_get_stats(d, &stats) == KILN_OK)
+    spdlog::info("DS2D corpus: {} texts, {} tokens from {}", texts.size(), stats.corpus_tokens, *path);
+  return ds;
 }
 
 }  // namespace kiln::cli
