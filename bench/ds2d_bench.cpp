@@ -120,30 +120,11 @@ int main(int argc, char** argv) {
     prompt.resize((size_t)np);
     return prompt;
   };
-  // Plain greedy decoding of up to max_tokens tokens after `prompt` (the first from the
-  // prefill); returns them, the decode time in *secs.
-  auto decode_plain = [&](const std::vector<int32_t>& prompt, double* secs_out) -> std::optional<std::vector<int32_t>> {
-    kiln_session_reset(s, 0);
-    if (kiln_prefill(s, prompt.data(), (int32_t)prompt.size(), 0, lg.data()) != KILN_OK) return std::nullopt;
-    std::vector<int32_t> out;
-    int32_t root = argmax(lg.data(), V);
-    *secs_out = 0;
-    if (kiln_token_is_eog(m, root)) return out;
-    out.push_back(root);
-    const auto t0 = clk::now();
-    while ((int)out.size() < max_tokens) {
-      if (kiln_decode(s, &root, &zero, 1, lg.data()) != KILN_OK) return std::nullopt;
-      root = argmax(lg.data(), V);
-      if (kiln_token_is_eog(m, root)) break;
-      out.push_back(root);
-    }
-    *secs_out = secs(t0, clk::now());
-    return out;
-  };
-  auto decode_ds2d = [&](kiln_ds2d* d, const std::vector<int32_t>& prompt, double* secs_out)
+  // Greedy decoding of up to max_tokens tokens after `prompt` (the first from the
+  // prefill): plain kiln_decode, or kiln_ds2d_step with controller d. Returns the tokens,
+  // and in *secs_out the time after the prefill.
+  auto decode = [&](kiln_ds2d* d, const std::vector<int32_t>& prompt, double* secs_out)
       -> std::optional<std::vector<int32_t>> {
-    const int32_t stride = kiln_ds2d_max_step_tokens(d);
-    std::vector<int32_t> buf((size_t)stride);
     kiln_session_reset(s, 0);
     if (kiln_prefill(s, prompt.data(), (int32_t)prompt.size(), 0, lg.data()) != KILN_OK) return std::nullopt;
     std::vector<int32_t> out;
@@ -152,16 +133,27 @@ int main(int argc, char** argv) {
     if (kiln_token_is_eog(m, root)) return out;
     out.push_back(root);
     const auto t0 = clk::now();
-    if (kiln_ds2d_begin(d, 0, prompt.data(), (int32_t)prompt.size()) != KILN_OK) return std::nullopt;
-    bool going = true;
-    while (going && (int)out.size() < max_tokens) {
-      int32_t n = 0;
-      if (kiln_ds2d_step(d, &root, &zero, 1, nullptr, buf.data(), stride, &n) != KILN_OK) return std::nullopt;
-      for (int32_t j = 0; j < n && going; ++j) {
-        if (kiln_token_is_eog(m, buf[(size_t)j]) || (int)out.size() >= max_tokens) going = false;
-        else out.push_back(buf[(size_t)j]);
+    if (!d) {
+      while ((int)out.size() < max_tokens) {
+        if (kiln_decode(s, &root, &zero, 1, lg.data()) != KILN_OK) return std::nullopt;
+        root = argmax(lg.data(), V);
+        if (kiln_token_is_eog(m, root)) break;
+        out.push_back(root);
       }
-      root = buf[(size_t)n - 1];
+    } else {
+      std::vector<int32_t> buf((size_t)kiln_ds2d_max_step_tokens(d));
+      if (kiln_ds2d_begin(d, 0, prompt.data(), (int32_t)prompt.size()) != KILN_OK) return std::nullopt;
+      bool going = true;
+      while (going && (int)out.size() < max_tokens) {
+        int32_t n = 0;
+        if (kiln_ds2d_step(d, &root, &zero, 1, nullptr, buf.data(), (int32_t)buf.size(), &n) != KILN_OK)
+          return std::nullopt;
+        for (int32_t j = 0; j < n && going; ++j) {
+          if (kiln_token_is_eog(m, buf[(size_t)j]) || (int)out.size() >= max_tokens) going = false;
+          else out.push_back(buf[(size_t)j]);
+        }
+        root = buf[(size_t)n - 1];
+      }
     }
     *secs_out = secs(t0, clk::now());
     return out;
@@ -180,7 +172,7 @@ int main(int argc, char** argv) {
       auto prompt = chat_prompt(cp, nullptr);
       if (prompt.empty()) return fail();
       double t = 0;
-      auto reply = decode_plain(prompt, &t);
+      auto reply = decode(nullptr, prompt, &t);
       if (!reply) return fail();
       corpus_tokens += (int64_t)reply->size();
       corpus.push_back(std::move(*reply));
@@ -232,8 +224,7 @@ int main(int argc, char** argv) {
       for (int order = 0; order < sides; ++order) {
         const int side = (order + (int)pi) % sides;  // rotate which runs first
         double t = 0;
-        std::optional<std::vector<int32_t>> out = side == 0 ? decode_plain(prompt, &t)
-                                                : decode_ds2d(side == 1 ? d : dc, prompt, &t);
+        std::optional<std::vector<int32_t>> out = decode(side == 0 ? nullptr : side == 1 ? d : dc, prompt, &t);
         if (!out) return fail();
         const long produced = out->empty() ? 0 : (long)out->size() - 1;  // after the prefill's token
         if (side == 0) t_plain += t, n_plain += produced, out_plain = std::move(*out);
