@@ -751,6 +751,7 @@ kiln_status kiln_ds2d_step(kiln_ds2d* d, const int32_t* roots, const int32_t* st
     for (int32_t j = 0; j < i; ++j)
       if (streams[j] >= 0 && streams[j] < c->max_streams) d->seen[(size_t)streams[j]] = 0;
     if (st != KILN_OK) return st;
+    const kiln_ds2d_stats stats_before = d->stats;  // a failed step does not count
     ++d->stats.steps;
     double mean_pos = 0;  // where the streams are: verify costs grow with it
     for (int32_t k = 0; k < n; ++k) mean_pos += (double)s->pos[(size_t)streams[k]] / n;
@@ -779,6 +780,7 @@ kiln_status kiln_ds2d_step(kiln_ds2d* d, const int32_t* roots, const int32_t* st
     std::vector<size_t> text_before((size_t)n);
     auto fail_step = [&](kiln_status e) {
       for (int32_t k = 0; k < n; ++k) d->streams[(size_t)streams[k]].ngram.truncate(text_before[(size_t)k]);
+      d->stats = stats_before;
       return e;
     };
     for (int32_t k = 0; k < n; ++k) {

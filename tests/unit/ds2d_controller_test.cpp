@@ -385,6 +385,8 @@ TEST(Ds2dController, NonFiniteLogitsFailTheStepAndLeaveTheStream) {
         kiln_ds2d_stats st{};
         ASSERT_EQ(kiln_ds2d_get_stats(d, &st), KILN_OK);
         EXPECT_EQ(st.corpus_tokens, (int64_t)prompt.size());
+        EXPECT_EQ(st.steps, 0) << "failed steps are not counted";
+        EXPECT_EQ(st.tokens, 0);
         EXPECT_EQ(kiln_ds2d_step(d, &root, &stream, 1, &smp, out, 8, &n), KILN_OK) << kiln_last_error();
         EXPECT_GE(n, 1);
         kiln_ds2d_free(d);

@@ -206,10 +206,11 @@ static int run_streams(const Args& args, const Tokenizer& tok, const std::option
   // Each stream's sampler (seed + stream index), first token from the prefill's logits.
   const bool ignore_eos = args.flag("ignore-eos");
   std::vector<std::unique_ptr<kiln_sampler, void (*)(kiln_sampler*)>> samplers;
-  // A token of stream i from its logits; a failure (logits an adapter overflowed) names the reply.
+  // A token of stream i from its logits; a failure (logits an adapter overflowed) names the
+  // stream as kiln_ds2d_step does (from 0), with its reply's label.
   auto sample_for = [&](int32_t i, const float* lg, int32_t* id) {
     if (kiln_sampler_sample(samplers[(size_t)i].get(), lg, V, id) == KILN_OK) return 0;
-    return fail(fmt::format("reply {} ({}): {}", i + 1, labels[(size_t)i].empty() ? "plain" : labels[(size_t)i],
+    return fail(fmt::format("stream {} ({}): {}", i, labels[(size_t)i].empty() ? "plain" : labels[(size_t)i],
                             kiln_last_error()));
   };
   auto make_samplers = [&]() -> int {
