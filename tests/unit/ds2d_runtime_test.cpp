@@ -74,6 +74,40 @@ TEST(Ds2dNgram, IncrementalAppendEqualsOneAppend) {
   EXPECT_EQ(ca[0].tokens, (std::vector<int32_t>{9, 2, 6, 5, 3, 5}));
 }
 
+// Sampler::usable over a vocabulary-sized row: the first NaN or +inf wherever it is (the
+// vector body or the tail), -inf alone is not enough, and finite logits whose sum
+// overflows are usable.
+TEST(SamplerUsable, FindsTheFirstNaNOrInfAnywhere) {
+  std::vector<float> l(49155);
+  for (size_t i = 0; i < l.size(); ++i) l[i] = (float)((i * 37) % 101) - 50.0f;
+  int64_t bad = 7;
+  EXPECT_TRUE(Sampler::usable(l, &bad));
+  EXPECT_EQ(bad, -1);
+  for (size_t at : {size_t{0}, size_t{5}, size_t{30001}, l.size() - 1}) {
+    for (float v : {NAN, INFINITY}) {
+      auto m = l;
+      m[at] = v;
+      m[l.size() - 2] = NAN;  // a later one does not count
+      if (at == l.size() - 1) m[l.size() - 2] = 0.0f;
+      EXPECT_FALSE(Sampler::usable(m, &bad));
+      EXPECT_EQ(bad, (int64_t)at);
+    }
+  }
+  auto m = l;
+  m[9] = INFINITY;
+  m[13] = -INFINITY;  // +inf and -inf in one lane sum: NaN, still found
+  EXPECT_FALSE(Sampler::usable(m, &bad));
+  EXPECT_EQ(bad, 9);
+  std::vector<float> neg(l.size(), -INFINITY);
+  EXPECT_FALSE(Sampler::usable(neg, &bad));
+  EXPECT_EQ(bad, -1);
+  neg[30000] = -1e30f;
+  EXPECT_TRUE(Sampler::usable(neg, &bad));
+  std::vector<float> big(l.size(), 3e38f);  // the sums overflow; every logit is finite
+  EXPECT_TRUE(Sampler::usable(big, &bad));
+  EXPECT_FALSE(Sampler::usable(std::vector<float>{}, &bad));
+}
+
 // A corpus of separate texts drafts for another text: its suffix is looked up in the
 // corpus, continuations stop at the end of the text they come from, and no match spans
 // two texts.

@@ -79,7 +79,7 @@ class Chat {
  public:
   Chat(const Args& args, const Tokenizer& tok, std::string chat_template, LoadedArtifact& art, SamplerParams sp,
        int64_t max_tokens, int32_t adapter_slots, double adapter_scale)
-      : args_(args), tok_(tok), template_(std::move(chat_template)), sess_(art.session), model_(art.model),
+      : args_(args), tok_(tok), template_(std::move(chat_template)), sess_(art.session),
         sp_(sp), max_tokens_(max_tokens), ctx_(kiln_model_max_context(art.model)),
         V_(kiln_model_n_vocab(art.model)), slot_paths_((size_t)adapter_slots + 1), scale_(adapter_scale),
         reuse_(!args.flag("no-prefix-reuse")) {
@@ -93,7 +93,7 @@ class Chat {
     if (check(kiln_sampler_init(&kp, &s))) return 1;
     sampler_.reset(s);
     if (args_.flag("ds2d")) {
-      auto d = make_ds2d(args_, sess_, model_);
+      auto d = make_ds2d(args_, sess_, tok_);
       if (!d.ok()) {
         fmt::print(stderr, "kiln chat: {}\n", d.error().message);
         return 1;
@@ -351,7 +351,6 @@ class Chat {
   const Tokenizer& tok_;
   std::string template_;
   kiln_session* sess_;
-  const kiln_model* model_;
   SamplerParams sp_;
   int64_t max_tokens_;
   int64_t ctx_;

@@ -170,7 +170,7 @@ static int run_streams(const Args& args, const Tokenizer& tok, const std::option
   // stream, which the prefill then overwrites).
   Ds2dPtr ds(nullptr, kiln_ds2d_free);
   if (args.flag("ds2d")) {
-    auto d = make_ds2d(args, sess, (*cs)->model);
+    auto d = make_ds2d(args, sess, tok);
     if (!d.ok()) return fail(d.error().message);
     ds = std::move(*d);
   }
@@ -342,7 +342,7 @@ static int run_ds2d(const Args& args, const Tokenizer& tok, EngineOptions eo, co
     if (check(kiln_adapter_query(sess, 1, &info))) return 1;
     label = fmt::format("[{}] ", info.name);
   }
-  auto made = make_ds2d(args, sess, (*cs)->model);
+  auto made = make_ds2d(args, sess, tok);
   if (!made.ok()) return fail(made.error().message);
   Ds2dPtr guard = std::move(*made);
   kiln_ds2d* ds = guard.get();

@@ -87,7 +87,7 @@ static Result<kiln_ds2d_params> ds2d_params(const Args& args) {
   return dp;
 }
 
-Result<Ds2dPtr> make_ds2d(const Args& args, kiln_session* sess, const kiln_model* model) {
+Result<Ds2dPtr> make_ds2d(const Args& args, kiln_session* sess, const Tokenizer& tok) {
   KILN_ASSIGN(kiln_ds2d_params dp, ds2d_params(args));
   kiln_ds2d* d = nullptr;
   if (kiln_ds2d_init(sess, &dp, &d) != KILN_OK) return make_error("{}", kiln_last_error());
@@ -99,14 +99,8 @@ Result<Ds2dPtr> make_ds2d(const Args& args, kiln_session* sess, const kiln_model
   const auto texts = split_texts(*all);
   if (texts.empty()) return make_error("--ds2d-corpus {}: no text in it", *path);
   for (const std::string& t : texts) {
-    int32_t n = 0;
-    std::vector<int32_t> ids;
-    kiln_status st = kiln_tokenize(model, t.data(), t.size(), 0, 0, nullptr, 0, &n);
-    if (st == KILN_OK || st == KILN_ERR_BUFFER_TOO_SMALL) {
-      ids.resize((size_t)n);
-      st = kiln_tokenize(model, t.data(), t.size(), 0, 0, ids.data(), n, &n);
-    }
-    if (st != KILN_OK || kiln_ds2d_add_corpus(d, ids.data(), n) != KILN_OK)
+    const std::vector<int32_t> ids = tok.encode(t, /*add_special=*/false, /*parse_special=*/false);
+    if (kiln_ds2d_add_corpus(d, ids.data(), (int32_t)ids.size()) != KILN_OK)
       return make_error("--ds2d-corpus {}: {}", *path, kiln_last_error());
   }
   kiln_ds2d_stats stats{};

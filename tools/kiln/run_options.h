@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "frontend/tokenizer.h"
 #include "runtime/include/kiln/kiln.h"
 #include "runtime/sampler.h"
 #include "support/result.h"
@@ -36,7 +37,7 @@ using Ds2dPtr = std::unique_ptr<kiln_ds2d, void (*)(kiln_ds2d*)>;
 
 // The DS2D controller over `sess` for --ds2d: its parameters from --ds2d-template,
 // --ds2d-no-early-exit and --ds2d-recycle (where the command has them), and the texts of
-// --ds2d-corpus FILE (separated by lines "===", tokenized with `model`) in its corpus.
-Result<Ds2dPtr> make_ds2d(const Args& args, kiln_session* sess, const kiln_model* model);
+// --ds2d-corpus FILE (separated by lines "===", tokenized with `tok`) in its corpus.
+Result<Ds2dPtr> make_ds2d(const Args& args, kiln_session* sess, const Tokenizer& tok);
 
 }  // namespace kiln::cli
