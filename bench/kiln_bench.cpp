@@ -14,7 +14,9 @@
 //     decode steps (kiln: its KV layout per position; llama.cpp: f16 K and V, its default).
 //
 // usage: kiln_bench MODEL [--threads N] [--prompt P] [--gen G] [--reps R] [--ctx C] [--passes LIST]
-//                         [--pack-weights auto|on|off]
+//                         [--pack-weights auto|on|off] [--profile P]
+// --profile P compiles for target profile P (a name in profiles/ or a .json path; default
+// host), for example a copy of host.json with another weight_prefetch.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -40,11 +42,13 @@ using namespace kiln::bench;
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: kiln_bench MODEL [--threads N] [--prompt P] [--gen G] [--reps R] [--ctx C]\n");
+    std::fprintf(stderr, "usage: kiln_bench MODEL [--threads N] [--prompt P] [--gen G] [--reps R] [--ctx C] [--passes LIST] "
+                 "[--pack-weights auto|on|off] [--profile P]\n");
     return 2;
   }
   std::string model = argv[1];
   int threads = 2, prompt = 128, gen = 64, reps = 3, ctx = 512;
+  std::string profile = "host";
   std::string passes;  // extra graph passes before the backend's (e.g. fuse-matmul-swiglu)
   std::string pack = "auto";  // pack-weights (kiln compile --pack-weights)
   for (int i = 2; i + 1 < argc; i += 2) {
@@ -56,6 +60,7 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--ctx")) ctx = v;
     else if (!std::strcmp(argv[i], "--passes")) passes = argv[i + 1];
     else if (!std::strcmp(argv[i], "--pack-weights")) pack = argv[i + 1];
+    else if (!std::strcmp(argv[i], "--profile")) profile = argv[i + 1];
     else { std::fprintf(stderr, "kiln_bench: unknown option %s\n", argv[i]); return 2; }
   }
   CompileRequest req;
@@ -67,6 +72,7 @@ int main(int argc, char** argv) {
   req.progress = false;
   req.extra_passes = passes;
   req.pack_weights = pack;
+  req.profile = profile;
   auto sum = compile_model(req);
   if (!sum.ok()) { std::fprintf(stderr, "kiln_bench: %s\n", sum.error().message.c_str()); return 1; }
   auto art = load_artifact(req.out_dir, threads);

@@ -11,9 +11,12 @@
  * The "l2" column is the floor for an extra row; the "stream" column shows how much of it
  * hides under the memory time of a single-row pass. Also R = 16 and 32 (prefill-sized
  * calls). Best of --reps passes (default 30).
+ * --weight-prefetch KIND: the kernels' weight prefetch (kiln_weight_prefetch, which
+ * codegen sets from the target profile): non-temporal, outer-cache, or both (the default:
+ * each repetition times both, back to back, to choose a profile's value on this CPU).
  * Prints one JSON object. Needs AVX512-VNNI (checked).
  *
- * usage: qmatmul_rows [--reps N] */
+ * usage: qmatmul_rows [--reps N] [--weight-prefetch non-temporal|outer-cache|both] */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,8 +58,21 @@ static void* packed_q4_1(int64_t K, int64_t N, unsigned* seed) {
 
 int main(int argc, char** argv) {
   int reps = 30;
-  for (int i = 1; i + 1 < argc; i += 2)
-    if (!strcmp(argv[i], "--reps")) reps = atoi(argv[i + 1]);
+  static const char* const kKindNames[] = {"non-temporal", "outer-cache"};
+  int kinds[2] = {KILN_WEIGHT_PREFETCH_NT, KILN_WEIGHT_PREFETCH_L2}, nkinds = 2;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    if (!strcmp(argv[i], "--reps")) {
+      reps = atoi(argv[i + 1]);
+    } else if (!strcmp(argv[i], "--weight-prefetch")) {
+      if (!strcmp(argv[i + 1], "both")) nkinds = 2;
+      else if (!strcmp(argv[i + 1], kKindNames[0])) kinds[0] = KILN_WEIGHT_PREFETCH_NT, nkinds = 1;
+      else if (!strcmp(argv[i + 1], kKindNames[1])) kinds[0] = KILN_WEIGHT_PREFETCH_L2, nkinds = 1;
+      else { fprintf(stderr, "qmatmul_rows: --weight-prefetch: expected non-temporal, outer-cache or both\n"); return 2; }
+    } else {
+      fprintf(stderr, "qmatmul_rows: unknown option %s (usage: qmatmul_rows [--reps N] [--weight-prefetch KIND])\n", argv[i]);
+      return 2;
+    }
+  }
   if (reps < 1) { fprintf(stderr, "qmatmul_rows: --reps must be at least 1\n"); return 2; }
   __builtin_cpu_init();
   if (!__builtin_cpu_supports("avx512vnni")) {
@@ -77,42 +93,51 @@ int main(int argc, char** argv) {
   if (!x || !h || !y) { fprintf(stderr, "qmatmul_rows: out of memory\n"); return 1; }
   for (int i = 0; i < kMaxR * kF; ++i) x[i] = (float)(rand_r(&seed) % 2001) / 1000.0f - 1.0f;
 
-  /* Every repetition times all R and both placements back to back (the machine's speed
-   * drifts over seconds); each figure is the best of its repetitions, with the median beside
-   * it (the best shows what the kernel can do, the median how far the drift moves it). */
-  double ms[2][kNRows];
-  double* all = malloc(sizeof(double) * 2 * kNRows * (size_t)reps);
+  /* Every repetition times all R, both placements and each prefetch kind back to back (the
+   * machine's speed drifts over seconds); each figure is the best of its repetitions, with
+   * the median beside it (the best shows what the kernel can do, the median how far the
+   * drift moves it). Index: [kind][l2][row count]. */
+  enum { kCells = 2 * 2 * kNRows };
+  double ms[kCells];
+  double* all = malloc(sizeof(double) * kCells * (size_t)reps);
   if (!all) { fprintf(stderr, "qmatmul_rows: out of memory\n"); return 1; }
-  for (int i = 0; i < kNRows; ++i) ms[0][i] = ms[1][i] = 1e30;
+  for (int c = 0; c < kCells; ++c) ms[c] = 1e30;
   for (int r = 0; r < reps; ++r)
-    for (int i = 0; i < kNRows; ++i)
-      for (int l2 = 0; l2 < 2; ++l2) {
-        const int R = kRows[i];
-        const double t = now();
-        for (int l = 0; l < kLayers; ++l) {
-          const int w = l2 ? 0 : l;
-          kiln_matmul_swiglu_q4_1x16_q8_vnni(x, gate[w], up[w], h, R, kD, kF, 0, 1);
-          kiln_matmul_q4_1x16_q8_vnni(h, down[w], y, R, kF, kD, 0, 1);
+    for (int k = 0; k < nkinds; ++k)
+      for (int i = 0; i < kNRows; ++i)
+        for (int l2 = 0; l2 < 2; ++l2) {
+          kiln_weight_prefetch = kinds[k];
+          const int R = kRows[i], c = (k * 2 + l2) * kNRows + i;
+          const double t = now();
+          for (int l = 0; l < kLayers; ++l) {
+            const int w = l2 ? 0 : l;
+            kiln_matmul_swiglu_q4_1x16_q8_vnni(x, gate[w], up[w], h, R, kD, kF, 0, 1);
+            kiln_matmul_q4_1x16_q8_vnni(h, down[w], y, R, kF, kD, 0, 1);
+          }
+          const double e = 1e3 * (now() - t);
+          if (e < ms[c]) ms[c] = e;
+          all[(size_t)c * reps + r] = e;
         }
-        const double e = 1e3 * (now() - t);
-        if (e < ms[l2][i]) ms[l2][i] = e;
-        all[((size_t)l2 * kNRows + i) * reps + r] = e;
-      }
-  double med[2][kNRows];
-  for (int l2 = 0; l2 < 2; ++l2)
-    for (int i = 0; i < kNRows; ++i) {
-      double* v = all + ((size_t)l2 * kNRows + i) * reps;
-      qsort(v, (size_t)reps, sizeof(double), cmp_double);
-      med[l2][i] = v[reps / 2];
-    }
+  double med[kCells];
+  for (int c = 0; c < nkinds * 2 * kNRows; ++c) {
+    double* v = all + (size_t)c * reps;
+    qsort(v, (size_t)reps, sizeof(double), cmp_double);
+    med[c] = v[reps / 2];
+  }
   const double macs = (double)kLayers * 3 * kD * kF;
   printf("{\"what\": \"SmolLM2-135M FFN (packed Q4_1, 30 layers), one thread, R rows per pass\", "
-         "\"reps\": %d, \"rows\": [", reps);
-  for (int i = 0; i < kNRows; ++i)
-    printf("%s{\"rows\": %d, \"stream_ms\": %.3f, \"stream_vs_1_row\": %.3f, \"l2_ms\": %.3f, "
-           "\"l2_vs_1_row\": %.3f, \"l2_gmac_s\": %.1f, \"stream_median_ms\": %.3f, \"l2_median_ms\": %.3f}",
-           i ? ", " : "", kRows[i], ms[0][i], ms[0][i] / ms[0][0], ms[1][i], ms[1][i] / ms[1][0],
-           kRows[i] * macs / (ms[1][i] * 1e6), med[0][i], med[1][i]);
+         "\"reps\": %d, \"by_weight_prefetch\": [", reps);
+  for (int k = 0; k < nkinds; ++k) {
+    const double *st = ms + (k * 2) * kNRows, *l2 = ms + (k * 2 + 1) * kNRows;
+    const double *st_med = med + (k * 2) * kNRows, *l2_med = med + (k * 2 + 1) * kNRows;
+    printf("%s{\"weight_prefetch\": \"%s\", \"rows\": [", k ? ", " : "", kKindNames[kinds[k]]);
+    for (int i = 0; i < kNRows; ++i)
+      printf("%s{\"rows\": %d, \"stream_ms\": %.3f, \"stream_vs_1_row\": %.3f, \"l2_ms\": %.3f, "
+             "\"l2_vs_1_row\": %.3f, \"l2_gmac_s\": %.1f, \"stream_median_ms\": %.3f, \"l2_median_ms\": %.3f}",
+             i ? ", " : "", kRows[i], st[i], st[i] / st[0], l2[i], l2[i] / l2[0], kRows[i] * macs / (l2[i] * 1e6),
+             st_med[i], l2_med[i]);
+    printf("]}");
+  }
   printf("]}\n");
   free(all);
   return 0;

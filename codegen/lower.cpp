@@ -41,6 +41,7 @@
 
 #include "codegen/codegen.h"
 #include "codegen/kernels/kernel_bitcode.h"
+#include "codegen/kernels/kernels.h"
 #include "codegen/lora_table.h"
 #include "ir/tree.h"
 #include "runtime/include/kiln/model_abi.h"
@@ -749,6 +750,13 @@ Result<CompiledCode> compile_graph(const Graph& g, const TargetProfile& profile,
   (*kernels)->setDataLayout(tm->createDataLayout());
   if (llvm::Linker::linkModules(*m, std::move(*kernels)))
     return make_error("cannot link the kernel library for {}", arch);
+  // The profile's weight prefetch, as a constant the optimiser folds into the kernels.
+  if (llvm::GlobalVariable* pf = m->getGlobalVariable(KILN_WEIGHT_PREFETCH_SYMBOL)) {
+    const int kind = profile.weight_prefetch == "outer-cache" ? KILN_WEIGHT_PREFETCH_L2 : KILN_WEIGHT_PREFETCH_NT;
+    pf->setInitializer(llvm::ConstantInt::get(pf->getValueType(), kind));
+    pf->setConstant(true);
+    pf->setLinkage(llvm::GlobalValue::InternalLinkage);
+  }
 
   CompiledCode out;
   out.cpu_features = checked_cpu_features(profile);

@@ -8,6 +8,7 @@
 #include "codegen/target.h"
 
 #include <algorithm>
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -20,6 +21,10 @@
 #include <llvm/Support/Path.h>
 #include <llvm/Support/TargetSelect.h>
 #include <llvm/TargetParser/Host.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 
 #include "runtime/cpu_features.h"
 #include "support/file.h"
@@ -53,6 +58,24 @@ int64_t vector_bits_of(const llvm::StringMap<bool>& feats, const std::string& tr
   return 128;  // AArch64 NEON (kiln does not emit SVE)
 }
 
+// The weight prefetch for this machine: measured (bench/qmatmul_rows --weight-prefetch
+// both), a non-temporal prefetch made the packed kernels 2x slower on an Intel Xeon and an
+// ordinary one ~10% slower on an AMD EPYC. So "outer-cache" on Intel CPUs, "non-temporal"
+// elsewhere (AMD, and AArch64, where the phones' streaming PRFM has served).
+std::string host_weight_prefetch() {
+#if defined(__x86_64__) || defined(__i386__)
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  char vendor[13] = {};
+  if (__get_cpuid(0, &a, &b, &c, &d)) {
+    std::memcpy(vendor, &b, 4);
+    std::memcpy(vendor + 4, &d, 4);
+    std::memcpy(vendor + 8, &c, 4);
+    if (std::string_view(vendor) == "GenuineIntel") return "outer-cache";
+  }
+#endif
+  return "non-temporal";
+}
+
 }  // namespace
 
 TargetProfile host_profile() {
@@ -81,6 +104,7 @@ TargetProfile host_profile() {
   }
   p.vector_bits = vector_bits_of(feats, p.triple);
   p.threads = std::max(1u, std::min(8u, std::thread::hardware_concurrency()));
+  p.weight_prefetch = host_weight_prefetch();
   return p;
 }
 
@@ -124,7 +148,7 @@ Result<TargetProfile> load_profile_file(const std::string& path) {
 
   static const char* const kFields[] = {"name",    "description", "triple",           "cpu",
                                         "features", "threads",    "memory_budget_mb", "group_size",
-                                        "vector_bits"};
+                                        "vector_bits", "weight_prefetch"};
   for (auto& kv : *o) {
     llvm::StringRef k = kv.first;
     if (std::find_if(std::begin(kFields), std::end(kFields), [&](const char* f) { return k == f; }) ==
@@ -199,7 +223,12 @@ Result<TargetProfile> load_profile_file(const std::string& path) {
     return make_error("{}: field 'group_size': {} is not a multiple of 32 (the quantized block size)", path,
                       p.group_size);
 
+  KILN_TRY(str("weight_prefetch", false, &p.weight_prefetch));
+  if (p.weight_prefetch != "non-temporal" && p.weight_prefetch != "outer-cache" && p.weight_prefetch != "detect")
+    return bad("weight_prefetch", "\"non-temporal\", \"outer-cache\" or \"detect\"");
+
   // "detect": take the host's value, each field on its own.
+  if (p.weight_prefetch == "detect") p.weight_prefetch = host_weight_prefetch();
   if (p.triple == "detect" || p.cpu == "detect" || p.features == "detect" || threads_detect || vbits_detect) {
     TargetProfile host = host_profile();
     if (p.triple == "detect") p.triple = host.triple;

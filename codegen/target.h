@@ -23,6 +23,10 @@ struct TargetProfile {
   int64_t vector_bits = 128;      // SIMD register width (informational: codegen picks by features)
   int64_t memory_budget_mb = 0;   // weights + KV + arena must fit (compile checks); 0 = no limit
   int64_t group_size = 32;        // INT4 quantization group (weights per scale)
+  // How the packed matmul kernels prefetch weights ahead of their reads (qmatmul.c):
+  // "non-temporal" (prefetchnta / a streaming PRFM) or "outer-cache" (prefetcht2 / PRFM
+  // into L3). Which is faster depends on the cache design: see docs/profiles.md.
+  std::string weight_prefetch = "non-temporal";
   std::string source;       // the file it came from ("" for the built-in host)
 };
 

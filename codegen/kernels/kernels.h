@@ -85,6 +85,12 @@ KILN_QMATMUL_ISAS(KILN_DECLARE_QMATMUL_SWIGLU_ISA)
 KILN_PACKED_ISAS(KILN_DECLARE_PACKED_ISA)
 #define KILN_DECLARE_EMBED_PACKED(wt, isa, attr) KILN_DECLARE_EMBED(wt)
 KILN_PACKED_WEIGHT_TYPES(KILN_DECLARE_EMBED_PACKED, , )
+/* How the packed kernels prefetch weights ahead of their reads (qmatmul.c explains why
+ * each): the value of kiln_weight_prefetch, which codegen sets from the target profile's
+ * weight_prefetch and makes a constant. */
+enum kiln_weight_prefetch_kind { KILN_WEIGHT_PREFETCH_NT = 0, KILN_WEIGHT_PREFETCH_L2 = 1 };
+extern int kiln_weight_prefetch;
+#define KILN_WEIGHT_PREFETCH_SYMBOL "kiln_weight_prefetch"
 
 /* y[t, :] = x[t, :] / sqrt(mean(x[t, :]^2) + eps) * w, w [D] */
 void kiln_rms_norm(const float* x, const float* w, float* y, int64_t T, int64_t D, float eps,

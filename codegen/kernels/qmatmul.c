@@ -577,15 +577,28 @@ KILN_INLINE int64_t pack_bytes(enum kiln_wt wt) {
  * one thread, SmolLM2's SwiGLU and LM-head shapes, weights in L3, 1.10-1.25x faster at
  * 1 row and 1.07-1.15x at 3-4 rows (2 KiB ahead gave less; 8 KiB the same). A prefetch
  * past the end of the weights is harmless: prefetches never fault. Bits are unchanged.
- * Non-temporal (locality 0: prefetchnta on x86, a streaming PRFM on AArch64): a decode
- * step reads each weight once and ~90 MB of them, more than any last-level cache, so
- * keeping them out of L2/L3 costs nothing and leaves those caches to what is read again
- * (activations, the KV cache, norms). Measured on this machine (AMD EPYC, 32 MB L3,
- * 2 threads), kiln_bench decode tok/s, five alternated rounds of 128 tokens: 1.08-1.25x
- * with it (median 1.11x); bench/qmatmul_rows' streamed FFN is the same either way. */
+ *
+ * Which prefetch is the target's (TargetProfile::weight_prefetch, docs/profiles.md):
+ *  - non-temporal (KILN_WEIGHT_PREFETCH_NT: prefetchnta on x86, a streaming PRFM on
+ *    AArch64): a decode step reads each weight once, ~90 MB of them, so keeping them out
+ *    of L2/L3 leaves those caches to what is read again (activations, the KV cache,
+ *    norms). On an AMD EPYC (32 MB L3, 2 threads) kiln_bench decode was 1.08-1.25x
+ *    faster with it than with an ordinary prefetch (five alternated rounds, median 1.11x).
+ *  - outer cache (KILN_WEIGHT_PREFETCH_L2: prefetcht2 on x86): on an Intel Xeon with
+ *    AVX512-VNNI (2 vCPUs of a VM) prefetchnta made the kernel 2x slower streamed and 4x
+ *    slower with the weights in L2 (bench/qmatmul_rows --weight-prefetch both): there
+ *    the non-temporal line is read back from memory rather than from L2.
+ * codegen (compile_graph) gives kiln_weight_prefetch the profile's value and makes it a
+ * constant, so the branch below folds away; it is weak and writable so that the bitcode
+ * does not fold this default first, and so that a host build (bench/qmatmul_rows) can
+ * compare the two in one run. */
 #define KILN_PACK_PREFETCH 4096
+__attribute__((weak)) int kiln_weight_prefetch = KILN_WEIGHT_PREFETCH_NT;
 KILN_INLINE void pack_prefetch(enum kiln_wt wt, const char* blk) {
-  for (int64_t l = 0; l < pack_bytes(wt); l += 64) __builtin_prefetch(blk + KILN_PACK_PREFETCH + l, 0, 0);
+  if (kiln_weight_prefetch == KILN_WEIGHT_PREFETCH_L2)
+    for (int64_t l = 0; l < pack_bytes(wt); l += 64) __builtin_prefetch(blk + KILN_PACK_PREFETCH + l, 0, 1);
+  else
+    for (int64_t l = 0; l < pack_bytes(wt); l += 64) __builtin_prefetch(blk + KILN_PACK_PREFETCH + l, 0, 0);
 }
 /* Offset of the quants in a packed block, and x's integer offset per unit of q's sum. */
 KILN_INLINE int64_t pack_qs(enum kiln_wt wt) { return wt == KILN_WT_q4_1 ? 64 : 32; }

@@ -122,6 +122,8 @@ TEST(Profiles, NoProfileMeansHost) {
   EXPECT_EQ(p->triple, h.triple);
   EXPECT_EQ(p->cpu, h.cpu);
   EXPECT_EQ(p->features, h.features);
+  EXPECT_EQ(p->weight_prefetch, h.weight_prefetch);  // host.json: "detect"
+  EXPECT_TRUE(h.weight_prefetch == "non-temporal" || h.weight_prefetch == "outer-cache") << h.weight_prefetch;
 }
 
 TEST(Profiles, PhoneProfilesAsDocumented) {
