@@ -8,7 +8,6 @@
 #include "codegen/target.h"
 
 #include <algorithm>
-#include <cstring>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -21,10 +20,6 @@
 #include <llvm/Support/Path.h>
 #include <llvm/Support/TargetSelect.h>
 #include <llvm/TargetParser/Host.h>
-
-#if defined(__x86_64__) || defined(__i386__)
-#include <cpuid.h>
-#endif
 
 #include "runtime/cpu_features.h"
 #include "support/file.h"
@@ -63,17 +58,7 @@ int64_t vector_bits_of(const llvm::StringMap<bool>& feats, const std::string& tr
 // ordinary one ~10% slower on an AMD EPYC. So "outer-cache" on Intel CPUs, "non-temporal"
 // elsewhere (AMD, and AArch64, where the phones' streaming PRFM has served).
 std::string host_weight_prefetch() {
-#if defined(__x86_64__) || defined(__i386__)
-  unsigned a = 0, b = 0, c = 0, d = 0;
-  char vendor[13] = {};
-  if (__get_cpuid(0, &a, &b, &c, &d)) {
-    std::memcpy(vendor, &b, 4);
-    std::memcpy(vendor + 4, &d, 4);
-    std::memcpy(vendor + 8, &c, 4);
-    if (std::string_view(vendor) == "GenuineIntel") return "outer-cache";
-  }
-#endif
-  return "non-temporal";
+  return cpu_vendor() == "GenuineIntel" ? "outer-cache" : "non-temporal";
 }
 
 }  // namespace

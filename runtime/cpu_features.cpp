@@ -2,6 +2,7 @@
 #include "runtime/cpu_features.h"
 
 #include <cstdint>
+#include <cstring>
 
 #if defined(__x86_64__)
 #include <cpuid.h>
@@ -16,6 +17,7 @@ namespace {
 struct X86Bits {
   uint32_t l1_ecx = 0, l7_ebx = 0, l7_ecx = 0, l7_edx = 0, l71_eax = 0, e1_ecx = 0;
   uint64_t xcr0 = 0;
+  char vendor[13] = {};  // leaf 0: ebx, edx, ecx
 };
 
 X86Bits read_x86() {
@@ -23,6 +25,9 @@ X86Bits read_x86() {
   unsigned a, bx, c, d;
   if (!__get_cpuid(0, &a, &bx, &c, &d)) return b;
   const unsigned max_leaf = a;
+  std::memcpy(b.vendor, &bx, 4);
+  std::memcpy(b.vendor + 4, &d, 4);
+  std::memcpy(b.vendor + 8, &c, 4);
   if (__get_cpuid(1, &a, &bx, &c, &d)) b.l1_ecx = c;
   if (max_leaf >= 7 && __get_cpuid_count(7, 0, &a, &bx, &c, &d)) {
     b.l7_ebx = bx, b.l7_ecx = c, b.l7_edx = d;
@@ -38,8 +43,13 @@ X86Bits read_x86() {
   return b;
 }
 
-bool x86_has(std::string_view f, bool* known) {
+const X86Bits& x86_bits() {
   static const X86Bits b = read_x86();
+  return b;
+}
+
+bool x86_has(std::string_view f, bool* known) {
+  const X86Bits& b = x86_bits();
   const bool avx_os = (b.xcr0 & 0x6) == 0x6, avx512_os = avx_os && (b.xcr0 & 0xe0) == 0xe0;
   for (const X86Feature& x : kX86CheckedFeatures) {
     if (x.name != f) continue;
@@ -81,6 +91,14 @@ bool cpu_has_feature(std::string_view feature, bool* known) {
 #else
   *known = false;
   return false;
+#endif
+}
+
+std::string_view cpu_vendor() {
+#if defined(__x86_64__)
+  return x86_bits().vendor;
+#else
+  return "";
 #endif
 }
 

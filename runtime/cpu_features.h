@@ -63,6 +63,10 @@ inline constexpr Aarch64Feature kAarch64CheckedFeatures[] = {
 // for a name this runtime cannot check on this architecture (it is then not refused).
 bool cpu_has_feature(std::string_view feature, bool* known);
 
+// The running CPU's vendor as CPUID leaf 0 names it ("GenuineIntel", "AuthenticAMD", ...)
+// on x86-64; "" elsewhere.
+std::string_view cpu_vendor();
+
 // The first feature of a comma-separated list the running CPU lacks, or "" if none.
 std::string first_missing_cpu_feature(std::string_view features);
 
