@@ -752,7 +752,7 @@ Result<CompiledCode> compile_graph(const Graph& g, const TargetProfile& profile,
     return make_error("cannot link the kernel library for {}", arch);
   // The profile's weight prefetch, as a constant the optimiser folds into the kernels.
   if (llvm::GlobalVariable* pf = m->getGlobalVariable(KILN_WEIGHT_PREFETCH_SYMBOL)) {
-    const int kind = profile.weight_prefetch == "outer-cache" ? KILN_WEIGHT_PREFETCH_L2 : KILN_WEIGHT_PREFETCH_NT;
+    const int kind = profile.weight_prefetch == WeightPrefetch::OuterCache ? KILN_WEIGHT_PREFETCH_L2 : KILN_WEIGHT_PREFETCH_NT;
     pf->setInitializer(llvm::ConstantInt::get(pf->getValueType(), kind));
     pf->setConstant(true);
     pf->setLinkage(llvm::GlobalValue::InternalLinkage);

@@ -57,11 +57,20 @@ int64_t vector_bits_of(const llvm::StringMap<bool>& feats, const std::string& tr
 // both), a non-temporal prefetch made the packed kernels 2x slower on an Intel Xeon and an
 // ordinary one ~10% slower on an AMD EPYC. So "outer-cache" on Intel CPUs, "non-temporal"
 // elsewhere (AMD, and AArch64, where the phones' streaming PRFM has served).
-std::string host_weight_prefetch() {
-  return cpu_vendor() == "GenuineIntel" ? "outer-cache" : "non-temporal";
+WeightPrefetch host_weight_prefetch() {
+  return cpu_vendor() == "GenuineIntel" ? WeightPrefetch::OuterCache : WeightPrefetch::NonTemporal;
 }
 
 }  // namespace
+
+const char* weight_prefetch_name(WeightPrefetch w) {
+  return w == WeightPrefetch::OuterCache ? "outer-cache" : "non-temporal";
+}
+bool parse_weight_prefetch(std::string_view name, WeightPrefetch* out) {
+  for (WeightPrefetch w : {WeightPrefetch::NonTemporal, WeightPrefetch::OuterCache})
+    if (name == weight_prefetch_name(w)) { *out = w; return true; }
+  return false;
+}
 
 TargetProfile host_profile() {
   TargetProfile p;
@@ -208,12 +217,12 @@ Result<TargetProfile> load_profile_file(const std::string& path) {
     return make_error("{}: field 'group_size': {} is not a multiple of 32 (the quantized block size)", path,
                       p.group_size);
 
-  KILN_TRY(str("weight_prefetch", false, &p.weight_prefetch));
-  if (p.weight_prefetch != "non-temporal" && p.weight_prefetch != "outer-cache" && p.weight_prefetch != "detect")
-    return bad("weight_prefetch", "\"non-temporal\", \"outer-cache\" or \"detect\"");
-
+  std::string prefetch = weight_prefetch_name(p.weight_prefetch);
+  KILN_TRY(str("weight_prefetch", false, &prefetch));
   // "detect": take the host's value, each field on its own.
-  if (p.weight_prefetch == "detect") p.weight_prefetch = host_weight_prefetch();
+  if (prefetch == "detect") p.weight_prefetch = host_weight_prefetch();
+  else if (!parse_weight_prefetch(prefetch, &p.weight_prefetch))
+    return bad("weight_prefetch", "\"non-temporal\", \"outer-cache\" or \"detect\"");
   if (p.triple == "detect" || p.cpu == "detect" || p.features == "detect" || threads_detect || vbits_detect) {
     TargetProfile host = host_profile();
     if (p.triple == "detect") p.triple = host.triple;

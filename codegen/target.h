@@ -13,6 +13,15 @@
 
 namespace kiln {
 
+// How the packed matmul kernels prefetch weights ahead of their reads (qmatmul.c): a
+// non-temporal prefetch (prefetchnta / a streaming PRFM) or one into the outer cache
+// (prefetcht2 / PRFM into L3). Which is faster depends on the cache design: see
+// docs/profiles.md. Profile files spell them "non-temporal" and "outer-cache".
+enum class WeightPrefetch { NonTemporal, OuterCache };
+// The profile-file spelling of a kind, and the kind of a spelling (false if unknown).
+const char* weight_prefetch_name(WeightPrefetch w);
+bool parse_weight_prefetch(std::string_view name, WeightPrefetch* out);
+
 struct TargetProfile {
   std::string name;         // "host", "x86-64-v3", "sm8650", ...
   std::string description;  // one line for people
@@ -23,10 +32,7 @@ struct TargetProfile {
   int64_t vector_bits = 128;      // SIMD register width (informational: codegen picks by features)
   int64_t memory_budget_mb = 0;   // weights + KV + arena must fit (compile checks); 0 = no limit
   int64_t group_size = 32;        // INT4 quantization group (weights per scale)
-  // How the packed matmul kernels prefetch weights ahead of their reads (qmatmul.c):
-  // "non-temporal" (prefetchnta / a streaming PRFM) or "outer-cache" (prefetcht2 / PRFM
-  // into L3). Which is faster depends on the cache design: see docs/profiles.md.
-  std::string weight_prefetch = "non-temporal";
+  WeightPrefetch weight_prefetch = WeightPrefetch::NonTemporal;  // "detect" in a file: the host's
   std::string source;       // the file it came from ("" for the built-in host)
 };
 

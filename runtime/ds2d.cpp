@@ -418,6 +418,12 @@ struct kiln_ds2d {
     corpus.append_text(text);
     corpus_tokens += (int64_t)text.size();
   }
+  // An empty corpus whose drafts' accuracy is a guess until they have been checked.
+  void clear_corpus() {
+    for (int32_t n = 1; n <= kMaxNgram; ++n) rates[(size_t)(kCorpusSource + n)] = Rate{0.3, 0.6};
+    corpus = kiln::ds2d::NgramDrafter(std::max(3, p.ngram_min), std::max(3, p.ngram_max));
+    corpus_tokens = 0;
+  }
 
   // Runs `fn` over the session's first `rows` scratch rows; returns its seconds.
   double run(StepFn fn, int64_t rows, int64_t logit_rows) {
@@ -668,8 +674,7 @@ kiln_status kiln_ds2d_init(kiln_session* s, const kiln_ds2d_params* params, kiln
     d->rates.assign(kNumSources, Rate{});
     d->rates[0] = Rate{0.4, 0.5};  // early exit: a guess until it has run
     d->rates[kRecycleSource] = Rate{0.3, 0.5};  // recycling: likewise
-    for (int32_t n = 1; n <= kMaxNgram; ++n) d->rates[(size_t)(kCorpusSource + n)] = Rate{0.3, 0.6};  // the corpus too
-    d->corpus = kiln::ds2d::NgramDrafter(std::max(3, p.ngram_min), std::max(3, p.ngram_max));
+    d->clear_corpus();
     if (p.recycle) d->recycle.reset(s->model->n_vocab);
     for (int64_t k = 0; k < c->max_streams; ++k) d->streams.emplace_back(p.ngram_min, p.ngram_max);
     d->logits.assign((size_t)c->max_rows * (size_t)s->model->n_vocab, 0.0f);
@@ -1022,6 +1027,14 @@ kiln_status kiln_ds2d_add_corpus(kiln_ds2d* d, const int32_t* tokens, int32_t n)
                   "the limit of %d (KILN_DS2D_MAX_CORPUS_TOKENS)", (long long)d->corpus_tokens, n,
                   KILN_DS2D_MAX_CORPUS_TOKENS);
     if (n > 0) d->add_corpus(std::span<const int32_t>(tokens, (size_t)n));
+    return KILN_OK;
+  });
+}
+
+kiln_status kiln_ds2d_clear_corpus(kiln_ds2d* d) {
+  return guarded("kiln_ds2d_clear_corpus", [&]() -> kiln_status {
+    if (!d) return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_ds2d_clear_corpus: ds2d is NULL");
+    d->clear_corpus();
     return KILN_OK;
   });
 }

@@ -307,8 +307,18 @@ TEST(Ds2dController, CorpusDraftsKeepTheOutput) {
     kiln_ds2d_stats after{};
     ASSERT_EQ(kiln_ds2d_get_stats(d, &after), KILN_OK);
     EXPECT_EQ(after.corpus_tokens, st.corpus_tokens);
+    // Cleared: empty, output still plain decode's, and the corpus fills again from there.
+    ASSERT_EQ(kiln_ds2d_clear_corpus(d), KILN_OK) << kiln_last_error();
+    ASSERT_EQ(kiln_ds2d_get_stats(d, &after), KILN_OK);
+    EXPECT_EQ(after.corpus_tokens, 0);
+    const std::vector<int32_t> again = prompt_of(7);
+    ASSERT_EQ(kiln_ds2d_add_corpus(d, again.data(), (int32_t)again.size()), KILN_OK) << kiln_last_error();
+    ASSERT_EQ(kiln_ds2d_get_stats(d, &after), KILN_OK);
+    EXPECT_EQ(after.corpus_tokens, (int64_t)again.size());
+    EXPECT_EQ(ds2d(toy.session, d, {again}, n)[0], plain(toy.session, 0, again, n)) << "template " << tmpl;
     kiln_ds2d_free(d);
   }
+  EXPECT_EQ(kiln_ds2d_clear_corpus(nullptr), KILN_ERR_INVALID_ARGUMENT);
 }
 
 TEST(Ds2dController, ArgumentChecks) {

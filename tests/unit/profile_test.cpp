@@ -123,7 +123,20 @@ TEST(Profiles, NoProfileMeansHost) {
   EXPECT_EQ(p->cpu, h.cpu);
   EXPECT_EQ(p->features, h.features);
   EXPECT_EQ(p->weight_prefetch, h.weight_prefetch);  // host.json: "detect"
-  EXPECT_TRUE(h.weight_prefetch == "non-temporal" || h.weight_prefetch == "outer-cache") << h.weight_prefetch;
+  // The host's kind follows its CPU vendor (codegen/target.cpp, docs/profiles.md).
+  EXPECT_EQ(h.weight_prefetch, cpu_vendor() == "GenuineIntel" ? WeightPrefetch::OuterCache : WeightPrefetch::NonTemporal);
+}
+
+TEST(Profiles, WeightPrefetchSpellingsRoundTrip) {
+  for (WeightPrefetch w : {WeightPrefetch::NonTemporal, WeightPrefetch::OuterCache}) {
+    WeightPrefetch back = w == WeightPrefetch::OuterCache ? WeightPrefetch::NonTemporal : WeightPrefetch::OuterCache;
+    EXPECT_TRUE(parse_weight_prefetch(weight_prefetch_name(w), &back));
+    EXPECT_EQ(back, w);
+  }
+  WeightPrefetch untouched = WeightPrefetch::OuterCache;
+  EXPECT_FALSE(parse_weight_prefetch("detect", &untouched));  // resolved by the reader, not a kind
+  EXPECT_FALSE(parse_weight_prefetch("nta", &untouched));
+  EXPECT_EQ(untouched, WeightPrefetch::OuterCache);
 }
 
 TEST(Profiles, PhoneProfilesAsDocumented) {
@@ -136,6 +149,7 @@ TEST(Profiles, PhoneProfilesAsDocumented) {
     EXPECT_EQ(p->threads, 8);
     EXPECT_EQ(p->vector_bits, 128);
     EXPECT_GT(p->memory_budget_mb, 0);
+    EXPECT_EQ(p->weight_prefetch, WeightPrefetch::NonTemporal);  // the phones' streaming PRFM
   }
 }
 

@@ -57,7 +57,8 @@ int cmd_compile(int argc, char** argv) {
   if (args->flag("list-profiles")) {
     for (auto& p : profile_names()) {
       auto prof = find_profile(p);
-      if (prof.ok()) fmt::print("  {:<12} {} (cpu {})\n", p, prof->triple, prof->cpu);
+      if (prof.ok()) fmt::print("  {:<12} {} (cpu {}, weight prefetch {})\n", p, prof->triple, prof->cpu,
+                               weight_prefetch_name(prof->weight_prefetch));
       else fmt::print("  {:<12} unusable: {}\n", p, prof.error().message);
     }
     return 0;

@@ -338,6 +338,12 @@ KILN_API kiln_status kiln_ds2d_step(kiln_ds2d* ds2d, const int32_t* roots, const
  * corpus would exceed KILN_DS2D_MAX_CORPUS_TOKENS. */
 KILN_API kiln_status kiln_ds2d_add_corpus(kiln_ds2d* ds2d, const int32_t* tokens, int32_t n);
 
+/* Empties the controller's corpus and forgets how well its drafts did, as at
+ * kiln_ds2d_init; the streams' own texts stay. For an app that serves another user next (so
+ * that none of the last one's words is drafted for them), or whose corpus has reached
+ * KILN_DS2D_MAX_CORPUS_TOKENS (after which corpus_replies adds nothing). */
+KILN_API kiln_status kiln_ds2d_clear_corpus(kiln_ds2d* ds2d);
+
 KILN_API kiln_status kiln_ds2d_get_stats(const kiln_ds2d* ds2d, kiln_ds2d_stats* out);
 
 /* ---- tokenizer and chat template ---------------------------------------------------- */
