@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-60}
 cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKILN_FUZZ=ON \
   -DKILN_BUILD_TESTS=OFF -DCMAKE_C_COMPILER=clang-16 -DCMAKE_CXX_COMPILER=clang++-16 >/dev/null
-cmake --build build-fuzz --target gguf_fuzz model_file_fuzz adapter_fuzz hf_checkpoint_fuzz ir_text_fuzz
+cmake --build build-fuzz --target gguf_fuzz model_file_fuzz adapter_fuzz hf_checkpoint_fuzz ir_text_fuzz tokenizer_fuzz
 mkdir -p build-fuzz/findings
 # run_target NAME CORPUS: NAME for $secs seconds from the committed seeds in
 # tests/fuzz/corpus/CORPUS (copied, so that the fuzzer's additions stay out of git).
@@ -26,3 +26,7 @@ run_target model_file_fuzz model_file
 run_target adapter_fuzz adapter
 run_target hf_checkpoint_fuzz hf_checkpoint
 run_target ir_text_fuzz ir_text
+# The tokenizer with the default model's real vocabulary when scripts/setup.sh fetched it.
+default_model=${KILN_CACHE:-$HOME/.cache/kiln}/models/SmolLM2-135M-Instruct.Q4_1.gguf
+if [ -z "${KILN_FUZZ_VOCAB:-}" ] && [ -f "$default_model" ]; then export KILN_FUZZ_VOCAB=$default_model; fi
+run_target tokenizer_fuzz tokenizer
