@@ -359,6 +359,9 @@ struct Template {
 
 struct StreamState {
   kiln::ds2d::NgramDrafter ngram;
+  // The text began before kiln_ds2d_clear_corpus: it never joins the corpus (the app may
+  // have cleared it because another user comes next), even if the stream goes on from it.
+  bool held_before_clear = false;
   explicit StreamState(int n_min, int n_max) : ngram(n_min, n_max) {}
 };
 
@@ -709,9 +712,10 @@ kiln_status kiln_ds2d_begin(kiln_ds2d* d, int32_t stream, const int32_t* tokens,
     // next turn of a chat), where the stream's own lookup still has it.
     const std::vector<int32_t>& held = st.ngram.text();
     const bool continued = held.size() <= (size_t)n && std::equal(held.begin(), held.end(), tokens);
-    if (d->p.corpus_replies && !held.empty() && !continued &&
+    if (d->p.corpus_replies && !held.empty() && !continued && !st.held_before_clear &&
         d->corpus_tokens + (int64_t)held.size() <= KILN_DS2D_MAX_CORPUS_TOKENS)
       d->add_corpus(held);
+    if (!continued) st.held_before_clear = false;
     st.ngram.reset();
     st.ngram.append(std::span<const int32_t>(tokens, (size_t)n));
     return KILN_OK;
@@ -1035,6 +1039,7 @@ kiln_status kiln_ds2d_clear_corpus(kiln_ds2d* d) {
   return guarded("kiln_ds2d_clear_corpus", [&]() -> kiln_status {
     if (!d) return fail(KILN_ERR_INVALID_ARGUMENT, "kiln_ds2d_clear_corpus: ds2d is NULL");
     d->clear_corpus();
+    for (StreamState& st : d->streams) st.held_before_clear = !st.ngram.text().empty();
     return KILN_OK;
   });
 }

@@ -307,15 +307,24 @@ TEST(Ds2dController, CorpusDraftsKeepTheOutput) {
     kiln_ds2d_stats after{};
     ASSERT_EQ(kiln_ds2d_get_stats(d, &after), KILN_OK);
     EXPECT_EQ(after.corpus_tokens, st.corpus_tokens);
-    // Cleared: empty, output still plain decode's, and the corpus fills again from there.
+    // Cleared: empty, the streams' texts of before never join it (the next begin on each
+    // stream adds nothing), output still plain decode's, and the corpus fills again.
     ASSERT_EQ(kiln_ds2d_clear_corpus(d), KILN_OK) << kiln_last_error();
     ASSERT_EQ(kiln_ds2d_get_stats(d, &after), KILN_OK);
     EXPECT_EQ(after.corpus_tokens, 0);
+    for (int32_t sm = 0; sm < 3; ++sm) {
+      const std::vector<int32_t> next = prompt_of(30 + sm);
+      ASSERT_EQ(kiln_ds2d_begin(d, sm, next.data(), (int32_t)next.size()), KILN_OK) << kiln_last_error();
+    }
+    ASSERT_EQ(kiln_ds2d_get_stats(d, &after), KILN_OK);
+    EXPECT_EQ(after.corpus_tokens, 0) << "a text held at the clear joined the corpus";
     const std::vector<int32_t> again = prompt_of(7);
     ASSERT_EQ(kiln_ds2d_add_corpus(d, again.data(), (int32_t)again.size()), KILN_OK) << kiln_last_error();
     ASSERT_EQ(kiln_ds2d_get_stats(d, &after), KILN_OK);
     EXPECT_EQ(after.corpus_tokens, (int64_t)again.size());
     EXPECT_EQ(ds2d(toy.session, d, {again}, n)[0], plain(toy.session, 0, again, n)) << "template " << tmpl;
+    ASSERT_EQ(kiln_ds2d_get_stats(d, &after), KILN_OK);
+    EXPECT_GT(after.corpus_tokens, (int64_t)again.size()) << "a text begun after the clear joins it again";
     kiln_ds2d_free(d);
   }
   EXPECT_EQ(kiln_ds2d_clear_corpus(nullptr), KILN_ERR_INVALID_ARGUMENT);

@@ -339,9 +339,11 @@ KILN_API kiln_status kiln_ds2d_step(kiln_ds2d* ds2d, const int32_t* roots, const
 KILN_API kiln_status kiln_ds2d_add_corpus(kiln_ds2d* ds2d, const int32_t* tokens, int32_t n);
 
 /* Empties the controller's corpus and forgets how well its drafts did, as at
- * kiln_ds2d_init; the streams' own texts stay. For an app that serves another user next (so
- * that none of the last one's words is drafted for them), or whose corpus has reached
- * KILN_DS2D_MAX_CORPUS_TOKENS (after which corpus_replies adds nothing). */
+ * kiln_ds2d_init. Each stream still drafts from its own text, but the texts the streams
+ * hold now never join the corpus (corpus_replies), even when a stream goes on from its
+ * text. For an app that serves another user next (so that none of the last one's words is
+ * drafted for them), or whose corpus has reached KILN_DS2D_MAX_CORPUS_TOKENS (after which
+ * corpus_replies adds nothing). */
 KILN_API kiln_status kiln_ds2d_clear_corpus(kiln_ds2d* ds2d);
 
 KILN_API kiln_status kiln_ds2d_get_stats(const kiln_ds2d* ds2d, kiln_ds2d_stats* out);
