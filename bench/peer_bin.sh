@@ -21,7 +21,7 @@ bin=$(bash ../shared/peer/build-llama-cpp.sh 2>/dev/null | tail -n 1 || true)
 [ -x "$bin/llama-bench" ] || { echo "peer_bin: no llama.cpp build in $bin" >&2; exit 1; }
 if ! grep -qw amx_tile /proc/cpuinfo; then echo "$bin"; exit 0; fi
 noamx="$src/build-noamx/bin"
-need="llama-bench llama-simple llama-lookup llama-lookup-create llama-lookahead llama-perplexity llama-completion llama-quantize"
+need="llama-bench llama-simple llama-lookup llama-lookup-create llama-lookahead llama-perplexity llama-completion llama-quantize llama-tokenize"
 missing=0
 for t in $need; do [ -x "$noamx/$t" ] || missing=1; done
 if [ "$missing" = 1 ]; then

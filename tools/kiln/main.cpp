@@ -20,6 +20,8 @@ commands:
                            /adapter PATH switches LoRA adapters mid-conversation
   perplexity MODEL --file TEXT
                            perplexity on a text, measured as llama.cpp's llama-perplexity does
+  tokenize MODEL --text TEXT
+                           text to token ids (or --decode ids to text) with the model's tokenizer
 
 MODEL is a GGUF file or a Hugging Face LLaMA checkpoint folder (config.json,
 model.safetensors or its shards, tokenizer.json, tokenizer_config.json).
@@ -47,6 +49,7 @@ int main(int argc, char** argv) {
   if (cmd == "chat") return kiln::cli::cmd_chat(argc, argv);
   if (cmd == "compile") return kiln::cli::cmd_compile(argc, argv);
   if (cmd == "perplexity") return kiln::cli::cmd_perplexity(argc, argv);
+  if (cmd == "tokenize") return kiln::cli::cmd_tokenize(argc, argv);
   std::fprintf(stderr, "kiln: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
   return 2;
 }
