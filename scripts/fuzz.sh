@@ -29,5 +29,5 @@ run_target ir_text_fuzz ir_text
 # The tokenizer with the default model's real vocabulary when scripts/setup.sh fetched it.
 default_model=${KILN_CACHE:-$HOME/.cache/kiln}/models/SmolLM2-135M-Instruct.Q4_1.gguf
 if [ -z "${KILN_FUZZ_VOCAB:-}" ] && [ -f "$default_model" ]; then export KILN_FUZZ_VOCAB=$default_model; fi
-echo "[fuzz] tokenizer_fuzz vocabulary: ${KILN_FUZZ_VOCAB:-the committed tiny one (run scripts/setup.sh for the default model's)}"
+echo "[fuzz] tokenizer_fuzz vocabulary: ${KILN_FUZZ_VOCAB:-the committed tiny one, as scripts/setup.sh has not fetched the default model}"
 run_target tokenizer_fuzz tokenizer
