@@ -25,6 +25,7 @@
 
 #include "frontend/gguf.h"
 #include "frontend/tokenizer.h"
+#include "frontend/unicode.h"
 
 namespace {
 
@@ -61,19 +62,14 @@ bool valid_utf8(std::string_view s) {
   return true;
 }
 
-// The GPT-2 byte alphabet: bytes that are printable Latin-1 stand for themselves, the
-// others for U+0100 + k in byte order. A byte whose symbol is no token is dropped by encode,
-// as llama.cpp drops it (SmolLM2's vocabulary lacks a few control bytes and bytes that
-// valid UTF-8 never or rarely holds), so only text of spelled bytes can come back whole.
+// A byte whose symbol in the GPT-2 byte alphabet is no token is dropped by encode, as
+// llama.cpp drops it (SmolLM2's vocabulary lacks a few control bytes and bytes that valid
+// UTF-8 never or rarely holds), so only text of spelled bytes can come back whole.
 void find_spelled_bytes(const Tokenizer& t) {
-  int shifted = 0;
   for (int b = 0; b < 256; ++b) {
-    const bool printable = (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE);
-    const uint32_t cp = printable ? static_cast<uint32_t>(b) : 0x100u + static_cast<uint32_t>(shifted++);
-    std::string u;
-    if (cp < 0x80) u += static_cast<char>(cp);
-    else u += static_cast<char>(0xC0 | (cp >> 6)), u += static_cast<char>(0x80 | (cp & 0x3F));
-    g_bpe_spells[b] = t.token_id(u).has_value();
+    std::string symbol;
+    kiln::unicode::append_utf8(symbol, kiln::unicode::byte_to_cp(static_cast<uint8_t>(b)));
+    g_bpe_spells[b] = t.token_id(symbol).has_value();
     g_bpe_spelled += g_bpe_spells[b];
   }
 }
