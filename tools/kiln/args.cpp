@@ -7,6 +7,8 @@
 
 #include <fmt/format.h>
 
+#include "support/log.h"
+
 namespace kiln::cli {
 
 Result<Args> Args::parse(int argc, char** argv, int first, const std::vector<OptionSpec>& specs) {
@@ -119,6 +121,31 @@ std::string missing_arguments(const Args& args, const std::string& operand,
 int usage_error(const std::string& cmd, const std::string& what) {
   fmt::print(stderr, "kiln {}: {} (see `kiln {} --help`)\n", cmd, what, cmd);
   return 2;
+}
+
+std::optional<Args> parse_command(int argc, char** argv, const CommandSpec& spec, int& status) {
+  status = 2;
+  auto args = Args::parse(argc, argv, 2, spec.options);
+  if (!args.ok()) {
+    fmt::print(stderr, "kiln {}: {}\n", spec.name, args.error().message);
+    return std::nullopt;
+  }
+  if (args->flag("help")) {
+    fmt::print(stdout, "{}\n\noptions:\n{}{}", spec.help, format_options(spec.options), spec.epilogue);
+    status = 0;
+    return std::nullopt;
+  }
+  bool standalone = false;
+  for (const std::string& flag : spec.standalone) standalone = standalone || args->flag(flag);
+  if (!standalone) {
+    if (std::string missing = missing_arguments(*args, spec.operand, spec.required); !missing.empty()) {
+      usage_error(spec.name, missing);
+      return std::nullopt;
+    }
+  }
+  set_verbosity(args->verbosity());
+  status = 0;
+  return std::move(*args);
 }
 
 }  // namespace kiln::cli

@@ -3,6 +3,7 @@
 
 #include <map>
 #include <optional>
+#include <utility>
 #include <set>
 #include <string>
 #include <vector>
@@ -49,5 +50,25 @@ std::string missing_arguments(const Args& args, const std::string& operand,
 // Prints "kiln CMD: WHAT (see `kiln CMD --help`)" to stderr; returns 2, the exit status of
 // a wrong command line.
 int usage_error(const std::string& cmd, const std::string& what);
+
+// A subcommand's command line: what it takes and what its --help prints.
+struct CommandSpec {
+  std::string name;     // "tokenize": messages read "kiln tokenize: ..."
+  std::string help;     // the usage lines and the description, printed before the options
+  std::vector<OptionSpec> options;
+  std::string operand;  // the one positional operand, as the usage names it ("MODEL")
+  std::vector<std::pair<std::string, std::string>> required = {};  // as missing_arguments takes them
+  std::vector<std::string> standalone = {};  // flags that need no operand (--list-profiles)
+  std::string epilogue = {};                 // printed after the options
+};
+
+// The prologue every subcommand shares. Parses argv[2..] against spec.options; then
+//  * a wrong command line (unknown option, missing operand or required option) prints its
+//    error to stderr and sets `status` to 2;
+//  * --help prints spec's help to stdout and sets `status` to 0;
+// and both return nothing, so the command returns `status`. Otherwise it sets the log
+// verbosity (-v) and returns the arguments; with one of spec.standalone given, the operand
+// and required options are not asked for.
+std::optional<Args> parse_command(int argc, char** argv, const CommandSpec& spec, int& status);
 
 }  // namespace kiln::cli

@@ -371,20 +371,18 @@ class Chat {
 }  // namespace
 
 int cmd_chat(int argc, char** argv) {
-  const std::vector<OptionSpec> specs = chat_options();
-  auto args = Args::parse(argc, argv, 2, specs);
-  if (!args.ok()) { fmt::print(stderr, "kiln chat: {}\n", args.error().message); return 2; }
-  if (args->flag("help")) {
-    fmt::print(stdout,
-               "usage: kiln chat MODEL [options]\n\nMODEL: a GGUF file or a Hugging Face checkpoint folder with a chat "
-               "template.\nA conversation: each line read from stdin is a user message, the reply streams to stdout "
-               "(statistics and notes go to stderr). Each turn prefills only what the conversation added.\n\n"
-               "options:\n{}\n{}", format_options(specs), kCommands);
-    return 0;
-  }
-  if (std::string missing = missing_arguments(*args, "MODEL"); !missing.empty())
-    return usage_error("chat", missing);
-  set_verbosity(args->verbosity());
+  const CommandSpec spec = {
+    .name = "chat",
+    .help = "usage: kiln chat MODEL [options]\n\nMODEL: a GGUF file or a Hugging Face checkpoint folder with a chat "
+            "template.\nA conversation: each line read from stdin is a user message, the reply streams to stdout "
+            "(statistics and notes go to stderr). Each turn prefills only what the conversation added.",
+    .options = chat_options(),
+    .operand = "MODEL",
+    .epilogue = "\n" + std::string(kCommands),
+  };
+  int status = 0;
+  const auto args = parse_command(argc, argv, spec, status);
+  if (!args) return status;
   auto fail = [](const std::string& m) { fmt::print(stderr, "kiln chat: {}\n", m); return 1; };
   auto usage = [](const std::string& m) { return usage_error("chat", m); };  // bad options
   const std::string model_path = args->positional()[0];

@@ -52,8 +52,21 @@ static const std::vector<OptionSpec> kCompileOptions = {
 };
 
 int cmd_compile(int argc, char** argv) {
-  auto args = Args::parse(argc, argv, 2, kCompileOptions);
-  if (!args.ok()) { fmt::print(stderr, "kiln compile: {}\n", args.error().message); return 2; }
+  const CommandSpec spec = {
+    .name = "compile",
+    .help = "usage: kiln compile MODEL -o DIR [options]\n       kiln compile GRAPH.kir --weights MODEL -o DIR [options]\n\n"
+            "MODEL: a GGUF file or a Hugging Face checkpoint folder. GRAPH.kir: graph IR text as\n`kiln dump` "
+            "prints it (edited or not), compiled as it stands with MODEL's weights.\nCompiles the model ahead of time for a "
+            "target profile. DIR receives model.o and\nlibmodel.a (the model's code), model.h (its C "
+            "declaration and sizes) and model.kiln\n(weights, tokenizer, metadata), written atomically.",
+    .options = kCompileOptions,
+    .operand = "MODEL",
+    .required = {{"o", "-o DIR"}},
+    .standalone = {"list-profiles"},
+  };
+  int status = 0;
+  const auto args = parse_command(argc, argv, spec, status);
+  if (!args) return status;
   if (args->flag("list-profiles")) {
     for (auto& p : profile_names()) {
       auto prof = find_profile(p);
@@ -63,20 +76,6 @@ int cmd_compile(int argc, char** argv) {
     }
     return 0;
   }
-  if (args->flag("help")) {
-    fmt::print(stdout,
-               "usage: kiln compile MODEL -o DIR [options]\n       kiln compile GRAPH.kir --weights MODEL -o DIR [options]\n\n"
-               "MODEL: a GGUF file or a Hugging Face checkpoint folder. GRAPH.kir: graph IR text as\n`kiln dump` "
-               "prints it (edited or not), compiled as it stands with MODEL's weights.\nCompiles the model ahead of time for a "
-               "target profile. DIR receives model.o and\nlibmodel.a (the model's code), model.h (its C "
-               "declaration and sizes) and model.kiln\n(weights, tokenizer, metadata), written atomically.\n\n"
-               "options:\n{}",
-               format_options(kCompileOptions));
-    return 0;
-  }
-  if (std::string missing = missing_arguments(*args, "MODEL", {{"o", "-o DIR"}}); !missing.empty())
-    return usage_error("compile", missing);
-  set_verbosity(args->verbosity());
   auto fail = [](const std::string& m) { fmt::print(stderr, "kiln compile: {}\n", m); return 1; };
   CompileRequest req;
   req.model_path = args->positional()[0];

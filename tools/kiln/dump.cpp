@@ -60,23 +60,22 @@ static Result<std::pair<std::string, Attr>> parse_graph_attr(const std::string& 
 }
 
 int cmd_dump(int argc, char** argv) {
-  auto args = Args::parse(argc, argv, 2, kDumpOptions);
-  if (!args.ok()) { fmt::print(stderr, "kiln dump: {}\n", args.error().message); return 2; }
+  const CommandSpec spec = {
+    .name = "dump",
+    .help = "usage: kiln dump MODEL|FILE.kir|- [options]\n\nLowers a model (a GGUF file or a Hugging Face checkpoint "
+            "folder) into kiln's\ngraph IR (or parses IR text), verifies it, runs the requested passes "
+            "and prints\nthe result.",
+    .options = kDumpOptions,
+    .operand = "MODEL or FILE.kir",
+    .standalone = {"list-passes"},
+  };
+  int status = 0;
+  const auto args = parse_command(argc, argv, spec, status);
+  if (!args) return status;
   if (args->flag("list-passes")) {
     for (auto& p : registered_passes()) fmt::print("  {:<16} {}\n", p.name, p.summary);
     return 0;
   }
-  if (args->flag("help")) {
-    fmt::print(stdout,
-               "usage: kiln dump MODEL|FILE.kir|- [options]\n\nLowers a model (a GGUF file or a Hugging Face checkpoint "
-               "folder) into kiln's\ngraph IR (or parses IR text), verifies it, runs the requested passes "
-               "and prints\nthe result.\n\noptions:\n{}",
-               format_options(kDumpOptions));
-    return 0;
-  }
-  if (std::string missing = missing_arguments(*args, "MODEL or FILE.kir"); !missing.empty())
-    return usage_error("dump", missing);
-  set_verbosity(args->verbosity());
   auto ctx = args->get_int("ctx", 2048, 1, 1 << 20);
   if (!ctx.ok()) { fmt::print(stderr, "kiln dump: {}\n", ctx.error().message); return 2; }
   std::string format = args->get("format").value_or("text");

@@ -21,18 +21,16 @@ static const std::vector<OptionSpec> kInspectOptions = {
 };
 
 int cmd_inspect(int argc, char** argv) {
-  auto args = Args::parse(argc, argv, 2, kInspectOptions);
-  if (!args.ok()) { fmt::print(stderr, "kiln inspect: {}\n", args.error().message); return 2; }
-  if (args->flag("help")) {
-    fmt::print(stdout,
-               "usage: kiln inspect MODEL [options]\n\nShows the model's GGUF metadata (for a Hugging Face checkpoint folder: the GGUF\nkiln translates it to), the "
-               "LLaMA hyperparameters kiln reads from it, and its tensors.\n\noptions:\n{}",
-               format_options(kInspectOptions));
-    return 0;
-  }
-  if (std::string missing = missing_arguments(*args, "MODEL"); !missing.empty())
-    return usage_error("inspect", missing);
-  set_verbosity(args->verbosity());
+  const CommandSpec spec = {
+    .name = "inspect",
+    .help = "usage: kiln inspect MODEL [options]\n\nShows the model's GGUF metadata (for a Hugging Face checkpoint folder: the GGUF\nkiln translates it to), the "
+            "LLaMA hyperparameters kiln reads from it, and its tensors.",
+    .options = kInspectOptions,
+    .operand = "MODEL",
+  };
+  int status = 0;
+  const auto args = parse_command(argc, argv, spec, status);
+  if (!args) return status;
   auto f = open_model_file(args->positional()[0]);
   if (!f.ok()) { fmt::print(stderr, "kiln inspect: {}\n", f.error().message); return 1; }
   const GgufFile& g = **f;

@@ -60,20 +60,19 @@ double nll_of(const float* logits, size_t n_vocab, int32_t target) {
 }  // namespace
 
 int cmd_perplexity(int argc, char** argv) {
-  auto args = Args::parse(argc, argv, 2, kPerplexityOptions);
-  if (!args.ok()) { fmt::print(stderr, "kiln perplexity: {}\n", args.error().message); return 2; }
-  if (args->flag("help")) {
-    fmt::print(stdout,
-               "usage: kiln perplexity MODEL --file TEXT [options]\n\nPerplexity of the model on a "
-               "text, computed as llama.cpp's llama-perplexity does: chunks of --ctx tokens, each from\n"
-               "an empty context (first token BOS when the vocabulary adds one), the second half of each\n"
-               "chunk scored. Progress goes to stderr; the result to stdout.\n\noptions:\n{}",
-               format_options(kPerplexityOptions));
-    return 0;
-  }
-  if (std::string missing = missing_arguments(*args, "MODEL", {{"file", "--file TEXT"}}); !missing.empty())
-    return usage_error("perplexity", missing);
-  set_verbosity(args->verbosity());
+  const CommandSpec spec = {
+    .name = "perplexity",
+    .help = "usage: kiln perplexity MODEL --file TEXT [options]\n\nPerplexity of the model on a "
+            "text, computed as llama.cpp's llama-perplexity does: chunks of --ctx tokens, each from\n"
+            "an empty context (first token BOS when the vocabulary adds one), the second half of each\n"
+            "chunk scored. Progress goes to stderr; the result to stdout.",
+    .options = kPerplexityOptions,
+    .operand = "MODEL",
+    .required = {{"file", "--file TEXT"}},
+  };
+  int status = 0;
+  const auto args = parse_command(argc, argv, spec, status);
+  if (!args) return status;
   auto fail = [](const std::string& m) { fmt::print(stderr, "kiln perplexity: {}\n", m); return 1; };
   auto usage = [](const std::string& m) { return usage_error("perplexity", m); };
   auto ctx = args->get_int("ctx", 512, 8, 1 << 20);

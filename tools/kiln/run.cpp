@@ -418,19 +418,17 @@ static int run_ds2d(const Args& args, const Tokenizer& tok, EngineOptions eo, co
 }
 
 int cmd_run(int argc, char** argv) {
-  const std::vector<OptionSpec> specs = run_options();
-  auto args = Args::parse(argc, argv, 2, specs);
-  if (!args.ok()) { fmt::print(stderr, "kiln run: {}\n", args.error().message); return 2; }
-  if (args->flag("help")) {
-    fmt::print(stdout,
-               "usage: kiln run MODEL --prompt TEXT [options]\n\nMODEL: a GGUF file or a Hugging Face checkpoint folder.\nGenerates text from a "
-               "prompt and streams it to stdout; statistics go to stderr.\n\noptions:\n{}",
-               format_options(specs));
-    return 0;
-  }
-  if (std::string missing = missing_arguments(*args, "MODEL", {{"prompt", "--prompt TEXT"}}); !missing.empty())
-    return usage_error("run", missing);
-  set_verbosity(args->verbosity());
+  const CommandSpec spec = {
+    .name = "run",
+    .help = "usage: kiln run MODEL --prompt TEXT [options]\n\nMODEL: a GGUF file or a Hugging Face checkpoint folder.\nGenerates text from a "
+            "prompt and streams it to stdout; statistics go to stderr.",
+    .options = run_options(),
+    .operand = "MODEL",
+    .required = {{"prompt", "--prompt TEXT"}},
+  };
+  int status = 0;
+  const auto args = parse_command(argc, argv, spec, status);
+  if (!args) return status;
   auto fail = [](const std::string& m) { fmt::print(stderr, "kiln run: {}\n", m); return 1; };
   // A wrong command line (a bad value or combination of options) exits 2, as a parse error.
   auto usage = [](const std::string& m) { return usage_error("run", m); };

@@ -14,19 +14,26 @@
 
 #include "frontend/hf_checkpoint.h"
 #include "frontend/tokenizer.h"
-#include "support/log.h"
 #include "tools/kiln/args.h"
 #include "tools/kiln/commands.h"
 
 namespace kiln::cli {
 
-static const std::vector<OptionSpec> kTokenizeOptions = {
-    {"text", "TEXT", "the text to encode"},
-    {"file", "FILE", "encode the bytes of FILE as they are ('-': standard input)"},
-    {"decode", "IDS", "decode token ids instead (comma- or space-separated) and print the text"},
-    {"special", "", "text that spells a control token (<|im_start|>, <s>, ...) becomes that token"},
-    {"add-special", "", "add BOS / EOS where the vocabulary asks for them"},
-    {"pieces", "", "print one token per line: its id and its text (escaped), not a list of ids"},
+static const CommandSpec kTokenizeCommand = {
+    .name = "tokenize",
+    .help = "usage: kiln tokenize MODEL (--text TEXT | --file FILE | --decode IDS) [options]\n\n"
+            "Encodes text with the model's tokenizer and prints the token ids as a list (as\n"
+            "llama.cpp's llama-tokenize --ids does), or decodes ids back to text. Without\n"
+            "--special and --add-special the text is taken literally and nothing is added.",
+    .options = {
+        {"text", "TEXT", "the text to encode"},
+        {"file", "FILE", "encode the bytes of FILE as they are ('-': standard input)"},
+        {"decode", "IDS", "decode token ids instead (comma- or space-separated) and print the text"},
+        {"special", "", "text that spells a control token (<|im_start|>, <s>, ...) becomes that token"},
+        {"add-special", "", "add BOS / EOS where the vocabulary asks for them"},
+        {"pieces", "", "print one token per line: its id and its text (escaped), not a list of ids"},
+    },
+    .operand = "MODEL",
 };
 
 namespace {
@@ -67,26 +74,14 @@ Result<std::vector<int32_t>> parse_ids(const std::string& list, int32_t vocab) {
 }  // namespace
 
 int cmd_tokenize(int argc, char** argv) {
-  auto args = Args::parse(argc, argv, 2, kTokenizeOptions);
-  if (!args.ok()) { fmt::print(stderr, "kiln tokenize: {}\n", args.error().message); return 2; }
-  if (args->flag("help")) {
-    fmt::print(stdout,
-               "usage: kiln tokenize MODEL (--text TEXT | --file FILE | --decode IDS) [options]\n\n"
-               "Encodes text with the model's tokenizer and prints the token ids as a list (as\n"
-               "llama.cpp's llama-tokenize --ids does), or decodes ids back to text. Without\n"
-               "--special and --add-special the text is taken literally and nothing is added.\n\n"
-               "options:\n{}",
-               format_options(kTokenizeOptions));
-    return 0;
-  }
-  if (std::string missing = missing_arguments(*args, "MODEL"); !missing.empty())
-    return usage_error("tokenize", missing);
+  int status = 0;
+  const auto args = parse_command(argc, argv, kTokenizeCommand, status);
+  if (!args) return status;
   const int inputs = args->get("text").has_value() + args->get("file").has_value() + args->get("decode").has_value();
   if (inputs != 1) {
     fmt::print(stderr, "kiln tokenize: give exactly one of --text, --file and --decode\n");
     return 2;
   }
-  set_verbosity(args->verbosity());
   auto fail = [](const std::string& m) { fmt::print(stderr, "kiln tokenize: {}\n", m); return 1; };
   auto model = open_model_file(args->positional()[0], /*with_tensors=*/false);
   if (!model.ok()) return fail(model.error().message);
