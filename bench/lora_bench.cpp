@@ -16,7 +16,11 @@
 //    plus a 14-token style request of its own; the shared part prefilled once and copied,
 //    each stream's style tokens prefilled into it);
 //  * single-stream decode with the zero adapter against the build without LoRA
-//    (interleaved repetitions, so load on a shared machine hits both alike).
+//    (interleaved repetitions, so load on a shared machine hits both alike);
+//  * the adapter-styled replies again on a third build with side paths on the adapters'
+//    own projections only (what `kiln run --stream-adapter` compiles for itself), whose
+//    other projections keep their fused kernels; its runs alternate with the first
+//    build's.
 // Prints one JSON object. usage: lora_bench MODEL [--threads N] [--reps R] [ADAPTER...]
 #include <algorithm>
 #include <chrono>
@@ -32,8 +36,10 @@
 
 #include "codegen/compile.h"
 #include "codegen/loaded_artifact.h"
+#include "frontend/adapter.h"
 #include "frontend/gguf.h"
 #include "frontend/gguf_names.h"
+#include "frontend/llama.h"
 #include "frontend/lora_names.h"
 #include "runtime/include/kiln/kiln.h"
 #include "support/file.h"
@@ -104,7 +110,22 @@ int main(int argc, char** argv) {
   }
   while ((int)adapters.size() < kMaxStreams) adapters.push_back(adapters[adapters.size() % adapters.size()]);
 
-  auto compile = [&](const char* tag, int64_t slots) -> std::string {
+  // The projections the adapters adapt, for the third build.
+  std::string own_targets;
+  {
+    auto base = GgufFile::open(argv[1]);
+    if (!base.ok()) { std::fprintf(stderr, "%s\n", base.error().message.c_str()); return 1; }
+    auto cfg = read_llama_config(**base);
+    if (!cfg.ok()) { std::fprintf(stderr, "%s\n", cfg.error().message.c_str()); return 1; }
+    std::vector<LoraAdapter> read;
+    for (const std::string& path : adapters) {
+      auto a = load_lora_adapter(path, *cfg, **base);
+      if (!a.ok()) { std::fprintf(stderr, "%s\n", a.error().message.c_str()); return 1; }
+      read.push_back(std::move(*a));
+    }
+    own_targets = lora_targets_of(read);
+  }
+  auto compile = [&](const char* tag, int64_t slots, const std::string& targets = "") -> std::string {
     CompileRequest req;
     req.model_path = argv[1];
     req.out_dir = (tmp / tag).string();
@@ -113,21 +134,25 @@ int main(int argc, char** argv) {
     req.threads = threads;
     req.lora_slots = slots;
     req.lora_rank = 16;
+    if (!targets.empty()) req.lora_targets = targets;
     req.progress = false;
     auto sum = compile_model(req);
     if (!sum.ok()) { std::fprintf(stderr, "%s\n", sum.error().message.c_str()); return ""; }
     return req.out_dir;
   };
-  std::string lora_dir = compile("lora", kMaxStreams + 1), plain_dir = compile("plain", 0);
-  if (lora_dir.empty() || plain_dir.empty()) return 1;
+  std::string lora_dir = compile("lora", kMaxStreams + 1), plain_dir = compile("plain", 0),
+              own_dir = compile("own", kMaxStreams + 1, own_targets);
+  if (lora_dir.empty() || plain_dir.empty() || own_dir.empty()) return 1;
   auto lart = load_artifact(lora_dir, threads);
   auto part = load_artifact(plain_dir, threads);
-  if (!lart.ok() || !part.ok()) {
-    std::fprintf(stderr, "%s\n", (!lart.ok() ? lart.error() : part.error()).message.c_str());
+  auto oart = load_artifact(own_dir, threads);
+  if (!lart.ok() || !part.ok() || !oart.ok()) {
+    std::fprintf(stderr, "%s\n", (!lart.ok() ? lart.error() : !part.ok() ? part.error() : oart.error()).message.c_str());
     return 1;
   }
   kiln_session* s = (*lart)->session;
   kiln_session* plain = (*part)->session;
+  kiln_session* own = (*oart)->session;
   const int32_t V = kiln_model_n_vocab((*lart)->model);
   auto fail = [&] { std::fprintf(stderr, "lora_bench: %s\n", kiln_last_error()); return 1; };
 
@@ -142,6 +167,7 @@ int main(int argc, char** argv) {
     if (kiln_adapter_query(s, k + 1, &info) != KILN_OK) return fail();
     memory += fmt::format("{}{{\"adapter\": \"{}\", \"rank\": {}, \"targets\": {}, \"weight_bytes\": {}, \"slot_bytes\": {}}}",
                           k ? ", " : "", info.name, info.rank, info.n_targets, info.weight_bytes, info.slot_bytes);
+    if (kiln_adapter_load(own, adapters[(size_t)k].c_str(), k + 1) != KILN_OK) return fail();
   }
   memory += "]";
 
@@ -204,7 +230,7 @@ int main(int argc, char** argv) {
     styled[k] = prompt;
     styled[k].insert(styled[k].end(), style[k].begin(), style[k].end());
   }
-  auto run_seq = [&](bool by_adapter) -> double {
+  auto run_seq = [&](kiln_session* s, bool by_adapter) -> double {
     auto a = clk::now();
     for (int k = 0; k < 3; ++k) {
       kiln_session_reset(s, KILN_ALL_STREAMS);
@@ -216,7 +242,7 @@ int main(int argc, char** argv) {
     }
     return secs(a, clk::now());
   };
-  auto run_multi = [&](bool by_adapter) -> double {
+  auto run_multi = [&](kiln_session* s, bool by_adapter) -> double {
     auto a = clk::now();
     kiln_session_reset(s, KILN_ALL_STREAMS);
     for (int i = 0; i < 3; ++i)
@@ -236,18 +262,24 @@ int main(int argc, char** argv) {
       if (kiln_decode(s, toks.data(), streams.data(), 3, logits.data()) != KILN_OK) return -1;
     return secs(a, clk::now());
   };
-  std::string replies;
-  for (bool by_adapter : {true, false}) {
-    std::vector<double> seq, multi, speedup;
-    for (int r = 0; r <= reps; ++r) {
-      double a = run_seq(by_adapter), b = run_multi(by_adapter);
+  // [0] by adapter, [1] by prompt on the zero adapter (first build); [2] by adapter on the
+  // third build. Every repetition runs all three, so the two builds alternate.
+  static const char* const kReplies[3] = {"styled_by_adapter", "styled_by_prompt_zero_adapter",
+                                          "styled_by_adapter_own_targets"};
+  std::vector<double> seq[3], multi[3], speedup[3];
+  for (int r = 0; r <= reps; ++r)
+    for (int c = 0; c < 3; ++c) {
+      kiln_session* ss = c == 2 ? own : s;
+      const bool by_adapter = c != 1;
+      double a = run_seq(ss, by_adapter), b = run_multi(ss, by_adapter);
       if (a < 0 || b < 0) return fail();
-      if (r > 0) seq.push_back(a), multi.push_back(b), speedup.push_back(a / b);
+      if (r > 0) seq[c].push_back(a), multi[c].push_back(b), speedup[c].push_back(a / b);
     }
-    replies += fmt::format("{}\"{}\": {{\"sequential_s\": {:.3f}, \"multi_stream_s\": {:.3f}, \"speedup\": {:.2f}}}",
-                           by_adapter ? "" : ", ", by_adapter ? "styled_by_adapter" : "styled_by_prompt_zero_adapter",
-                           median(seq), median(multi), median(speedup));
-  }
+  std::string replies;
+  for (int c = 0; c < 3; ++c)
+    replies += fmt::format("{}\"{}\": {{\"sequential_s\": {:.3f}, \"multi_stream_s\": {:.3f}, \"speedup\": {:.2f}{}}}",
+                           c ? ", " : "", kReplies[c], median(seq[c]), median(multi[c]), median(speedup[c]),
+                           c == 2 ? fmt::format(", \"lora_targets\": \"{}\"", own_targets) : "");
 
   std::printf("{\"model\": \"%s\", \"threads\": %d, \"gen_tokens\": %d, \"lora_slots\": %d, \"lora_rank\": 16, "
               "\"random_adapters\": %s, \"switch_latency_us\": %.3f, \"adapter_load_ms\": %.2f, \"memory\": %s, "

@@ -27,9 +27,11 @@ ax[1].bar([x + 0.2 for x in xs], mul, 0.4, label="one 3-stream pass")
 for x, n in zip(xs, names):
     ax[1].text(x, max(seq[x], mul[x]), f'{r["three_replies"][n]["speedup"]:.2f}x', ha="center", va="bottom")
 ax[1].set_xticks(list(xs))
-ax[1].set_xticklabels([n.replace("styled_by_", "by ").replace("_zero_adapter", "\n(zero adapter)") for n in names])
+ax[1].set_xticklabels([n.replace("styled_by_", "by ").replace("_zero_adapter", "\n(zero adapter)")
+                        .replace("_own_targets", "\n(its targets only)") for n in names])
 ax[1].set_ylabel("seconds for 3 replies of 64 tokens")
-ax[1].legend()
+ax[1].set_ylim(0, 1.3 * max(seq + mul))
+ax[1].legend(loc="upper right", fontsize="small")
 ax[1].set_title("3 styled replies")
 z = r["zero_adapter_vs_no_lora"]
 ax[2].bar(["no LoRA", "zero adapter"], [z["no_lora_tok_s"], z["zero_adapter_tok_s"]])

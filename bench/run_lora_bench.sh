@@ -22,7 +22,8 @@ r["date"] = datetime.date.today().isoformat()
 r["what"] = ("LoRA adapters as runtime inputs on the Q4_1 default model (int8 activations, 2 threads, "
              "5 slots of rank 16 on every projection): adapter switch latency (kiln_stream_set_adapter), "
              "memory per loaded adapter, decode tokens/s per stream with each stream on its own adapter, "
-             "3 styled replies of 64 tokens in one 3-stream pass vs 3 sequential runs, and single-stream "
+             "3 styled replies of 64 tokens in one 3-stream pass vs 3 sequential runs (also on a build with "
+             "side paths on the adapters' own projections only), and single-stream "
              "decode with the zero adapter vs the same model compiled without LoRA (interleaved runs)")
 json.dump(r, open(sys.argv[2], "w"), indent=2)
 PY

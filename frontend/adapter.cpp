@@ -352,6 +352,16 @@ Result<LoraAdapter> lora_from_peft(std::string_view config_json, const std::stri
   return out;
 }
 
+std::string lora_targets_of(const std::vector<LoraAdapter>& adapters) {
+  bool used[ln::kNumModules] = {};
+  for (const LoraAdapter& a : adapters)
+    for (const LoraTarget& t : a.targets) used[t.module] = true;
+  std::string list;
+  for (int m = 0; m < ln::kNumModules; ++m)
+    if (used[m]) list += (list.empty() ? "" : ",") + std::string(ln::kModules[m].name);
+  return list;
+}
+
 Result<LoraAdapter> load_lora_adapter(const std::string& path, const LoraBase& base, const LoraOptions& opts) {
   namespace fs = std::filesystem;
   std::error_code ec;

@@ -90,6 +90,11 @@ Result<LoraAdapter> lora_from_peft(std::string_view config_json, const std::stri
                                    const SafetensorsFile& weights, const LlamaConfig& base,
                                    const GgufFile& base_file, const LoraOptions& opts = {});
 
+// The modules `adapters` adapt, as kiln compile --lora-targets spells them ("q,k,v,o"), in
+// lora_names::kModules order: a model compiled for just these keeps the fusions a side
+// path on the other projections would block (fuse-matmul-swiglu on gate/up).
+std::string lora_targets_of(const std::vector<LoraAdapter>& adapters);
+
 // Reorders the rows of a row-major [rows, cols] matrix from Hugging Face order to GGUF
 // order for rope: within each of `n_head` groups of rows, row t*half + j moves to
 // j*2 + t (half = rows / n_head / 2), as llama.cpp's converter does for q_proj

@@ -275,6 +275,22 @@ TEST(Safetensors, HostileHeadersGiveErrorsNamingTheTensor) {
 
 // ---- both formats load to the same targets -------------------------------------------
 
+// What `kiln run --adapter` compiles side paths for: the union of the adapters' modules,
+// in the table's order and --lora-targets' spelling.
+TEST(Adapter, TargetsOfAdaptersAreTheUnionOfTheirModules) {
+  auto adapter_on = [](std::vector<int> modules) {
+    LoraAdapter a;
+    for (int m : modules) a.targets.push_back(LoraTarget{.module = m});
+    return a;
+  };
+  EXPECT_EQ(lora_targets_of({}), "");
+  EXPECT_EQ(lora_targets_of({adapter_on({2, 0})}), "q,v");
+  EXPECT_EQ(lora_targets_of({adapter_on({0, 2}), adapter_on({6, 0}), adapter_on({})}), "q,v,down");
+  std::vector<int> all;
+  for (int m = 0; m < lora_names::kNumModules; ++m) all.push_back(m);
+  EXPECT_EQ(lora_targets_of({adapter_on(all)}), "q,k,v,o,gate,up,down");
+}
+
 TEST(Adapter, PeftAndGgufLoadToTheSameTargets) {
   Fixture fx;
   const int64_t rank = 4;

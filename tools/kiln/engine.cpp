@@ -14,7 +14,6 @@
 #include "frontend/adapter.h"
 #include "frontend/hf_checkpoint.h"
 #include "frontend/llama.h"
-#include "frontend/lora_names.h"
 #include "ir/interpreter.h"
 #include "ir/verifier.h"
 #include "runtime/hash64.h"
@@ -140,18 +139,15 @@ Result<std::unique_ptr<Engine>> make_interpreter_engine(const EngineOptions& o) 
   return std::unique_ptr<Engine>(std::move(e));
 }
 
-Result<std::string> lora_targets_of(const std::string& model_path, const std::vector<std::string>& adapters) {
+Result<std::string> adapters_targets(const std::string& model_path, const std::vector<std::string>& adapters) {
   KILN_ASSIGN(auto file, open_model_file(model_path, /*with_tensors=*/true));
   KILN_ASSIGN(LlamaConfig cfg, read_llama_config(*file));
-  bool used[lora_names::kNumModules] = {};
+  std::vector<LoraAdapter> read;
   for (const std::string& path : adapters) {
     KILN_ASSIGN(LoraAdapter a, load_lora_adapter(path, cfg, *file));
-    for (const LoraTarget& t : a.targets) used[t.module] = true;
+    read.push_back(std::move(a));
   }
-  std::string list;
-  for (int m = 0; m < lora_names::kNumModules; ++m)
-    if (used[m]) list += (list.empty() ? "" : ",") + std::string(lora_names::kModules[m].name);
-  return list;
+  return lora_targets_of(read);
 }
 
 Result<int64_t> artifact_max_context(const std::string& dir) {

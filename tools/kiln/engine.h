@@ -52,7 +52,7 @@ struct EngineOptions {
 // --lora-targets spells them ("q,k,v,o"): a compile for just these keeps the fusions that
 // a side path on the other projections would block (fuse-matmul-swiglu on gate/up).
 // Reads each adapter against the model, so a bad one is refused here, by name.
-Result<std::string> lora_targets_of(const std::string& model_path, const std::vector<std::string>& adapters);
+Result<std::string> adapters_targets(const std::string& model_path, const std::vector<std::string>& adapters);
 
 // The context an artifact was compiled for (its model.h's KILN_MODEL_MAX_CONTEXT), read
 // without loading it, so prompts can be checked against it before any work.

@@ -65,7 +65,7 @@ static std::vector<OptionSpec> run_options() {
 // is refused here, by name.
 static Status target_adapted_projections(EngineOptions& eo, const std::vector<std::string>& adapters) {
   if (!eo.artifact_dir.empty() || adapters.empty()) return Status::success();
-  KILN_ASSIGN(eo.lora_targets, lora_targets_of(eo.model_path, adapters));
+  KILN_ASSIGN(eo.lora_targets, adapters_targets(eo.model_path, adapters));
   spdlog::info("LoRA side paths on {} (what the adapters adapt)", eo.lora_targets);
   return Status::success();
 }
