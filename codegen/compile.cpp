@@ -78,11 +78,19 @@ Result<Ds2dGraphs> ds2d_graphs(const Graph& g, std::string_view templates, std::
 
 Result<Graph> base_entry_graph(const Graph& g) {
   KILN_ASSIGN(Graph b, clone_graph(g));
-  for (Node* n : b.nodes())
+  for (Node* n : b.nodes()) {
     if (n->op() == Op::Add && n->operands().size() == 2 && n->operand(1)->op() == Op::Lora)
       b.replace_all_uses(n, n->operand(0));
+    if (n->op() == Op::MatMulSwiGlu && n->operands().size() == 11) {  // its side paths go too
+      Node* f = b.insert_before(n, Op::MatMulSwiGlu, {n->operand(0), n->operand(1), n->operand(2)}, n->type(),
+                                n->attrs(), n->loc());
+      b.replace_all_uses(n, f);
+    }
+  }
   KILN_TRY(plan_draft(g, b, "dce,fuse-matmul-swiglu,fuse-rmsnorm-matmul,dce"));
-  if (!b.nodes_of(Op::Lora).empty()) return make_error("internal: the base entry graph still has LoRA nodes");
+  bool side_paths = !b.nodes_of(Op::Lora).empty();
+  for (const Node* n : b.nodes_of(Op::MatMulSwiGlu)) side_paths |= n->operands().size() == 11;
+  if (side_paths) return make_error("internal: the base entry graph still has LoRA side paths");
   return b;
 }
 

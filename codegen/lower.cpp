@@ -518,6 +518,15 @@ class Lowering {
         if (k != matmul_kernel(o[2])) return fail(n, "gate and up weights must have one type and layout");
         if (k.find("_q8_") == std::string::npos)
           return fail(n, "matmul_swiglu needs int8-activation kernels for its weight type on this profile");
+        if (o.size() == 11) {  // with the LoRA side paths of gate and up
+          const auto& as = o[3]->type().shape;  // [K, R, in]
+          if (as[1] > 64) return fail(n, fmt::format("rank {} is above the kernel's 64", as[1]));
+          k.replace(0, 12, "kiln_matmul_swiglu_lora_");
+          std::vector<Value*> args = {ptr_[o[0]], ptr_[o[1]], ptr_[o[2]]};
+          for (size_t i = 3; i < 11; ++i) args.push_back(ptr_[o[i]]);
+          args.insert(args.end(), {y, T, i64c(o[1]->type().shape[1]), i64c(o[1]->type().shape[0]), i64c(as[1])});
+          return call(n, k, args);
+        }
         k.replace(0, 12, "kiln_matmul_swiglu_");
         return call(n, k, {ptr_[o[0]], ptr_[o[1]], ptr_[o[2]], y, T, i64c(o[1]->type().shape[1]),
                            i64c(o[1]->type().shape[0])});

@@ -343,6 +343,16 @@ Result<TensorType> infer_type(Op op, const std::vector<Node*>& o, const Attrs& a
       if (!dims_agree(x[1], w[1]))
         return make_error("x {} has {} columns but the weights {} expect {}", o[0]->type().str(), x[1],
                           o[1]->type().str(), w[1]);
+      if (o.size() != 3 && o.size() != 11)
+        return make_error("takes 3 operands, or 11 with LoRA side paths, got {}", o.size());
+      if (o.size() == 11)  // each side path as op lora checks it, giving the projection's shape
+        for (int side = 0; side < 2; ++side) {
+          KILN_ASSIGN(TensorType l, infer_type(Op::Lora, {o[0], o[3 + 2 * side], o[4 + 2 * side], o[7], o[8],
+                                                          o[9 + side]}, {}));
+          if (!dims_agree(l.shape[1], w[0]))
+            return make_error("the {} side path gives {} columns, the weights {}", side ? "up" : "gate", l.shape[1],
+                              w[0]);
+        }
       return TensorType{DType::F32, {x[0], w[0]}};
     }
     case Op::Dequant:

@@ -180,6 +180,53 @@ Result<std::vector<int64_t>> kv_rows(const TreeShape& tree, const Tensor& pos, c
   return rows;
 }
 
+// Op lora's side path (ops.def): y[t] = scale[s] * b[s]^T @ (a[s] @ x[t]) over the slot's
+// ranks, s = slots[t], nothing for slot 0. Also the side paths of matmul_swiglu's fused form.
+Result<TensorPtr> lora_side(const Tensor& x, const Tensor& a, const Tensor& b, const Tensor& scale,
+                            const Tensor& slots, const Tensor& rank,
+                            const std::function<Error(const std::string&)>& where) {
+  int64_t T = x.rows(), In = x.cols();
+  if (a.shape.size() != 3 || b.shape.size() != 3)
+    return where("a and b must be [K,R,in] and [K,R,out]");
+  int64_t K = a.shape[0], R = a.shape[1], Out = b.shape[2];
+  if (a.shape[2] != In || b.shape[0] != K || b.shape[1] != R || scale.elements() != K ||
+      rank.elements() != K)
+    return where(fmt::format("x has {} columns; a [{}], b [{}], scale [{}] and rank [{}] do not fit", In,
+                             fmt::join(a.shape, ","), fmt::join(b.shape, ","),
+                             fmt::join(scale.shape, ","), fmt::join(rank.shape, ",")));
+  KILN_TRY(same_rows(slots, T, "adapter slots", where));
+  auto out = std::make_shared<Tensor>(Tensor::f32_of({T, Out}));
+  std::vector<double> h((size_t)R);
+  for (int64_t t = 0; t < T; ++t) {
+    int32_t s = slots.i32[t];
+    if (s < 0 || s >= K)
+      return where(fmt::format("adapter slot {} of row {} is outside the {} slots", s, t, K));
+    // Slot 0 is the zero adapter, whatever its factors hold.
+    if (s == 0) {
+      for (int64_t o = 0; o < Out; ++o) out->f32[t * Out + o] = 0.0f;
+      continue;
+    }
+    // The slot's rank on this target: rows at or past it are not part of the adapter
+    // (0: the adapter does not target this projection).
+    const int64_t rk = std::clamp<int64_t>(rank.i32[s], 0, R);
+    // Shrink: h = a[s] @ x[t] (rk values), then expand: y[t] = scale[s] * b[s]^T @ h.
+    const float* xt = x.f32.data() + t * In;
+    for (int64_t r = 0; r < rk; ++r) {
+      const float* ar = a.f32.data() + (s * R + r) * In;
+      double acc = 0;
+      for (int64_t i = 0; i < In; ++i) acc += (double)ar[i] * xt[i];
+      h[r] = acc;
+    }
+    double sc = scale.f32[s];
+    for (int64_t o = 0; o < Out; ++o) {
+      double acc = 0;
+      for (int64_t r = 0; r < rk; ++r) acc += (double)b.f32[(size_t)((s * R + r) * Out + o)] * h[r];
+      out->f32[t * Out + o] = (float)(sc * acc);
+    }
+  }
+  return TensorPtr(out);
+}
+
 }  // namespace
 
 Result<Tensor> load_weight(const Graph& g, const Node* w) {
@@ -369,6 +416,17 @@ Result<std::map<std::string, Tensor>> Interpreter::run(const std::map<std::strin
       }
       case Op::MatMulSwiGlu: {  // silu(x @ Wg^T) * (x @ Wu^T), each as matmul and silu compute it
         KILN_ASSIGN(TensorPtr x, get(n->operand(0)));
+        // The fused form with LoRA side paths adds each side's term, as add(matmul, lora) does.
+        TensorPtr lg, lu;
+        if (n->operands().size() == 11) {
+          std::vector<TensorPtr> v;
+          for (size_t i = 3; i < 11; ++i) {
+            KILN_ASSIGN(TensorPtr t, get(n->operand(i)));
+            v.push_back(std::move(t));
+          }
+          KILN_ASSIGN(lg, lora_side(*x, *v[0], *v[1], *v[4], *v[5], *v[6], where));
+          KILN_ASSIGN(lu, lora_side(*x, *v[2], *v[3], *v[4], *v[5], *v[7], where));
+        }
         RowSource wg, wu;
         TensorPtr keep_g, keep_u;
         KILN_TRY(rows_of(n->operand(1), wg, keep_g));
@@ -386,6 +444,7 @@ Result<std::map<std::string, Tensor>> Interpreter::run(const std::map<std::strin
             wu.row(r, ru.data());
             for (int64_t t = 0; t < T; ++t) {
               float g = dot(xs + t * K, rg.data(), K), u = dot(xs + t * K, ru.data(), K);
+              if (lg) g += lg->f32[t * N + r], u += lu->f32[t * N + r];
               float sg = (float)(g / (1.0 + std::exp(-(double)g)));
               o[t * N + r] = sg * u;
             }
@@ -400,45 +459,8 @@ Result<std::map<std::string, Tensor>> Interpreter::run(const std::map<std::strin
         KILN_ASSIGN(TensorPtr scale, get(n->operand(3)));
         KILN_ASSIGN(TensorPtr slots, get(n->operand(4)));
         KILN_ASSIGN(TensorPtr rank, get(n->operand(5)));
-        int64_t T = x->rows(), In = x->cols();
-        if (a->shape.size() != 3 || b->shape.size() != 3)
-          return where("a and b must be [K,R,in] and [K,R,out]");
-        int64_t K = a->shape[0], R = a->shape[1], Out = b->shape[2];
-        if (a->shape[2] != In || b->shape[0] != K || b->shape[1] != R || scale->elements() != K ||
-            rank->elements() != K)
-          return where(fmt::format("x has {} columns; a [{}], b [{}], scale [{}] and rank [{}] do not fit", In,
-                                   fmt::join(a->shape, ","), fmt::join(b->shape, ","),
-                                   fmt::join(scale->shape, ","), fmt::join(rank->shape, ",")));
-        KILN_TRY(same_rows(*slots, T, "adapter slots", where));
-        out = std::make_shared<Tensor>(Tensor::f32_of({T, Out}));
-        std::vector<double> h((size_t)R);
-        for (int64_t t = 0; t < T; ++t) {
-          int32_t s = slots->i32[t];
-          if (s < 0 || s >= K)
-            return where(fmt::format("adapter slot {} of row {} is outside the {} slots", s, t, K));
-          // Slot 0 is the zero adapter, whatever its factors hold.
-          if (s == 0) {
-            for (int64_t o = 0; o < Out; ++o) out->f32[t * Out + o] = 0.0f;
-            continue;
-          }
-          // The slot's rank on this target: rows at or past it are not part of the adapter
-          // (0: the adapter does not target this projection).
-          const int64_t rk = std::clamp<int64_t>(rank->i32[s], 0, R);
-          // Shrink: h = a[s] @ x[t] (rk values), then expand: y[t] = scale[s] * b[s]^T @ h.
-          const float* xt = x->f32.data() + t * In;
-          for (int64_t r = 0; r < rk; ++r) {
-            const float* ar = a->f32.data() + (s * R + r) * In;
-            double acc = 0;
-            for (int64_t i = 0; i < In; ++i) acc += (double)ar[i] * xt[i];
-            h[r] = acc;
-          }
-          double sc = scale->f32[s];
-          for (int64_t o = 0; o < Out; ++o) {
-            double acc = 0;
-            for (int64_t r = 0; r < rk; ++r) acc += (double)b->f32[(size_t)((s * R + r) * Out + o)] * h[r];
-            out->f32[t * Out + o] = (float)(sc * acc);
-          }
-        }
+        KILN_ASSIGN(TensorPtr y, lora_side(*x, *a, *b, *scale, *slots, *rank, where));
+        out = std::const_pointer_cast<Tensor>(y);
         break;
       }
       case Op::Add:

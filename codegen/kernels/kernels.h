@@ -68,7 +68,13 @@ KILN_QMATMUL_ISAS(KILN_DECLARE_QMATMUL_ISA)
 #define KILN_DECLARE_QMATMUL_SWIGLU(wt, isa, attr)                                               \
   void kiln_matmul_swiglu_##wt##_q8_##isa(const float* x, const void* wg, const void* wu,       \
                                           float* y, int64_t T, int64_t K, int64_t N, int32_t tid, \
-                                          int32_t nth);
+                                          int32_t nth);                                            \
+  /* with LoRA side paths on gate and up (op lora's operands, R the padded rank) */             \
+  void kiln_matmul_swiglu_lora_##wt##_q8_##isa(                                                 \
+      const float* x, const void* wg, const void* wu, const float* ag, const float* bg,         \
+      const float* au, const float* bu, const float* scale, const int32_t* slots,               \
+      const int32_t* rank_g, const int32_t* rank_u, float* y, int64_t T, int64_t K, int64_t N,  \
+      int64_t R, int32_t tid, int32_t nth);
 #define KILN_DECLARE_QMATMUL_SWIGLU_ISA(isa) KILN_QUANT_WEIGHT_TYPES(KILN_DECLARE_QMATMUL_SWIGLU, isa, )
 KILN_QMATMUL_ISAS(KILN_DECLARE_QMATMUL_SWIGLU_ISA)
 

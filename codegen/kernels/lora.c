@@ -20,38 +20,7 @@
  */
 #include "common.h"
 
-#define KILN_LORA_MAX_RANK 64
-
-/* sum_i u[i] * v[i] in eight lanes, combined in a fixed tree, then the tail. */
-KILN_INLINE float dot(const float* u, const float* v, int64_t n) {
-  kiln_f8 acc = kiln_splat8(0.0f);
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) acc += kiln_load8(u + i) * kiln_load8(v + i);
-  float s = kiln_hsum8(acc);
-  for (; i < n; ++i) s += u[i] * v[i];
-  return s;
-}
-
-/* h[r] = dot(a_r, x) for r < rk, four ranks at a time: the four sums are independent
- * chains (one chain per rank waited on its FMA latency: 72 dependent FMAs per rank at
- * in = 576), each in dot()'s lane order, so h is the same bits as rk calls of dot(). */
-KILN_INLINE void shrink(const float* a, const float* x, float* h, int64_t rk, int64_t in) {
-  int64_t r = 0;
-  if (in % 8 == 0)
-    for (; r + 4 <= rk; r += 4) {
-      const float* a0 = a + r * in;
-      kiln_f8 s0 = kiln_splat8(0.0f), s1 = s0, s2 = s0, s3 = s0;
-      for (int64_t i = 0; i < in; i += 8) {
-        const kiln_f8 xv = kiln_load8(x + i);
-        s0 += kiln_load8(a0 + i) * xv;
-        s1 += kiln_load8(a0 + in + i) * xv;
-        s2 += kiln_load8(a0 + 2 * in + i) * xv;
-        s3 += kiln_load8(a0 + 3 * in + i) * xv;
-      }
-      h[r] = kiln_hsum8(s0), h[r + 1] = kiln_hsum8(s1), h[r + 2] = kiln_hsum8(s2), h[r + 3] = kiln_hsum8(s3);
-    }
-  for (; r < rk; ++r) h[r] = dot(a + r * in, x, in);
-}
+#include "lora_rows.h"
 
 /* One column range [o0, o1) of the LoRA term of every row into y, added to base (NULL: none). */
 KILN_INLINE void lora_rows(const float* x, const float* a, const float* b, const float* scale,
@@ -71,21 +40,8 @@ KILN_INLINE void lora_rows(const float* x, const float* a, const float* b, const
     }
     const float* xt = x + t * in;
     const float* as = a + s * R * in;
-    shrink(as, xt, h, rk, in);
-    const float sc = scale[s];
-    const float* bs = b + s * R * out;
-    int64_t o = o0;
-    for (; o + 8 <= o1; o += 8) {
-      kiln_f8 acc = kiln_splat8(0.0f);
-      for (int64_t r = 0; r < rk; ++r) acc += kiln_splat8(h[r]) * kiln_load8(bs + r * out + o);
-      const kiln_f8 v = kiln_splat8(sc) * acc;
-      kiln_store8(yt + o, bt ? kiln_load8(bt + o) + v : v);
-    }
-    for (; o < o1; ++o) {
-      float acc = 0.0f;
-      for (int64_t r = 0; r < rk; ++r) acc += h[r] * bs[r * out + o];
-      yt[o] = bt ? bt[o] + sc * acc : sc * acc;
-    }
+    lora_shrink(as, xt, h, rk, in);
+    lora_expand(h, rk, b + s * R * out + o0, out, scale[s], bt ? bt + o0 : 0, yt + o0, o1 - o0);
   }
 }
 

@@ -106,6 +106,7 @@
  * remove them; not done.
  */
 #include "common.h"
+#include "lora_rows.h"
 
 /* Bytes of stack for the quantized rows (K bytes + 2 floats per block of 32 per row). */
 #define KILN_QMM_STACK 65536
@@ -955,12 +956,27 @@ KILN_INLINE void qmatmul3(enum kiln_isa isa, enum kiln_wt wt, const float* restr
  * tile of up to 16 columns is computed for gate and up into the stack and combined by the
  * thread that owns it, so no barrier separates the matmuls from the SwiGLU and no [T, N]
  * gate/up values go through memory. The same split of N as qmatmul. */
+/* The LoRA side paths of matmul_swiglu's fused form (op lora's operands for gate and up,
+ * one scale and slots): each tile of gate and up values gets its rows' terms added as
+ * kiln_lora_add adds them (lora_rows.h: the same shrink of the row, the same expand of the
+ * tile's columns, which start at a multiple of 16 as the unfused split's do), before the
+ * SiLU, so the result is the unfused graph's bit for bit. */
+typedef struct {
+  const float *ag, *bg, *au, *bu, *scale; /* a [K,R,in], b [K,R,N] (rank-major), scale [K] */
+  const int32_t *slots, *rank_g, *rank_u; /* slots [T], ranks [K] */
+  int64_t R;
+} kiln_swiglu_lora;
+#define KILN_SWIGLU_LORA_ROWS 16 /* rows whose shrinks the stack holds (chunks shrink to it) */
+
 KILN_INLINE void qmatmul_swiglu(enum kiln_isa isa, enum kiln_wt wt, const float* restrict x,
                                 const void* restrict wg, const void* restrict wu,
                                 float* restrict y, int64_t T, int64_t K, int64_t N, int32_t tid,
-                                int32_t nth, int packed) {
+                                int32_t nth, int packed, const kiln_swiglu_lora* lo) {
   const int64_t nb = K / KILN_QK, row_bytes = K + 12 * nb, rb = kiln_row_bytes(wt, K);
-  const int64_t chunk = KILN_QMM_STACK / row_bytes; /* >= 1: the pass checks K */
+  int64_t chunk = KILN_QMM_STACK / row_bytes; /* >= 1: the pass checks K */
+  if (lo) chunk = kiln_min(chunk, KILN_SWIGLU_LORA_ROWS); /* a row's bits do not depend on its chunk */
+  float hl[KILN_SWIGLU_LORA_ROWS][2][KILN_LORA_MAX_RANK];
+  int64_t rkl[KILN_SWIGLU_LORA_ROWS][2];
   int64_t n0, n1;
   kiln_split(N, 16, tid, nth, &n0, &n1);
   if (n0 >= n1 || chunk < 1) return;
@@ -972,6 +988,15 @@ KILN_INLINE void qmatmul_swiglu(enum kiln_isa isa, enum kiln_wt wt, const float*
     float* s = d + rows * nb;
     int32_t* is = (int32_t*)(s + rows * nb);
     quantize_rows(x + t0 * K, q, d, s, packed ? is : 0, rows, K);
+    if (lo) /* each row's shrink for gate and up, once per chunk (every thread its own) */
+      for (int64_t r = 0; r < rows; ++r)
+        for (int side = 0; side < 2; ++side) {
+          const int64_t sl = lo->slots[t0 + r];
+          const int64_t rk = kiln_min(kiln_max((side ? lo->rank_u : lo->rank_g)[sl], 0), lo->R);
+          rkl[r][side] = sl == 0 || lo->scale[sl] == 0.0f ? 0 : rk;
+          if (rkl[r][side])
+            lora_shrink((side ? lo->au : lo->ag) + sl * lo->R * K, x + (t0 + r) * K, hl[r][side], rkl[r][side], K);
+        }
     for (int64_t nt = n0; nt < n1; nt += 16) {
       const int64_t ne = kiln_min(n1, nt + 16), W = ne - nt;
       /* a packed group is 16 rows: nt / 16 groups in, as rb * nt bytes are for GGUF rows */
@@ -999,6 +1024,13 @@ KILN_INLINE void qmatmul_swiglu(enum kiln_isa isa, enum kiln_wt wt, const float*
         }
 #undef KILN_SWIGLU_GROUP
         }
+        if (lo)
+          for (int r = 0; r < R; ++r)
+            for (int side = 0; side < 2; ++side) {
+              const int64_t row = t + r, rk = rkl[row][side], sl = lo->slots[t0 + row];
+              float* v = (side ? uv : gv) + r * 16;
+              if (rk) lora_expand(hl[row][side], rk, (side ? lo->bu : lo->bg) + sl * lo->R * N + nt, N, lo->scale[sl], v, v, W);
+            }
         for (int r = 0; r < R; ++r)
           for (int64_t j = 0; j < W; ++j) {
             const float a = gv[r * 16 + j];
@@ -1035,7 +1067,15 @@ KILN_INLINE void qmatmul_swiglu(enum kiln_isa isa, enum kiln_wt wt, const float*
                                                  const void* wu, float* y, int64_t T,         \
                                                  int64_t K, int64_t N, int32_t tid,           \
                                                  int32_t nth) {                               \
-    qmatmul_swiglu(KILN_ISA_##isa, KILN_WT_##wt, x, wg, wu, y, T, K, N, tid, nth, packed);   \
+    qmatmul_swiglu(KILN_ISA_##isa, KILN_WT_##wt, x, wg, wu, y, T, K, N, tid, nth, packed, 0); \
+  }                                                                                          \
+  attr void kiln_matmul_swiglu_lora_##name##_q8_##isa(                                       \
+      const float* x, const void* wg, const void* wu, const float* ag, const float* bg,      \
+      const float* au, const float* bu, const float* scale, const int32_t* slots,            \
+      const int32_t* rank_g, const int32_t* rank_u, float* y, int64_t T, int64_t K, int64_t N, \
+      int64_t R, int32_t tid, int32_t nth) {                                                 \
+    const kiln_swiglu_lora lo = {ag, bg, au, bu, scale, slots, rank_g, rank_u, R};           \
+    qmatmul_swiglu(KILN_ISA_##isa, KILN_WT_##wt, x, wg, wu, y, T, K, N, tid, nth, packed, &lo); \
   }
 #define KILN_DEFINE_QMATMUL(wt, isa, attr) KILN_DEFINE_QMATMUL_OPS(wt, wt, isa, attr, 0)
 #define KILN_DEFINE_QMATMUL_PACKED(wt, isa, attr) KILN_DEFINE_QMATMUL_OPS(wt##x16, wt, isa, attr, 1)

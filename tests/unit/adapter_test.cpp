@@ -280,7 +280,11 @@ TEST(Safetensors, HostileHeadersGiveErrorsNamingTheTensor) {
 TEST(Adapter, TargetsOfAdaptersAreTheUnionOfTheirModules) {
   auto adapter_on = [](std::vector<int> modules) {
     LoraAdapter a;
-    for (int m : modules) a.targets.push_back(LoraTarget{.module = m});
+    for (int m : modules) {
+      LoraTarget t;
+      t.module = m;
+      a.targets.push_back(std::move(t));
+    }
     return a;
   };
   EXPECT_EQ(lora_targets_of({}), "");

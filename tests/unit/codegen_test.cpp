@@ -479,6 +479,38 @@ TEST(Codegen, LoraFusedWithProjectionMatchesInterpreter) {
   }
 }
 
+// matmul_swiglu's LoRA form (fuse-matmul-swiglu on a LoRA graph), lowered to
+// kiln_matmul_swiglu_lora_*: gate and up side paths of different ranks per slot (0: that
+// side untouched), rows on the zero adapter and on adapters, int8 activations (bound 1e-4,
+// as the int8 matmuls).
+TEST(Codegen, SwigluWithLoraMatchesInterpreter) {
+  for (DType dt : {DType::Q4_1, DType::Q8_0}) {
+    SCOPED_TRACE(dtype_name(dt));
+    const LoraShape c = {3, 8, 64, 48};
+    Builder b("swiglu_lora");
+    b.g.set_attr("int8_activations", int64_t{1});
+    Node* x = b.activations("x", 30, c.in);
+    const float ws = 1.0f / std::sqrt((float)c.in);
+    Node* wg = b.random_weight("blk.0.ffn_gate.weight", dt, {c.out, c.in}, ws);
+    Node* wu = b.random_weight("blk.0.ffn_up.weight", dt, {c.out, c.in}, ws);
+    Node* lg = lora_node(b, x, "blk.0.ffn_gate.weight", c);
+    Node* lu = lora_node(b, x, "blk.0.ffn_up.weight", c);
+    b.output(b.op(Op::MatMulSwiGlu, {x, wg, wu, lg->operand(1), lg->operand(2), lu->operand(1), lu->operand(2),
+                                     lg->operand(3), lg->operand(4), lg->operand(5), lu->operand(5)}));
+    b.g.erase_if([&](const Node* n) { return n == lg || n == lu; });
+    std::map<std::string, Tensor> adapters;
+    fill_adapter(b.rng, "blk.0.ffn_gate.weight", c, {8, 3, 8}, adapters);
+    fill_adapter(b.rng, "blk.0.ffn_up.weight", c, {8, 0, 5}, adapters);
+    adapters.insert_or_assign("lora.scale", Tensor::f32_of({c.K}, {5.0f, 0.5f, -0.75f}));
+    auto steps = row_sets(b.rng, 30);
+    for (StepRows& s : steps) {
+      for (int64_t t = 0; t < s.n_rows(); ++t) s.adapter_slots.push_back((int32_t)((t * 2 + 1) % c.K));
+      s.adapters = adapters;
+    }
+    check_graph(b, steps, 1e-4);
+  }
+}
+
 // Two targets sharing scale and slots (two adapter-region offsets), rows of one step on
 // different slots: the zero adapter (slot 0, the base model), and adapters of ranks below
 // the compiled R, zero-padded.

@@ -541,6 +541,58 @@ TEST(Kernels, PackedFusedFormsMatchPackedMatmul) {
   }
 }
 
+// matmul_swiglu's LoRA form (fuse-matmul-swiglu on a LoRA graph): gate and up get op
+// lora's terms before the SiLU, with the bits of the unfused kernels (matmul, lora_add,
+// silu, mul), for rows on different slots and ranks (0 on a side: nothing added), more
+// rows than one chunk of shrinks holds, and any split over threads.
+TEST(Kernels, PackedSwigluWithLoraMatchesTheUnfusedKernels) {
+  std::mt19937 rng(37);
+  const int64_t N = 48, K = 192, S = 3, R = 8;
+  const std::vector<float> scale = {0.0f, 1.5f, -0.7f};
+  const std::vector<int32_t> rank_g = {0, 5, 8}, rank_u = {0, 0, 8};
+  const auto ag = random_floats(rng, S * R * K, 0.2f), bg = random_floats(rng, S * R * N, 0.2f);
+  const auto au = random_floats(rng, S * R * K, 0.2f), bu = random_floats(rng, S * R * N, 0.2f);
+  for (int64_t T : {6, 13, 37})
+  for (DType dt : {DType::Q4_0, DType::Q4_1, DType::Q8_0}) {
+    SCOPED_TRACE(fmt::format("{} T={}", dtype_name(dt), T));
+    auto enc = [&](std::vector<float> v) { return encode_tensor_data(dt, v); };
+    const std::string pg = packed_bytes(dt, enc(random_floats(rng, N * K, 0.1f)).data(), N, K);
+    const std::string pu = packed_bytes(dt, enc(random_floats(rng, N * K, 0.1f)).data(), N, K);
+    const auto x = random_floats(rng, T * K);
+    const auto slots = random_ints(rng, T, 0, (int)S - 1);
+    struct Fns { MatmulFn mm; decltype(&kiln_matmul_swiglu_lora_q4_0x16_q8_ref) sw; };
+    std::vector<std::pair<std::string, Fns>> fns;
+#define KILN_TEST_SWIGLU_LORA(wt, isa, attr)                                    \
+  if (std::string(#wt).substr(0, 4) == dtype_name(dt) && cpu_has(#isa))         \
+    fns.push_back({#isa, {kiln_matmul_##wt##_q8_##isa, kiln_matmul_swiglu_lora_##wt##_q8_##isa}});
+    KILN_PACKED_WEIGHT_TYPES(KILN_TEST_SWIGLU_LORA, ref, )
+#if defined(__x86_64__)
+    KILN_PACKED_WEIGHT_TYPES(KILN_TEST_SWIGLU_LORA, vnni, )
+#endif
+#undef KILN_TEST_SWIGLU_LORA
+    ASSERT_FALSE(fns.empty());
+    for (auto& [isa, f] : fns) {
+      SCOPED_TRACE(isa);
+      const size_t n = (size_t)(T * N);
+      std::vector<float> g(n), u(n), gl(n), ul(n), sg(n), want(n);
+      f.mm(x.data(), pg.data(), g.data(), T, K, N, 0, 1);
+      f.mm(x.data(), pu.data(), u.data(), T, K, N, 0, 1);
+      kiln_lora_add(x.data(), ag.data(), bg.data(), scale.data(), slots.data(), rank_g.data(), g.data(), gl.data(), T, K, N, R, 0, 1);
+      kiln_lora_add(x.data(), au.data(), bu.data(), scale.data(), slots.data(), rank_u.data(), u.data(), ul.data(), T, K, N, R, 0, 1);
+      EXPECT_FALSE(same_bits(gl, g)) << "the side paths add nothing: the check below would prove little";
+      kiln_silu(gl.data(), sg.data(), (int64_t)n, 0, 1);
+      kiln_mul(sg.data(), ul.data(), want.data(), (int64_t)n, (int64_t)n, 0, 1);
+      for (int nth : {1, 2, 3}) {
+        std::vector<float> got(n, NAN);
+        for (int tid = 0; tid < nth; ++tid)
+          f.sw(x.data(), pg.data(), pu.data(), ag.data(), bg.data(), au.data(), bu.data(), scale.data(), slots.data(),
+               rank_g.data(), rank_u.data(), got.data(), T, K, N, R, tid, nth);
+        EXPECT_TRUE(same_bits(got, want)) << nth << " threads";
+      }
+    }
+  }
+}
+
 // A packed embedding table gives the GGUF table's rows bit for bit (the tied LM head).
 TEST(Kernels, PackedEmbedMatchesGgufRows) {
   std::mt19937 rng(31);

@@ -261,6 +261,37 @@ TEST_F(LoraModel, AdapterInputEqualsMergedWeights) {
   EXPECT_GE(rel_err(plain, with_merge), 1e-2);
 }
 
+// fuse-matmul-swiglu on a LoRA graph: gate and up, each add(matmul, lora), become one
+// matmul_swiglu with their side paths, and the logits stay those of the unfused graph for
+// rows on the adapter and on the zero adapter (the interpreter runs both forms).
+TEST_F(LoraModel, SwigluFusionTakesTheSidePaths) {
+  LoraAdapter ad = random_adapter(base, 4, 14, 1.5f);
+  Graph unfused = build(base, 1, true);
+  Graph fused = build(base, 1, true);
+  auto changed = create_fuse_matmul_swiglu_pass()->run(fused);
+  ASSERT_TRUE(changed.ok()) << changed.error().message;
+  EXPECT_TRUE(*changed);
+  ASSERT_TRUE(verify(fused).ok());
+  const auto fused_nodes = fused.nodes_of(Op::MatMulSwiGlu);
+  ASSERT_EQ((int64_t)fused_nodes.size(), base.cfg.n_layer);
+  for (const Node* f : fused_nodes) {
+    ASSERT_EQ(f->operands().size(), 11u);
+    EXPECT_NE(f->operand(3)->str_attr("name")->find("ffn_gate.weight.a"), std::string_view::npos);
+    EXPECT_NE(f->operand(5)->str_attr("name")->find("ffn_up.weight.a"), std::string_view::npos);
+    EXPECT_EQ(f->operand(7)->str_attr("name"), "lora.scale");
+    EXPECT_EQ(f->operand(8)->str_attr("name"), "adapter_slots");
+    EXPECT_NE(f->operand(10)->str_attr("name")->find("ffn_up.weight.rank"), std::string_view::npos);
+  }
+  // Only gate, up and their silu and mul went: down keeps its side path.
+  EXPECT_EQ(fused.nodes_of(Op::Lora).size(), unfused.nodes_of(Op::Lora).size() - 2 * (size_t)base.cfg.n_layer);
+  for (int32_t slot : {1, 0}) {
+    auto in_u = step(tokens, slot), in_f = step(tokens, slot);
+    bind_adapter(unfused, ad, in_u);
+    bind_adapter(fused, ad, in_f);
+    EXPECT_EQ(run_logits(fused, in_f), run_logits(unfused, in_u)) << "slot " << slot;
+  }
+}
+
 // A rank below R, zero-padded, gives what the unpadded rank-r computation gives.
 TEST_F(LoraModel, PaddedRankEqualsUnpadded) {
   LoraAdapter ad = random_adapter(base, 3, 12, 1.5f);

@@ -11,7 +11,6 @@
 
 #include "codegen/compile.h"
 #include "codegen/loaded_artifact.h"
-#include "frontend/adapter.h"
 #include "frontend/hf_checkpoint.h"
 #include "frontend/llama.h"
 #include "ir/interpreter.h"
@@ -110,7 +109,6 @@ Result<std::string> cache_key(const EngineOptions& o) {
   std::string id = fmt::format("{}|{}|{}|{}|{}|{}|{:016x}", model, o.max_context, o.max_streams, o.max_rows,
                                o.threads, o.int8_activations, xxh64(self.data(), self.size()));
   if (o.lora_slots > 0) id += fmt::format("|lora {} {}", o.lora_slots, o.lora_rank);
-  if (o.lora_slots > 0 && !o.lora_targets.empty()) id += "|targets " + o.lora_targets;
   if (o.kv_type != "f16") id += "|kv " + o.kv_type;
   if (o.quantize != "none") id += "|quantize " + (o.quantize == "int4" ? std::string("q4_1") : o.quantize);  // one model
   return fmt::format("{:016x}", xxh64(id.data(), id.size()));
@@ -137,17 +135,6 @@ Result<std::unique_ptr<Engine>> make_interpreter_engine(const EngineOptions& o) 
   e->graph_ = std::make_unique<Graph>(std::move(g));
   e->interp_ = std::make_unique<Interpreter>(*e->graph_);
   return std::unique_ptr<Engine>(std::move(e));
-}
-
-Result<std::string> adapters_targets(const std::string& model_path, const std::vector<std::string>& adapters) {
-  KILN_ASSIGN(auto file, open_model_file(model_path, /*with_tensors=*/true));
-  KILN_ASSIGN(LlamaConfig cfg, read_llama_config(*file));
-  std::vector<LoraAdapter> read;
-  for (const std::string& path : adapters) {
-    KILN_ASSIGN(LoraAdapter a, load_lora_adapter(path, cfg, *file));
-    read.push_back(std::move(a));
-  }
-  return lora_targets_of(read);
 }
 
 Result<int64_t> artifact_max_context(const std::string& dir) {
@@ -182,7 +169,6 @@ Result<std::unique_ptr<LoadedArtifact>> open_compiled_session(const EngineOption
       req.quantize = o.quantize;
       req.lora_slots = o.lora_slots;
       req.lora_rank = o.lora_rank;
-      if (!o.lora_targets.empty()) req.lora_targets = o.lora_targets;
       req.progress = o.progress;
       KILN_ASSIGN(CompileSummary sum, compile_model(req));
       (void)sum;

@@ -41,18 +41,11 @@ struct EngineOptions {
   int64_t threads = 2;
   bool int8_activations = true;
   std::string quantize = "none";  // as kiln compile --quantize: float weights to int4 groups
-  int64_t lora_slots = 0;  // > 0: compile with LoRA slots (targets lora_targets, rank lora_rank)
+  int64_t lora_slots = 0;  // > 0: compile with LoRA slots (all targets, rank lora_rank)
   int64_t lora_slots_needed = -1;  // slots the run uses (an artifact must have them); < 0: lora_slots
   int64_t lora_rank = 16;
-  std::string lora_targets;  // as kiln compile --lora-targets; empty: the compiler's default (all)
   bool progress = true;
 };
-
-// The projections `adapters` (paths, as `kiln run --adapter` takes them) adapt, as
-// --lora-targets spells them ("q,k,v,o"): a compile for just these keeps the fusions that
-// a side path on the other projections would block (fuse-matmul-swiglu on gate/up).
-// Reads each adapter against the model, so a bad one is refused here, by name.
-Result<std::string> adapters_targets(const std::string& model_path, const std::vector<std::string>& adapters);
 
 // The context an artifact was compiled for (its model.h's KILN_MODEL_MAX_CONTEXT), read
 // without loading it, so prompts can be checked against it before any work.

@@ -59,17 +59,6 @@ static std::vector<OptionSpec> run_options() {
 }
 
 // Reply styles for --streams when --style is not given.
-// With no --artifact the run compiles its own model (cached): for these adapters' projections
-// only, so that the others keep the fusions a LoRA side path would block (gate/up's
-// fuse-matmul-swiglu; docs/architecture.md, LoRA adapters). An adapter that cannot be read
-// is refused here, by name.
-static Status target_adapted_projections(EngineOptions& eo, const std::vector<std::string>& adapters) {
-  if (!eo.artifact_dir.empty() || adapters.empty()) return Status::success();
-  KILN_ASSIGN(eo.lora_targets, adapters_targets(eo.model_path, adapters));
-  spdlog::info("LoRA side paths on {} (what the adapters adapt)", eo.lora_targets);
-  return Status::success();
-}
-
 static const char* kDefaultStyles[] = {"formal", "polite", "jovial", "concise", "enthusiastic", "poetic"};
 
 // DS2D's statistics on stderr: steps, acceptance, template use and cost, where the time went.
@@ -145,7 +134,6 @@ static int run_streams(const Args& args, const Tokenizer& tok, const std::option
       if (a != "none" && std::find(distinct.begin(), distinct.end(), a) == distinct.end()) distinct.push_back(a);
     eo.lora_slots = eo.max_streams + 1;
     eo.lora_slots_needed = 1 + (int64_t)distinct.size();
-    if (auto st = target_adapted_projections(eo, distinct); !st.ok()) return fail(st.error().message);
   }
   auto cs = open_compiled_session(eo);
   if (!cs.ok()) return fail(cs.error().message);
@@ -482,10 +470,7 @@ int cmd_run(int argc, char** argv) {
   const Tokenizer* tok = &text_parts->tokenizer;
   const std::optional<std::string>& chat_template = text_parts->chat_template;
 
-  if (auto adapter = args->get("adapter")) {
-    eo.lora_slots = 2;
-    if (auto st = target_adapted_projections(eo, {*adapter}); !st.ok()) return fail(st.error().message);
-  }
+  if (args->get("adapter")) eo.lora_slots = 2;
   if (*streams > 1)
     return run_streams(*args, *tok, chat_template, eo, *sp, *max_tokens);
 
