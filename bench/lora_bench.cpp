@@ -18,9 +18,8 @@
 //  * single-stream decode with the zero adapter against the build without LoRA
 //    (interleaved repetitions, so load on a shared machine hits both alike);
 //  * the adapter-styled replies again on a third build with side paths on the adapters'
-//    own projections only (what `kiln run --stream-adapter` compiles for itself), whose
-//    other projections keep their fused kernels; its runs alternate with the first
-//    build's.
+//    own projections only (--lora-targets): what a build for every projection costs over
+//    one for just these adapters; its runs alternate with the first build's.
 // Prints one JSON object. usage: lora_bench MODEL [--threads N] [--reps R] [ADAPTER...]
 #include <algorithm>
 #include <chrono>

@@ -91,8 +91,7 @@ Result<LoraAdapter> lora_from_peft(std::string_view config_json, const std::stri
                                    const GgufFile& base_file, const LoraOptions& opts = {});
 
 // The modules `adapters` adapt, as kiln compile --lora-targets spells them ("q,k,v,o"), in
-// lora_names::kModules order: a model compiled for just these keeps the fusions a side
-// path on the other projections would block (fuse-matmul-swiglu on gate/up).
+// lora_names::kModules order: the targets of a build for just these adapters.
 std::string lora_targets_of(const std::vector<LoraAdapter>& adapters);
 
 // Reorders the rows of a row-major [rows, cols] matrix from Hugging Face order to GGUF
