@@ -24,7 +24,8 @@
 // rank)): both sides adapted, on one scale and slots, fuse into the 11-operand form
 // matmul_swiglu(h, Wg, Wu, ag, bg, au, bu, scale, slots, rank_g, rank_u), whose kernel
 // adds each tile's side path before the SiLU, with op lora's kernel's arithmetic, so the
-// bits are the unfused graph's. Unfused, an adapter cost a step its two fusions here.
+// bits are the unfused graph's. Unfused, a step on an adapter lost this fusion (about 8%
+// of its decode rate on an Intel Xeon host, 2 threads).
 #include "passes/passes.h"
 
 namespace kiln {

@@ -952,10 +952,6 @@ KILN_INLINE void qmatmul3(enum kiln_isa isa, enum kiln_wt wt, const float* restr
   }
 }
 
-/* y[t, n] = silu(x wg[n]) * (x wu[n]) (fuse-matmul-swiglu): x is quantized once, and each
- * tile of up to 16 columns is computed for gate and up into the stack and combined by the
- * thread that owns it, so no barrier separates the matmuls from the SwiGLU and no [T, N]
- * gate/up values go through memory. The same split of N as qmatmul. */
 /* The LoRA side paths of matmul_swiglu's fused form (op lora's operands for gate and up,
  * one scale and slots): each tile of gate and up values gets its rows' terms added as
  * kiln_lora_add adds them (lora_rows.h: the same shrink of the row, the same expand of the
@@ -968,6 +964,10 @@ typedef struct {
 } kiln_swiglu_lora;
 #define KILN_SWIGLU_LORA_ROWS 16 /* rows whose shrinks the stack holds (chunks shrink to it) */
 
+/* y[t, n] = silu(x wg[n]) * (x wu[n]) (fuse-matmul-swiglu): x is quantized once, and each
+ * tile of up to 16 columns is computed for gate and up into the stack and combined by the
+ * thread that owns it, so no barrier separates the matmuls from the SwiGLU and no [T, N]
+ * gate/up values go through memory. The same split of N as qmatmul. */
 KILN_INLINE void qmatmul_swiglu(enum kiln_isa isa, enum kiln_wt wt, const float* restrict x,
                                 const void* restrict wg, const void* restrict wu,
                                 float* restrict y, int64_t T, int64_t K, int64_t N, int32_t tid,
