@@ -252,6 +252,12 @@ class Lowering {
     return c;
   }
 
+  // The LoRA kernels keep a row's shrink (up to 64 floats, KILN_LORA_MAX_RANK in
+  // kernels/lora_rows.h) on the stack: a larger compiled rank is refused at lowering.
+  Status check_lora_rank(const Node* n, int64_t R) {
+    if (R > 64) return fail(n, fmt::format("rank {} is above the kernel's 64", R));
+    return Status::success();
+  }
   Error fail(const Node* n, const std::string& msg) {
     return make_error("codegen: {} at {}: {}", op_name(n->op()), n->loc(), msg);
   }
@@ -520,7 +526,7 @@ class Lowering {
           return fail(n, "matmul_swiglu needs int8-activation kernels for its weight type on this profile");
         if (o.size() == 11) {  // with the LoRA side paths of gate and up
           const auto& as = o[3]->type().shape;  // [K, R, in]
-          if (as[1] > 64) return fail(n, fmt::format("rank {} is above the kernel's 64", as[1]));
+          KILN_TRY(check_lora_rank(n, as[1]));
           k.replace(0, 12, "kiln_matmul_swiglu_lora_");
           std::vector<Value*> args = {ptr_[o[0]], ptr_[o[1]], ptr_[o[2]]};
           for (size_t i = 3; i < 11; ++i) args.push_back(ptr_[o[i]]);
@@ -553,7 +559,7 @@ class Lowering {
         const auto& as = o[1]->type().shape;  // [K, R, in]
         const auto& bs = o[2]->type().shape;  // [K, R, out]
         if (as.size() != 3 || bs.size() != 3) return fail(n, "a and b must be [K,R,in] and [K,R,out]");
-        if (as[1] > 64) return fail(n, fmt::format("rank {} is above the kernel's 64", as[1]));
+        KILN_TRY(check_lora_rank(n, as[1]));
         return call(n, "kiln_lora", {ptr_[o[0]], ptr_[o[1]], ptr_[o[2]], ptr_[o[3]], ptr_[o[4]], ptr_[o[5]], y, T,
                                      i64c(as[2]), i64c(bs[2]), i64c(as[1])});
       }
@@ -616,7 +622,7 @@ class Lowering {
     const auto& as = lo[1]->type().shape;  // [K, R, in]
     const auto& bs = lo[2]->type().shape;  // [K, R, out]
     if (as.size() != 3 || bs.size() != 3) return fail(l, "a and b must be [K,R,in] and [K,R,out]");
-    if (as[1] > 64) return fail(l, fmt::format("rank {} is above the kernel's 64", as[1]));
+    KILN_TRY(check_lora_rank(l, as[1]));
     KILN_TRY(place(n));
     sync(regions_of(lo), {region_[n]});
     read_.push_back(region_[m]);

@@ -347,8 +347,8 @@ Result<TensorType> infer_type(Op op, const std::vector<Node*>& o, const Attrs& a
         return make_error("takes 3 operands, or 11 with LoRA side paths, got {}", o.size());
       if (o.size() == 11)  // each side path as op lora checks it, giving the projection's shape
         for (int side = 0; side < 2; ++side) {
-          KILN_ASSIGN(TensorType l, infer_type(Op::Lora, {o[0], o[3 + 2 * side], o[4 + 2 * side], o[7], o[8],
-                                                          o[9 + side]}, {}));
+          const auto side_path = swiglu_side_path(o, side);
+          KILN_ASSIGN(TensorType l, infer_type(Op::Lora, {side_path.begin(), side_path.end()}, {}));
           if (!dims_agree(l.shape[1], w[0]))
             return make_error("the {} side path gives {} columns, the weights {}", side ? "up" : "gate", l.shape[1],
                               w[0]);

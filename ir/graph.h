@@ -6,6 +6,7 @@
 // or layer it came from, so dumps and diagnostics point back at the model.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -171,6 +172,14 @@ class WeightSource {
 };
 
 // Computes the result type of `op` on `operands` with `attrs`, or says what is wrong.
+// matmul_swiglu's LoRA form (11 operands: x, Wg, Wu, ag, bg, au, bu, scale, slots,
+// rank_g, rank_u; ir/ops.def): side 0 (gate) or 1 (up)'s side path as op lora takes its
+// operands: x, a, b, scale, slots, rank. The one place that layout is read.
+template <class T>
+std::array<T, 6> swiglu_side_path(const std::vector<T>& o, int side) {
+  return {o[0], o[3 + 2 * side], o[4 + 2 * side], o[7], o[8], o[9 + side]};
+}
+
 Result<TensorType> infer_type(Op op, const std::vector<Node*>& operands,
                               const std::map<std::string, Attr, std::less<>>& attrs);
 

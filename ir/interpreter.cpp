@@ -418,15 +418,15 @@ Result<std::map<std::string, Tensor>> Interpreter::run(const std::map<std::strin
         KILN_ASSIGN(TensorPtr x, get(n->operand(0)));
         // The fused form with LoRA side paths adds each side's term, as add(matmul, lora) does.
         TensorPtr lg, lu;
-        if (n->operands().size() == 11) {
-          std::vector<TensorPtr> v;
-          for (size_t i = 3; i < 11; ++i) {
-            KILN_ASSIGN(TensorPtr t, get(n->operand(i)));
-            v.push_back(std::move(t));
+        if (n->operands().size() == 11)
+          for (int side = 0; side < 2; ++side) {
+            std::array<TensorPtr, 6> v;
+            const auto path = swiglu_side_path(n->operands(), side);
+            for (size_t i = 0; i < v.size(); ++i) {
+              KILN_ASSIGN(v[i], get(path[i]));
+            }
+            KILN_ASSIGN((side ? lu : lg), lora_side(*v[0], *v[1], *v[2], *v[3], *v[4], *v[5], where));
           }
-          KILN_ASSIGN(lg, lora_side(*x, *v[0], *v[1], *v[4], *v[5], *v[6], where));
-          KILN_ASSIGN(lu, lora_side(*x, *v[2], *v[3], *v[4], *v[5], *v[7], where));
-        }
         RowSource wg, wu;
         TensorPtr keep_g, keep_u;
         KILN_TRY(rows_of(n->operand(1), wg, keep_g));
